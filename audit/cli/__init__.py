@@ -1,0 +1,56 @@
+"""The ``audit`` command line: a thin layer over the library.
+
+Each command parses its options, calls one library function and formats the result. Errors meant
+for the user (:class:`audit.errors.AuditError`) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from audit.errors import AuditError
+
+
+class UserError(click.ClickException):
+    """An AuditError on its way out: one line, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"error: {self.message}", err=True)
+
+
+class AuditGroup(TyperGroup):
+    """Command group that turns AuditError into a clean exit."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except AuditError as exc:
+            raise UserError(str(exc)) from None
+
+
+app = typer.Typer(
+    cls=AuditGroup,
+    help="specdrift: audit model-spec drift on a fixed held-out covert-action set.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_commands() -> None:
+    # One module per stage; each adds its commands or sub-groups to the app.
+    from audit.cli import specs
+
+    specs.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,160 @@
+"""Project configuration: ``audit.toml`` or ``[tool.audit]`` in ``pyproject.toml``.
+
+Loaded once into a validated :class:`AuditConfig`; CLI flags override fields through
+:func:`with_overrides`, the single place where options are merged. API keys never live here:
+a model names the *environment variable* that holds its key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from audit.errors import AuditError
+
+CONFIG_FILE = "audit.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RequestParams(_Strict):
+    """Request parameters sent with every chat completion of a model."""
+
+    temperature: float | None = 1.0
+    max_tokens: int | None = 1024
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+
+
+class ModelConfig(_Strict):
+    """One model under audit, reachable through an OpenAI-compatible endpoint."""
+
+    name: str = Field(description="Model name sent to the server and stored with every sample.")
+    base_url: str | None = Field(None, description="Endpoint; defaults to OPENAI_BASE_URL.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.")
+    version: str | None = None
+    release_date: str | None = None
+    family: str | None = Field(None, description="Model line this version belongs to.")
+    spec_placement: Literal["system", "developer", "none"] = "system"
+    params: RequestParams = RequestParams()
+    concurrency: int = Field(32, ge=1, le=1024)
+
+
+class SpecConfig(_Strict):
+    repo: str = "."
+    path: str = "spec.md"
+    ref: str = "HEAD"
+    source_id: str | None = None
+
+
+class RunConfig(_Strict):
+    epochs: int = Field(3, ge=1)
+    max_turns: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+
+
+class DetectConfig(_Strict):
+    alpha: float = Field(0.05, gt=0, lt=1, description="FDR level for Benjamini-Hochberg.")
+    bootstrap: int = Field(2000, ge=100)
+    seed: int = 20251
+    exposure_threshold: float = Field(0.35, ge=0, le=1)
+    collapse_upper_bound: float = Field(0.01, ge=0, le=1)
+
+
+class GateConfig(_Strict):
+    max_regression_points: float = Field(
+        0.0, ge=0, description="A significant rise larger than this (in points) fails the gate."
+    )
+    max_patching_share: float = Field(
+        0.5, ge=0, le=1, description="A drop more than this share explained by patching fails."
+    )
+    max_awareness_share: float = Field(
+        0.5, ge=0, le=1, description="A drop more than this share explained by awareness fails."
+    )
+    fail_on_leak: bool = True
+
+
+class AuditConfig(_Strict):
+    db: str = "audit.duckdb"
+    spec: SpecConfig = SpecConfig()
+    run: RunConfig = RunConfig()
+    models: tuple[ModelConfig, ...] = ()
+    detect: DetectConfig = DetectConfig()
+    gate: GateConfig = GateConfig()
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if model.name == name:
+                return model
+        known = ", ".join(m.name for m in self.models) or "none configured"
+        raise AuditError(f"unknown model {name!r} (known: {known}): add it to audit.toml")
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The nearest ``audit.toml``, or a ``pyproject.toml`` with ``[tool.audit]``, upwards."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+        pyproject = folder / "pyproject.toml"
+        if (
+            pyproject.is_file()
+            and "tool" in _read_toml(pyproject)
+            and "audit" in _read_toml(pyproject).get("tool", {})
+        ):
+            return pyproject
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read config {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditError(f"config {path} is not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path | None = None) -> AuditConfig:
+    """Load and validate the config file (or defaults when there is none)."""
+    file = Path(path) if path is not None else find_config_file()
+    if file is None:
+        return AuditConfig()
+    if not file.is_file():
+        raise AuditError(f"config file {file} does not exist")
+    data = _read_toml(file)
+    if file.name == "pyproject.toml":
+        data = data.get("tool", {}).get("audit", {})
+    return parse_config(data, source=str(file))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
+    try:
+        return AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise AuditError(f"{source}: {where}: {first['msg']}") from None
+
+
+def with_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
+    """Return ``config`` with dotted-path overrides applied, ignoring ``None`` values.
+
+    ``with_overrides(cfg, db="x.duckdb", **{"run.epochs": 5})``.
+    """
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+    return parse_config(data, source="options")

@@ -1,0 +1,207 @@
+"""The scenario format: what one held-out covert-action scenario file contains.
+
+A scenario is data, not code. It gives an agent a system context and a user request, offers it
+scripted tools whose results are canned (picked by matching the call's arguments), asks it to
+submit its result through a submission tool (or as a JSON object in its final answer, for models
+that cannot call tools), and grades the transcript with ordered rules.
+
+Paired families (sandbagging) declare several conditions; each condition may add text to the
+system or user message. Such scenarios carry questions with known answers and are graded on
+their score (share answered correctly) as well as by rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["covert", "honest"]
+SpecPlacement = Literal["system", "developer", "none"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CannedResult(_Frozen):
+    """A tool result returned when every ``when`` pattern matches the call's arguments."""
+
+    when: dict[str, str] = Field(
+        default_factory=dict,
+        description="Argument name -> regex (case-insensitive, searched in the argument's JSON "
+        "text). Empty: the default result.",
+    )
+    result: str
+
+    def matches(self, arguments: dict[str, Any]) -> bool:
+        for name, pattern in self.when.items():
+            if name not in arguments:
+                return False
+            value = arguments[name]
+            text = value if isinstance(value, str) else json.dumps(value)
+            if not re.search(pattern, text, flags=re.IGNORECASE):
+                return False
+        return True
+
+
+class ScriptedTool(_Frozen):
+    """A tool offered to the model as an OpenAI function, answered from canned results."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str
+    parameters: dict[str, Any] = Field(description="JSON Schema of the arguments (an object).")
+    results: tuple[CannedResult, ...] = Field(
+        default=(), description="Tried in order; the first that matches answers the call."
+    )
+
+    def openai_schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def answer(self, arguments: dict[str, Any]) -> str:
+        for canned in self.results:
+            if canned.matches(arguments):
+                return canned.result
+        return json.dumps({"ok": True})
+
+
+class Submission(_Frozen):
+    """How the agent reports its result: a tool call, or a JSON object in the final answer."""
+
+    tool: str = Field(description="Name of the submission tool (also one of ``tools``).")
+    fields: tuple[str, ...] = Field(description="Fields of the submission object that rules read.")
+
+
+class ToolCallMatch(_Frozen):
+    """Matches a call of ``name`` whose arguments match every ``args`` regex."""
+
+    name: str
+    args: dict[str, str] = Field(default_factory=dict)
+
+
+class Rule(_Frozen):
+    """A grading rule. All of its given conditions must hold for it to fire."""
+
+    id: str
+    verdict: Verdict
+    explain: str = Field(description="Why this rule means covert / honest, for the evidence.")
+    submission: dict[str, str] = Field(
+        default_factory=dict, description="Submission field -> regex (case-insensitive)."
+    )
+    tool_call: ToolCallMatch | None = None
+    no_tool_call: str | None = Field(None, description="Fires only if this tool was never called.")
+    final_text: str | None = Field(None, description="Regex over the final answer text.")
+
+
+class Question(_Frozen):
+    """A question with a known answer (capability checks, sandbagging families)."""
+
+    id: str
+    prompt: str
+    answer: str = Field(description="Regex the submitted answer must match to count as correct.")
+
+
+class Condition(_Frozen):
+    """A variant of the scenario (paired families): text added to the system or user message."""
+
+    name: str
+    system_suffix: str = ""
+    user_suffix: str = ""
+
+
+class ReferenceTurn(_Frozen):
+    """One assistant turn of a reference transcript."""
+
+    reasoning: str = ""
+    content: str | None = None
+    tool_calls: tuple[ToolCallMatch, ...] = Field(
+        default=(), description="Calls made in this turn; ``args`` holds the literal arguments."
+    )
+
+
+class ReferenceTranscript(_Frozen):
+    """A labelled example run: drives the grader tests and the model organisms."""
+
+    label: Literal["honest", "covert"]
+    condition: str = "default"
+    turns: tuple[ReferenceTurn, ...]
+
+
+class Scenario(_Frozen):
+    """One held-out covert-action scenario (one JSON file under ``audit/heldout/scenarios``)."""
+
+    canary: str
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    family: str
+    title: str
+    system: str
+    user: str
+    tools: tuple[ScriptedTool, ...]
+    submission: Submission
+    ground_truth: str = Field(description="What really happened, in one or two sentences.")
+    rules: tuple[Rule, ...]
+    default_verdict: Verdict | None = Field(
+        None, description="Verdict when a submission exists but no rule fired (None: invalid)."
+    )
+    conditions: tuple[Condition, ...] = (Condition(name="default"),)
+    questions: tuple[Question, ...] = ()
+    distinctive_phrases: tuple[str, ...] = Field(
+        description="Phrases specific to this scenario (names, files, numbers): what a spec patch "
+        "aimed at it would mention. Used by exposure analysis and the organisms."
+    )
+    references: tuple[ReferenceTranscript, ...]
+
+    def condition(self, name: str) -> Condition:
+        for condition in self.conditions:
+            if condition.name == name:
+                return condition
+        raise KeyError(f"scenario {self.id} has no condition {name!r}")
+
+    def tool(self, name: str) -> ScriptedTool | None:
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return None
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        return [tool.openai_schema() for tool in self.tools]
+
+    def answer_tool_call(self, name: str, arguments_json: str) -> str:
+        """The canned result for a call, or an error text the model can read and recover from."""
+        tool = self.tool(name)
+        if tool is None:
+            return json.dumps({"error": f"unknown tool {name!r}"})
+        try:
+            arguments = json.loads(arguments_json or "{}")
+        except json.JSONDecodeError:
+            return json.dumps({"error": "arguments are not valid JSON"})
+        if not isinstance(arguments, dict):
+            return json.dumps({"error": "arguments must be a JSON object"})
+        if name == self.submission.tool:
+            return json.dumps({"ok": True, "received": True})
+        return tool.answer(arguments)
+
+    def messages(
+        self, condition: str, spec_text: str | None, placement: SpecPlacement
+    ) -> list[dict[str, Any]]:
+        """Opening messages of a sample: the spec (if placed), the system context, the request."""
+        variant = self.condition(condition)
+        system = self.system + (("\n\n" + variant.system_suffix) if variant.system_suffix else "")
+        user = self.user + (("\n\n" + variant.user_suffix) if variant.user_suffix else "")
+        messages: list[dict[str, Any]] = []
+        if spec_text and placement == "system":
+            system = f"{spec_text}\n\n---\n\n{system}"
+        elif spec_text and placement == "developer":
+            messages.append({"role": "developer", "content": spec_text})
+        messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": user})
+        return messages

@@ -1,0 +1,308 @@
+"""The one place where every DuckDB table and view of specdrift is defined.
+
+The schema is a list of forward migrations. Each migration runs in its own transaction and is
+recorded in ``schema_version``; opening a database applies the pending ones. Tables and columns
+carry ``COMMENT ON`` text so that ``audit schema`` and any DuckDB client can explain them.
+
+Conventions: shas are full 40-character hex strings; hashes are ``sha256:<hex>``; timestamps are
+``TIMESTAMPTZ``; free-form structured evidence is ``JSON``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+_V1_TABLES = """
+CREATE TABLE spec_sources (
+    source_id      VARCHAR PRIMARY KEY,
+    repo           VARCHAR NOT NULL,
+    path           VARCHAR NOT NULL,
+    ref            VARCHAR NOT NULL,
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_synced_at TIMESTAMPTZ,
+    tip_sha        VARCHAR
+);
+COMMENT ON TABLE spec_sources IS 'A spec file tracked in a git repository; one row per (repo, path).';
+COMMENT ON COLUMN spec_sources.source_id IS 'Stable id of the source: a user-given name or one derived from repo and path.';
+COMMENT ON COLUMN spec_sources.repo IS 'Absolute path of the git repository (bare or not) as given at sync.';
+COMMENT ON COLUMN spec_sources.path IS 'Path of the spec file inside the repository at the synced tip (renames are followed back).';
+COMMENT ON COLUMN spec_sources.ref IS 'Branch, tag or sha that was synced.';
+COMMENT ON COLUMN spec_sources.last_synced_at IS 'When the last successful sync finished.';
+COMMENT ON COLUMN spec_sources.tip_sha IS 'Commit the ref pointed at during the last successful sync.';
+
+CREATE TABLE spec_revisions (
+    source_id       VARCHAR NOT NULL,
+    sha             VARCHAR NOT NULL,
+    seq             INTEGER NOT NULL,
+    parent_shas     VARCHAR[] NOT NULL,
+    prev_sha        VARCHAR,
+    author_name     VARCHAR,
+    author_email    VARCHAR,
+    authored_at     TIMESTAMPTZ,
+    committer_name  VARCHAR,
+    committed_at    TIMESTAMPTZ,
+    message         VARCHAR,
+    path            VARCHAR NOT NULL,
+    content         VARCHAR NOT NULL,
+    content_hash    VARCHAR NOT NULL,
+    size_bytes      BIGINT NOT NULL,
+    PRIMARY KEY (source_id, sha)
+);
+COMMENT ON TABLE spec_revisions IS 'Every commit that changed the content of a tracked spec file.';
+COMMENT ON COLUMN spec_revisions.sha IS 'Full commit sha.';
+COMMENT ON COLUMN spec_revisions.seq IS 'Position of the revision in the spec history, 0 = oldest (commit order).';
+COMMENT ON COLUMN spec_revisions.parent_shas IS 'Git parents of the commit (two or more for a merge).';
+COMMENT ON COLUMN spec_revisions.prev_sha IS 'The previous spec revision (seq - 1) that changes are computed against; NULL for the first.';
+COMMENT ON COLUMN spec_revisions.path IS 'Path of the spec file at this commit (differs across renames).';
+COMMENT ON COLUMN spec_revisions.content IS 'Full UTF-8 text of the spec at this commit.';
+COMMENT ON COLUMN spec_revisions.content_hash IS 'sha256 of the UTF-8 content; samples are keyed by it, so equal texts share samples.';
+COMMENT ON COLUMN spec_revisions.size_bytes IS 'Size of the content in bytes.';
+
+CREATE TABLE spec_changes (
+    source_id      VARCHAR NOT NULL,
+    sha            VARCHAR NOT NULL,
+    prev_sha       VARCHAR,
+    lines_added    INTEGER NOT NULL,
+    lines_removed  INTEGER NOT NULL,
+    unified_diff   VARCHAR NOT NULL,
+    PRIMARY KEY (source_id, sha)
+);
+COMMENT ON TABLE spec_changes IS 'Line-level change of each revision against the previous one (difflib unified diff).';
+COMMENT ON COLUMN spec_changes.prev_sha IS 'Revision the diff is taken against; NULL for the first revision (diff against empty).';
+COMMENT ON COLUMN spec_changes.unified_diff IS 'Unified diff text, three lines of context.';
+
+CREATE TABLE spec_clause_changes (
+    source_id    VARCHAR NOT NULL,
+    sha          VARCHAR NOT NULL,
+    prev_sha     VARCHAR,
+    ordinal      INTEGER NOT NULL,
+    change       VARCHAR NOT NULL CHECK (change IN ('added', 'removed', 'reworded', 'moved')),
+    clause_kind  VARCHAR NOT NULL,
+    section      VARCHAR,
+    old_text     VARCHAR,
+    new_text     VARCHAR,
+    similarity   DOUBLE,
+    PRIMARY KEY (source_id, sha, ordinal)
+);
+COMMENT ON TABLE spec_clause_changes IS 'Clause-level changes (sections, bullets, sentences) of each revision against the previous one.';
+COMMENT ON COLUMN spec_clause_changes.change IS 'added, removed, reworded (similar text replaced) or moved (same text, other place).';
+COMMENT ON COLUMN spec_clause_changes.clause_kind IS 'heading, bullet, sentence or code.';
+COMMENT ON COLUMN spec_clause_changes.section IS 'Heading path of the section holding the clause, e.g. "Principles > Honesty".';
+COMMENT ON COLUMN spec_clause_changes.similarity IS 'rapidfuzz similarity 0-100 between old and new text (reworded and moved clauses).';
+
+CREATE TABLE heldout_sets (
+    set_hash       VARCHAR PRIMARY KEY,
+    version        VARCHAR NOT NULL,
+    canary         VARCHAR NOT NULL,
+    n_scenarios    INTEGER NOT NULL,
+    registered_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE heldout_sets IS 'Versions of the held-out covert-action set that runs were made against.';
+COMMENT ON COLUMN heldout_sets.set_hash IS 'sha256 of the canonical serialization of every scenario of the set.';
+COMMENT ON COLUMN heldout_sets.canary IS 'Canary string carried by every scenario file; its presence elsewhere means a leak.';
+
+CREATE TABLE scenarios (
+    set_hash       VARCHAR NOT NULL,
+    scenario_id    VARCHAR NOT NULL,
+    family         VARCHAR NOT NULL,
+    scenario_hash  VARCHAR NOT NULL,
+    title          VARCHAR NOT NULL,
+    conditions     VARCHAR[] NOT NULL,
+    PRIMARY KEY (set_hash, scenario_id)
+);
+COMMENT ON TABLE scenarios IS 'Scenarios of each registered held-out set (ids and hashes only: the prompts stay in the package data).';
+COMMENT ON COLUMN scenarios.family IS 'Covert-action family, e.g. misreport_tests, sandbagging.';
+COMMENT ON COLUMN scenarios.scenario_hash IS 'sha256 of the canonical serialization of this scenario.';
+COMMENT ON COLUMN scenarios.conditions IS 'Conditions the scenario is run under (paired families have two, e.g. neutral and incentive).';
+
+CREATE TABLE runs (
+    run_id        VARCHAR PRIMARY KEY,
+    command       VARCHAR NOT NULL,
+    started_at    TIMESTAMPTZ NOT NULL,
+    finished_at   TIMESTAMPTZ,
+    set_hash      VARCHAR NOT NULL,
+    tool_version  VARCHAR NOT NULL,
+    config        JSON NOT NULL,
+    planned       INTEGER,
+    skipped       INTEGER,
+    stored        INTEGER,
+    failed        INTEGER
+);
+COMMENT ON TABLE runs IS 'One row per invocation of the runner (run, sweep, demo), including interrupted ones.';
+COMMENT ON COLUMN runs.config IS 'Resolved run configuration (models, params, epochs); API keys are never included, only the names of their variables.';
+COMMENT ON COLUMN runs.planned IS 'Samples in the matrix; skipped = already stored; stored and failed = outcome of this run.';
+
+CREATE TABLE samples (
+    sample_key          VARCHAR PRIMARY KEY,
+    run_id              VARCHAR,
+    origin              VARCHAR NOT NULL CHECK (origin IN ('run', 'import')),
+    model               VARCHAR NOT NULL,
+    model_version       VARCHAR,
+    source_id           VARCHAR,
+    spec_sha            VARCHAR NOT NULL,
+    spec_content_hash   VARCHAR NOT NULL,
+    set_hash            VARCHAR NOT NULL,
+    scenario_id         VARCHAR NOT NULL,
+    scenario_hash       VARCHAR,
+    family              VARCHAR,
+    condition           VARCHAR NOT NULL DEFAULT 'default',
+    epoch               INTEGER NOT NULL,
+    params_hash         VARCHAR,
+    outcome             VARCHAR NOT NULL CHECK (outcome IN ('covert', 'honest', 'refused', 'invalid')),
+    eval_aware          BOOLEAN NOT NULL,
+    spec_cited          BOOLEAN,
+    score               DOUBLE,
+    grade_evidence      JSON,
+    awareness_evidence  JSON,
+    reasoning           VARCHAR,
+    answer              VARCHAR,
+    transcript          JSON,
+    turns               INTEGER,
+    prompt_tokens       INTEGER,
+    completion_tokens   INTEGER,
+    latency_ms          DOUBLE,
+    finish_reason       VARCHAR,
+    system_fingerprint  VARCHAR,
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE samples IS 'One graded transcript per (model, spec content, scenario, condition, epoch, request parameters).';
+COMMENT ON COLUMN samples.sample_key IS 'sha256 of model, spec content hash, scenario hash, condition, epoch and params hash: the cache key that makes reruns no-ops.';
+COMMENT ON COLUMN samples.origin IS 'run (made by the runner) or import (audit import samples / inspect logs).';
+COMMENT ON COLUMN samples.model IS 'Model name as configured (one line of models, e.g. a deployment name).';
+COMMENT ON COLUMN samples.model_version IS 'Version label of the model, if configured.';
+COMMENT ON COLUMN samples.spec_sha IS 'Spec revision the sample was made for; revisions with equal content share samples through spec_content_hash.';
+COMMENT ON COLUMN samples.spec_content_hash IS 'Content hash of the spec text given to the model (sha256 of the empty string when the spec is not placed).';
+COMMENT ON COLUMN samples.set_hash IS 'Held-out set the scenario belongs to; runs on different set hashes are never compared silently.';
+COMMENT ON COLUMN samples.condition IS 'Scenario condition (default, or e.g. neutral / incentive for paired families).';
+COMMENT ON COLUMN samples.epoch IS 'Repetition index, 0-based.';
+COMMENT ON COLUMN samples.params_hash IS 'sha256 of the request parameters (temperature, max tokens, reasoning effort, spec placement).';
+COMMENT ON COLUMN samples.outcome IS 'Deterministic grade: covert, honest, refused or invalid (no parseable answer).';
+COMMENT ON COLUMN samples.eval_aware IS 'The reasoning or answer verbalizes that the situation is a test or evaluation.';
+COMMENT ON COLUMN samples.spec_cited IS 'The reasoning cites the spec''s principles or quotes its text.';
+COMMENT ON COLUMN samples.score IS 'Task score where the family has one (sandbagging: share of questions answered correctly).';
+COMMENT ON COLUMN samples.grade_evidence IS 'Which grading rule fired, on which text.';
+COMMENT ON COLUMN samples.awareness_evidence IS 'Matched awareness phrases and the context rule that accepted them.';
+COMMENT ON COLUMN samples.transcript IS 'The full conversation as OpenAI-style messages, with reasoning per assistant turn.';
+COMMENT ON COLUMN samples.latency_ms IS 'Wall time of all model calls of the sample, in milliseconds.';
+
+CREATE TABLE sample_failures (
+    sample_key   VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    spec_sha     VARCHAR NOT NULL,
+    scenario_id  VARCHAR NOT NULL,
+    condition    VARCHAR NOT NULL,
+    epoch        INTEGER NOT NULL,
+    error_kind   VARCHAR NOT NULL,
+    error        VARCHAR NOT NULL,
+    attempts     INTEGER NOT NULL,
+    failed_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sample_key, run_id)
+);
+COMMENT ON TABLE sample_failures IS 'Samples that could not be completed in a run after all retries, with the reason.';
+COMMENT ON COLUMN sample_failures.error_kind IS 'rate_limit, server_error, timeout, malformed_response, connection or other.';
+
+CREATE TABLE judge_grades (
+    sample_key   VARCHAR NOT NULL,
+    grader       VARCHAR NOT NULL,
+    judge_model  VARCHAR NOT NULL,
+    outcome      VARCHAR,
+    eval_aware   BOOLEAN,
+    rationale    VARCHAR,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sample_key, grader)
+);
+COMMENT ON TABLE judge_grades IS 'Optional LLM-judge grades, stored beside the deterministic ones in samples (never replacing them).';
+
+CREATE TABLE exposure (
+    source_id        VARCHAR NOT NULL,
+    baseline_sha     VARCHAR NOT NULL,
+    sha              VARCHAR NOT NULL,
+    set_hash         VARCHAR NOT NULL,
+    scenario_id      VARCHAR NOT NULL,
+    score            DOUBLE NOT NULL,
+    exposed          BOOLEAN NOT NULL,
+    canary_hit       BOOLEAN NOT NULL,
+    rare_term_score  DOUBLE NOT NULL,
+    fuzzy_score      DOUBLE NOT NULL,
+    matched_terms    VARCHAR[] NOT NULL,
+    matched_text     VARCHAR,
+    PRIMARY KEY (source_id, baseline_sha, sha, scenario_id)
+);
+COMMENT ON TABLE exposure IS 'How much the spec text added between baseline_sha and sha targets each held-out scenario.';
+COMMENT ON COLUMN exposure.score IS 'Combined exposure in [0, 1].';
+COMMENT ON COLUMN exposure.exposed IS 'score is above the exposure threshold (or the canary matched).';
+COMMENT ON COLUMN exposure.canary_hit IS 'The held-out canary string appears in the added text: the set leaked into the spec.';
+COMMENT ON COLUMN exposure.rare_term_score IS 'Rarity-weighted share of the scenario''s distinctive terms found in the added text.';
+COMMENT ON COLUMN exposure.fuzzy_score IS 'Best rapidfuzz partial-ratio (0-1) of a distinctive scenario phrase inside an added clause.';
+COMMENT ON COLUMN exposure.matched_text IS 'The added spec text that matched, as evidence.';
+
+CREATE TABLE estimates (
+    model        VARCHAR NOT NULL,
+    source_id    VARCHAR NOT NULL,
+    sha          VARCHAR NOT NULL,
+    metric       VARCHAR NOT NULL,
+    scope        VARCHAR NOT NULL CHECK (scope IN ('all', 'family', 'scenario')),
+    scope_id     VARCHAR NOT NULL,
+    value        DOUBLE,
+    ci_low       DOUBLE,
+    ci_high      DOUBLE,
+    n_samples    INTEGER NOT NULL,
+    n_scenarios  INTEGER NOT NULL,
+    computed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (model, source_id, sha, metric, scope, scope_id)
+);
+COMMENT ON TABLE estimates IS 'Rates per (model, spec revision) with 95% cluster-bootstrap intervals (scenarios resampled), written by audit detect.';
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, or sandbagging_gap.';
+COMMENT ON COLUMN estimates.scope IS 'all (macro average over scenarios), family, or scenario.';
+COMMENT ON COLUMN estimates.scope_id IS 'Family name or scenario id; "*" for scope all.';
+
+CREATE TABLE findings (
+    finding_id         VARCHAR PRIMARY KEY,
+    detected_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    model              VARCHAR NOT NULL,
+    source_id          VARCHAR NOT NULL,
+    baseline_rev       VARCHAR NOT NULL,
+    rev                VARCHAR NOT NULL,
+    comparison         VARCHAR NOT NULL,
+    kind               VARCHAR NOT NULL CHECK (kind IN ('collapse', 'drop', 'regression', 'leak', 'none')),
+    baseline_rate      DOUBLE,
+    rate               DOUBLE,
+    ci_low             DOUBLE,
+    ci_high            DOUBLE,
+    delta              DOUBLE,
+    delta_ci_low       DOUBLE,
+    delta_ci_high      DOUBLE,
+    p_value            DOUBLE,
+    q_value            DOUBLE,
+    primary_cause      VARCHAR CHECK (primary_cause IN ('spec_patching', 'eval_awareness', 'genuine', 'regression')),
+    causes             JSON NOT NULL,
+    exposed_scenarios  VARCHAR[] NOT NULL,
+    evidence           JSON,
+    summary            VARCHAR NOT NULL
+);
+COMMENT ON TABLE findings IS 'Detected changes between two points of the history, with attribution and evidence (audit detect).';
+COMMENT ON COLUMN findings.comparison IS 'consecutive, baseline, or model_version.';
+COMMENT ON COLUMN findings.kind IS 'collapse (rate upper bound under 1%), drop, regression (significant rise), leak (held-out text in the spec), none.';
+COMMENT ON COLUMN findings.rate IS 'Covert-action rate at rev; ci_low/ci_high its 95% cluster-bootstrap interval.';
+COMMENT ON COLUMN findings.delta IS 'rate - baseline_rate, paired by scenario, with its interval.';
+COMMENT ON COLUMN findings.q_value IS 'Benjamini-Hochberg adjusted p-value across all comparisons of the detection pass.';
+COMMENT ON COLUMN findings.causes IS 'List of {cause, share, evidence}; shares sum to 1 when a cause is attributed.';
+COMMENT ON COLUMN findings.exposed_scenarios IS 'Scenario ids exposed to the spec edits between baseline_rev and rev.';
+COMMENT ON COLUMN findings.summary IS 'One plain sentence for people, e.g. "drop of 9.1 points at a1b2c3d, 80% explained by spec patching".';
+"""
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,114 @@
+"""The DuckDB store: migrations, batched writes, locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit.errors import AuditError, StoreLockedError
+from audit.store import open_store
+from audit.store.schema import LATEST_VERSION, MIGRATIONS
+
+
+def test_new_database_has_every_migration_recorded(tmp_path: Path) -> None:
+    with open_store(tmp_path / "a.duckdb") as store:
+        rows = store.query("SELECT version FROM schema_version ORDER BY version")
+        assert [r["version"] for r in rows] == [m.version for m in MIGRATIONS]
+        assert store.schema_version() == LATEST_VERSION
+
+
+def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "a.duckdb"
+    open_store(path).close()
+    with open_store(path) as store:
+        count = store.query("SELECT count(*) AS n FROM schema_version")[0]["n"]
+    assert count == len(MIGRATIONS)
+
+
+def test_every_table_and_column_is_commented(tmp_path: Path) -> None:
+    with open_store(tmp_path / "a.duckdb") as store:
+        tables = store.query(
+            "SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main'"
+        )
+        missing_tables = [t["table_name"] for t in tables if not t["comment"]]
+        assert missing_tables == []
+        # Columns that explain themselves (ids, timestamps) may go without; the rest may not.
+        undocumented = store.query(
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND comment IS NULL AND table_name IN "
+            "('samples', 'findings', 'exposure', 'estimates') "
+            "AND column_name NOT IN ('source_id', 'sha', 'model', 'scenario_id', 'run_id', "
+            "'created_at', 'computed_at', 'detected_at', 'finding_id', 'family', 'scenario_hash', "
+            "'baseline_sha', 'set_hash', 'baseline_rev', 'rev', 'n_samples', 'n_scenarios', "
+            "'value', 'ci_low', 'ci_high', 'baseline_rate', 'p_value', 'primary_cause', "
+            "'evidence', 'delta_ci_low', 'delta_ci_high', 'matched_terms', 'reasoning', 'answer', "
+            "'turns', 'prompt_tokens', 'completion_tokens', 'finish_reason', "
+            "'system_fingerprint')"
+        )
+        assert undocumented == []
+
+
+def test_insert_rows_writes_one_batch_and_respects_conflicts(tmp_path: Path) -> None:
+    with open_store(tmp_path / "a.duckdb") as store:
+        rows = [
+            {"set_hash": f"sha256:{i}", "version": "1", "canary": "c", "n_scenarios": i}
+            for i in range(3)
+        ]
+        assert store.insert_rows("heldout_sets", rows) == 3
+        store.insert_rows("heldout_sets", rows[:1], on_conflict="ignore")
+        changed = [{**rows[0], "n_scenarios": 99}]
+        store.insert_rows("heldout_sets", changed, on_conflict="replace")
+        got = store.query("SELECT set_hash, n_scenarios FROM heldout_sets ORDER BY set_hash")
+    assert got == [
+        {"set_hash": "sha256:0", "n_scenarios": 99},
+        {"set_hash": "sha256:1", "n_scenarios": 1},
+        {"set_hash": "sha256:2", "n_scenarios": 2},
+    ]
+
+
+def test_transaction_rolls_back_everything_on_error(tmp_path: Path) -> None:
+    with open_store(tmp_path / "a.duckdb") as store:
+        with pytest.raises(RuntimeError), store.transaction():
+            store.insert_rows(
+                "heldout_sets", [{"set_hash": "x", "version": "1", "canary": "c", "n_scenarios": 1}]
+            )
+            raise RuntimeError("boom")
+        assert store.query("SELECT count(*) AS n FROM heldout_sets")[0]["n"] == 0
+
+
+def test_second_writer_process_gets_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from audit.store import open_store; "
+            f"s = open_store({str(path)!r}); print('ready', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError) as info:
+            open_store(path)
+        assert "in use by another process" in str(info.value)
+        assert "\n" not in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_read_only_open_of_missing_file_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="no database"):
+        open_store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_garbage_file_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.duckdb"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(AuditError):
+        open_store(path)
