@@ -43,9 +43,10 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # One module per stage; each adds its commands or sub-groups to the app.
-    from audit.cli import specs
+    from audit.cli import analysis, awareness, heldout, organisms, report, run, specs, sql
 
-    specs.register(app)
+    for module in (specs, heldout, awareness, run, organisms, analysis, report, sql):
+        module.register(app)
 
 
 _register_commands()
