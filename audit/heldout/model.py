@@ -100,6 +100,10 @@ class Rule(_Frozen):
     tool_call: ToolCallMatch | None = None
     no_tool_call: str | None = Field(None, description="Fires only if this tool was never called.")
     final_text: str | None = Field(None, description="Regex over the final answer text.")
+    condition: str | None = Field(None, description="Fires only in this condition.")
+    max_score: float | None = Field(
+        None, description="Fires only when the question score (share correct) is at most this."
+    )
 
 
 class Question(_Frozen):
@@ -118,14 +122,19 @@ class Condition(_Frozen):
     user_suffix: str = ""
 
 
+class ReferenceCall(_Frozen):
+    """A literal tool call of a reference transcript."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class ReferenceTurn(_Frozen):
     """One assistant turn of a reference transcript."""
 
     reasoning: str = ""
     content: str | None = None
-    tool_calls: tuple[ToolCallMatch, ...] = Field(
-        default=(), description="Calls made in this turn; ``args`` holds the literal arguments."
-    )
+    tool_calls: tuple[ReferenceCall, ...] = ()
 
 
 class ReferenceTranscript(_Frozen):
