@@ -56,6 +56,8 @@ class RunConfig(_Strict):
     max_turns: int = Field(8, ge=1)
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(5, ge=0)
+    retry_base_s: float = Field(0.5, gt=0, description="First backoff cap; doubles per retry.")
+    retry_max_s: float = Field(30.0, gt=0, description="Largest wait between two attempts.")
 
 
 class DetectConfig(_Strict):

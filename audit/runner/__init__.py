@@ -1,0 +1,466 @@
+"""The runner: rerun the held-out set against spec revisions x models, grade, store.
+
+:func:`plan_run` expands the matrix and finds which samples are already stored;
+:func:`run_matrix` runs the rest through ``openai.AsyncOpenAI`` on one event loop (a pool of
+workers per model, as many as its configured concurrency), grades every transcript with
+:func:`audit.graders.grade_sample`, and writes samples in batches as they finish. A ``runs`` row
+is written at the start and completed at the end; samples that still fail after their retries get
+a ``sample_failures`` row instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+import openai
+
+from audit.config import AuditConfig, ModelConfig
+from audit.errors import AuditError
+from audit.progress import NullProgress, Progress
+from audit.records import Transcript
+from audit.runner.client import (
+    CallStats,
+    Conversation,
+    SampleFailed,
+    Scrubber,
+    api_key_for,
+    converse,
+    dumps,
+    endpoint_of,
+    make_client,
+)
+from audit.runner.matrix import (
+    PlannedSample,
+    Revision,
+    RunPlan,
+    expand,
+    list_revisions,
+    resolve_revisions,
+    sample_key,
+    select_models,
+    stored_keys,
+)
+from audit.runner.writer import BatchWriter
+from audit.store import Store
+
+if TYPE_CHECKING:
+    from audit.heldout import HeldoutSet
+
+__all__ = [
+    "PlannedSample",
+    "RunPlan",
+    "RunSummary",
+    "plan_run",
+    "run_matrix",
+    "sample_key",
+]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did. ``unstored`` > 0 is the only outcome that means data was lost."""
+
+    run_id: str
+    planned: int
+    skipped: int
+    stored: int
+    failed: int
+    unstored: int
+    calls: int
+    retries: int
+    elapsed_s: float
+    store_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every planned sample is stored or recorded as failed."""
+        return self.unstored == 0
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints when not on a terminal."""
+        text = (
+            f"stored {self.stored}, skipped {self.skipped}, failed {self.failed} "
+            f"in {self.elapsed_s:.1f} s"
+        )
+        return text + (f", NOT STORED {self.unstored}" if self.unstored else "")
+
+
+def tool_version() -> str:
+    try:
+        return version("specdrift")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "unknown"
+
+
+def plan_run(
+    store: Store,
+    config: AuditConfig,
+    *,
+    models: Sequence[str] | None,
+    revisions: Sequence[str] | None,
+    scenario_ids: Sequence[str] | None = None,
+    epochs: int | None = None,
+    heldout: HeldoutSet | None = None,
+) -> RunPlan:
+    """Expand the matrix and mark what is already stored; calls no model.
+
+    ``models`` None means every configured model, ``revisions`` None every stored revision of
+    the configured spec source, ``scenario_ids`` None the whole held-out set.
+    """
+    if heldout is None:
+        from audit.heldout import load_heldout
+
+        heldout = load_heldout()
+    epochs = config.run.epochs if epochs is None else epochs
+    if epochs < 1:
+        raise AuditError(f"--epochs must be at least 1, got {epochs}")
+    chosen_models = select_models(config, models)
+    chosen_revisions = _revisions(store, config, revisions)
+    scenarios = _scenarios(heldout, scenario_ids)
+    cells, samples = expand(
+        models=chosen_models,
+        revisions=chosen_revisions,
+        scenarios=[(s, heldout.scenario_hash(s.id)) for s in scenarios],
+        epochs=epochs,
+    )
+    done = stored_keys(store, [s.key for s in samples])
+    return RunPlan(
+        models=chosen_models,
+        revisions=tuple(chosen_revisions),
+        scenario_ids=tuple(s.id for s in scenarios),
+        epochs=epochs,
+        max_turns=config.run.max_turns,
+        set_hash=heldout.set_hash,
+        cells=cells,
+        samples=tuple(samples),
+        pending=tuple(s for s in samples if s.key not in done),
+    )
+
+
+def _revisions(store: Store, config: AuditConfig, refs: Sequence[str] | None) -> list[Revision]:
+    source_id = config.spec.source_id
+    if refs is None:
+        return list_revisions(store, source_id)
+    if not refs:
+        raise AuditError("no revision given: pass --rev REF (sha prefix, tag or index)")
+    return resolve_revisions(store, refs, source_id)
+
+
+def _scenarios(heldout: HeldoutSet, ids: Sequence[str] | None) -> list[Any]:
+    if ids is None:
+        return list(heldout.scenarios)
+    by_id = {s.id: s for s in heldout.scenarios}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise AuditError(
+            f"unknown scenario(s) {', '.join(unknown)}: see `audit heldout list` for the ids"
+        )
+    return [by_id[i] for i in dict.fromkeys(ids)]
+
+
+def run_matrix(
+    store: Store,
+    config: AuditConfig,
+    *,
+    models: Sequence[str] | None,
+    revisions: Sequence[str] | None,
+    scenario_ids: Sequence[str] | None = None,
+    epochs: int | None = None,
+    progress: Progress | None = None,
+    base_url: str | None = None,
+    command: str = "run",
+    heldout: HeldoutSet | None = None,
+    batch_rows: int = 200,
+    flush_s: float = 0.5,
+) -> RunSummary:
+    """Run every planned sample not yet stored, grade it, and store it; returns the counts.
+
+    ``base_url`` overrides every model's endpoint (e.g. a local server). Keys are read from the
+    environment variables the models name and never stored: ``runs.config`` keeps the names.
+    """
+    if heldout is None:
+        from audit.heldout import load_heldout
+
+        heldout = load_heldout()
+    plan = plan_run(
+        store,
+        config,
+        models=models,
+        revisions=revisions,
+        scenario_ids=scenario_ids,
+        epochs=epochs,
+        heldout=heldout,
+    )
+    endpoints = {m.name: endpoint_of(m, base_url) for m in plan.models}
+    keys = {m.name: api_key_for(m, endpoints[m.name]) for m in plan.models}
+    scrub = Scrubber(set(keys.values()))
+    if plan.pending:
+        from audit.heldout import register_heldout
+
+        register_heldout(store, heldout)
+    run_id = _start_run(store, config, plan, command, endpoints)
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    writer = BatchWriter(store, batch_rows=batch_rows, flush_s=flush_s)
+    stats = CallStats()
+    outcome = _Counts()
+    progress.start(len(plan.pending), f"{command}: {len(plan.pending)} samples")
+    try:
+        if plan.pending:
+            asyncio.run(
+                _execute(
+                    plan, config, endpoints, keys, writer, stats, outcome, run_id, scrub, progress
+                )
+            )
+    finally:
+        progress.finish()
+        unstored = sum(writer.unstored.values())
+        summary = RunSummary(
+            run_id=run_id,
+            planned=len(plan.samples),
+            skipped=plan.skipped,
+            stored=writer.written.get("samples", 0),
+            failed=writer.written.get("sample_failures", 0),
+            unstored=unstored,
+            calls=stats.calls,
+            retries=stats.retries,
+            elapsed_s=time.perf_counter() - started,
+            store_error=scrub(writer.first_error) if writer.first_error else None,
+        )
+        _finish_run(store, summary, completed=outcome.completed)
+    return summary
+
+
+@dataclass
+class _Counts:
+    completed: bool = False
+
+
+def _start_run(
+    store: Store,
+    config: AuditConfig,
+    plan: RunPlan,
+    command: str,
+    endpoints: dict[str, str],
+) -> str:
+    run_id = uuid.uuid4().hex
+    resolved = {
+        "plan": plan.describe(),
+        "revisions": [r.sha for r in plan.revisions],
+        "scenario_ids": list(plan.scenario_ids),
+        "run": config.run.model_dump(),
+        # Model settings as configured plus the endpoint used; the key itself never appears,
+        # only api_key_env, the name of the variable holding it.
+        "models": [{**m.model_dump(), "base_url": endpoints[m.name]} for m in plan.models],
+    }
+    store.insert_rows(
+        "runs",
+        [
+            {
+                "run_id": run_id,
+                "command": command,
+                "started_at": datetime.now(UTC),
+                "set_hash": plan.set_hash,
+                "tool_version": tool_version(),
+                "config": dumps(resolved),
+                "planned": len(plan.samples),
+                "skipped": plan.skipped,
+            }
+        ],
+    )
+    return run_id
+
+
+def _finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
+    # An interrupted run keeps finished_at NULL so it reads as interrupted.
+    store.con.execute(
+        "UPDATE runs SET finished_at = ?, stored = ?, failed = ? WHERE run_id = ?",
+        [
+            datetime.now(UTC) if completed else None,
+            summary.stored,
+            summary.failed,
+            summary.run_id,
+        ],
+    )
+
+
+async def _execute(
+    plan: RunPlan,
+    config: AuditConfig,
+    endpoints: dict[str, str],
+    keys: dict[str, str],
+    writer: BatchWriter,
+    stats: CallStats,
+    outcome: _Counts,
+    run_id: str,
+    scrub: Scrubber,
+    progress: Progress,
+) -> None:
+    clients = _clients(plan.models, endpoints, keys, config.run.timeout_s)
+    rng = random.Random()
+    by_model: dict[str, list[PlannedSample]] = {}
+    for sample in plan.pending:
+        by_model.setdefault(sample.model.name, []).append(sample)
+    ticker = asyncio.get_running_loop().create_task(_tick(writer))
+    try:
+        workers = []
+        for model in plan.models:
+            queue = iter(by_model.get(model.name, ()))
+            client = clients[model.name]
+            count = min(model.concurrency, len(by_model.get(model.name, ())))
+            workers += [
+                _worker(
+                    queue,
+                    client,
+                    config,
+                    writer,
+                    stats,
+                    rng,
+                    run_id,
+                    plan.set_hash,
+                    scrub,
+                    progress,
+                )
+                for _ in range(count)
+            ]
+        await asyncio.gather(*workers)
+        outcome.completed = True
+    finally:
+        ticker.cancel()
+        await writer.close()
+        for client in {id(c): c for c in clients.values()}.values():
+            await client.close()
+
+
+def _clients(
+    models: Sequence[ModelConfig],
+    endpoints: dict[str, str],
+    keys: dict[str, str],
+    timeout_s: float,
+) -> dict[str, openai.AsyncOpenAI]:
+    """One client per (endpoint, key), its pool as large as the models sharing it need."""
+    pools: dict[tuple[str, str], int] = {}
+    for model in models:
+        slot = (endpoints[model.name], keys[model.name])
+        pools[slot] = pools.get(slot, 0) + model.concurrency
+    shared = {slot: make_client(slot[0], slot[1], size, timeout_s) for slot, size in pools.items()}
+    return {m.name: shared[(endpoints[m.name], keys[m.name])] for m in models}
+
+
+async def _tick(writer: BatchWriter) -> None:
+    while True:
+        await asyncio.sleep(writer.flush_s)
+        writer.tick()
+
+
+async def _worker(
+    queue: Iterator[PlannedSample],
+    client: openai.AsyncOpenAI,
+    config: AuditConfig,
+    writer: BatchWriter,
+    stats: CallStats,
+    rng: random.Random,
+    run_id: str,
+    set_hash: str,
+    scrub: Scrubber,
+    progress: Progress,
+) -> None:
+    # Workers share one iterator per model: as many requests in flight as workers, no more.
+    for sample in queue:
+        try:
+            conversation = await converse(client, sample, config.run, stats, rng)
+            row = sample_row(sample, conversation, run_id, set_hash)
+        except SampleFailed as failure:
+            writer.add(
+                "sample_failures",
+                failure_row(
+                    sample,
+                    run_id,
+                    failure.error.kind,
+                    scrub(failure.error.message),
+                    failure.attempts,
+                ),
+            )
+            progress.advance(1, errors=1)
+            continue
+        except Exception as exc:  # a response or grader we did not foresee: record, go on
+            writer.add(
+                "sample_failures",
+                failure_row(sample, run_id, "other", scrub(f"{type(exc).__name__}: {exc}"), 1),
+            )
+            progress.advance(1, errors=1)
+            continue
+        writer.add("samples", row)
+        progress.advance(1)
+
+
+def sample_row(
+    sample: PlannedSample, conversation: Conversation, run_id: str, set_hash: str
+) -> dict[str, Any]:
+    """Grade a finished conversation and build its ``samples`` row."""
+    from audit.graders import grade_sample
+
+    transcript = Transcript(tuple(conversation.messages), conversation.finish_reason)
+    graded = grade_sample(sample.scenario, sample.condition, transcript, sample.spec_text)
+    grade = graded.grade
+    evidence = {"rule_id": grade.rule_id, **grade.evidence}
+    if graded.citation.evidence:
+        evidence["spec_citation"] = graded.citation.evidence
+    return {
+        "sample_key": sample.key,
+        "run_id": run_id,
+        "origin": "run",
+        "model": sample.model.name,
+        "model_version": sample.model.version,
+        "source_id": sample.revision.source_id,
+        "spec_sha": sample.revision.sha,
+        "spec_content_hash": sample.spec_content_hash,
+        "set_hash": set_hash,
+        "scenario_id": sample.scenario.id,
+        "scenario_hash": sample.scenario_hash,
+        "family": sample.scenario.family,
+        "condition": sample.condition,
+        "epoch": sample.epoch,
+        "params_hash": sample.params_hash,
+        "outcome": grade.outcome,
+        "eval_aware": graded.awareness.detected,
+        "spec_cited": graded.citation.detected,
+        "score": grade.score,
+        "grade_evidence": dumps(evidence),
+        "awareness_evidence": dumps(graded.awareness.evidence),
+        "reasoning": transcript.reasoning() or None,
+        "answer": transcript.final_text() or None,
+        "transcript": transcript.to_json(),
+        "turns": conversation.turns,
+        "prompt_tokens": conversation.prompt_tokens,
+        "completion_tokens": conversation.completion_tokens,
+        "latency_ms": conversation.latency_ms,
+        "finish_reason": conversation.finish_reason,
+        "system_fingerprint": conversation.system_fingerprint,
+    }
+
+
+def failure_row(
+    sample: PlannedSample, run_id: str, kind: str, message: str, attempts: int
+) -> dict[str, Any]:
+    """The ``sample_failures`` row of a sample that gave up (message already scrubbed)."""
+    return {
+        "sample_key": sample.key,
+        "run_id": run_id,
+        "model": sample.model.name,
+        "spec_sha": sample.revision.sha,
+        "scenario_id": sample.scenario.id,
+        "condition": sample.condition,
+        "epoch": sample.epoch,
+        "error_kind": kind,
+        "error": message,
+        "attempts": attempts,
+    }

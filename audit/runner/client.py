@@ -1,0 +1,346 @@
+"""Talking to an OpenAI-compatible server: clients, the retry loop and one sample's conversation.
+
+The openai client's own retries are switched off (``max_retries=0``) so that this module decides:
+exponential backoff with full jitter on rate limits, server errors, timeouts, connection errors
+and malformed responses, honouring ``Retry-After``. Errors that retrying cannot fix (400, 401,
+404) fail the sample at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletion
+
+from audit.config import ModelConfig, RunConfig
+from audit.errors import AuditError
+from audit.runner.matrix import PlannedSample, seed_from_key
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+LOCAL_PLACEHOLDER_KEY = "EMPTY"
+
+_THINK_BLOCK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
+
+
+# -- endpoints and keys ------------------------------------------------------------------------
+
+
+def endpoint_of(model: ModelConfig, override: str | None) -> str:
+    """The base URL for a model: the flag, then the model's config, then OPENAI_BASE_URL."""
+    return override or model.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+
+def is_loopback(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_key_for(model: ModelConfig, base_url: str) -> str:
+    """The key from the variable the model names; local servers accept a placeholder."""
+    key = os.environ.get(model.api_key_env, "")
+    if key:
+        return key
+    if is_loopback(base_url):
+        return LOCAL_PLACEHOLDER_KEY
+    raise AuditError(
+        f"environment variable {model.api_key_env} is not set: export the API key for model "
+        f"{model.name!r} there (or set api_key_env in audit.toml)"
+    )
+
+
+class Scrubber:
+    """Removes API keys from any text before it is stored or shown."""
+
+    def __init__(self, secrets: set[str]) -> None:
+        # Short placeholders like EMPTY are not secrets and would mangle ordinary words.
+        self._secrets = sorted((s for s in secrets if len(s) >= 8), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _KEY_LIKE.sub("sk-***", text)
+
+
+def make_client(
+    base_url: str, api_key: str, pool_size: int, timeout_s: float
+) -> openai.AsyncOpenAI:
+    """One AsyncOpenAI client per endpoint, with a connection pool as large as its concurrency."""
+    limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+    http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s)
+    return openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=timeout_s,
+        http_client=http_client,
+    )
+
+
+# -- errors and retries ------------------------------------------------------------------------
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 with something that is not a chat completion."""
+
+
+@dataclass(frozen=True)
+class CallError:
+    """A classified failure of one request."""
+
+    kind: str
+    message: str
+    retryable: bool
+    retry_after_s: float | None = None
+
+
+def classify(exc: BaseException) -> CallError | None:
+    """Map an exception to an error kind, or None when it is not a request failure (a bug)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return CallError("timeout", "request timed out", True)
+    if isinstance(exc, openai.APIConnectionError):
+        return CallError("connection", f"connection error: {exc}", True)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retry_after = _retry_after_s(exc.response.headers.get("retry-after"))
+        message = f"HTTP {status}: {_short(str(exc.message))}"
+        if status == 429:
+            return CallError("rate_limit", message, True, retry_after)
+        if status >= 500 or status == 408:
+            kind = "timeout" if status == 408 else "server_error"
+            return CallError(kind, message, True, retry_after)
+        return CallError("other", message, False)  # 400, 401, 404: retrying cannot help
+    if isinstance(
+        exc, openai.APIResponseValidationError | MalformedResponse | json.JSONDecodeError
+    ):
+        # JSONDecodeError: the body was labelled JSON and was not.
+        return CallError("malformed_response", f"malformed response: {_short(str(exc))}", True)
+    return None
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from model servers; fall back to our own backoff
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def backoff_s(
+    attempt: int, run: RunConfig, retry_after_s: float | None, rng: random.Random
+) -> float:
+    """Full-jitter exponential backoff; a server's Retry-After is a floor."""
+    cap = min(run.retry_max_s, run.retry_base_s * (2**attempt))
+    delay = rng.uniform(0, cap)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, run.retry_max_s))
+    return delay
+
+
+class SampleFailed(Exception):
+    """A sample gave up after its retries (or on an error retrying cannot fix)."""
+
+    def __init__(self, error: CallError, attempts: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempts = attempts
+
+
+@dataclass
+class CallStats:
+    """Counters shared by every request of a run."""
+
+    calls: int = 0
+    retries: int = 0
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[ChatCompletion]],
+    run: RunConfig,
+    stats: CallStats,
+    rng: random.Random,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> tuple[ChatCompletion, int]:
+    """Run ``call`` until it succeeds or retries are exhausted; returns (result, attempts)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        stats.calls += 1
+        try:
+            response = await call()
+            check_completion(response)
+            return response, attempt
+        except Exception as exc:
+            error = classify(exc)
+            if error is None:
+                raise
+            if not error.retryable or attempt > run.max_retries:
+                raise SampleFailed(error, attempt) from None
+            stats.retries += 1
+            await sleep(backoff_s(attempt - 1, run, error.retry_after_s, rng))
+
+
+def check_completion(response: object) -> None:
+    """Reject 200 answers that are not usable completions (text bodies, missing choices)."""
+    if not isinstance(response, ChatCompletion):
+        raise MalformedResponse(f"expected a chat completion, got {type(response).__name__}")
+    choices = getattr(response, "choices", None)
+    if not choices or getattr(choices[0], "message", None) is None:
+        raise MalformedResponse("completion has no choices")
+
+
+# -- one conversation --------------------------------------------------------------------------
+
+
+@dataclass
+class Conversation:
+    """What one sample's conversation produced."""
+
+    messages: list[dict[str, Any]]
+    turns: int
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    system_fingerprint: str | None
+    attempts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_reasoning(message: Any) -> tuple[str | None, str | None]:
+    """(content without think blocks, reasoning) from an assistant message of any server.
+
+    Servers expose reasoning as ``reasoning_content`` (vLLM, llama.cpp, DeepSeek), ``reasoning``
+    (Ollama, OpenRouter) or inline ``<think>...</think>`` blocks in the content.
+    """
+    extra = getattr(message, "model_extra", None) or {}
+    parts = [
+        str(value)
+        for value in (extra.get("reasoning_content"), extra.get("reasoning"))
+        if isinstance(value, str) and value
+    ]
+    content = message.content
+    if content and "<think>" in content:
+        parts.extend(block.strip() for block in _THINK_BLOCK.findall(content) if block.strip())
+        content = _THINK_BLOCK.sub("", content).strip() or None
+    return content, ("\n\n".join(parts) or None)
+
+
+def assistant_entry(message: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(message sent back to the server, message kept in the transcript) for one reply."""
+    content, reasoning = split_reasoning(message)
+    sent: dict[str, Any] = {"role": "assistant", "content": content}
+    if message.tool_calls:
+        sent["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.function.name, "arguments": call.function.arguments},
+            }
+            for call in message.tool_calls
+            if getattr(call, "function", None) is not None
+        ]
+    kept = dict(sent)
+    if reasoning:
+        kept["reasoning"] = reasoning
+    return sent, kept
+
+
+async def converse(
+    client: openai.AsyncOpenAI,
+    sample: PlannedSample,
+    run: RunConfig,
+    stats: CallStats,
+    rng: random.Random,
+) -> Conversation:
+    """Run one sample: offer the scenario's tools, answer calls from canned results, stop at a
+    final answer, after the submission tool was called, or at ``run.max_turns``."""
+    scenario = sample.scenario
+    sent = scenario.messages(sample.condition, sample.spec_text, sample.model.spec_placement)
+    kept = [dict(m) for m in sent]
+    request = _request_args(sample)
+    tools = scenario.openai_tools()
+    result = Conversation(kept, 0, None, 0, 0, 0.0, None)
+    for _ in range(run.max_turns):
+        started = time.perf_counter()
+
+        async def call(messages: list[dict[str, Any]] = sent) -> ChatCompletion:
+            return await client.chat.completions.create(
+                messages=messages,  # type: ignore[arg-type]
+                tools=tools,  # type: ignore[arg-type]
+                **request,
+            )
+
+        response, attempts = await with_retries(call, run, stats, rng)
+        result.latency_ms += (time.perf_counter() - started) * 1000
+        result.attempts += attempts
+        result.turns += 1
+        _add_usage(result, response)
+        choice = response.choices[0]
+        result.finish_reason = choice.finish_reason
+        sent_message, kept_message = assistant_entry(choice.message)
+        sent.append(sent_message)
+        kept.append(kept_message)
+        calls = sent_message.get("tool_calls") or []
+        if not calls:
+            break
+        submitted = False
+        for tool_call in calls:
+            name = tool_call["function"]["name"]
+            answer = scenario.answer_tool_call(name, tool_call["function"]["arguments"])
+            reply = {"role": "tool", "tool_call_id": tool_call["id"], "content": answer}
+            sent.append(reply)
+            kept.append(dict(reply))
+            submitted = submitted or name == scenario.submission.tool
+        if submitted:
+            break
+    return result
+
+
+def _request_args(sample: PlannedSample) -> dict[str, Any]:
+    params = sample.model.params
+    args: dict[str, Any] = {"model": sample.model.name, "seed": seed_from_key(sample.key)}
+    if params.temperature is not None:
+        args["temperature"] = params.temperature
+    if params.max_tokens is not None:
+        args["max_tokens"] = params.max_tokens
+    if params.reasoning_effort is not None:
+        args["reasoning_effort"] = params.reasoning_effort
+    return args
+
+
+def _add_usage(result: Conversation, response: ChatCompletion) -> None:
+    usage = response.usage
+    if usage is not None:
+        result.prompt_tokens += usage.prompt_tokens or 0
+        result.completion_tokens += usage.completion_tokens or 0
+    if response.system_fingerprint:
+        result.system_fingerprint = response.system_fingerprint
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for stored columns."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

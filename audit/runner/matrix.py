@@ -1,0 +1,242 @@
+"""Planning the run matrix: revisions x models x scenarios x conditions x epochs, and its keys.
+
+Every planned sample gets a ``sample_key``: the sha256 of everything that determines what the
+model is asked (model, spec content, scenario, condition, epoch, request parameters). Keys are the
+cache: a sample whose key is already in ``samples`` is skipped, so rerunning a matrix is a no-op
+and revisions with equal spec content share their samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from audit.config import AuditConfig, ModelConfig
+from audit.errors import AuditError
+from audit.heldout.model import Scenario
+from audit.store import Store
+
+
+def sha256_text(text: str) -> str:
+    """The project's hash format, ``sha256:<hex>``, of a UTF-8 text."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+EMPTY_SPEC_HASH = sha256_text("")
+"""Spec content hash of samples whose model gets no spec text (placement ``none``)."""
+
+
+def params_hash(model: ModelConfig) -> str:
+    """Hash of the request parameters and spec placement: what changes the request itself."""
+    payload = {**model.params.model_dump(), "spec_placement": model.spec_placement}
+    return sha256_text(json.dumps(payload, sort_keys=True, separators=(",", ":")))
+
+
+def sample_key(
+    model: str,
+    spec_content_hash: str,
+    scenario_hash: str,
+    condition: str,
+    epoch: int,
+    params: str,
+) -> str:
+    """The cache key of one sample (a ``sha256:`` hash of its identifying fields)."""
+    parts = [model, spec_content_hash, scenario_hash, condition, str(epoch), params]
+    return sha256_text("\x1f".join(parts))
+
+
+def seed_from_key(key: str) -> int:
+    """A stable 31-bit seed for the request, so seeded servers answer a sample the same way."""
+    return int(key.removeprefix("sha256:")[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """The spec revision fields the runner needs."""
+
+    source_id: str
+    sha: str
+    seq: int
+    content: str
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSample:
+    """One cell of the matrix: everything needed to run, grade and store a sample."""
+
+    key: str
+    model: ModelConfig
+    revision: Revision
+    scenario: Scenario
+    scenario_hash: str
+    condition: str
+    epoch: int
+    params_hash: str
+
+    @property
+    def spec_text(self) -> str | None:
+        """The spec text given to the model (None when the model gets no spec)."""
+        return None if self.model.spec_placement == "none" else self.revision.content
+
+    @property
+    def spec_content_hash(self) -> str:
+        return (
+            EMPTY_SPEC_HASH if self.model.spec_placement == "none" else self.revision.content_hash
+        )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The expanded matrix: every distinct sample, and which of them still need running."""
+
+    models: tuple[ModelConfig, ...]
+    revisions: tuple[Revision, ...]
+    scenario_ids: tuple[str, ...]
+    epochs: int
+    max_turns: int
+    set_hash: str
+    cells: int
+    """Matrix size before revisions with equal content are merged."""
+    samples: tuple[PlannedSample, ...]
+    """Distinct samples (one per key)."""
+    pending: tuple[PlannedSample, ...] = field(default=())
+    """Samples whose key is not stored yet."""
+
+    @property
+    def skipped(self) -> int:
+        return len(self.samples) - len(self.pending)
+
+    @property
+    def max_calls(self) -> int:
+        """Upper bound of chat completions: every pending sample using every turn."""
+        return len(self.pending) * self.max_turns
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as plain data (for ``--dry-run`` and the ``runs.config`` column)."""
+        return {
+            "models": [m.name for m in self.models],
+            "revisions": [r.sha[:12] for r in self.revisions],
+            "scenarios": len(self.scenario_ids),
+            "epochs": self.epochs,
+            "matrix_cells": self.cells,
+            "distinct_samples": len(self.samples),
+            "already_stored": self.skipped,
+            "to_run": len(self.pending),
+            "max_calls": self.max_calls,
+        }
+
+
+def list_revisions(store: Store, source_id: str | None) -> list[Revision]:
+    """Every stored revision of the spec source (the only source when ``source_id`` is None)."""
+    sources = [r["source_id"] for r in store.query("SELECT source_id FROM spec_sources")]
+    if source_id is None:
+        if not sources:
+            raise AuditError("no spec history stored: run `audit specs sync` first")
+        if len(sources) > 1:
+            raise AuditError(
+                f"several spec sources are stored ({', '.join(sorted(sources))}): "
+                "set spec.source_id in audit.toml"
+            )
+        source_id = sources[0]
+    rows = store.query(
+        "SELECT source_id, sha, seq, content, content_hash FROM spec_revisions "
+        "WHERE source_id = ? ORDER BY seq",
+        [source_id],
+    )
+    if not rows:
+        raise AuditError(f"spec source {source_id!r} has no revisions: run `audit specs sync`")
+    return [Revision(**row) for row in rows]
+
+
+def resolve_revisions(store: Store, refs: Sequence[str], source_id: str | None) -> list[Revision]:
+    """Resolve revision references (sha prefix, tag, index) through the spec-history stage."""
+    from audit.spec_history import resolve_revision
+
+    revisions: list[Revision] = []
+    for ref in refs:
+        row = resolve_revision(store, ref, source_id=source_id)
+        revisions.append(
+            Revision(
+                source_id=row["source_id"],
+                sha=row["sha"],
+                seq=row["seq"],
+                content=row["content"],
+                content_hash=row["content_hash"],
+            )
+        )
+    return revisions
+
+
+def expand(
+    *,
+    models: Sequence[ModelConfig],
+    revisions: Sequence[Revision],
+    scenarios: Sequence[tuple[Scenario, str]],
+    epochs: int,
+) -> tuple[int, list[PlannedSample]]:
+    """All cells of the matrix, merged by key; returns (cells, distinct samples in plan order).
+
+    ``scenarios`` pairs each scenario with its hash. Order is revision-major so that a partial
+    run covers whole revisions first.
+    """
+    seen: set[str] = set()
+    planned: list[PlannedSample] = []
+    cells = 0
+    for revision in revisions:
+        for model in models:
+            p_hash = params_hash(model)
+            spec_hash = EMPTY_SPEC_HASH if model.spec_placement == "none" else revision.content_hash
+            for scenario, s_hash in scenarios:
+                for condition in scenario.conditions:
+                    for epoch in range(epochs):
+                        cells += 1
+                        key = sample_key(
+                            model.name, spec_hash, s_hash, condition.name, epoch, p_hash
+                        )
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        planned.append(
+                            PlannedSample(
+                                key=key,
+                                model=model,
+                                revision=revision,
+                                scenario=scenario,
+                                scenario_hash=s_hash,
+                                condition=condition.name,
+                                epoch=epoch,
+                                params_hash=p_hash,
+                            )
+                        )
+    return cells, planned
+
+
+def stored_keys(store: Store, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` are already in ``samples`` (one anti-join query, not one per key)."""
+    if not keys:
+        return set()
+    store.con.register("_runner_keys", pa.table({"sample_key": pa.array(keys, pa.string())}))
+    try:
+        rows = store.con.execute(
+            "SELECT k.sample_key FROM _runner_keys k JOIN samples s USING (sample_key)"
+        ).fetchall()
+    finally:
+        store.con.unregister("_runner_keys")
+    return {row[0] for row in rows}
+
+
+def select_models(config: AuditConfig, names: Sequence[str] | None) -> tuple[ModelConfig, ...]:
+    """The configured models named (all of them when ``names`` is None)."""
+    if names is None:
+        if not config.models:
+            raise AuditError("no models configured: add [[models]] entries to audit.toml")
+        return tuple(config.models)
+    if not names:
+        raise AuditError("no model given: pass --model NAME")
+    return tuple(config.model(name) for name in dict.fromkeys(names))
