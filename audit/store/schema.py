@@ -94,9 +94,20 @@ CREATE TABLE spec_clause_changes (
 );
 COMMENT ON TABLE spec_clause_changes IS 'Clause-level changes (sections, bullets, sentences) of each revision against the previous one.';
 COMMENT ON COLUMN spec_clause_changes.change IS 'added, removed, reworded (similar text replaced) or moved (same text, other place).';
-COMMENT ON COLUMN spec_clause_changes.clause_kind IS 'heading, bullet, sentence or code.';
+COMMENT ON COLUMN spec_clause_changes.clause_kind IS 'heading, bullet, sentence, code, footnote or table (a table row).';
 COMMENT ON COLUMN spec_clause_changes.section IS 'Heading path of the section holding the clause, e.g. "Principles > Honesty".';
 COMMENT ON COLUMN spec_clause_changes.similarity IS 'rapidfuzz similarity 0-100 between old and new text (reworded and moved clauses).';
+
+CREATE TABLE spec_tags (
+    source_id   VARCHAR NOT NULL,
+    tag         VARCHAR NOT NULL,
+    commit_sha  VARCHAR NOT NULL,
+    sha         VARCHAR NOT NULL,
+    PRIMARY KEY (source_id, tag)
+);
+COMMENT ON TABLE spec_tags IS 'Git tags on the synced first-parent history, read at each sync, so revisions can be named by tag.';
+COMMENT ON COLUMN spec_tags.commit_sha IS 'Commit the tag points at (annotated tags peeled); it may have touched other files only.';
+COMMENT ON COLUMN spec_tags.sha IS 'The spec revision in effect at that commit (the latest revision at or before it).';
 
 CREATE TABLE heldout_sets (
     set_hash       VARCHAR PRIMARY KEY,
@@ -231,6 +242,7 @@ CREATE TABLE exposure (
     score            DOUBLE NOT NULL,
     exposed          BOOLEAN NOT NULL,
     canary_hit       BOOLEAN NOT NULL,
+    verbatim_hit     BOOLEAN NOT NULL DEFAULT false,
     rare_term_score  DOUBLE NOT NULL,
     fuzzy_score      DOUBLE NOT NULL,
     matched_terms    VARCHAR[] NOT NULL,
@@ -241,6 +253,7 @@ COMMENT ON TABLE exposure IS 'How much the spec text added between baseline_sha 
 COMMENT ON COLUMN exposure.score IS 'Combined exposure in [0, 1].';
 COMMENT ON COLUMN exposure.exposed IS 'score is above the exposure threshold (or the canary matched).';
 COMMENT ON COLUMN exposure.canary_hit IS 'The held-out canary string appears in the added text: the set leaked into the spec.';
+COMMENT ON COLUMN exposure.verbatim_hit IS 'A sentence of the scenario''s own prompt appears near-verbatim in the added text: the set leaked into the spec.';
 COMMENT ON COLUMN exposure.rare_term_score IS 'Rarity-weighted share of the scenario''s distinctive terms found in the added text.';
 COMMENT ON COLUMN exposure.fuzzy_score IS 'Best rapidfuzz partial-ratio (0-1) of a distinctive scenario phrase inside an added clause.';
 COMMENT ON COLUMN exposure.matched_text IS 'The added spec text that matched, as evidence.';
@@ -269,6 +282,7 @@ CREATE TABLE findings (
     finding_id         VARCHAR PRIMARY KEY,
     detected_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
     model              VARCHAR NOT NULL,
+    baseline_model     VARCHAR NOT NULL,
     source_id          VARCHAR NOT NULL,
     baseline_rev       VARCHAR NOT NULL,
     rev                VARCHAR NOT NULL,
@@ -290,6 +304,8 @@ CREATE TABLE findings (
     summary            VARCHAR NOT NULL
 );
 COMMENT ON TABLE findings IS 'Detected changes between two points of the history, with attribution and evidence (audit detect).';
+COMMENT ON COLUMN findings.model IS 'Model at the candidate point ("*" for a leak, which concerns the spec alone).';
+COMMENT ON COLUMN findings.baseline_model IS 'Model at the baseline point: the same as model except for model_version comparisons.';
 COMMENT ON COLUMN findings.comparison IS 'consecutive, baseline, or model_version.';
 COMMENT ON COLUMN findings.kind IS 'collapse (rate upper bound under 1%), drop, regression (significant rise), leak (held-out text in the spec), none.';
 COMMENT ON COLUMN findings.rate IS 'Covert-action rate at rev; ci_low/ci_high its 95% cluster-bootstrap interval.';

@@ -1,0 +1,370 @@
+"""Markdown clause splitting and clause-level diffs between two spec texts.
+
+A *clause* is the smallest unit of meaning an auditor talks about: a heading, a bullet, one
+sentence of a paragraph, a footnote, a table row or a whole code block. Each carries the heading
+path of its section. Clause text is normalised (whitespace collapsed, bullet and quote markers
+dropped) so that a cosmetic reformat (re-wrapped lines, ``*`` bullets turned into ``-``,
+renumbered lists) compares equal and produces no added or removed clauses.
+
+Matching old against new clauses happens in three passes:
+
+1. identical text in the same relative order (difflib on the clause texts): unchanged;
+2. identical text left over on both sides: **moved** (a section that only moved is not new text);
+3. similar text of the same kind: **reworded**, with the rapidfuzz ``ratio`` as the score.
+
+Everything left is **added** or **removed**. The rewording threshold is
+:data:`REWORD_THRESHOLD` (70 on rapidfuzz's 0-100 scale): editing a few words of a 15-30 word
+sentence keeps it around 80-95, whereas two different sentences of the same spec (shared
+vocabulary, different claim) mostly land between 30 and 60, so 70 keeps edits together without
+pairing unrelated rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz, process
+
+REWORD_THRESHOLD = 70.0
+"""Minimum rapidfuzz ratio (0-100) for a removed and an added clause to count as one rewording."""
+
+_MAX_FUZZY_PAIRS = 4_000_000
+"""Above this many candidate pairs, rewording is only searched within the same section."""
+
+CLAUSE_KINDS = ("heading", "bullet", "sentence", "code", "footnote", "table")
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One clause of a Markdown document, with normalised text and its section path."""
+
+    kind: str
+    section: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClauseChange:
+    """How one clause differs between an old and a new text."""
+
+    change: str  # added | removed | reworded | moved
+    kind: str
+    section: str
+    old_text: str | None
+    new_text: str | None
+    similarity: float | None
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output and storage."""
+        return {
+            "change": self.change,
+            "clause_kind": self.kind,
+            "section": self.section,
+            "old_text": self.old_text,
+            "new_text": self.new_text,
+            "similarity": self.similarity,
+        }
+
+
+# -- splitting ----------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_ANCHOR = re.compile(r"\s*\{#[^}]*\}\s*$")
+_RULE = re.compile(r"^ {0,3}([-*_])([ \t]*\1){2,}[ \t]*$")
+_BULLET = re.compile(r"^([ \t]*)(?:[-*+]|\d{1,9}[.)])[ \t]+(.*)$")
+_FOOTNOTE = re.compile(r"^ {0,3}\[\^([^\]]+)\]:[ \t]*(.*)$")
+_TABLE_RULE = re.compile(r"^[\s|:\-]+$")
+_QUOTE = re.compile(r"^ {0,3}>[ \t]?")
+_SPACE = re.compile(r"\s+")
+# A sentence ends at . ! or ? (optionally closed by quotes or brackets) before an upper-case or
+# opening character; lower-case continuations ("e.g. a test") are not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]*_]*)\s+(?=[A-Z0-9\"“‘(\[*_`])")
+
+
+def _norm(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def _sentences(paragraph: str) -> list[str]:
+    text = _norm(paragraph)
+    if not text:
+        return []
+    parts: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.end(1)
+        parts.append(text[start:end].strip())
+        start = match.end()
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+class _Splitter:
+    """Line-by-line Markdown reader; small state machine, one pass."""
+
+    def __init__(self) -> None:
+        self.clauses: list[Clause] = []
+        self.headings: list[tuple[int, str]] = []
+        self.section = ""
+        self.paragraph: list[str] = []
+        self.item: list[str] | None = None
+        self.item_kind = "bullet"
+
+    def flush(self) -> None:
+        if self.paragraph:
+            for sentence in _sentences(" ".join(self.paragraph)):
+                self.clauses.append(Clause("sentence", self.section, sentence))
+            self.paragraph = []
+        if self.item is not None:
+            text = _norm(" ".join(self.item))
+            if text:
+                self.clauses.append(Clause(self.item_kind, self.section, text))
+            self.item = None
+
+    def heading(self, level: int, title: str) -> None:
+        self.flush()
+        self.clauses.append(Clause("heading", self.section, _norm(title)))
+        while self.headings and self.headings[-1][0] >= level:
+            self.headings.pop()
+        self.headings.append((level, _norm(_ANCHOR.sub("", title))))
+        self.section = " > ".join(name for _, name in self.headings)
+
+    def run(self, markdown: str) -> list[Clause]:
+        lines = markdown.splitlines()
+        i = 0
+        blank_before = True
+        while i < len(lines):
+            line = lines[i]
+            fence = _FENCE.match(line)
+            if fence:
+                i = self.code_block(lines, i, fence.group(1))
+                blank_before = False
+                continue
+            self.line(line, blank_before)
+            blank_before = not line.strip()
+            i += 1
+        self.flush()
+        return self.clauses
+
+    def code_block(self, lines: list[str], start: int, marker: str) -> int:
+        self.flush()
+        body = [lines[start].strip()]
+        i = start + 1
+        while i < len(lines):
+            body.append(lines[i].rstrip())
+            if lines[i].strip().startswith(marker[0] * len(marker)) and not lines[i].strip(
+                marker[0] + " \t"
+            ):
+                i += 1
+                break
+            i += 1
+        self.clauses.append(Clause("code", self.section, "\n".join(body)))
+        return i
+
+    def line(self, line: str, blank_before: bool) -> None:
+        stripped = line.strip()
+        if not stripped:
+            # A blank line ends a paragraph; a list item may continue with indented lines.
+            if self.paragraph:
+                self.flush()
+            return
+        if m := _HEADING.match(line):
+            self.heading(len(m.group(1)), m.group(2))
+        elif _RULE.match(line):
+            self.flush()
+        elif m := _FOOTNOTE.match(line):
+            self.flush()
+            self.item, self.item_kind = [f"[^{m.group(1)}]: {m.group(2)}"], "footnote"
+        elif m := _BULLET.match(line):
+            self.flush()
+            self.item, self.item_kind = [m.group(2)], "bullet"
+        elif stripped.startswith("|"):
+            self.flush()
+            if not _TABLE_RULE.match(stripped):
+                cells = [_norm(c) for c in stripped.strip("|").split("|")]
+                self.clauses.append(Clause("table", self.section, " | ".join(cells)))
+        elif self.item is not None and (not blank_before or line[:1] in (" ", "\t")):
+            self.item.append(stripped)
+        else:
+            if self.item is not None:
+                self.flush()
+            self.paragraph.append(_QUOTE.sub("", line).strip())
+
+
+def split_clauses(markdown: str) -> list[Clause]:
+    """Split a Markdown text into clauses, in document order."""
+    return _Splitter().run(markdown)
+
+
+# -- diffing ------------------------------------------------------------------------------------
+
+
+def diff_clauses(
+    old: Sequence[Clause], new: Sequence[Clause], *, threshold: float = REWORD_THRESHOLD
+) -> list[ClauseChange]:
+    """Clause-level changes from ``old`` to ``new``, ordered by position in the new text.
+
+    Removed clauses are placed after the last unchanged clause that preceded them.
+    """
+    old_texts = [c.text for c in old]
+    new_texts = [c.text for c in new]
+    pairs = _unchanged_pairs(old_texts, new_texts)
+    matched_old = {o for o, _ in pairs}
+    matched_new = {n for _, n in pairs}
+    rest_old = [i for i in range(len(old)) if i not in matched_old]
+    rest_new = [j for j in range(len(new)) if j not in matched_new]
+
+    found: list[tuple[float, ClauseChange]] = []
+    rest_old, rest_new = _pair_moved(old, new, rest_old, rest_new, found)
+    rest_old, rest_new = _pair_reworded(old, new, rest_old, rest_new, found, threshold)
+    for j in rest_new:
+        c = new[j]
+        found.append((j, ClauseChange("added", c.kind, c.section, None, c.text, None)))
+    anchor = _removed_anchor(pairs, len(old))
+    for i in rest_old:
+        c = old[i]
+        found.append((anchor[i], ClauseChange("removed", c.kind, c.section, c.text, None, None)))
+    found.sort(key=lambda item: item[0])
+    return [change for _, change in found]
+
+
+def _unchanged_pairs(old: list[str], new: list[str]) -> list[tuple[int, int]]:
+    """(old index, new index) of clauses kept in order; common prefix and suffix first (fast)."""
+    prefix = 0
+    limit = min(len(old), len(new))
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    pairs = [(k, k) for k in range(prefix)]
+    mid_old = old[prefix : len(old) - suffix]
+    mid_new = new[prefix : len(new) - suffix]
+    if mid_old and mid_new:
+        matcher = difflib.SequenceMatcher(None, mid_old, mid_new, autojunk=False)
+        for block in matcher.get_matching_blocks():
+            pairs.extend((prefix + block.a + k, prefix + block.b + k) for k in range(block.size))
+    pairs.extend((len(old) - suffix + k, len(new) - suffix + k) for k in range(suffix))
+    return pairs
+
+
+def _pair_moved(
+    old: Sequence[Clause],
+    new: Sequence[Clause],
+    rest_old: list[int],
+    rest_new: list[int],
+    found: list[tuple[float, ClauseChange]],
+) -> tuple[list[int], list[int]]:
+    by_text: dict[str, list[int]] = defaultdict(list)
+    for i in rest_old:
+        by_text[old[i].text].append(i)
+    used_old: set[int] = set()
+    left_new: list[int] = []
+    for j in rest_new:
+        candidates = by_text.get(new[j].text)
+        if candidates:
+            i = candidates.pop(0)
+            used_old.add(i)
+            c = new[j]
+            found.append((j, ClauseChange("moved", c.kind, c.section, old[i].text, c.text, 100.0)))
+        else:
+            left_new.append(j)
+    return [i for i in rest_old if i not in used_old], left_new
+
+
+def _pair_reworded(
+    old: Sequence[Clause],
+    new: Sequence[Clause],
+    rest_old: list[int],
+    rest_new: list[int],
+    found: list[tuple[float, ClauseChange]],
+    threshold: float,
+) -> tuple[list[int], list[int]]:
+    if not rest_old or not rest_new:
+        return rest_old, rest_new
+    # Only clauses of the same kind can be rewordings of each other; huge rewrites are
+    # compared within their section only, so the pair count stays bounded.
+    wide = len(rest_old) * len(rest_new) > _MAX_FUZZY_PAIRS
+    groups_old: dict[tuple[str, str], list[int]] = defaultdict(list)
+    groups_new: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i in rest_old:
+        groups_old[(old[i].kind, old[i].section if wide else "")].append(i)
+    for j in rest_new:
+        groups_new[(new[j].kind, new[j].section if wide else "")].append(j)
+    candidates: list[tuple[float, int, int]] = []
+    for key, news in groups_new.items():
+        olds = groups_old.get(key)
+        if not olds:
+            continue
+        scores = process.cdist(
+            [new[j].text for j in news],
+            [old[i].text for i in olds],
+            scorer=fuzz.ratio,
+            score_cutoff=threshold,
+            workers=1,
+        )
+        for a, b in zip(*scores.nonzero(), strict=True):
+            candidates.append((float(scores[a, b]), news[a], olds[b]))
+    # Greedy best-first assignment: each clause is paired at most once.
+    candidates.sort(key=lambda t: (-t[0], t[1], t[2]))
+    used_old: set[int] = set()
+    used_new: set[int] = set()
+    for score, j, i in candidates:
+        if j in used_new or i in used_old:
+            continue
+        used_new.add(j)
+        used_old.add(i)
+        c = new[j]
+        change = ClauseChange("reworded", c.kind, c.section, old[i].text, c.text, round(score, 1))
+        found.append((j, change))
+    return (
+        [i for i in rest_old if i not in used_old],
+        [j for j in rest_new if j not in used_new],
+    )
+
+
+def _removed_anchor(pairs: list[tuple[int, int]], n_old: int) -> list[float]:
+    """Sort position of each old clause: just after the new position of the last kept clause."""
+    kept = dict(pairs)
+    anchor: list[float] = []
+    last = -1.0
+    for i in range(n_old):
+        if i in kept:
+            last = float(kept[i])
+        # Fractions keep removed clauses in their old order after the same anchor.
+        anchor.append(last + 0.5 + i / (2.0 * (n_old + 1)))
+    return anchor
+
+
+# -- line diff ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LineDiff:
+    """A unified diff and its line counts."""
+
+    unified: str
+    lines_added: int
+    lines_removed: int
+
+
+def unified_line_diff(old: str, new: str, old_label: str, new_label: str) -> LineDiff:
+    """Line-level unified diff (stdlib difflib, three lines of context) with +/- counts."""
+    old_lines = _lines(old)
+    new_lines = _lines(new)
+    out = list(difflib.unified_diff(old_lines, new_lines, old_label, new_label, n=3))
+    added = sum(1 for line in out[2:] if line.startswith("+"))
+    removed = sum(1 for line in out[2:] if line.startswith("-"))
+    return LineDiff("".join(out), added, removed)
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return lines
