@@ -29,7 +29,10 @@ class AuditGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AuditError as exc:
-            raise UserError(str(exc)) from None
+            # typer vendors click and renders ClickException in a rich box, so print the one
+            # line ourselves and exit through typer's own Exit.
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=exc.exit_code) from None
 
 
 app = typer.Typer(
