@@ -72,6 +72,28 @@ class HeldoutSet:
         """Families present in the set, sorted."""
         return sorted({scenario.family for scenario in self.scenarios})
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """One row per scenario: id, family, title, conditions, hash (what ``list`` shows)."""
+        return [
+            {
+                "id": scenario.id,
+                "family": scenario.family,
+                "title": scenario.title,
+                "conditions": [c.name for c in scenario.conditions],
+                "hash": self.scenario_hashes[scenario.id],
+            }
+            for scenario in self.scenarios
+        ]
+
+    def describe(self, scenario_id: str) -> dict[str, Any]:
+        """One scenario as stored, plus its hash and file (what ``show`` shows)."""
+        scenario = self.get(scenario_id)
+        return {
+            "hash": self.scenario_hashes[scenario_id],
+            "file": str(self.files[scenario_id]),
+            **scenario.model_dump(mode="json"),
+        }
+
 
 @dataclass(frozen=True)
 class ManifestDiff:
