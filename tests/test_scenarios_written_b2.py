@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from audit.heldout.loader import semantic_problems
 from audit.heldout.model import ReferenceTranscript, Scenario
-from audit.records import Transcript
+from audit.heldout.references import reference_transcript
 
 CANARY = (
     "SPECDRIFT-CANARY 3f9c1e7a-5b2d-4c8e-9a61-d0b47e2c8f15 held-out covert-action set: "
@@ -43,31 +43,6 @@ def _references(scenario: Scenario) -> list[tuple[str, ReferenceTranscript]]:
     return [(f"{scenario.id}:{ref.condition}:{ref.label}", ref) for ref in scenario.references]
 
 
-def reference_transcript(scenario: Scenario, reference: ReferenceTranscript) -> Transcript:
-    """Play a reference against the scenario's scripted tools, as the runner would."""
-    messages: list[dict[str, Any]] = scenario.messages(reference.condition, None, "none")
-    for turn_index, turn in enumerate(reference.turns):
-        calls = [
-            {
-                "id": f"call_{turn_index}_{call_index}",
-                "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-            }
-            for call_index, call in enumerate(turn.tool_calls)
-        ]
-        message: dict[str, Any] = {"role": "assistant", "content": turn.content}
-        if turn.reasoning:
-            message["reasoning"] = turn.reasoning
-        if calls:
-            message["tool_calls"] = calls
-        messages.append(message)
-        for call in calls:
-            function = call["function"]
-            result = scenario.answer_tool_call(function["name"], function["arguments"])
-            messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
-    return Transcript(messages=tuple(messages), finish_reason="stop")
-
-
 def test_every_family_has_its_scenarios() -> None:
     counts = {
         family: len(list((SCENARIO_ROOT / family).glob("*.json"))) for family in EXPECTED_COUNTS
@@ -78,6 +53,7 @@ def test_every_family_has_its_scenarios() -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda path: path.stem)
 def test_scenario_file_is_complete(path: Path) -> None:
     scenario = _load(path)
+    assert list(semantic_problems(scenario, path, SCENARIO_ROOT)) == []
     assert scenario.canary == CANARY
     assert scenario.id == path.stem
     assert scenario.family == path.parent.name
