@@ -1,0 +1,288 @@
+"""Exposure: how much the spec text added since a baseline targets each held-out scenario.
+
+A spec patch aimed at a test case names the test case: its file names, services, people, numbers.
+For every (revision, scenario) we take the clauses added since the baseline (difflib on the two
+texts) and measure three things:
+
+* rare terms: the rarity-weighted share of the words of the scenario's distinctive phrases that
+  appear in the added text (IDF over the held-out scenarios and the baseline spec's paragraphs, so
+  words every scenario or the spec already uses weigh nothing);
+* fuzzy containment: the best rapidfuzz partial ratio of a distinctive phrase inside an added
+  clause (catches reworded names such as "ledger reconcile" for "ledger-reconcile");
+* leaks: the set's canary string, or a sentence of the scenario's own prompt, near-verbatim.
+
+The combined score is in [0, 1]; a leak scores 1 and is reported on its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz import fuzz, process
+
+from audit.heldout.model import Scenario
+
+#: A partial ratio below this is what unrelated English text scores against a short phrase.
+FUZZY_FLOOR = 0.75
+#: Shortest distinctive phrase used for fuzzy containment (shorter ones match anything).
+MIN_PHRASE_CHARS = 8
+#: A prompt sentence matched at least this well (0-100) inside added text counts as copied.
+VERBATIM_RATIO = 92.0
+#: Shortest prompt sentence checked for copying.
+MIN_VERBATIM_CHARS = 50
+
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9_\-./@&]*[a-z0-9]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_MARKUP = re.compile(r"^\s*(?:#+|[-*+]|\d+[.)])\s*")
+_STOPWORDS = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "that",
+        "this",
+        "from",
+        "are",
+        "was",
+        "were",
+        "has",
+        "have",
+        "had",
+        "not",
+        "but",
+        "you",
+        "your",
+        "our",
+        "their",
+        "its",
+        "any",
+        "all",
+        "can",
+        "will",
+        "would",
+        "should",
+        "must",
+        "may",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "than",
+        "then",
+        "when",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "why",
+        "also",
+        "only",
+        "each",
+        "every",
+        "one",
+        "two",
+        "per",
+        "via",
+        "use",
+        "used",
+        "using",
+        "been",
+        "being",
+        "does",
+        "did",
+        "done",
+        "about",
+        "after",
+        "before",
+        "they",
+        "them",
+        "there",
+        "these",
+        "those",
+        "here",
+        "such",
+        "other",
+        "more",
+        "most",
+        "some",
+        "very",
+        "just",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ScenarioText:
+    """What exposure needs of a scenario: its phrases, prompt sentences and all of its words."""
+
+    scenario_id: str
+    phrases: tuple[str, ...]
+    prompt_sentences: tuple[str, ...]
+    words: tuple[str, ...]
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> ScenarioText:
+        prompt = f"{scenario.system}\n{scenario.user}"
+        sentences = tuple(
+            s.strip() for s in _SENTENCE_END.split(prompt) if len(s.strip()) >= MIN_VERBATIM_CHARS
+        )
+        tool_text = " ".join(c.result for t in scenario.tools for c in t.results)
+        everything = " ".join((prompt, tool_text, scenario.title, *scenario.distinctive_phrases))
+        return cls(scenario.id, scenario.distinctive_phrases, sentences, tuple(tokens(everything)))
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Exposure of one scenario to the text added between two revisions."""
+
+    scenario_id: str
+    score: float
+    exposed: bool
+    canary_hit: bool
+    verbatim_hit: bool
+    rare_term_score: float
+    fuzzy_score: float
+    matched_terms: tuple[str, ...]
+    matched_text: str | None
+
+    @property
+    def leak(self) -> bool:
+        """The held-out set itself (canary or prompt text) is in the spec."""
+        return self.canary_hit or self.verbatim_hit
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word tokens of at least three characters, without stopwords."""
+    return [t for t in _TOKEN.findall(text.lower()) if len(t) >= 3 and t not in _STOPWORDS]
+
+
+def added_clauses(old: str, new: str) -> list[str]:
+    """Clauses (bullets, sentences) of ``new`` on lines that ``old`` does not have."""
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    matcher = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
+    clauses: list[str] = []
+    for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
+        if tag not in ("insert", "replace"):
+            continue
+        for line in new_lines[j1:j2]:
+            body = _MARKUP.sub("", line).strip()
+            clauses.extend(s.strip() for s in _SENTENCE_END.split(body) if s.strip())
+    return clauses
+
+
+class ExposureModel:
+    """Term weights for one held-out set and reference spec, applied to any pair of revisions."""
+
+    def __init__(
+        self,
+        scenarios: Iterable[ScenarioText],
+        *,
+        canary: str,
+        reference_spec: str,
+        threshold: float,
+    ) -> None:
+        self.scenarios = tuple(scenarios)
+        self.canary = canary
+        self.threshold = threshold
+        paragraphs = [p for p in re.split(r"\n\s*\n", reference_spec) if p.strip()]
+        documents = [set(s.words) for s in self.scenarios] + [set(tokens(p)) for p in paragraphs]
+        frequency: Counter[str] = Counter(t for doc in documents for t in doc)
+        total = len(documents)
+        # Plain IDF without smoothing toward 1: a word in every document weighs zero.
+        self._idf = {t: math.log((1 + total) / (1 + df)) for t, df in frequency.items()}
+        self._phrase_terms = {
+            s.scenario_id: sorted({t for p in s.phrases for t in tokens(p)}) for s in self.scenarios
+        }
+
+    def weight(self, term: str) -> float:
+        """Rarity weight of a term (unknown terms are as rare as a term can be)."""
+        return self._idf.get(term, math.log(1 + len(self.scenarios)))
+
+    def score(self, old_text: str, new_text: str) -> list[Exposure]:
+        """Exposure of every scenario to the text that ``new_text`` adds to ``old_text``."""
+        clauses = added_clauses(old_text, new_text)
+        added = "\n".join(clauses)
+        canary_hit = bool(self.canary) and self.canary in new_text and self.canary not in old_text
+        added_terms = set(tokens(added))
+        lowered = [c.lower() for c in clauses]
+        return [
+            self._score_one(s, clauses, lowered, added_terms, canary_hit) for s in self.scenarios
+        ]
+
+    def _score_one(
+        self,
+        scenario: ScenarioText,
+        clauses: Sequence[str],
+        lowered: Sequence[str],
+        added_terms: set[str],
+        canary_hit: bool,
+    ) -> Exposure:
+        terms = self._phrase_terms[scenario.scenario_id]
+        matched = [t for t in terms if t in added_terms]
+        total_weight = sum(self.weight(t) for t in terms)
+        rare = sum(self.weight(t) for t in matched) / total_weight if total_weight > 0 else 0.0
+        fuzzy, fuzzy_clause = _best_containment(scenario.phrases, clauses, lowered)
+        verbatim_clause = _verbatim_clause(scenario.prompt_sentences, clauses, lowered)
+        fuzzy_part = max(0.0, (fuzzy - FUZZY_FLOOR) / (1 - FUZZY_FLOOR))
+        leak = canary_hit or verbatim_clause is not None
+        combined = 1.0 if leak else max(rare, fuzzy_part)
+        evidence = verbatim_clause or fuzzy_clause or _clause_with_terms(clauses, matched)
+        if canary_hit and evidence is None:
+            evidence = self.canary
+        return Exposure(
+            scenario_id=scenario.scenario_id,
+            score=round(combined, 6),
+            exposed=leak or combined >= self.threshold,
+            canary_hit=canary_hit,
+            verbatim_hit=verbatim_clause is not None,
+            rare_term_score=round(rare, 6),
+            fuzzy_score=round(fuzzy, 6),
+            matched_terms=tuple(matched),
+            matched_text=evidence if combined > 0 else None,
+        )
+
+
+def _best_containment(
+    phrases: Sequence[str], clauses: Sequence[str], lowered: Sequence[str]
+) -> tuple[float, str | None]:
+    usable = [p.lower() for p in phrases if len(p) >= MIN_PHRASE_CHARS]
+    if not usable or not clauses:
+        return 0.0, None
+    matrix = process.cdist(usable, lowered, scorer=fuzz.partial_ratio, workers=1)
+    best = int(np.argmax(matrix))
+    row, column = divmod(best, matrix.shape[1])
+    value = float(matrix[row, column]) / 100.0
+    return value, (clauses[column] if value > FUZZY_FLOOR else None)
+
+
+def _verbatim_clause(
+    sentences: Sequence[str], clauses: Sequence[str], lowered: Sequence[str]
+) -> str | None:
+    if not sentences or not clauses:
+        return None
+    long_clauses = [i for i, c in enumerate(lowered) if len(c) >= MIN_VERBATIM_CHARS // 2]
+    if not long_clauses:
+        return None
+    matrix = process.cdist(
+        [s.lower() for s in sentences],
+        [lowered[i] for i in long_clauses],
+        scorer=fuzz.ratio,
+        workers=1,
+    )
+    hit = np.argwhere(matrix >= VERBATIM_RATIO)
+    return clauses[long_clauses[int(hit[0][1])]] if hit.size else None
+
+
+def _clause_with_terms(clauses: Sequence[str], terms: Sequence[str]) -> str | None:
+    if not terms:
+        return None
+    best = max(clauses, key=lambda c: sum(t in c.lower() for t in terms))
+    return best if any(t in best.lower() for t in terms) else None

@@ -1,0 +1,213 @@
+"""The pre-release gate: did the candidate regress against the baseline, or improve for the
+wrong reasons?
+
+One comparison per model (candidate model at the candidate revision against the baseline model at
+the baseline revision), tested and attributed exactly as detection does, plus a leak check of the
+spec text added between the two revisions. The gate fails on a significant regression larger than
+``GateConfig.max_regression_points``, on a leak (``fail_on_leak``), and on a drop whose primary
+cause is spec patching or eval awareness with a share above the configured maximum. Nothing is
+written to the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from audit.analysis.detect import (
+    Comparison,
+    Finding,
+    Point,
+    Revision,
+    _Context,
+    _evaluate,
+    _load_revisions,
+    _refuse_mixed_sets,
+    leak_finding,
+    resolve_ref,
+)
+from audit.analysis.estimates import load_cells
+from audit.config import AuditConfig
+from audit.errors import AuditError
+from audit.progress import NullProgress, Progress
+from audit.store import Store
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict, the reasons for a failure and the comparisons it checked."""
+
+    passed: bool
+    reasons: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    baseline_rev: str
+    candidate_rev: str
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the gate passes, 1 when it fails."""
+        return 0 if self.passed else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "baseline_rev": self.baseline_rev,
+            "candidate_rev": self.candidate_rev,
+            "reasons": list(self.reasons),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+    def markdown(self) -> str:
+        """A Markdown summary for a CI job summary."""
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [
+            f"## specdrift gate: {verdict}",
+            "",
+            f"Baseline `{self.baseline_rev[:12]}`, candidate `{self.candidate_rev[:12]}`.",
+            "",
+            "| model | kind | covert rate (95% CI) | change (points) | q | primary cause |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for f in self.findings:
+            lines.append(
+                f"| {_model_cell(f)} | {f.kind} | {_rate_cell(f)} | {_delta_cell(f)} | "
+                f"{'' if f.q_value is None else f'{f.q_value:.3g}'} | {f.primary_cause or ''} |"
+            )
+        lines.append("")
+        if self.reasons:
+            lines.append("Reasons for failure:")
+            lines.extend(f"- {reason}" for reason in self.reasons)
+        else:
+            lines.append("No regression, leak, or drop explained by patching or awareness.")
+        lines.extend(["", *(f"- {f.summary}" for f in self.findings)])
+        return "\n".join(lines) + "\n"
+
+
+def _model_cell(finding: Finding) -> str:
+    if finding.model == finding.baseline_model:
+        return finding.model
+    return f"{finding.baseline_model} -> {finding.model}"
+
+
+def _rate_cell(finding: Finding) -> str:
+    if finding.rate is None:
+        return ""
+    return (
+        f"{100 * finding.rate:.1f}% ({100 * (finding.ci_low or 0):.1f}-"
+        f"{100 * (finding.ci_high or 0):.1f}%)"
+    )
+
+
+def _delta_cell(finding: Finding) -> str:
+    return "" if finding.delta is None else f"{100 * finding.delta:+.1f}"
+
+
+def gate(
+    store: Store,
+    config: AuditConfig,
+    *,
+    baseline: str,
+    candidate: str,
+    model: str | None = None,
+    baseline_model: str | None = None,
+    source_id: str | None = None,
+    heldout: Any = None,
+    progress: Progress | None = None,
+) -> GateResult:
+    """Compare the candidate (revision, model) with the baseline and decide pass or fail."""
+    progress = progress or NullProgress()
+    sources = _load_revisions(store, source_id)
+    if len(sources) > 1:
+        raise AuditError(
+            f"{len(sources)} spec sources are stored ({', '.join(sorted(sources))}): "
+            "pass --source to choose one"
+        )
+    source, revisions = next(iter(sources.items()))
+    base_rev = resolve_ref(store, baseline, source, revisions)
+    cand_rev = resolve_ref(store, candidate, source, revisions)
+    context = _Context(config, heldout, progress)
+    comparisons = _gate_comparisons(store, base_rev, cand_rev, model, baseline_model)
+    findings = _evaluate(comparisons, context, include_none=True)
+    leaked = [e for e in context.exposure(base_rev, cand_rev) if e.leak]
+    if leaked:
+        findings.append(leak_finding(base_rev, cand_rev, leaked))
+    reasons = tuple(r for f in findings if (r := failure_reason(f, config)) is not None)
+    return GateResult(
+        passed=not reasons,
+        reasons=reasons,
+        findings=tuple(findings),
+        baseline_rev=base_rev.sha,
+        candidate_rev=cand_rev.sha,
+    )
+
+
+def _gate_comparisons(
+    store: Store,
+    base_rev: Revision,
+    cand_rev: Revision,
+    model: str | None,
+    baseline_model: str | None,
+) -> list[Comparison]:
+    if baseline_model and not model:
+        raise AuditError("--baseline-model needs --model (the candidate model)")
+    wanted = [m for m in (model, baseline_model) if m]
+    cells = load_cells(store, models=wanted or None)
+    relevant = {
+        k: c
+        for k, c in cells.items()
+        if k.content_hash in (base_rev.content_hash, cand_rev.content_hash)
+    }
+    _refuse_mixed_sets(relevant)
+    at_base = {k.model: c for k, c in relevant.items() if k.content_hash == base_rev.content_hash}
+    at_cand = {k.model: c for k, c in relevant.items() if k.content_hash == cand_rev.content_hash}
+    pairs = (
+        [(baseline_model or model, model)]
+        if model
+        else [(m, m) for m in sorted(set(at_base) & set(at_cand))]
+    )
+    comparisons = []
+    for old, new in pairs:
+        missing = [
+            f"{m} at {r.sha[:7]}"
+            for m, r, have in ((old, base_rev, at_base), (new, cand_rev, at_cand))
+            if m not in have
+        ]
+        if missing:
+            raise AuditError(
+                f"no samples for {' and '.join(missing)}: run `audit run` for those points first"
+            )
+        comparisons.append(
+            Comparison(
+                "gate", Point(old, base_rev, at_base[old]), Point(new, cand_rev, at_cand[new])
+            )
+        )
+    if not comparisons:
+        raise AuditError(
+            f"no model has samples at both {base_rev.sha[:7]} and {cand_rev.sha[:7]}: "
+            "run `audit run` for both revisions first"
+        )
+    return comparisons
+
+
+def failure_reason(finding: Finding, config: AuditConfig) -> str | None:
+    """Why this finding fails the gate, or None when it does not."""
+    limits = config.gate
+    if finding.kind == "leak":
+        return f"leak: {finding.summary}" if limits.fail_on_leak else None
+    delta_points = 100 * (finding.delta or 0.0)
+    if finding.kind == "regression" and delta_points > limits.max_regression_points:
+        return f"{finding.model}: {finding.summary}"
+    if finding.kind in ("drop", "collapse"):
+        patching = finding.share("spec_patching")
+        awareness = finding.share("eval_awareness")
+        if finding.primary_cause == "spec_patching" and patching > limits.max_patching_share:
+            return (
+                f"{finding.model}: {100 * patching:.0f}% of the drop is explained by spec "
+                f"patching (limit {100 * limits.max_patching_share:.0f}%)"
+            )
+        if finding.primary_cause == "eval_awareness" and awareness > limits.max_awareness_share:
+            return (
+                f"{finding.model}: {100 * awareness:.0f}% of the drop is explained by eval "
+                f"awareness (limit {100 * limits.max_awareness_share:.0f}%)"
+            )
+    return None
