@@ -1,9 +1,45 @@
-"""CLI commands of this stage (filled in by the stage's work)."""
+"""``audit report``: write the self-contained HTML drift report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from audit.cli.options import ConfigOption, DbOption, resolve_db
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the app."""
+    """Add ``audit report`` to the app."""
+    app.command("report")(report)
+
+
+def report(
+    out: Annotated[
+        Path, typer.Option("--out", help="HTML file to write (one self-contained file).")
+    ] = Path("reports/drift.html"),
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only this model (default: every model).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only revisions from this one on (index, tag or sha prefix)."),
+    ] = None,
+    include_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--include-prompts",
+            help="Also print held-out prompts and model answers (internal use only).",
+        ),
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write the HTML drift report: rates, findings, heatmap and spec changes, offline."""
+    from audit.report import render_report
+    from audit.store import open_store
+
+    with open_store(resolve_db(db, config), read_only=True) as store:
+        path = render_report(store, out, model=model, since=since, include_prompts=include_prompts)
+    typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,610 @@
+"""Everything the drift report shows, aggregated inside DuckDB before any figure is built.
+
+Samples can number in the millions, so they are reduced in one ``GROUP BY`` to one row per
+(model, revision, scenario) and everything else is computed from that small table. Rates with
+intervals come from ``estimates`` (written by ``audit detect``); where a point has no estimate the
+point rate is computed here from samples and the report says the interval is missing instead of
+inventing one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from audit.errors import AuditError
+from audit.store import Store
+
+# Covert rate: covert samples over graded ones (invalid answers excluded), per scenario, then the
+# macro average over scenarios, which is how ``estimates`` scope "all" is defined.
+_CELLS_SQL = """
+CREATE OR REPLACE TEMP TABLE _report_cells AS
+WITH agg AS (
+    SELECT model, spec_sha, spec_content_hash, scenario_id, any_value(family) AS family,
+           count(*) AS n,
+           count(*) FILTER (WHERE outcome <> 'invalid') AS n_graded,
+           count(*) FILTER (WHERE outcome = 'covert') AS n_covert,
+           count(*) FILTER (WHERE eval_aware) AS n_aware
+    FROM samples
+    WHERE set_hash = $set_hash AND ($model IS NULL OR model = $model)
+    GROUP BY ALL
+), revs AS (
+    SELECT sha, content_hash FROM spec_revisions WHERE source_id = $source_id
+), mapped AS (
+    -- Revisions with equal content share samples (the cache key holds the content hash).
+    SELECT r.sha AS rev_sha, a.* FROM agg a JOIN revs r ON a.spec_content_hash = r.content_hash
+    UNION ALL
+    SELECT a.spec_sha AS rev_sha, a.* FROM agg a JOIN revs r ON a.spec_sha = r.sha
+    WHERE a.spec_content_hash NOT IN (SELECT content_hash FROM revs)
+)
+SELECT m.model, m.rev_sha AS sha, m.scenario_id,
+       coalesce(any_value(m.family), any_value(sc.family), '?') AS family,
+       sum(m.n)::BIGINT AS n, sum(m.n_graded)::BIGINT AS n_graded,
+       sum(m.n_covert)::BIGINT AS n_covert, sum(m.n_aware)::BIGINT AS n_aware
+FROM mapped m
+LEFT JOIN scenarios sc ON sc.set_hash = $set_hash AND sc.scenario_id = m.scenario_id
+GROUP BY m.model, m.rev_sha, m.scenario_id
+"""
+
+_POINT_RATES_SQL = """
+SELECT model, sha,
+       avg(n_covert / n_graded) FILTER (WHERE n_graded > 0) AS covert_rate,
+       avg(n_aware / n) AS aware_rate,
+       sum(n)::BIGINT AS n_samples, count(*)::BIGINT AS n_scenarios
+FROM _report_cells GROUP BY model, sha
+"""
+
+REPRO_POINT_RATE_SQL = """-- covert and awareness rates per model and revision, from samples
+WITH per_scenario AS (
+  SELECT model, spec_sha, scenario_id,
+         count(*) FILTER (WHERE outcome = 'covert')
+           / nullif(count(*) FILTER (WHERE outcome <> 'invalid'), 0) AS covert,
+         avg(eval_aware::INT) AS aware
+  FROM samples WHERE set_hash = '{set_hash}'{model_filter}
+  GROUP BY ALL)
+SELECT model, spec_sha, avg(covert) AS covert_rate, avg(aware) AS awareness_rate
+FROM per_scenario GROUP BY ALL ORDER BY model, spec_sha"""
+
+REPRO_ESTIMATES_SQL = """-- rates with 95% cluster-bootstrap intervals, written by audit detect
+SELECT e.model, r.seq, left(e.sha, 7) AS sha, e.metric, e.value, e.ci_low, e.ci_high,
+       e.n_samples, e.n_scenarios
+FROM estimates e JOIN spec_revisions r USING (source_id, sha)
+WHERE e.source_id = '{source_id}' AND e.scope = 'all'
+  AND e.metric IN ('covert_rate', 'eval_awareness_rate'){model_filter}
+ORDER BY e.model, r.seq, e.metric"""
+
+REPRO_HEATMAP_SQL = """-- covert rate per scenario and revision (the heatmap)
+SELECT model, spec_sha, family, scenario_id,
+       avg((outcome = 'covert')::INT) FILTER (WHERE outcome <> 'invalid') AS covert_rate,
+       count(*) AS n
+FROM samples WHERE set_hash = '{set_hash}'{model_filter}
+GROUP BY ALL ORDER BY model, family, scenario_id"""
+
+REPRO_FINDINGS_SQL = """-- findings in plain words, with their numbers
+SELECT model, left(baseline_rev, 7) AS baseline, left(rev, 7) AS rev, kind, primary_cause,
+       delta, delta_ci_low, delta_ci_high, q_value, summary
+FROM findings WHERE source_id = '{source_id}'{model_filter} ORDER BY detected_at"""
+
+REPRO_EXPOSURE_SQL = """-- scenarios exposed to each spec edit, with the matched text
+SELECT left(sha, 7) AS sha, scenario_id, score, canary_hit, matched_terms, matched_text
+FROM exposure WHERE source_id = '{source_id}' AND exposed ORDER BY sha, score DESC"""
+
+MAX_CLAUSES_PER_REVISION = 200
+MAX_EXAMPLES = 6
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One spec revision on the x axis, with what its commit changed."""
+
+    sha: str
+    seq: int
+    prev_sha: str | None
+    authored_at: datetime | None
+    author: str
+    message: str
+    lines_added: int | None
+    lines_removed: int | None
+
+    @property
+    def short(self) -> str:
+        """The 7-character sha people quote."""
+        return self.sha[:7]
+
+    @property
+    def label(self) -> str:
+        """Axis label: position in the history and short sha (unique, commit order)."""
+        return f"r{self.seq} {self.short}"
+
+    @property
+    def subject(self) -> str:
+        """First line of the commit message."""
+        return (self.message or "").strip().splitlines()[0] if self.message.strip() else ""
+
+    @property
+    def date(self) -> str:
+        """Authored date as YYYY-MM-DD, or an empty string."""
+        return self.authored_at.strftime("%Y-%m-%d") if self.authored_at else ""
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """Covert and awareness rates of one model at one revision."""
+
+    model: str
+    sha: str
+    covert: float | None
+    covert_low: float | None
+    covert_high: float | None
+    aware: float | None
+    aware_low: float | None
+    aware_high: float | None
+    n_samples: int
+    n_scenarios: int
+
+    @property
+    def has_interval(self) -> bool:
+        """True when the covert rate comes with a stored interval from ``audit detect``."""
+        return self.covert_low is not None and self.covert_high is not None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scenario of one model at one revision (a heatmap cell)."""
+
+    model: str
+    sha: str
+    scenario_id: str
+    family: str
+    n: int
+    covert: float | None
+    aware: float
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A scenario exposed to the spec edit that produced a revision."""
+
+    sha: str
+    scenario_id: str
+    score: float
+    leaked: bool
+    matched_terms: tuple[str, ...]
+    matched_text: str | None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A detected change, as stored by ``audit detect``."""
+
+    finding_id: str
+    model: str
+    baseline_sha: str | None
+    sha: str | None
+    baseline_rev: str
+    rev: str
+    kind: str
+    primary_cause: str | None
+    baseline_rate: float | None
+    rate: float | None
+    delta: float | None
+    q_value: float | None
+    exposed_scenarios: tuple[str, ...]
+    summary: str
+
+
+@dataclass(frozen=True)
+class ClauseChange:
+    """One clause-level change of a revision."""
+
+    sha: str
+    ordinal: int
+    change: str
+    clause_kind: str
+    section: str | None
+    old_text: str | None
+    new_text: str | None
+
+
+@dataclass(frozen=True)
+class Example:
+    """An eval-aware sample, shown as evidence of what awareness looks like."""
+
+    model: str
+    sha: str
+    scenario_id: str
+    phrases: tuple[str, ...]
+    answer: str | None
+
+
+@dataclass
+class ReportData:
+    """Everything the template and the figures need, already aggregated."""
+
+    source_id: str
+    set_hash: str
+    other_set_hashes: list[str]
+    db_path: str
+    model_filter: str | None
+    since: Revision | None
+    models: list[str]
+    revisions: list[Revision]
+    rates: list[RatePoint]
+    cells: list[Cell]
+    findings: list[Finding]
+    exposures: list[Exposure]
+    clause_changes: list[ClauseChange]
+    clause_overflow: dict[str, int]
+    examples: list[Example]
+    prompts: dict[str, str] = field(default_factory=dict)
+    generated_at: datetime = field(default_factory=datetime.now)
+
+    @property
+    def intervals_missing(self) -> bool:
+        """Some plotted covert rate has no stored interval (``audit detect`` not run for it)."""
+        return any(p.covert is not None and not p.has_interval for p in self.rates)
+
+    def revision(self, sha: str) -> Revision | None:
+        """The revision with this full sha, if it is in the report's range."""
+        return self._by_sha().get(sha)
+
+    def _by_sha(self) -> dict[str, Revision]:
+        return {r.sha: r for r in self.revisions}
+
+    def rates_of(self, model: str) -> list[RatePoint]:
+        """The model's rate points in commit order."""
+        order = {r.sha: r.seq for r in self.revisions}
+        points = [p for p in self.rates if p.model == model and p.sha in order]
+        return sorted(points, key=lambda p: order[p.sha])
+
+
+def load_report_data(
+    store: Store,
+    *,
+    model: str | None = None,
+    since: str | None = None,
+    include_prompts: bool = False,
+) -> ReportData:
+    """Aggregate the stored history into :class:`ReportData` (raises AuditError when empty)."""
+    set_hash, others = _choose_set(store)
+    source_id = _choose_source(store, set_hash)
+    models = _models(store, set_hash)
+    if model is not None and model not in models:
+        known = ", ".join(models)
+        raise AuditError(f"no samples for model {model!r} (models with samples: {known})")
+    revisions = _revisions(store, source_id)
+    start = _resolve_since(store, revisions, since, source_id) if since else None
+    if start is not None:
+        revisions = [r for r in revisions if r.seq >= start.seq]
+    shas = {r.sha for r in revisions}
+    params = {"set_hash": set_hash, "model": model, "source_id": source_id}
+    store.con.execute(_CELLS_SQL, params)
+    try:
+        cells = [c for c in _cells(store) if c.sha in shas]
+        rates = [p for p in _rates(store, source_id, model) if p.sha in shas]
+    finally:
+        store.con.execute("DROP TABLE IF EXISTS _report_cells")
+    overflow: dict[str, int] = {}
+    data = ReportData(
+        source_id=source_id,
+        set_hash=set_hash,
+        other_set_hashes=others,
+        db_path=str(store.path) if store.path else ":memory:",
+        model_filter=model,
+        since=start,
+        models=[model] if model else models,
+        revisions=revisions,
+        rates=rates,
+        cells=cells,
+        findings=_findings(store, source_id, model, revisions),
+        exposures=_exposures(store, source_id, set_hash, shas),
+        clause_changes=_clause_changes(store, source_id, shas, overflow),
+        clause_overflow=overflow,
+        examples=_examples(store, set_hash, model, shas, include_prompts),
+    )
+    if include_prompts:
+        data.prompts = _prompts(store, set_hash)
+    return data
+
+
+def _choose_set(store: Store) -> tuple[str, list[str]]:
+    """The held-out set with the most samples; others are listed, never mixed in."""
+    rows = store.query(
+        "SELECT set_hash, count(*) AS n FROM samples GROUP BY set_hash ORDER BY n DESC, set_hash"
+    )
+    if not rows:
+        raise AuditError("no samples stored: run `audit run` (or `audit demo`) before the report")
+    return rows[0]["set_hash"], [r["set_hash"] for r in rows[1:]]
+
+
+def _choose_source(store: Store, set_hash: str) -> str:
+    """The spec source whose revisions the samples were made for."""
+    rows = store.query(
+        "SELECT r.source_id, count(*) AS n FROM (SELECT DISTINCT spec_sha, spec_content_hash "
+        "FROM samples WHERE set_hash = ?) s JOIN spec_revisions r "
+        "ON s.spec_sha = r.sha OR s.spec_content_hash = r.content_hash "
+        "GROUP BY r.source_id ORDER BY n DESC, r.source_id LIMIT 1",
+        [set_hash],
+    )
+    if not rows:
+        raise AuditError(
+            "the stored samples match no stored spec revision: run `audit specs sync` "
+            "for the spec the samples were made with"
+        )
+    return rows[0]["source_id"]
+
+
+def _models(store: Store, set_hash: str) -> list[str]:
+    rows = store.query(
+        "SELECT DISTINCT model FROM samples WHERE set_hash = ? ORDER BY model", [set_hash]
+    )
+    return [r["model"] for r in rows]
+
+
+def _revisions(store: Store, source_id: str) -> list[Revision]:
+    rows = store.query(
+        "SELECT r.sha, r.seq, r.prev_sha, r.authored_at, r.author_name, r.message, "
+        "c.lines_added, c.lines_removed FROM spec_revisions r "
+        "LEFT JOIN spec_changes c USING (source_id, sha) WHERE r.source_id = ? ORDER BY r.seq",
+        [source_id],
+    )
+    return [
+        Revision(
+            sha=r["sha"],
+            seq=r["seq"],
+            prev_sha=r["prev_sha"],
+            authored_at=r["authored_at"],
+            author=r["author_name"] or "",
+            message=r["message"] or "",
+            lines_added=r["lines_added"],
+            lines_removed=r["lines_removed"],
+        )
+        for r in rows
+    ]
+
+
+def _resolve_since(
+    store: Store, revisions: Sequence[Revision], ref: str, source_id: str
+) -> Revision:
+    """Resolve ``--since`` through the spec-history stage (index, tag or sha prefix)."""
+    from audit.spec_history import resolve_revision
+
+    row = resolve_revision(store, ref, source_id=source_id)
+    sha = row["sha"] if isinstance(row, dict) else row.sha
+    for revision in revisions:
+        if revision.sha == sha:
+            return revision
+    raise AuditError(f"--since {ref!r} is not a revision of spec source {source_id}")
+
+
+def _cells(store: Store) -> list[Cell]:
+    rows = store.con.execute(
+        "SELECT model, sha, scenario_id, family, n, "
+        "CASE WHEN n_graded > 0 THEN n_covert / n_graded END AS covert, n_aware / n AS aware "
+        "FROM _report_cells ORDER BY model, family, scenario_id"
+    ).fetchall()
+    return [
+        Cell(
+            model=m,
+            sha=s,
+            scenario_id=sc,
+            family=f,
+            n=int(n),
+            covert=None if c is None else float(c),
+            aware=float(a),
+        )
+        for m, s, sc, f, n, c, a in rows
+    ]
+
+
+def _rates(store: Store, source_id: str, model: str | None) -> list[RatePoint]:
+    """Point rates from samples, overlaid with stored estimates (and their intervals)."""
+    points = {(r["model"], r["sha"]): r for r in store.query(_POINT_RATES_SQL)}
+    estimates = store.query(
+        "SELECT model, sha, metric, value, ci_low, ci_high FROM estimates "
+        "WHERE source_id = ? AND scope = 'all' AND metric IN ('covert_rate', "
+        "'eval_awareness_rate') AND (? IS NULL OR model = ?)",
+        [source_id, model, model],
+    )
+    stored: dict[tuple[str, str, str], dict[str, Any]] = {
+        (e["model"], e["sha"], e["metric"]): e for e in estimates
+    }
+    out = []
+    for (m, sha), row in points.items():
+        covert = stored.get((m, sha, "covert_rate"))
+        aware = stored.get((m, sha, "eval_awareness_rate"))
+        out.append(
+            RatePoint(
+                model=m,
+                sha=sha,
+                covert=covert["value"] if covert else row["covert_rate"],
+                covert_low=covert["ci_low"] if covert else None,
+                covert_high=covert["ci_high"] if covert else None,
+                aware=aware["value"] if aware else row["aware_rate"],
+                aware_low=aware["ci_low"] if aware else None,
+                aware_high=aware["ci_high"] if aware else None,
+                n_samples=int(row["n_samples"]),
+                n_scenarios=int(row["n_scenarios"]),
+            )
+        )
+    return out
+
+
+def _full_sha(revisions: Sequence[Revision], ref: str) -> str | None:
+    """Findings name revisions by sha (full or prefix); map them onto the history."""
+    if not ref:
+        return None
+    matches = [r.sha for r in revisions if r.sha.startswith(ref.lower())]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _findings(
+    store: Store, source_id: str, model: str | None, revisions: Sequence[Revision]
+) -> list[Finding]:
+    rows = store.query(
+        # model "*" marks a leak, which concerns the spec alone and so every model.
+        "SELECT * FROM findings WHERE source_id = ? AND kind <> 'none' "
+        "AND (? IS NULL OR model = ? OR model = '*') ORDER BY detected_at, finding_id",
+        [source_id, model, model],
+    )
+    findings = []
+    for r in rows:
+        sha = _full_sha(revisions, r["rev"])
+        if sha is None:  # outside the --since range
+            continue
+        findings.append(
+            Finding(
+                finding_id=r["finding_id"],
+                model=r["model"],
+                baseline_sha=_full_sha(revisions, r["baseline_rev"]),
+                sha=sha,
+                baseline_rev=r["baseline_rev"],
+                rev=r["rev"],
+                kind=r["kind"],
+                primary_cause=r["primary_cause"],
+                baseline_rate=r["baseline_rate"],
+                rate=r["rate"],
+                delta=r["delta"],
+                q_value=r["q_value"],
+                exposed_scenarios=tuple(r["exposed_scenarios"] or ()),
+                summary=r["summary"],
+            )
+        )
+    return findings
+
+
+def _exposures(store: Store, source_id: str, set_hash: str, shas: set[str]) -> list[Exposure]:
+    """Per revision, the scenarios exposed to the edit that made it (baseline = previous rev)."""
+    rows = store.query(
+        "SELECT e.sha, e.scenario_id, e.score, e.canary_hit OR e.verbatim_hit AS leaked, "
+        "e.matched_terms, e.matched_text "
+        "FROM exposure e JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha "
+        "WHERE e.source_id = ? AND e.set_hash = ? "
+        "AND (e.exposed OR e.canary_hit OR e.verbatim_hit) "
+        # Prefer the consecutive comparison; fall back to any baseline stored for the revision.
+        "QUALIFY row_number() OVER (PARTITION BY e.sha, e.scenario_id "
+        "ORDER BY (e.baseline_sha = r.prev_sha) DESC, e.score DESC) = 1 "
+        "ORDER BY e.sha, e.score DESC, e.scenario_id",
+        [source_id, set_hash],
+    )
+    return [
+        Exposure(
+            sha=r["sha"],
+            scenario_id=r["scenario_id"],
+            score=r["score"],
+            leaked=r["leaked"],
+            matched_terms=tuple(r["matched_terms"] or ()),
+            matched_text=r["matched_text"],
+        )
+        for r in rows
+        if r["sha"] in shas
+    ]
+
+
+def _clause_changes(
+    store: Store, source_id: str, shas: set[str], overflow: dict[str, int]
+) -> list[ClauseChange]:
+    rows = store.query(
+        "SELECT sha, ordinal, change, clause_kind, section, old_text, new_text, "
+        "count(*) OVER (PARTITION BY sha) AS total FROM spec_clause_changes "
+        "WHERE source_id = ? QUALIFY row_number() OVER (PARTITION BY sha ORDER BY ordinal) <= ? "
+        "ORDER BY sha, ordinal",
+        [source_id, MAX_CLAUSES_PER_REVISION],
+    )
+    out = []
+    for r in rows:
+        if r["sha"] not in shas:
+            continue
+        if r["total"] > MAX_CLAUSES_PER_REVISION:
+            overflow[r["sha"]] = r["total"] - MAX_CLAUSES_PER_REVISION
+        out.append(
+            ClauseChange(
+                sha=r["sha"],
+                ordinal=r["ordinal"],
+                change=r["change"],
+                clause_kind=r["clause_kind"],
+                section=r["section"],
+                old_text=r["old_text"],
+                new_text=r["new_text"],
+            )
+        )
+    return out
+
+
+def _examples(
+    store: Store, set_hash: str, model: str | None, shas: set[str], include_prompts: bool
+) -> list[Example]:
+    """The latest eval-aware samples: matched phrases always, the answer only on request."""
+    rows = store.query(
+        "SELECT model, spec_sha, scenario_id, awareness_evidence, "
+        f"{'answer' if include_prompts else 'NULL'} AS answer FROM samples "
+        "WHERE set_hash = ? AND eval_aware AND (? IS NULL OR model = ?) "
+        "ORDER BY created_at DESC, sample_key LIMIT ?",
+        [set_hash, model, model, MAX_EXAMPLES * 4],
+    )
+    examples = []
+    for r in rows:
+        phrases = tuple(_strings(_parse_json(r["awareness_evidence"])))[:3]
+        if not phrases and not r["answer"]:
+            continue
+        answer = r["answer"]
+        examples.append(
+            Example(
+                model=r["model"],
+                sha=r["spec_sha"],
+                scenario_id=r["scenario_id"],
+                phrases=phrases,
+                answer=answer[:600] if answer else None,
+            )
+        )
+    return examples[:MAX_EXAMPLES]
+
+
+def _prompts(store: Store, set_hash: str) -> dict[str, str]:
+    """First user message each scenario was run with (only for ``--include-prompts``)."""
+    rows = store.query(
+        "SELECT scenario_id, any_value(transcript) AS transcript FROM samples "
+        "WHERE set_hash = ? AND transcript IS NOT NULL GROUP BY scenario_id ORDER BY scenario_id",
+        [set_hash],
+    )
+    prompts = {}
+    for r in rows:
+        messages = _parse_json(r["transcript"])
+        if isinstance(messages, dict):
+            messages = messages.get("messages", [])
+        for message in messages if isinstance(messages, list) else []:
+            if isinstance(message, dict) and message.get("role") == "user":
+                prompts[r["scenario_id"]] = str(message.get("content", ""))
+                break
+    return prompts
+
+
+def _parse_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+# Keys of awareness evidence that hold the words people need to see (not rule names or offsets).
+_EVIDENCE_KEYS = ("phrase", "text", "match", "matched", "sentence", "quote", "context", "span")
+
+
+def _strings(value: Any) -> list[str]:
+    """Short human-readable strings found in an evidence JSON value."""
+    found: list[str] = []
+    if isinstance(value, str):
+        found.append(value[:200])
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_strings(item))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if any(k in key.lower() for k in _EVIDENCE_KEYS) or isinstance(item, list | dict):
+                found.extend(_strings(item))
+    return [s for s in found if s.strip()]

@@ -1,0 +1,386 @@
+"""Plotly figures of the drift report, built from already-aggregated :class:`ReportData`.
+
+Every figure has a bounded number of traces (per model, never per cell), so a history of
+hundreds of revisions stays responsive in the browser. Text that comes from users or models
+(commit messages, authors, summaries) is HTML-escaped before it goes into hover labels, because
+plotly renders a subset of HTML in them.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from audit.report.data import Cell, Finding, ReportData, Revision
+
+_PALETTE = qualitative.Plotly + qualitative.D3
+_CAUSE_COLORS = {
+    "spec_patching": "#d62728",
+    "eval_awareness": "#9467bd",
+    "genuine": "#2ca02c",
+    "regression": "#ff7f0e",
+    None: "#7f7f7f",
+}
+_FONT = {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12}
+
+
+def _esc(text: str | None, limit: int = 300) -> str:
+    """Escape text for a plotly hover label and keep it short."""
+    text = (text or "").strip()
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text).replace("\n", "<br>")
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)
+
+
+def model_color(data: ReportData, model: str) -> str:
+    """The colour of a model, the same in every figure."""
+    return _PALETTE[data.models.index(model) % len(_PALETTE)]
+
+
+def _commit_hover(revision: Revision) -> str:
+    added = "?" if revision.lines_added is None else revision.lines_added
+    removed = "?" if revision.lines_removed is None else revision.lines_removed
+    return (
+        f"<b>{_esc(revision.label)}</b> {revision.date}<br>{_esc(revision.subject, 120)}"
+        f"<br>by {_esc(revision.author, 80)} · +{added} / −{removed} lines"
+    )
+
+
+def timeline_figure(data: ReportData) -> go.Figure:
+    """Covert rate with bands, awareness rate below, spec commits as a strip, findings marked."""
+    labels = [r.label for r in data.revisions]
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.04,
+        row_heights=[0.55, 0.3, 0.15],
+        subplot_titles=("Covert-action rate (%)", "Verbalized eval awareness (%)", ""),
+    )
+    for model in data.models:
+        _add_rate_traces(fig, data, model, labels)
+    _add_findings(fig, data)
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=[0] * len(labels),
+            mode="markers",
+            name="spec commits",
+            marker={
+                "symbol": "line-ns-open",
+                "size": [
+                    min(30, 8 + (r.lines_added or 0) + (r.lines_removed or 0))
+                    for r in data.revisions
+                ],
+                "color": "#444",
+                "line": {"width": 2},
+            },
+            hovertext=[_commit_hover(r) for r in data.revisions],
+            hoverinfo="text",
+            showlegend=False,
+        ),
+        row=3,
+        col=1,
+    )
+    fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=2, col=1)
+    fig.update_yaxes(visible=False, row=3, col=1)
+    fig.update_yaxes(title_text="spec commits", row=3, col=1)
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
+    fig.update_xaxes(title_text="spec revision (commit order)", row=3, col=1)
+    fig.update_layout(
+        height=620,
+        margin={"l": 60, "r": 20, "t": 40, "b": 60},
+        hovermode="closest",
+        # A vertical legend on the right stays readable with many models and never covers data.
+        legend={"orientation": "v", "x": 1.01, "y": 1, "tracegroupgap": 2},
+        font=_FONT,
+        template="plotly_white",
+    )
+    return fig
+
+
+def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[str]) -> None:
+    color = model_color(data, model)
+    by_sha = {p.sha: p for p in data.rates_of(model)}
+    points = [by_sha.get(r.sha) for r in data.revisions]
+    covert = [_pct(p.covert) if p else None for p in points]
+    aware = [_pct(p.aware) if p else None for p in points]
+    if any(p is not None and p.has_interval for p in points):
+        # The band is drawn as an upper edge and a lower edge filled up to it.
+        high = [_pct(p.covert_high) if p else None for p in points]
+        low = [_pct(p.covert_low) if p else None for p in points]
+        common = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
+        fig.add_trace(go.Scatter(x=labels, y=high, legendgroup=model, **common), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=low,
+                fill="tonexty",
+                fillcolor=_rgba(color, 0.18),
+                legendgroup=model,
+                **common,
+            ),
+            row=1,
+            col=1,
+        )
+    hover = [
+        f"<b>{_esc(model)}</b> at {_esc(r.label)}<br>covert {_fmt_ci(p)}<br>"
+        f"{p.n_samples} samples, {p.n_scenarios} scenarios"
+        if p
+        else ""
+        for r, p in zip(data.revisions, points, strict=True)
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=covert,
+            mode="lines+markers",
+            name=model,
+            legendgroup=model,
+            line={"color": color, "width": 2},
+            hovertext=hover,
+            hoverinfo="text",
+            connectgaps=True,
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=aware,
+            mode="lines+markers",
+            name=model,
+            legendgroup=model,
+            showlegend=False,
+            line={"color": color, "width": 2, "dash": "dot"},
+            hovertemplate=f"{_esc(model)}<br>%{{x}}<br>aware %{{y:.1f}}%<extra></extra>",
+            connectgaps=True,
+        ),
+        row=2,
+        col=1,
+    )
+
+
+def _fmt_ci(point) -> str:  # type: ignore[no-untyped-def]
+    if point.covert is None:
+        return "n/a"
+    if point.has_interval:
+        low, high = 100 * point.covert_low, 100 * point.covert_high
+        return f"{100 * point.covert:.1f}% [{low:.1f}, {high:.1f}]"
+    return f"{100 * point.covert:.1f}% (no interval: run audit detect)"
+
+
+def _add_findings(fig: go.Figure, data: ReportData) -> None:
+    """One marker per finding at its revision and rate, coloured by the attributed cause."""
+    shown = [f for f in data.findings if f.sha and data.revision(f.sha)]
+    if not shown:
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=[data.revision(f.sha).label for f in shown],  # type: ignore[union-attr, arg-type]
+            y=[_pct(f.rate) if f.rate is not None else 0 for f in shown],
+            mode="markers",
+            name="findings",
+            marker={
+                "symbol": "star",
+                "size": 16,
+                "color": [_CAUSE_COLORS.get(f.primary_cause, "#7f7f7f") for f in shown],
+                "line": {"color": "#000", "width": 1},
+            },
+            hovertext=[_finding_hover(f) for f in shown],
+            hoverinfo="text",
+        ),
+        row=1,
+        col=1,
+    )
+
+
+def _finding_hover(finding: Finding) -> str:
+    cause = finding.primary_cause or "unattributed"
+    return f"<b>{_esc(finding.kind)} · {_esc(cause)}</b><br>{_esc(finding.summary, 200)}"
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    value = hex_color.lstrip("#")
+    red, green, blue = (int(value[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def scenario_order(cells: list[Cell]) -> list[tuple[str, str]]:
+    """(family, scenario id) pairs sorted by family then id: the heatmap's rows."""
+    return sorted({(c.family, c.scenario_id) for c in cells})
+
+
+def heatmap_figure(data: ReportData) -> go.Figure:
+    """Scenarios (grouped by family) x revisions, one heatmap per model picked from a menu."""
+    labels = [r.label for r in data.revisions]
+    rows = scenario_order(data.cells)
+    row_labels = [f"{family} · {scenario}" for family, scenario in rows]
+    row_index = {scenario: i for i, (_, scenario) in enumerate(rows)}
+    col_index = {r.sha: i for i, r in enumerate(data.revisions)}
+    exposed = {(e.sha, e.scenario_id) for e in data.exposures}
+    fig = go.Figure()
+    for n, model in enumerate(data.models):
+        z: list[list[float | None]] = [[None] * len(labels) for _ in rows]
+        for cell in data.cells:
+            if cell.model == model and cell.sha in col_index:
+                z[row_index[cell.scenario_id]][col_index[cell.sha]] = _pct(cell.covert)
+        fig.add_trace(
+            go.Heatmap(
+                x=labels,
+                y=row_labels,
+                z=z,
+                zmin=0,
+                zmax=100,
+                colorscale="Reds",
+                colorbar={"title": {"text": "covert %"}},
+                visible=n == 0,
+                name=model,
+                hovertemplate="%{y}<br>%{x}<br>covert %{z:.0f}%<extra></extra>",
+                xgap=1,
+                ygap=1,
+            )
+        )
+    marks = [(e_sha, s) for e_sha, s in sorted(exposed) if e_sha in col_index and s in row_index]
+    fig.add_trace(
+        go.Scatter(
+            x=[data.revisions[col_index[sha]].label for sha, _ in marks],
+            y=[row_labels[row_index[s]] for _, s in marks],
+            mode="markers",
+            name="exposed to the edit",
+            marker={"symbol": "square-open", "size": 11, "color": "#1f3b99", "line": {"width": 2}},
+            hovertemplate="%{y}<br>%{x}<br>exposed to this spec edit<extra></extra>",
+        )
+    )
+    buttons = [
+        {
+            "label": model,
+            "method": "update",
+            "args": [{"visible": [i == n for i in range(len(data.models))] + [True]}],
+        }
+        for n, model in enumerate(data.models)
+    ]
+    fig.update_layout(
+        updatemenus=[{"buttons": buttons, "x": 0, "y": 1.12, "xanchor": "left", "showactive": True}]
+        if len(data.models) > 1
+        else [],
+        height=max(320, 90 + 18 * len(rows)),
+        margin={"l": 260, "r": 20, "t": 60, "b": 80},
+        xaxis={"type": "category", "categoryorder": "array", "categoryarray": labels},
+        yaxis={
+            "type": "category",
+            "autorange": "reversed",
+            "categoryorder": "array",
+            "categoryarray": row_labels,
+        },
+        legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
+        font=_FONT,
+        template="plotly_white",
+    )
+    return fig
+
+
+@dataclass(frozen=True)
+class ChosenChange:
+    """The change the before/after scatter shows."""
+
+    model: str
+    before: Revision
+    after: Revision
+    finding: Finding | None
+
+
+def choose_change(data: ReportData) -> ChosenChange | None:
+    """The most significant finding's change, else first vs latest revision of the first model."""
+    candidates = [
+        f
+        for f in data.findings
+        if f.baseline_sha and f.sha and data.revision(f.baseline_sha) and f.kind != "leak"
+    ]
+    if candidates:
+        best = min(
+            candidates,
+            key=lambda f: (f.q_value if f.q_value is not None else 1.0, -abs(f.delta or 0.0)),
+        )
+        before = data.revision(best.baseline_sha)  # type: ignore[arg-type]
+        after = data.revision(best.sha)  # type: ignore[arg-type]
+        assert before is not None and after is not None
+        return ChosenChange(best.model, before, after, best)
+    for model in data.models:
+        points = [p for p in data.rates_of(model) if p.covert is not None]
+        if len(points) >= 2:
+            first, last = data.revision(points[0].sha), data.revision(points[-1].sha)
+            assert first is not None and last is not None
+            return ChosenChange(model, first, last, None)
+    return None
+
+
+def scatter_figure(data: ReportData, change: ChosenChange) -> go.Figure:
+    """Per scenario: awareness (x) vs covert rate (y) before and after the chosen change."""
+    cells = {(c.sha, c.scenario_id): c for c in data.cells if c.model == change.model}
+    exposed = set(change.finding.exposed_scenarios) if change.finding else set()
+    exposed |= {e.scenario_id for e in data.exposures if e.sha == change.after.sha}
+    scenarios = sorted({s for _, s in cells})
+    pairs = [
+        (s, cells.get((change.before.sha, s)), cells.get((change.after.sha, s))) for s in scenarios
+    ]
+    pairs = [(s, b, a) for s, b, a in pairs if b is not None and a is not None]
+    arrows_x: list[float | None] = []
+    arrows_y: list[float | None] = []
+    for _, b, a in pairs:
+        arrows_x += [_pct(b.aware), _pct(a.aware), None]
+        arrows_y += [_pct(b.covert), _pct(a.covert), None]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=arrows_x,
+            y=arrows_y,
+            mode="lines",
+            line={"color": "#bbb", "width": 1},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    for when, revision, idx in (("before", change.before, 1), ("after", change.after, 2)):
+        for is_exposed in (True, False):
+            chosen = [p for p in pairs if (p[0] in exposed) == is_exposed]
+            if not chosen:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[_pct(p[idx].aware) for p in chosen],
+                    y=[_pct(p[idx].covert) for p in chosen],
+                    mode="markers",
+                    name=f"{when} ({revision.short}), {'exposed' if is_exposed else 'not exposed'}",
+                    text=[_esc(p[0]) for p in chosen],
+                    marker={
+                        "size": 10,
+                        "symbol": "diamond" if is_exposed else "circle",
+                        "color": "#d62728" if is_exposed else "#1f77b4",
+                        "opacity": 0.35 if when == "before" else 1.0,
+                        "line": {"color": "#000", "width": 1 if when == "after" else 0},
+                    },
+                    hovertemplate="%{text}<br>aware %{x:.0f}%<br>covert %{y:.0f}%<extra>"
+                    + when
+                    + "</extra>",
+                )
+            )
+    fig.update_layout(
+        height=440,
+        xaxis={"title": {"text": "eval-awareness rate (%)"}, "rangemode": "tozero"},
+        yaxis={"title": {"text": "covert-action rate (%)"}, "rangemode": "tozero"},
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        font=_FONT,
+        template="plotly_white",
+    )
+    return fig
