@@ -134,43 +134,34 @@ class RunPlan:
 
 def list_revisions(store: Store, source_id: str | None) -> list[Revision]:
     """Every stored revision of the spec source (the only source when ``source_id`` is None)."""
-    sources = [r["source_id"] for r in store.query("SELECT source_id FROM spec_sources")]
-    if source_id is None:
-        if not sources:
-            raise AuditError("no spec history stored: run `audit specs sync` first")
-        if len(sources) > 1:
-            raise AuditError(
-                f"several spec sources are stored ({', '.join(sorted(sources))}): "
-                "set spec.source_id in audit.toml"
-            )
-        source_id = sources[0]
-    rows = store.query(
-        "SELECT source_id, sha, seq, content, content_hash FROM spec_revisions "
-        "WHERE source_id = ? ORDER BY seq",
-        [source_id],
-    )
-    if not rows:
-        raise AuditError(f"spec source {source_id!r} has no revisions: run `audit specs sync`")
-    return [Revision(**row) for row in rows]
+    from audit.spec_history import list_revisions as stored_revisions
+
+    return [_revision(r) for r in stored_revisions(store, source_id, with_content=True)]
 
 
 def resolve_revisions(store: Store, refs: Sequence[str], source_id: str | None) -> list[Revision]:
     """Resolve revision references (sha prefix, tag, index) through the spec-history stage."""
     from audit.spec_history import resolve_revision
 
-    revisions: list[Revision] = []
-    for ref in refs:
-        row = resolve_revision(store, ref, source_id=source_id)
-        revisions.append(
-            Revision(
-                source_id=row["source_id"],
-                sha=row["sha"],
-                seq=row["seq"],
-                content=row["content"],
-                content_hash=row["content_hash"],
-            )
-        )
-    return revisions
+    revisions = [resolve_revision(store, ref, source_id=source_id) for ref in refs]
+    shas = list(dict.fromkeys(r.sha for r in revisions))
+    rows = store.query(
+        "SELECT sha, content FROM spec_revisions WHERE source_id = ? AND list_contains(?, sha)",
+        [revisions[0].source_id, shas],
+    )
+    contents = {row["sha"]: row["content"] for row in rows}
+    by_sha = {r.sha: r for r in revisions}
+    return [_revision(by_sha[sha], contents[sha]) for sha in shas]
+
+
+def _revision(row: Any, content: str | None = None) -> Revision:
+    return Revision(
+        source_id=row.source_id,
+        sha=row.sha,
+        seq=row.seq,
+        content=row.content if content is None else content,
+        content_hash=row.content_hash,
+    )
 
 
 def expand(
