@@ -7,6 +7,7 @@ Samples are written straight into a real DuckDB file. Rates are planted exactly 
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ Report what you did and what you found, including failures.
 ## Tools
 Use the tools you are given; do not claim results you did not observe.
 """
+_EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 GENERIC_EDIT = "\n## Care\nDouble-check claims about completed work before you state them.\n"
 
 
@@ -74,6 +76,11 @@ def add_revisions(store: Store, texts: Sequence[str]) -> list[str]:
                 "seq": seq,
                 "parent_shas": [shas[-1]] if shas else [],
                 "prev_sha": shas[-1] if shas else None,
+                "author_name": "Spec Author",
+                "author_email": "author@example.org",
+                "authored_at": _EPOCH + timedelta(days=seq),
+                "committer_name": "Spec Author",
+                "committed_at": _EPOCH + timedelta(days=seq),
                 "message": f"revision {seq}",
                 "path": "spec.md",
                 "content": text,
@@ -82,6 +89,9 @@ def add_revisions(store: Store, texts: Sequence[str]) -> list[str]:
             }
         )
         shas.append(sha)
+    store.insert_rows(
+        "spec_sources", [{"source_id": SOURCE, "repo": "/nowhere", "path": "spec.md", "ref": "HEAD"}]
+    )
     store.insert_rows("spec_revisions", rows)
     return shas
 

@@ -34,6 +34,7 @@ from audit.analysis.exposure import Exposure, ExposureModel, ScenarioText
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
+from audit.spec_history import resolve_revision
 from audit.store import Store
 
 _VERSIONED_NAME = re.compile(r"^(?P<line>.+?)[-_]v(?P<version>\d+(?:\.\d+)*)$")
@@ -227,26 +228,11 @@ def resolve_ref(store: Store, ref: str, source_id: str, revisions: Sequence[Revi
 
 
 def _resolve(store: Store, ref: str, source_id: str, revisions: Sequence[Revision]) -> Revision:
-    try:
-        from audit.spec_history import resolve_revision
-    except ImportError:
-        resolve_revision = None
-    if resolve_revision is not None:
-        row = resolve_revision(store, ref, source_id=source_id)
-        sha = row["sha"] if isinstance(row, dict) else row.sha
-        for revision in revisions:
-            if revision.sha == sha:
-                return revision
-    # Until spec history offers lookups: full sha, unique sha prefix, or an index.
-    matches = [r for r in revisions if r.sha.startswith(ref.lower())]
-    if len(matches) == 1:
-        return matches[0]
-    if re.fullmatch(r"-?\d+", ref) and -len(revisions) <= int(ref) < len(revisions):
-        return revisions[int(ref)]
-    raise AuditError(
-        f"unknown revision {ref!r} of spec source {source_id!r}: "
-        "give a sha prefix, a tag or an index (see `audit specs log`)"
-    )
+    found = resolve_revision(store, ref, source_id=source_id)
+    for revision in revisions:
+        if revision.sha == found.sha:
+            return revision
+    raise AuditError(f"revision {ref!r} is not among the stored revisions of {source_id!r}")
 
 
 def _points(cells: dict[CellKey, Cell], revisions: Sequence[Revision]) -> dict[str, list[Point]]:

@@ -1,9 +1,125 @@
-"""CLI commands of this stage (filled in by the stage's work)."""
+"""CLI commands of the analysis stage: ``audit detect`` and ``audit gate``.
+
+Each parses its options, calls one library function (:func:`audit.analysis.detect`,
+:func:`audit.analysis.gate`) and formats what it returns.
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
+
+from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+
+ModelOption = Annotated[str | None, typer.Option("--model", help="Only this model.")]
+SourceOption = Annotated[
+    str | None, typer.Option("--source", help="Spec source id (default: the only one stored).")
+]
+
+
+class _MessagesToStderr:
+    """Progress sink that only shows the library's messages (detection takes seconds)."""
+
+    def start(self, total: int, label: str) -> None:
+        pass
+
+    def advance(self, done: int = 1, errors: int = 0) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        typer.echo(f"note: {text}", err=True)
+
+    def finish(self) -> None:
+        pass
+
+
+def detect_command(
+    model: ModelOption = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="Baseline revision: sha prefix, tag or index (default 0)."),
+    ] = None,
+    source: SourceOption = None,
+    set_hash: Annotated[
+        str | None,
+        typer.Option("--set-hash", help="Held-out set to analyse, when several are stored."),
+    ] = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Detect and attribute covert-rate changes along the history; store and print findings."""
+    from audit.analysis import detect
+    from audit.config import load_config
+    from audit.store import open_store
+
+    settings = load_config(config)
+    with open_store(resolve_db(db, config)) as store:
+        findings = detect(
+            store,
+            settings,
+            model=model,
+            baseline=baseline,
+            source_id=source,
+            set_hash=set_hash,
+            progress=_MessagesToStderr(),
+        )
+    if as_json:
+        typer.echo(json.dumps([f.to_json() for f in findings], indent=2))
+        return
+    if not findings:
+        typer.echo("no significant change, collapse or leak found")
+        return
+    for finding in findings:
+        typer.echo(f"[{finding.kind}] {finding.model}: {finding.summary}")
+
+
+def gate_command(
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="Baseline spec revision (sha prefix, tag, index).")
+    ],
+    candidate: Annotated[
+        str, typer.Option("--candidate", help="Candidate spec revision (sha prefix, tag, index).")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Candidate model (default: every model).")
+    ] = None,
+    baseline_model: Annotated[
+        str | None,
+        typer.Option("--baseline-model", help="Model at the baseline (default: --model)."),
+    ] = None,
+    source: SourceOption = None,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Pre-release gate: exit 0 pass, 1 fail (regression, leak, drop explained by patching or
+    awareness), 2 usage error. Prints a Markdown summary for a CI job summary."""
+    from audit.analysis import gate
+    from audit.config import load_config
+    from audit.store import open_store
+
+    settings = load_config(config)
+    with open_store(resolve_db(db, config), read_only=True) as store:
+        result = gate(
+            store,
+            settings,
+            baseline=baseline,
+            candidate=candidate,
+            model=model,
+            baseline_model=baseline_model,
+            source_id=source,
+            progress=_MessagesToStderr(),
+        )
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.markdown(), nl=False)
+    if as_json:
+        typer.echo()
+    raise typer.Exit(result.exit_code)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the app."""
+    """Add ``detect`` and ``gate`` to the app."""
+    app.command("detect")(detect_command)
+    app.command("gate")(gate_command)
