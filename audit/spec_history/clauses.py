@@ -128,9 +128,11 @@ class _Splitter:
 
     def heading(self, level: int, title: str) -> None:
         self.flush()
-        self.clauses.append(Clause("heading", self.section, _norm(title)))
         while self.headings and self.headings[-1][0] >= level:
             self.headings.pop()
+        # A heading belongs to its parent section; the clauses under it to its own.
+        parent = " > ".join(name for _, name in self.headings)
+        self.clauses.append(Clause("heading", parent, _norm(title)))
         self.headings.append((level, _norm(_ANCHOR.sub("", title))))
         self.section = " > ".join(name for _, name in self.headings)
 
