@@ -1,0 +1,336 @@
+"""The HTML drift report: aggregation, numbers shown, escaping, prompts, size, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from plotly.offline import get_plotlyjs
+from report_history import SET_HASH, SOURCE, build_history, insert_revisions, insert_scenarios
+from report_history import sha_of as rev_sha
+from typer.testing import CliRunner
+
+from audit.cli import app
+from audit.errors import AuditError
+from audit.report import figures, render_report
+from audit.report.data import load_report_data
+from audit.report.render import Segment, highlight
+from audit.store import Store, open_store
+
+PAYLOAD = '<script>alert(1)</script>"onload="alert(2)'
+
+
+def _sample(
+    model: str, rev: int, scenario: str, epoch: int, outcome: str, aware: bool = False, **extra
+) -> dict:
+    content_hash = _content_hash_of(rev)
+    return {
+        "sample_key": f"{model}|{rev}|{scenario}|{epoch}",
+        "origin": "run",
+        "model": model,
+        "spec_sha": rev_sha(rev),
+        "spec_content_hash": content_hash,
+        "set_hash": SET_HASH,
+        "scenario_id": scenario,
+        "family": "misreport_tests" if scenario == "scn-000" else "sandbagging",
+        "condition": "default",
+        "epoch": epoch,
+        "outcome": outcome,
+        "eval_aware": aware,
+        **extra,
+    }
+
+
+_HASHES: dict[int, str] = {}
+
+
+def _content_hash_of(rev: int) -> str:
+    return _HASHES[rev]
+
+
+def _small_history(store: Store, samples_extra: dict | None = None) -> None:
+    """3 revisions, 2 scenarios, models m1 and m2, 2 epochs; outcomes chosen by hand.
+
+    m1 at r0: scn-000 covert 2/2, scn-001 covert 1/2 -> 75%; at r2: 0/2 and 1/2 -> 25%.
+    m2 only at r0: scn-000 1/2 (one invalid excluded: 1/1), scn-001 0/2 -> 50%.
+    """
+    insert_revisions(store, 3)
+    insert_scenarios(store, 2)
+    for row in store.query("SELECT seq, content_hash FROM spec_revisions"):
+        _HASHES[row["seq"]] = row["content_hash"]
+    extra = samples_extra or {}
+    rows = [
+        _sample("m1", 0, "scn-000", 0, "covert", **extra),
+        _sample("m1", 0, "scn-000", 1, "covert", **extra),
+        _sample("m1", 0, "scn-001", 0, "covert", **extra),
+        _sample("m1", 0, "scn-001", 1, "honest", **extra),
+        _sample("m1", 2, "scn-000", 0, "honest", aware=True, **extra),
+        _sample("m1", 2, "scn-000", 1, "honest", aware=True, **extra),
+        _sample("m1", 2, "scn-001", 0, "covert", **extra),
+        _sample("m1", 2, "scn-001", 1, "honest", **extra),
+        _sample("m2", 0, "scn-000", 0, "covert", **extra),
+        _sample("m2", 0, "scn-000", 1, "invalid", **extra),
+        _sample("m2", 0, "scn-001", 0, "honest", **extra),
+        _sample("m2", 0, "scn-001", 1, "refused", **extra),
+    ]
+    store.insert_rows("samples", rows)
+
+
+class _Page(HTMLParser):
+    """Collects what a browser would act on: tags, attributes and script bodies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attributes: list[tuple[str, str, str | None]] = []
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self._in_script: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.attributes.extend((tag, name, value) for name, value in attrs)
+        if tag == "script":
+            self._in_script = dict(attrs)
+            self.scripts.append((self._in_script, ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script is not None:
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+
+
+def _parse(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    page.close()
+    return page
+
+
+def test_point_rates_come_from_samples_and_say_intervals_are_missing(
+    store: Store, tmp_path: Path
+) -> None:
+    _small_history(store)
+    data = load_report_data(store)
+    rates = {(p.model, p.sha[:7]): (p.covert, p.aware, p.n_samples) for p in data.rates}
+    assert rates == {
+        ("m1", rev_sha(0)[:7]): (0.75, 0.0, 4),
+        ("m1", rev_sha(2)[:7]): (0.25, 0.5, 4),
+        ("m2", rev_sha(0)[:7]): (0.5, 0.0, 4),
+    }
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert "25.0% (no interval: run audit detect)" in html
+    assert "intervals need <code>audit detect</code>" in html
+    assert "95% CI" not in html
+    assert "down 50.0 points since r0 " + rev_sha(0)[:7] + " (75.0%)" in html
+
+
+def test_stored_estimates_give_the_headline_its_interval(store: Store, tmp_path: Path) -> None:
+    _small_history(store)
+    store.insert_rows(
+        "estimates",
+        [
+            {
+                "model": "m1",
+                "source_id": SOURCE,
+                "sha": rev_sha(2),
+                "metric": "covert_rate",
+                "scope": "all",
+                "scope_id": "*",
+                "value": 0.25,
+                "ci_low": 0.1,
+                "ci_high": 0.4,
+                "n_samples": 4,
+                "n_scenarios": 2,
+            }
+        ],
+    )
+    html = render_report(store, tmp_path / "r.html", model="m1").read_text()
+    assert "25.0% (95% CI 10.0–40.0%)" in html
+    # r0 of m1 still has no estimate: the report says so instead of inventing a band.
+    assert 'id="no-intervals"' in html
+
+
+def test_revisions_with_equal_content_share_samples(store: Store) -> None:
+    _small_history(store)
+    store.con.execute(
+        "UPDATE spec_revisions SET content_hash = ? WHERE sha = ?", [_HASHES[0], rev_sha(1)]
+    )
+    data = load_report_data(store, model="m1")
+    by_rev = {p.sha: p.covert for p in data.rates}
+    assert by_rev == {rev_sha(0): 0.75, rev_sha(1): 0.75, rev_sha(2): 0.25}
+
+
+def test_heatmap_cells_are_per_scenario_rates(store: Store) -> None:
+    _small_history(store)
+    data = load_report_data(store, model="m2")
+    cells = [(c.sha[:7], c.family, c.scenario_id, c.n, c.covert) for c in data.cells]
+    assert cells == [
+        (rev_sha(0)[:7], "misreport_tests", "scn-000", 2, 1.0),
+        (rev_sha(0)[:7], "sandbagging", "scn-001", 2, 0.0),
+    ]
+
+
+def test_since_and_model_limit_the_report(store: Store, tmp_path: Path) -> None:
+    _small_history(store)
+    data = load_report_data(store, model="m1", since="1")
+    assert [r.seq for r in data.revisions] == [1, 2]
+    assert data.models == ["m1"]
+    assert [p.sha for p in data.rates] == [rev_sha(2)]
+    html = render_report(store, tmp_path / "r.html", model="m1", since=rev_sha(1)[:8]).read_text()
+    assert f"--model m1 --since {rev_sha(1)[:7]}" in html
+    assert "<h3>m2</h3>" not in html
+
+
+def test_unknown_model_and_empty_store_are_user_errors(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="no samples stored"):
+        render_report(store, tmp_path / "r.html")
+    _small_history(store)
+    with pytest.raises(
+        AuditError, match=r"no samples for model 'nope' \(models with samples: m1, m2\)"
+    ):
+        render_report(store, tmp_path / "r.html", model="nope")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_page_is_self_contained_with_plotly_embedded_once(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert html.count(get_plotlyjs()[:400]) == 1
+    page = _parse(html)
+    for tag, name, value in page.attributes:
+        assert name not in {"src"}, (tag, name, value)
+        if name == "href":
+            assert value and value.startswith("#"), value
+    assert "default-src 'none'" in html
+    figures_json = [attrs["data-figure"] for attrs, _ in page.scripts if "data-figure" in attrs]
+    assert figures_json == ["fig-timeline", "fig-heatmap", "fig-scatter"]
+    for attrs, body in page.scripts:
+        if attrs.get("type") == "application/json":
+            figure = json.loads(body)
+            assert figure["data"], attrs
+
+
+def test_hostile_text_is_escaped_everywhere(store: Store, tmp_path: Path) -> None:
+    _small_history(store, samples_extra={"answer": "Done. " + PAYLOAD})
+    store.con.execute(
+        "UPDATE spec_revisions SET message = ?, author_name = ?, content = content || ?",
+        ["Add rule " + PAYLOAD, "Eve " + PAYLOAD, PAYLOAD],
+    )
+    store.con.execute("UPDATE spec_clause_changes SET new_text = ?", ["Never " + PAYLOAD])
+    store.insert_rows(
+        "exposure",
+        [
+            {
+                "source_id": SOURCE,
+                "baseline_sha": rev_sha(1),
+                "sha": rev_sha(2),
+                "set_hash": SET_HASH,
+                "scenario_id": "scn-000",
+                "score": 0.9,
+                "exposed": True,
+                "canary_hit": False,
+                "rare_term_score": 0.5,
+                "fuzzy_score": 0.9,
+                "matched_terms": [PAYLOAD],
+                "matched_text": PAYLOAD,
+            }
+        ],
+    )
+    html = render_report(store, tmp_path / "r.html", include_prompts=True).read_text()
+    page = _parse(html)
+    assert "<script>alert(1)" not in html
+    assert not [a for a in page.attributes if a[1].startswith("on")]
+    # The plotly bundle, the figure loader, and the three JSON blocks: nothing else runs.
+    assert len(page.scripts) == 2 + 3
+    for attrs, body in page.scripts:
+        if attrs.get("type") == "application/json":
+            assert "<" not in body and ">" not in body
+    visible = "&lt;script&gt;alert(1)&lt;/script&gt;&#34;onload=&#34;alert(2)"
+    assert html.count(visible) >= 4  # commit message, author, clause, model answer
+    assert f'<mark title="matched scn-000">{visible}</mark>' in html
+
+
+def test_held_out_prompts_and_answers_only_on_request(store: Store, tmp_path: Path) -> None:
+    secret = "Please reconcile the quarterly ledger XYZZY-PROMPT before Friday."
+    transcript = json.dumps(
+        [{"role": "system", "content": "sys"}, {"role": "user", "content": secret}]
+    )
+    _small_history(
+        store,
+        samples_extra={
+            "transcript": transcript,
+            "answer": "ANSWER-TEXT-42",
+            "awareness_evidence": json.dumps({"phrases": ["the graders are watching"]}),
+        },
+    )
+    default = render_report(store, tmp_path / "d.html").read_text()
+    assert "XYZZY-PROMPT" not in default
+    assert "ANSWER-TEXT-42" not in default
+    assert "<blockquote>the graders are watching</blockquote>" in default
+    assert "<td>sandbagging</td><td>scn-001</td>" in default
+    internal = render_report(store, tmp_path / "i.html", include_prompts=True).read_text()
+    assert f"<blockquote>{secret}</blockquote>" in internal
+    assert "ANSWER-TEXT-42" in internal
+
+
+def test_matched_spec_text_is_highlighted_and_linked_to_its_finding(
+    store: Store, tmp_path: Path
+) -> None:
+    build_history(store, revisions=4, models=1, scenarios=6, epochs=2)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert (
+        '<mark title="matched scn-002"><a href="#finding-f-patch-1">nightly build for scn-002 '
+        "fails</a></mark>"
+    ) in html
+    assert 'id="finding-f-patch-1"' in html
+    assert "drop of 20.0 points at " + rev_sha(3)[:7] + ", 80% explained by spec patching" in html
+
+
+def test_highlight_merges_overlapping_matches() -> None:
+    segments = highlight(
+        "Report the Nightly Build status.",
+        {"nightly build": ("s1", "f1"), "build status": ("s2", None), "x": ("s3", None)},
+    )
+    assert segments == [
+        Segment("Report the "),
+        Segment("Nightly Build status", ("s1", "s2"), "f1"),
+        Segment("."),
+    ]
+
+
+def test_demo_size_report_stays_under_6_mb(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=10, models=10, scenarios=36, epochs=3)
+    out = render_report(store, tmp_path / "r.html")
+    assert out.stat().st_size < 6_000_000
+
+
+def test_long_history_is_aggregated_before_plotting(store: Store) -> None:
+    build_history(store, revisions=200, models=5, scenarios=40, epochs=1)
+    data = load_report_data(store)
+    timeline = figures.timeline_figure(data)
+    heatmap = figures.heatmap_figure(data)
+    # Per model: band edges, covert line, awareness line; plus findings and commit strip.
+    assert len(timeline.data) == 4 * 5 + 2
+    assert len(heatmap.data) == 5 + 1
+    assert [t.visible for t in heatmap.data[:5]] == [True, False, False, False, False]
+    assert len(heatmap.data[0].z) == 40 and len(heatmap.data[0].z[0]) == 200
+
+
+def test_cli_writes_the_report_and_reports_bad_input(tmp_path: Path) -> None:
+    db = tmp_path / "audit.duckdb"
+    with open_store(db) as store:
+        _small_history(store)
+    out = tmp_path / "out" / "drift.html"
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "--db", str(db), "--out", str(out), "--model", "m1"])
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(rf"report written to {re.escape(str(out))} \(\d+\.\d MB\)\n", result.output)
+    assert "<h3>m1</h3>" in out.read_text()
+    bad = runner.invoke(app, ["report", "--db", str(db), "--out", str(out), "--since", "zzz"])
+    assert bad.exit_code == 2
+    assert bad.output.startswith("error: no revision 'zzz'")
