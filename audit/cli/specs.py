@@ -1,11 +1,157 @@
-"""``audit specs``: track the revisions of a spec file in git."""
+"""``audit specs``: track the revisions of a spec file in git (sync, log, diff)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
 
 specs_app = typer.Typer(help="Track the revisions of a spec file in git.", no_args_is_help=True)
 
+SourceIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--source-id", help="Spec source id (needed when the database tracks several specs)."
+    ),
+]
+_SUBJECT_WIDTH = 60
+_TEXT_WIDTH = 100
+_MARKS = {"added": "+", "removed": "-", "reworded": "~", "moved": ">"}
+
 
 def register(app: typer.Typer) -> None:
+    """Add ``audit specs`` to the app."""
     app.add_typer(specs_app, name="specs")
+
+
+@specs_app.command("sync")
+def sync_command(
+    repo: Annotated[
+        Path | None,
+        typer.Option("--repo", help="Git repository (working tree or bare); config spec.repo."),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help="Spec file path inside the repository; config spec.path."),
+    ] = None,
+    ref: Annotated[
+        str | None, typer.Option("--ref", help="Branch, tag or sha to sync (default HEAD).")
+    ] = None,
+    source_id: SourceIdOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Store every commit that changed the spec file (renames followed, merges first-parent)."""
+    from audit.config import load_config, with_overrides
+    from audit.spec_history import sync_spec_history
+    from audit.store import open_store
+
+    settings = with_overrides(
+        load_config(config),
+        **{
+            "spec.repo": None if repo is None else str(repo),
+            "spec.path": path,
+            "spec.ref": ref,
+            "spec.source_id": source_id,
+        },
+    )
+    spec = settings.spec
+    with open_store(resolve_db(db, config)) as store:
+        result = sync_spec_history(
+            store, spec.repo, spec.path, ref=spec.ref, source_id=spec.source_id
+        )
+    typer.echo(
+        f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
+        f"(tip {result.tip_sha[:7]}, {result.tags} tags)"
+    )
+
+
+@specs_app.command("log")
+def log_command(
+    source_id: SourceIdOption = None,
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List the stored revisions: index, sha, date, author, +/- lines, path, message."""
+    from audit.spec_history import list_revisions
+    from audit.store import open_store
+
+    with open_store(resolve_db(db, config), read_only=True) as store:
+        revisions = list_revisions(store, source_id)
+    if json_output:
+        typer.echo(json.dumps([r.as_dict() for r in revisions], ensure_ascii=False))
+        return
+    typer.echo(f"{'#':>3}  {'sha':7}  {'date':10}  {'author':18}  {'+/-':>9}  {'path':20}  message")
+    for r in revisions:
+        changed = f"+{r.lines_added}/-{r.lines_removed}"
+        tags = f" ({', '.join(r.tags)})" if r.tags else ""
+        typer.echo(
+            f"{r.seq:>3}  {r.short_sha}  {r.committed_at:%Y-%m-%d}  {r.author_name[:18]:18}  "
+            f"{changed:>9}  {r.path:20}  {_clip(r.subject, _SUBJECT_WIDTH)}{tags}"
+        )
+
+
+@specs_app.command("diff")
+def diff_command(
+    rev_a: Annotated[str, typer.Argument(help="Old revision: index, tag or sha prefix.")],
+    rev_b: Annotated[str, typer.Argument(help="New revision: index, tag or sha prefix.")],
+    unified: Annotated[
+        bool, typer.Option("--unified", help="Print the line-level unified diff instead.")
+    ] = False,
+    source_id: SourceIdOption = None,
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show what changed between two revisions, clause by clause (or line by line)."""
+    from audit.spec_history import diff_revisions
+    from audit.store import open_store
+
+    with open_store(resolve_db(db, config), read_only=True) as store:
+        diff = diff_revisions(store, rev_a, rev_b, source_id)
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "source_id": diff.new.source_id,
+                    "old": {"seq": diff.old.seq, "sha": diff.old.sha, "path": diff.old.path},
+                    "new": {"seq": diff.new.seq, "sha": diff.new.sha, "path": diff.new.path},
+                    "counts": diff.counts(),
+                    "lines_added": diff.lines_added,
+                    "lines_removed": diff.lines_removed,
+                    "changes": [c.as_dict() for c in diff.changes],
+                    **({"unified_diff": diff.unified} if unified else {}),
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    if unified:
+        typer.echo(diff.unified, nl=False)
+        return
+    counts = diff.counts()
+    typer.echo(
+        f"{diff.old.short_sha} (#{diff.old.seq}) -> {diff.new.short_sha} (#{diff.new.seq}): "
+        + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    )
+    for change in diff.changes:
+        where = f"[{change.section}] " if change.section else ""
+        score = f" ({change.similarity:.1f})" if change.change == "reworded" else ""
+        head = f"{_MARKS[change.change]} {change.change}{score} {change.kind} {where}".rstrip()
+        if change.change == "reworded":
+            typer.echo(head)
+            typer.echo(f"    was: {_clip(change.old_text or '', _TEXT_WIDTH)}")
+            typer.echo(f"    now: {_clip(change.new_text or '', _TEXT_WIDTH)}")
+        else:
+            text = change.new_text if change.new_text is not None else change.old_text
+            typer.echo(f"{head}\n    {_clip(text or '', _TEXT_WIDTH)}")
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
