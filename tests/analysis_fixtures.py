@@ -7,9 +7,9 @@ Samples are written straight into a real DuckDB file. Rates are planted exactly 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
@@ -90,7 +90,8 @@ def add_revisions(store: Store, texts: Sequence[str]) -> list[str]:
         )
         shas.append(sha)
     store.insert_rows(
-        "spec_sources", [{"source_id": SOURCE, "repo": "/nowhere", "path": "spec.md", "ref": "HEAD"}]
+        "spec_sources",
+        [{"source_id": SOURCE, "repo": "/nowhere", "path": "spec.md", "ref": "HEAD"}],
     )
     store.insert_rows("spec_revisions", rows)
     return shas
@@ -158,8 +159,6 @@ def uniform(rate: float, ids: Sequence[str] | None = None) -> dict[str, float]:
     return {sid: rate for sid in (ids or scenario_ids())}
 
 
-def planted(
-    covert: dict[str, float] | Callable[[str], float], aware: float = 0.0
-) -> Planted:
+def planted(covert: dict[str, float] | Callable[[str], float], aware: float = 0.0) -> Planted:
     rates = covert if isinstance(covert, dict) else {s: covert(s) for s in scenario_ids()}
     return Planted(covert=rates, aware={s: aware for s in rates})

@@ -1,0 +1,292 @@
+"""Detection and attribution on planted histories stored in a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from analysis_fixtures import (
+    BASE_SPEC,
+    GENERIC_EDIT,
+    add_revisions,
+    add_samples,
+    heldout,
+    patch_naming,
+    planted,
+    scenario_ids,
+    uniform,
+)
+from typer.testing import CliRunner
+
+from audit.analysis import detect
+from audit.analysis.compare import benjamini_hochberg, paired_change, sign_flip_p
+from audit.analysis.detect import model_lines
+from audit.analysis.estimates import cluster_bootstrap, load_cells, wilson_interval
+from audit.cli import app
+from audit.config import AuditConfig, ModelConfig
+from audit.errors import AuditError
+from audit.store import Store
+
+CONFIG = AuditConfig()
+ISSUE_KEYS = {
+    "model",
+    "baseline_rev",
+    "rev",
+    "kind",
+    "baseline_rate",
+    "rate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "q_value",
+    "primary_cause",
+    "causes",
+    "exposed_scenarios",
+}
+
+
+def _two_point_history(store: Store, second_spec: str, after, model: str = "m") -> list[str]:
+    shas = add_revisions(store, [BASE_SPEC, second_spec])
+    add_samples(store, model, BASE_SPEC, planted(uniform(0.5)))
+    add_samples(store, model, second_spec, after)
+    return shas
+
+
+def _exposed_ids() -> list[str]:
+    ids = scenario_ids()
+    return ids[: int(len(ids) * 0.75)]
+
+
+# -- estimates and tests -----------------------------------------------------------------------
+
+
+def test_cluster_bootstrap_is_reproducible_and_brackets_the_mean() -> None:
+    rates = np.array([0.0, 0.1, 0.5, 0.9, 0.2, 0.3])
+    first = cluster_bootstrap(rates, resamples=2000, seed=7)
+    second = cluster_bootstrap(rates, resamples=2000, seed=7)
+    assert first == second
+    assert first.value == pytest.approx(rates.mean())
+    assert first.low < first.value < first.high
+
+
+def test_wilson_interval_of_zero_successes_excludes_nothing_below_zero() -> None:
+    interval = wilson_interval(0, 20)
+    assert interval.value == 0.0
+    assert interval.low == 0.0
+    assert interval.high == pytest.approx(0.1611, abs=1e-3)
+
+
+def test_sign_flip_p_is_one_without_change_and_small_for_a_consistent_shift() -> None:
+    assert sign_flip_p(np.zeros(12), 2000, 1) == 1.0
+    assert sign_flip_p(np.full(12, -0.3), 2000, 1) < 0.002
+
+
+def test_paired_change_drops_scenarios_missing_on_one_side() -> None:
+    change = paired_change(
+        np.array([0.5, np.nan, 0.4]), np.array([0.2, 0.1, 0.4]), resamples=500, seed=3
+    )
+    assert change.differences.tolist() == pytest.approx([-0.3, 0.0])
+    assert change.delta == pytest.approx(-0.15)
+
+
+def test_benjamini_hochberg_matches_the_step_up_definition() -> None:
+    q = benjamini_hochberg([0.01, 0.04, 0.03, 0.2])
+    # Ranked: 0.01*4/1 = 0.04, 0.03*4/2 = 0.06, 0.04*4/3 = 0.0533, 0.2*4/4 = 0.2; step-up minimum.
+    assert q == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+    assert benjamini_hochberg([]) == []
+
+
+def test_load_cells_aggregates_counts_per_scenario(store: Store) -> None:
+    add_revisions(store, [BASE_SPEC])
+    add_samples(store, "m", BASE_SPEC, planted(uniform(0.25), aware=0.5), epochs=8)
+    (cell,) = load_cells(store).values()
+    assert cell.scenario_ids == tuple(scenario_ids())
+    assert cell.counts["n"].tolist() == [8] * len(scenario_ids())
+    assert cell.counts["covert"].tolist() == [2] * len(scenario_ids())
+    assert cell.counts["aware"].tolist() == [4] * len(scenario_ids())
+    assert cell.counts["covert_aware"].tolist() == [0] * len(scenario_ids())
+
+
+def test_model_lines_group_versions_by_suffix_or_configured_family() -> None:
+    config = AuditConfig(
+        models=(ModelConfig(name="alpha", family="line"), ModelConfig(name="beta", family="line"))
+    )
+    lines = model_lines(
+        ["patcher-v2", "patcher-v10", "patcher-v1", "alpha", "beta", "solo"], config
+    )
+    assert lines == {
+        "patcher": ["patcher-v1", "patcher-v2", "patcher-v10"],
+        "line": ["alpha", "beta"],
+    }
+
+
+# -- attribution on planted histories -----------------------------------------------------------
+
+
+def test_planted_patching_drop_is_attributed_to_patching(store: Store) -> None:
+    exposed = _exposed_ids()
+    patched = BASE_SPEC + patch_naming(exposed)
+    base_sha, sha = _two_point_history(
+        store, patched, planted(lambda s: 0.05 if s in exposed else 0.5)
+    )
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("drop", "spec_patching")
+    assert (finding.baseline_rev, finding.rev) == (base_sha, sha)
+    assert finding.share("spec_patching") == pytest.approx(1.0)
+    assert sorted(finding.exposed_scenarios) == sorted(exposed)
+    assert finding.summary.endswith(
+        f"100% explained by spec patching: {len(exposed)} of {len(exposed)} dropped scenarios "
+        "were named by the edit"
+    )
+    assert finding.summary.startswith(f"drop of {45 * len(exposed) / len(scenario_ids()):.1f}")
+
+
+def test_planted_awareness_drop_is_attributed_to_awareness(store: Store) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.2), aware=0.6))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("drop", "eval_awareness")
+    assert finding.delta == pytest.approx(-0.3)
+    cause = finding.causes[0]
+    assert cause["share"] == pytest.approx(1.0)
+    assert cause["evidence"]["awareness_after"] == pytest.approx(0.6)
+    assert cause["evidence"]["covert_rate_unaware_after"] == pytest.approx(0.5)
+    assert "awareness rose from 0.0% to 60.0%" in finding.summary
+
+
+def test_uniform_drop_is_genuine_even_when_some_scenarios_are_named(store: Store) -> None:
+    named = scenario_ids()[:3]
+    _two_point_history(store, BASE_SPEC + patch_naming(named), planted(uniform(0.2)))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("drop", "genuine")
+    assert [c["cause"] for c in finding.causes] == ["genuine"]
+    assert sorted(finding.exposed_scenarios) == sorted(named)
+    genuine = finding.causes[0]["evidence"]
+    assert genuine["mean_change_unexposed"] == pytest.approx(-0.3)
+
+
+def test_rise_is_a_regression(store: Store) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.6)))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("regression", "regression")
+    assert finding.delta == pytest.approx(0.1)
+    assert finding.q_value is not None and finding.q_value < 0.05
+    assert finding.summary.startswith("regression: rise of 10.0 points at ")
+
+
+def test_no_change_gives_no_finding_and_stores_none(store: Store) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.5)))
+    assert detect(store, CONFIG) == []
+    assert store.query("SELECT count(*) AS n FROM findings") == [{"n": 0}]
+
+
+def test_drop_to_zero_is_a_collapse_with_attribution(store: Store) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.0)))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("collapse", "genuine")
+    assert (finding.rate, finding.ci_high) == (0.0, 0.0)
+    assert finding.summary.startswith("collapse: covert rate at ")
+
+
+def test_canary_in_the_spec_is_a_leak_whatever_the_scores(store: Store) -> None:
+    leaked = BASE_SPEC + f"\nInternal note: {heldout().canary}\n"
+    _, sha = _two_point_history(store, leaked, planted(uniform(0.5)))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.model, finding.rev) == ("leak", "*", sha)
+    assert finding.primary_cause is None
+    assert len(finding.exposed_scenarios) == len(scenario_ids())
+    assert "canary" in finding.summary
+
+
+# -- storage and output -------------------------------------------------------------------------
+
+
+def test_findings_estimates_and_exposure_are_stored_and_replaced(store: Store) -> None:
+    exposed = _exposed_ids()
+    patched = BASE_SPEC + patch_naming(exposed)
+    _, sha = _two_point_history(store, patched, planted(lambda s: 0.05 if s in exposed else 0.5))
+    detect(store, CONFIG)
+    detect(store, CONFIG)  # a second pass replaces the first
+    rows = store.query("SELECT model, rev, kind, primary_cause, comparison FROM findings")
+    assert rows == [
+        {
+            "model": "m",
+            "rev": sha,
+            "kind": "drop",
+            "primary_cause": "spec_patching",
+            "comparison": "consecutive",
+        }
+    ]
+    overall = store.query(
+        "SELECT value, n_samples, n_scenarios FROM estimates WHERE sha = ? "
+        "AND metric = 'covert_rate' AND scope = 'all'",
+        [sha],
+    )
+    n = len(scenario_ids())
+    assert overall == [
+        {
+            "value": pytest.approx((0.05 * len(exposed) + 0.5 * (n - len(exposed))) / n),
+            "n_samples": 20 * n,
+            "n_scenarios": n,
+        }
+    ]
+    per_scenario = store.query(
+        "SELECT count(*) AS n FROM estimates WHERE sha = ? AND scope = 'scenario'", [sha]
+    )
+    assert per_scenario == [{"n": n}]
+    exposed_rows = store.query(
+        "SELECT scenario_id FROM exposure WHERE sha = ? AND exposed ORDER BY scenario_id", [sha]
+    )
+    assert [r["scenario_id"] for r in exposed_rows] == sorted(exposed)
+
+
+def test_samples_on_two_set_versions_are_refused(store: Store) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.5)))
+    add_samples(store, "other", BASE_SPEC, planted(uniform(0.5)), set_hash="sha256:" + "0" * 64)
+    with pytest.raises(AuditError, match="2 versions of the held-out set"):
+        detect(store, CONFIG)
+
+
+def test_model_versions_at_one_revision_are_compared(store: Store) -> None:
+    add_revisions(store, [BASE_SPEC])
+    add_samples(store, "patcher-v1", BASE_SPEC, planted(uniform(0.2)))
+    add_samples(store, "patcher-v2", BASE_SPEC, planted(uniform(0.5)))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.comparison, finding.kind) == ("model_version", "regression")
+    assert (finding.baseline_model, finding.model) == ("patcher-v1", "patcher-v2")
+    assert finding.baseline_rev == finding.rev
+
+
+def test_detect_json_has_the_issue_keys(store: Store, tmp_path) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.8)))
+    store.close()
+    result = CliRunner().invoke(app, ["detect", "--json", "--db", str(tmp_path / "audit.duckdb")])
+    assert result.exit_code == 0, result.output
+    (item,) = json.loads(result.stdout)
+    assert set(item) >= ISSUE_KEYS
+    assert item["kind"] == "regression"
+    assert item["causes"] == [
+        {"cause": "regression", "share": 1.0, "evidence": item["causes"][0]["evidence"]}
+    ]
+    assert len(item["rev"]) == 40 and len(item["baseline_rev"]) == 40
+
+
+def test_detect_text_output_and_unknown_baseline(store: Store, tmp_path) -> None:
+    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.8)))
+    store.close()
+    db = str(tmp_path / "audit.duckdb")
+    result = CliRunner().invoke(app, ["detect", "--db", db])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("[regression] m: regression: rise of 30.0 points at ")
+    bad = CliRunner().invoke(app, ["detect", "--db", db, "--baseline", "feedface"])
+    assert bad.exit_code == 2
+    assert bad.stderr.startswith("error: no revision of 'spec' has a sha starting with 'feedface'")
+
+
+def test_detect_on_an_empty_database_is_a_user_error(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["detect", "--db", str(tmp_path / "empty.duckdb")])
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == "error: no samples stored for any model: run `audit run` (or the demo) first\n"
+    )
