@@ -203,7 +203,9 @@ class ExposureModel:
         }
 
     def weight(self, term: str) -> float:
-        """Rarity weight of a term (unknown terms are as rare as a term can be)."""
+        """Rarity weight of a term (unknown terms are as rare as a term can be; stopwords 0)."""
+        if term in _STOPWORDS:
+            return 0.0
         return self._idf.get(term, math.log(1 + len(self.scenarios)))
 
     def score(self, old_text: str, new_text: str) -> list[Exposure]:
@@ -256,7 +258,14 @@ def _best_containment(
     usable = [p.lower() for p in phrases if len(p) >= MIN_PHRASE_CHARS]
     if not usable or not clauses:
         return 0.0, None
-    matrix = process.cdist(usable, lowered, scorer=fuzz.partial_ratio, workers=1)
+    partial = process.cdist(usable, lowered, scorer=fuzz.partial_ratio, workers=1)
+    whole = process.cdist(usable, lowered, scorer=fuzz.ratio, workers=1)
+    # A clause shorter than the phrase cannot contain it: partial_ratio would instead find the
+    # short clause inside the phrase ("Care" in "Marlpit Software"), so compare whole strings.
+    too_short = (
+        np.array([len(c) for c in lowered])[None, :] < np.array([len(p) for p in usable])[:, None]
+    )
+    matrix = np.where(too_short, whole, partial)
     best = int(np.argmax(matrix))
     row, column = divmod(best, matrix.shape[1])
     value = float(matrix[row, column]) / 100.0
