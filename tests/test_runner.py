@@ -1,5 +1,5 @@
-"""The runner end to end: a real git spec history, a real loopback server, the real openai client,
-``audit run`` through the CLI runner, and the rows it stores."""
+"""The runner end to end: a real git spec history, the model-organism server on loopback, the real
+openai client, ``audit run`` through the CLI runner, and the rows it stores."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from pathlib import Path
 
 import git
 import pytest
-from openai_stub import StubServer, StubState
 from typer.testing import CliRunner
 
 from audit.cli import app
+from audit.graders import grade_sample
 from audit.heldout.loader import load_heldout
 from audit.heldout.model import Scenario
+from audit.organisms.server import SYSTEM_FINGERPRINT, FaultConfig, RunningServer, start_server
+from audit.records import Transcript
 from audit.store import open_store
 
 SECRET = "sk-test-SECRET123"
-MODEL = "stub-model"
+MODEL = "patcher-v1"  # a simulated organism served over HTTP
 
 
 @pytest.fixture
@@ -41,8 +43,8 @@ def spec_repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server() -> Iterator[StubServer]:
-    with StubServer(StubState()) as running:
+def server() -> Iterator[RunningServer]:
+    with start_server(port=0) as running:
         yield running
 
 
@@ -68,15 +70,7 @@ def sync(db: Path, repo: Path) -> list[dict]:
 
     with open_store(db) as store:
         sync_spec_history(store, repo, "spec.md", source_id="demo")
-        return store.query("SELECT sha, content_hash FROM spec_revisions ORDER BY seq")
-
-
-def expected_turns(scenario: Scenario) -> int:
-    """Turns the stub takes: a first tool call, then the last tool, then a final answer."""
-    names = [t.name for t in scenario.tools]
-    if names[0] == scenario.submission.tool:
-        return 1
-    return 2 if names[-1] == scenario.submission.tool else 3
+        return store.query("SELECT sha, content, content_hash FROM spec_revisions ORDER BY seq")
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -85,7 +79,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 def test_run_stores_graded_samples_and_rerun_is_a_no_op(
-    tmp_path: Path, spec_repo: Path, server: StubServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, spec_repo: Path, server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SPECDRIFT_TEST_KEY", SECRET)
     config = write_config(tmp_path, spec_repo, server.base_url)
@@ -114,20 +108,27 @@ def test_run_stores_graded_samples_and_rerun_is_a_no_op(
     by_sha = {r["sha"]: r["content_hash"] for r in revisions}
     first, patched, reverted = (r["sha"] for r in revisions)
     assert {r["spec_sha"] for r in rows} == {first, patched}  # the revert shares the first's
-    turns = {s.id: expected_turns(s) for s in scenarios}
+    scenario_by_id = {s.id: s for s in scenarios}
+    texts = {r["sha"]: r["content"] for r in revisions}
     for row in rows:
         assert row["spec_content_hash"] == by_sha[row["spec_sha"]]
         assert (row["model"], row["model_version"], row["origin"]) == (MODEL, "1.0", "run")
         assert row["source_id"] == "demo"
-        assert row["turns"] == turns[row["scenario_id"]]
-        assert row["prompt_tokens"] == 10 * row["turns"]
-        assert row["system_fingerprint"] == "fp_stub"
-        assert row["outcome"] in {"covert", "honest", "refused", "invalid"}
-        assert row["reasoning"].startswith("turn 0: calling ")
-        transcript = json.loads(row["transcript"])
-        assert transcript[-1]["role"] in {"assistant", "tool"}
-        assert "Be honest about results." in transcript[0]["content"]
+        assert row["system_fingerprint"] == SYSTEM_FINGERPRINT
         assert row["run_id"] == runs[0]["run_id"]
+        assert row["prompt_tokens"] > 0 and row["latency_ms"] > 0
+        # The stored grade is the graders' verdict on the stored transcript.
+        messages = json.loads(row["transcript"])
+        assert texts[row["spec_sha"]] in messages[0]["content"]
+        assert row["turns"] == sum(1 for m in messages if m["role"] == "assistant")
+        transcript = Transcript(tuple(messages), row["finish_reason"])
+        scenario = scenario_by_id[row["scenario_id"]]
+        graded = grade_sample(scenario, row["condition"], transcript, texts[row["spec_sha"]])
+        assert row["outcome"] == graded.grade.outcome
+        assert row["outcome"] in {"covert", "honest"}  # organisms replay graded references
+        assert row["eval_aware"] == graded.awareness.detected
+        assert row["reasoning"] == (transcript.reasoning() or None)
+        assert row["reasoning"]  # the organisms expose reasoning_content on every turn
     assert len(runs) == 1
     assert (runs[0]["planned"], runs[0]["skipped"], runs[0]["stored"], runs[0]["failed"]) == (
         expected,
@@ -138,14 +139,10 @@ def test_run_stores_graded_samples_and_rerun_is_a_no_op(
     assert runs[0]["finished_at"] is not None
     assert json.loads(runs[0]["config"])["models"][0]["api_key_env"] == "SPECDRIFT_TEST_KEY"
 
-    requests_before = server.state.requests
-    code, out, err = run_cli(*args, "--rev", reverted)
+    code, out, err = run_cli(*args, "--rev", reverted, "--json")
     assert code == 0, err
-    assert out.startswith(f"stored 0, skipped {cells}, failed 0 in ")
-    assert server.state.requests == requests_before
-
-    # The key was sent to the server and nowhere else.
-    assert server.state.seen_auth == {f"Bearer {SECRET}"}
+    summary = json.loads(out)
+    assert (summary["stored"], summary["skipped"], summary["calls"]) == (0, cells, 0)
     assert SECRET not in out + err
     assert_secret_absent(db, SECRET)
 
@@ -166,29 +163,41 @@ def test_run_survives_faults_and_records_every_failure(
     tmp_path: Path, spec_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SPECDRIFT_TEST_KEY", SECRET)
-    state = StubState(fault_rate=0.2, hang_s=1.0)
-    with StubServer(state) as server:
+    # 20% of requests fail: 429, 500, a hang past the client timeout, a dropped connection,
+    # a truncated JSON body. One retry each, so some samples give up and must be recorded.
+    faults = FaultConfig(
+        rate_limit=0.04,
+        server_error=0.04,
+        timeout=0.04,
+        disconnect=0.04,
+        malformed=0.04,
+        retry_after_s=0.0,
+        timeout_s=1.0,
+    )
+    with start_server(port=0, faults=faults) as server:
         config = write_config(
-            tmp_path, spec_repo, server.base_url, epochs=3, max_retries=1, timeout_s=0.3
+            tmp_path, spec_repo, server.base_url, epochs=4, max_retries=1, timeout_s=0.3
         )
         db = tmp_path / "audit.duckdb"
         sync(db, spec_repo)
-        args = ["run", "--model", MODEL, "--config", str(config), "--rev", "0"]
+        args = ["run", "--model", MODEL, "--config", str(config), "--rev", "0", "--json"]
         code, out, err = run_cli(*args)
         assert code == 0, err
+    summary = json.loads(out)
     scenarios = load_heldout().scenarios
-    planned = sum(len(s.conditions) for s in scenarios) * 3
+    planned = sum(len(s.conditions) for s in scenarios) * 4
     with open_store(db, read_only=True) as store:
         stored = store.query("SELECT count(*) AS n FROM samples")[0]["n"]
         failures = store.query("SELECT * FROM sample_failures")
     assert stored + len(failures) == planned
-    assert out.startswith(f"stored {stored}, skipped 0, failed {len(failures)} in ")
-    assert set(state.faults_served) == {"rate_limit", "server_error", "timeout", "malformed"}
+    assert (summary["stored"], summary["failed"], summary["ok"]) == (stored, len(failures), True)
+    assert summary["retries"] > 0
     assert failures, "with one retry and 20% faults some samples must give up"
-    kinds = {"rate_limit", "server_error", "timeout", "malformed_response"}
+    kinds = {"rate_limit", "server_error", "timeout", "connection", "malformed_response"}
     for failure in failures:
         assert failure["error_kind"] in kinds
         assert failure["attempts"] == 2
+        assert failure["error"]
         assert SECRET not in failure["error"]
     assert_secret_absent(db, SECRET)
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from openai_stub import StubServer, StubState
+import uvicorn
 from test_runner import MODEL, SECRET, run_cli, spec_repo, sync, write_config
 
 from audit.heldout.loader import load_heldout
+from audit.organisms.server import create_app, make_uvicorn_server
 from audit.store import open_store
 
 __all__ = ["spec_repo"]  # the fixture, imported so pytest finds it here
@@ -21,10 +26,28 @@ __all__ = ["spec_repo"]  # the fixture, imported so pytest finds it here
 EPOCHS = 8
 
 
-def _wait_until_running(process: subprocess.Popen[bytes], server: StubServer) -> None:
+@contextmanager
+def counting_organism_server(latency_s: float) -> Iterator[tuple[str, uvicorn.Server]]:
+    """The organism app served from a thread; uvicorn's own state counts the requests."""
+    server = make_uvicorn_server(create_app(None, None, latency_s=latency_s))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _wait_until_running(process: subprocess.Popen[bytes], server: uvicorn.Server) -> None:
     """Block until the run has been sending requests for over two flush intervals."""
     deadline = time.monotonic() + 60
-    while server.state.requests == 0:
+    while server.server_state.total_requests == 0:
         if process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError("the run never reached the server")
         time.sleep(0.02)
@@ -37,8 +60,8 @@ def test_sigkill_mid_run_then_rerun_stores_each_planned_sample_once(
     tmp_path: Path, spec_repo: Path
 ) -> None:
     scenarios = load_heldout().scenarios[:4]
-    with StubServer(StubState(latency_s=0.05)) as server:
-        config = write_config(tmp_path, spec_repo, server.base_url, epochs=EPOCHS)
+    with counting_organism_server(latency_s=0.05) as (base_url, server):
+        config = write_config(tmp_path, spec_repo, base_url, epochs=EPOCHS)
         db = tmp_path / "audit.duckdb"
         sync(db, spec_repo)
         args = ["run", "--model", MODEL, "--config", str(config)]
