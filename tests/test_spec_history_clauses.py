@@ -44,7 +44,7 @@ def report(): ...
 |------|----------|
 | tests fail | say so |
 
-Text with a note.[^n]
+Text with a note.[^n] Then another sentence.
 
 [^n]: The note text,
     continued.
@@ -74,6 +74,7 @@ def test_split_clauses_exactly() -> None:
         Clause("table", "Model Spec > Rules > Deep", "Case | Expected"),
         Clause("table", "Model Spec > Rules > Deep", "tests fail | say so"),
         Clause("sentence", "Model Spec > Rules > Deep", "Text with a note.[^n]"),
+        Clause("sentence", "Model Spec > Rules > Deep", "Then another sentence."),
         Clause("footnote", "Model Spec > Rules > Deep", "[^n]: The note text, continued."),
         Clause("heading", "Model Spec", "Closing"),
     ]

@@ -81,9 +81,10 @@ _FOOTNOTE = re.compile(r"^ {0,3}\[\^([^\]]+)\]:[ \t]*(.*)$")
 _TABLE_RULE = re.compile(r"^[\s|:\-]+$")
 _QUOTE = re.compile(r"^ {0,3}>[ \t]?")
 _SPACE = re.compile(r"\s+")
-# A sentence ends at . ! or ? (optionally closed by quotes or brackets) before an upper-case or
-# opening character; lower-case continuations ("e.g. a test") are not split.
-_SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]*_]*)\s+(?=[A-Z0-9\"“‘(\[*_`])")
+# A sentence ends at . ! or ? (optionally closed by quotes, brackets or a footnote reference
+# such as [^1]) before an upper-case or opening character; lower-case continuations
+# ("e.g. a test") are not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]*_]*(?:\[\^[^\]\s]+\])?)\s+(?=[A-Z0-9\"“‘(\[*_`])")
 
 
 def _norm(text: str) -> str:
