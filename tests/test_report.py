@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -334,3 +335,20 @@ def test_cli_writes_the_report_and_reports_bad_input(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["report", "--db", str(db), "--out", str(out), "--since", "zzz"])
     assert bad.exit_code == 2
     assert bad.output.startswith("error: no revision 'zzz'")
+
+
+def test_every_reproduction_query_runs_on_the_store(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+    html = render_report(store, tmp_path / "r.html", model="organism-v0").read_text()
+    blocks = [unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", html, flags=re.S)]
+    queries = [b.split('"', 1)[1].rstrip('"') for b in blocks if b.startswith("audit sql")]
+    assert len(queries) == 5
+    for query in queries:
+        assert store.con.execute(query).fetchall(), query
+    # The rate query from samples gives the timeline's numbers for the chosen model.
+    rates = store.con.execute(queries[1]).fetchall()
+    data = load_report_data(store, model="organism-v0")
+    assert sorted((sha, round(c, 9)) for _, sha, c, _ in rates) == sorted(
+        (p.sha, round(p.covert, 9)) for p in data.rates if p.covert is not None
+    )
+    assert f"audit detect --db {tmp_path}/audit.duckdb --source {SOURCE}" in html

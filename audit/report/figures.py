@@ -125,7 +125,8 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
                 x=labels,
                 y=low,
                 fill="tonexty",
-                fillcolor=_rgba(color, 0.18),
+                # Many overlapping bands turn to mud: fainter the more models share the panel.
+                fillcolor=_rgba(color, 0.18 if len(data.models) <= 3 else 0.08),
                 legendgroup=model,
                 **common,
             ),

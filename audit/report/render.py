@@ -78,6 +78,8 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
         "headlines": [_headline(data, m) for m in data.models],
         "change": change,
         "figures": {name: script_json(fig.to_json()) for name, fig in figs.items()},
+        # The div gets the figure's height up front, so later sections never slide under it.
+        "heights": {name: int(fig.layout.height or 450) for name, fig in figs.items()},
         "revisions": _revision_views(data),
         "scenarios": _scenario_rows(data),
         "repro": _repro(data, out),
@@ -344,6 +346,10 @@ def _shell(value: str) -> str:
 def _repro(data: ReportData, out: Path) -> list[Repro]:
     db = _shell(data.db_path)
     model_filter = f" AND model = {_quote(data.model_filter)}" if data.model_filter else ""
+    # A leak finding has model "*": it concerns the spec, so every model's report shows it.
+    findings_filter = (
+        f" AND model IN ({_quote(data.model_filter)}, '*')" if data.model_filter else ""
+    )
     estimates_filter = f" AND e.model = {_quote(data.model_filter)}" if data.model_filter else ""
     report = f"audit report --db {db} --out {_shell(str(out))}"
     if data.model_filter:
@@ -355,7 +361,9 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
     return [
         Repro("This report", report, None),
         Repro(
-            "Intervals, findings and exposure (rerun detection)", f"audit detect --db {db}", None
+            "Intervals, findings and exposure (rerun detection)",
+            f"audit detect --db {db} --source {_shell(data.source_id)}",
+            None,
         ),
         Repro(
             "Headline and timeline rates with intervals",
@@ -368,6 +376,6 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
             REPRO_POINT_RATE_SQL.format(**fmt, model_filter=model_filter),
         ),
         Repro("Heatmap cells", sql, REPRO_HEATMAP_SQL.format(**fmt, model_filter=model_filter)),
-        Repro("Findings", sql, REPRO_FINDINGS_SQL.format(**fmt, model_filter=model_filter)),
+        Repro("Findings", sql, REPRO_FINDINGS_SQL.format(**fmt, model_filter=findings_filter)),
         Repro("Exposed scenarios and matched spec text", sql, REPRO_EXPOSURE_SQL.format(**fmt)),
     ]
