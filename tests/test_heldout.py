@@ -284,3 +284,12 @@ def test_cli_verify_and_freeze(set_copy: Path) -> None:
     again = runner.invoke(app, ["heldout", "verify", "--dir", str(set_copy)])
     assert again.exit_code == 0
     assert "manifest version 1.1" in again.stdout
+
+
+def test_register_names_a_set_frozen_after_it_was_registered(store: Store, tmp_path: Path) -> None:
+    scenarios = tmp_path / "set" / "scenarios"
+    shutil.copytree(DEFAULT_SCENARIOS_DIR / "falsify_metrics", scenarios / "falsify_metrics")
+    register_heldout(store, load_heldout(scenarios))
+    assert store.query("SELECT version FROM heldout_sets") == [{"version": "unversioned"}]
+    register_heldout(store, freeze_heldout("2.0", scenarios))
+    assert store.query("SELECT version FROM heldout_sets") == [{"version": "2.0"}]

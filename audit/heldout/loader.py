@@ -559,8 +559,9 @@ def freeze_heldout(
 def register_heldout(store: Store, heldout: HeldoutSet) -> int:
     """Write the set's ``heldout_sets`` row and its ``scenarios`` rows; idempotent.
 
-    Returns the number of scenario rows of the set. Rows already stored are kept as they are
-    (the set hash is content-addressed, so equal hashes mean equal rows).
+    Returns the number of scenario rows of the set. Rows already stored are kept (the set hash
+    is content-addressed, so equal hashes mean equal rows), except that a set registered before
+    it was frozen takes the frozen version's name.
     """
     set_row = {
         "set_hash": heldout.set_hash,
@@ -581,5 +582,15 @@ def register_heldout(store: Store, heldout: HeldoutSet) -> int:
     ]
     with store.transaction():
         store.insert_rows("heldout_sets", [set_row], on_conflict="ignore")
+        if _is_frozen_version(heldout.version):
+            # The same content may have been registered before it was frozen: name it now.
+            store.con.execute(
+                "UPDATE heldout_sets SET version = ? WHERE set_hash = ? AND version <> ?",
+                [heldout.version, heldout.set_hash, heldout.version],
+            )
         store.insert_rows("scenarios", scenario_rows, on_conflict="ignore")
     return len(scenario_rows)
+
+
+def _is_frozen_version(version: str) -> bool:
+    return version != UNVERSIONED and not version.endswith("+modified")
