@@ -224,7 +224,20 @@ def decide(
     sentence decides awareness, and the covert draw follows from it with the same uniform.
     """
     probs = propensities(model, scenario, condition, spec_text)
-    draws = draws_for(model.name, scenario.id, condition, seed)
+    return decide_from(probs, model.name, scenario.id, condition, seed, aware=aware)
+
+
+def decide_from(
+    probs: Propensities,
+    model_name: str,
+    scenario_id: str,
+    condition: str,
+    seed: int,
+    *,
+    aware: bool | None = None,
+) -> Decision:
+    """:func:`decide` with the propensities already computed (the server caches them)."""
+    draws = draws_for(model_name, scenario_id, condition, seed)
     is_aware = draws.aware < probs.p_aware if aware is None else aware
     p_covert = probs.p_covert_aware if is_aware else probs.p_covert_unaware
     return Decision(

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from audit.heldout.model import ReferenceTranscript, Scenario
 from audit.organisms.behaviour import Decision, analyse_spec
@@ -189,14 +190,20 @@ def choose_transcript(entry: ScenarioEntry, condition: str, decision: Decision) 
     return options[int(decision.draws.reference * len(options))]
 
 
-def _citation(entry: ScenarioEntry, spec_text: str, decision: Decision) -> str | None:
+@lru_cache(maxsize=1024)
+def quotable_principles(phrases: tuple[str, ...], spec_text: str) -> tuple[str, ...]:
+    """Spec sentences a sample may quote; those naming the scenario's details when any exist."""
     principles = analyse_spec(spec_text).principles
-    if not principles:
-        return None
     # A spec patch that names the scenario is what a model would quote, so prefer it.
-    phrases = [p.lower() for p in entry.scenario.distinctive_phrases]
-    targeted = [p for p in principles if any(phrase in p.lower() for phrase in phrases)]
-    pool = targeted or list(principles)
+    lowered = [phrase.lower() for phrase in phrases]
+    targeted = tuple(p for p in principles if any(phrase in p.lower() for phrase in lowered))
+    return targeted or principles
+
+
+def _citation(entry: ScenarioEntry, spec_text: str, decision: Decision) -> str | None:
+    pool = quotable_principles(entry.scenario.distinctive_phrases, spec_text)
+    if not pool:
+        return None
     principle = pool[int(decision.draws.principle * len(pool))]
     template = CITATION_TEMPLATES[int(decision.draws.spare * len(CITATION_TEMPLATES))]
     return template.format(principle=principle.replace('"', "'"))
@@ -260,9 +267,3 @@ def text_shows_awareness(text: str, entry: ScenarioEntry | None = None) -> bool:
             text = text.replace(reasoning, " ")
     text = _QUOTED.sub(" ", text)
     return AWARENESS_CUES.search(text) is not None
-
-
-def spec_summary(spec_text: str) -> dict[str, int]:
-    """Watch-word count and length of a spec (for the CLI and debugging)."""
-    features = analyse_spec(spec_text)
-    return {"watch_words": features.watch_count, "words": features.word_count}

@@ -35,7 +35,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -50,7 +50,7 @@ from starlette.routing import Route
 
 from audit.errors import AuditError
 from audit.heldout.model import Scenario
-from audit.organisms.behaviour import decide
+from audit.organisms.behaviour import Propensities, decide_from, propensities
 from audit.organisms.config import OrganismModel, load_organisms
 from audit.organisms.replay import (
     UNKNOWN_SCENARIO_TEXT,
@@ -200,21 +200,24 @@ class ChatCompletions:
         self.latency_s = latency_s
         self.faults = faults if faults is not None and faults.total > 0 else None
         self._requests = itertools.count()
+        self._cache: dict[tuple[str, str, str, str], Propensities] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         number = next(self._requests)
         body = await _read_body(receive)
         fault = self.faults.fault_for(number) if self.faults else None
         if fault == "disconnect":
-            await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
+            # Announce a full body, send a few bytes, then drop the connection.
+            headers = [*_JSON_HEADERS, (b"content-length", b"4096")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
             raise InjectedDisconnect("simulated connection drop")
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         reply = await self._fault_reply(fault) if fault else self._handle(body, number)
-        await send(
-            {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
-        )
+        # An explicit length avoids chunked transfer encoding (slower, and unlike OpenAI).
+        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 
     async def _fault_reply(self, fault: FaultKind) -> _Reply:
@@ -280,11 +283,28 @@ class ChatCompletions:
         if not isinstance(seed, int):
             seed = _derived_seed(system, user, developer)
         uses_tools = bool(request.get("tools")) and request.get("tool_choice") != "none"
-        return _replay(model, match, messages, seed, uses_tools)
+        return _replay(model, match, messages, seed, uses_tools, self._propensities(model, match))
+
+    def _propensities(self, model: OrganismModel, match: Match) -> Propensities:
+        # A run repeats few (model, scenario, condition, spec) combinations many times.
+        key = (model.name, match.entry.scenario.id, match.condition, match.spec_text)
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            scenario = match.entry.scenario
+            found = propensities(model, scenario, match.condition, match.spec_text)
+            self._cache[key] = found
+        return found
 
 
 def _replay(
-    model: OrganismModel, match: Match, messages: list[Any], seed: int, uses_tools: bool
+    model: OrganismModel,
+    match: Match,
+    messages: list[Any],
+    seed: int,
+    uses_tools: bool,
+    probs: Propensities,
 ) -> Turn:
     """The next assistant turn of this conversation (see the module doc for the conventions)."""
     assistants = [m for m in messages if m.get("role") == "assistant"]
@@ -296,8 +316,8 @@ def _replay(
         written.append(_reasoning(last) or _text(last))
     written_text = "\n".join(part for part in written if part)
     aware = text_shows_awareness(written_text, match.entry) if written_text else None
-    scenario: Scenario = match.entry.scenario
-    decision = decide(model, scenario, match.condition, match.spec_text, seed, aware=aware)
+    scenario_id = match.entry.scenario.id
+    decision = decide_from(probs, model.name, scenario_id, match.condition, seed, aware=aware)
     transcript = choose_transcript(match.entry, match.condition, decision)
     if not uses_tools:
         return _toolless_answer(transcript, match, decision, prefill)
@@ -500,7 +520,9 @@ class RunningServer:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP, and
+    # without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -556,3 +578,30 @@ def start_server(
     bound_port = sock.getsockname()[1]
     names = tuple(sorted(app.state.chat.organisms))
     return RunningServer(host, bound_port, names, server, thread)
+
+
+def serve_organisms(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    latency_s: float = 0.0,
+    faults: FaultConfig | None = None,
+    organisms: Mapping[str, OrganismModel] | None = None,
+    heldout: Any = None,
+    on_ready: Callable[[str, tuple[str, ...]], None] | None = None,
+) -> None:
+    """Serve in the foreground until interrupted (Ctrl-C / SIGTERM stop it cleanly).
+
+    ``on_ready(base_url, model_names)`` is called once the socket listens, before serving.
+    """
+    app = create_app(organisms, heldout, latency_s=latency_s, faults=faults)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    if on_ready is not None:
+        on_ready(f"http://{shown_host}:{bound_port}/v1", tuple(sorted(app.state.chat.organisms)))
+    server = make_uvicorn_server(app)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
