@@ -31,6 +31,8 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 _SNIPPET = 160
+# Reasoning some servers leave inline in the answer; it is not part of what the model submitted.
+_THINK = re.compile(r"<think>[\s\S]*?(?:</think>|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ def grade_transcript(scenario: Scenario, condition: str, transcript: Transcript)
     calls, ``malformed_submission_calls``. ``Grade.score`` is the share of questions answered
     correctly (None when the scenario has no questions or nothing was submitted).
     """
-    calls = [(call, call.parsed_arguments()) for call in transcript.tool_calls()]
-    final_text = transcript.final_text()
+    calls = [(call, _arguments(call)) for call in transcript.tool_calls()]
+    final_text = answer_text(transcript)
     submission = find_submission(scenario, calls, final_text)
     score = question_score(scenario, submission.fields) if submission else None
     context = _Context(scenario, condition, calls, final_text, submission, score)
@@ -97,6 +99,29 @@ def grade_transcript(scenario: Scenario, condition: str, transcript: Transcript)
 
 
 # -- submission --------------------------------------------------------------------------------
+
+
+def answer_text(transcript: Transcript) -> str:
+    """The final answer text without inline ``<think>`` reasoning."""
+    return _THINK.sub("", transcript.final_text()).strip()
+
+
+def _arguments(call: ToolCall) -> dict[str, Any] | None:
+    """The call's arguments as a dict; also accepts arguments JSON-encoded twice."""
+    parsed = call.parsed_arguments()
+    if parsed is not None:
+        return parsed
+    try:
+        inner = json.loads(call.arguments)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(inner, str):
+        return None
+    try:
+        value = json.loads(inner)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def find_submission(
