@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from audit.heldout.model import ReferenceTranscript, Scenario
+from audit.heldout.model import ReferenceTranscript, Scenario, SpecPlacement
 from audit.records import Transcript
 
 
@@ -20,19 +20,15 @@ def reference_transcript(
     reference: ReferenceTranscript,
     *,
     spec_text: str | None = None,
-    placement: str = "none",
+    placement: SpecPlacement = "none",
 ) -> Transcript:
     """The full conversation of ``reference``: opening messages, assistant turns, tool results."""
-    messages: list[dict[str, Any]] = scenario.messages(
-        reference.condition,
-        spec_text,
-        placement,  # type: ignore[arg-type]
-    )
+    messages = scenario.messages(reference.condition, spec_text, placement)
     for t, turn in enumerate(reference.turns):
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}
         if turn.reasoning:
             message["reasoning"] = turn.reasoning
-        calls = []
+        calls: list[dict[str, Any]] = []
         for c, call in enumerate(turn.tool_calls):
             arguments = json.dumps(call.arguments, ensure_ascii=False)
             calls.append(
