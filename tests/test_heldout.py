@@ -293,3 +293,8 @@ def test_register_names_a_set_frozen_after_it_was_registered(store: Store, tmp_p
     assert store.query("SELECT version FROM heldout_sets") == [{"version": "unversioned"}]
     register_heldout(store, freeze_heldout("2.0", scenarios))
     assert store.query("SELECT version FROM heldout_sets") == [{"version": "2.0"}]
+
+
+def test_get_suggests_close_ids() -> None:
+    with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile\\? run"):
+        load_heldout().get("tests-ledger-reconcil")

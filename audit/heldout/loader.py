@@ -14,6 +14,7 @@ a new version on purpose.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -54,8 +55,10 @@ class HeldoutSet:
         for scenario in self.scenarios:
             if scenario.id == scenario_id:
                 return scenario
+        close = difflib.get_close_matches(scenario_id, self.ids(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise AuditError(
-            f"no scenario {scenario_id!r} in the held-out set: run `audit heldout list` "
+            f"no scenario {scenario_id!r} in the held-out set: {hint}run `audit heldout list` "
             "to see the ids"
         )
 
