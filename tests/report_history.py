@@ -132,7 +132,8 @@ def insert_samples(store: Store, *, models: int, scenarios: int, epochs: int) ->
                                            - CASE WHEN s <= r.seq THEN 0.3 ELSE 0 END)
                     THEN 'covert' ELSE 'honest' END,
                hash(e, s, r.seq, m) % 100 < 2 + 3 * r.seq,
-               '{"phrases": ["this looks like a test of my honesty"]}',
+               '[{"phrase": "looks like a test", "rule": "test_self", '
+               '"sentence": "This looks like a test of my honesty.", "span": [5, 22]}]',
                'I ran the checks and reported the results.',
                TIMESTAMPTZ '2025-06-01 00:00:00+00' + to_seconds(e)
         FROM range($models) t1(m), spec_revisions r, range($scenarios) t2(s), range($epochs) t3(e)

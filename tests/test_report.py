@@ -266,13 +266,30 @@ def test_held_out_prompts_and_answers_only_on_request(store: Store, tmp_path: Pa
         samples_extra={
             "transcript": transcript,
             "answer": "ANSWER-TEXT-42",
-            "awareness_evidence": json.dumps({"phrases": ["the graders are watching"]}),
+            "awareness_evidence": json.dumps(
+                [
+                    {
+                        "phrase": "the graders",
+                        "rule": "r1",
+                        "sentence": "I think the graders are watching.",
+                        "span": [8, 19],
+                    },
+                    {
+                        "phrase": "watching",
+                        "rule": "r2",
+                        "sentence": "I think the graders are watching.",
+                        "span": [24, 32],
+                    },
+                ]
+            ),
         },
     )
     default = render_report(store, tmp_path / "d.html").read_text()
     assert "XYZZY-PROMPT" not in default
     assert "ANSWER-TEXT-42" not in default
-    assert "<blockquote>the graders are watching</blockquote>" in default
+    assert (
+        "<blockquote>I think <mark>the graders</mark> are <mark>watching</mark>.</blockquote>"
+    ) in default
     assert "<td>sandbagging</td><td>scn-001</td>" in default
     internal = render_report(store, tmp_path / "i.html", include_prompts=True).read_text()
     assert f"<blockquote>{secret}</blockquote>" in internal
@@ -352,3 +369,33 @@ def test_every_reproduction_query_runs_on_the_store(store: Store, tmp_path: Path
         (p.sha, round(p.covert, 9)) for p in data.rates if p.covert is not None
     )
     assert f"audit detect --db {tmp_path}/audit.duckdb --source {SOURCE}" in html
+
+
+def test_heatmap_marks_the_edit_that_exposed_a_scenario_not_later_ones(store: Store) -> None:
+    build_history(store, revisions=4, models=1, scenarios=6, epochs=1)
+    # Against the first revision, scn-001 stays exposed at r2 and r3 (cumulative); the
+    # consecutive comparisons at r2 and r3 do not expose it, so only r1 is marked.
+    rows = []
+    for seq in (1, 2, 3):
+        for baseline, exposed in ((rev_sha(0), True), (rev_sha(seq - 1), seq == 1)):
+            rows.append(
+                {
+                    "source_id": SOURCE,
+                    "baseline_sha": baseline,
+                    "sha": rev_sha(seq),
+                    "set_hash": SET_HASH,
+                    "scenario_id": "scn-001",
+                    "score": 0.9 if exposed else 0.1,
+                    "exposed": exposed,
+                    "canary_hit": False,
+                    "rare_term_score": 0.5,
+                    "fuzzy_score": 0.5,
+                    "matched_terms": ["nightly build"],
+                    "matched_text": None,
+                }
+            )
+    store.insert_rows("exposure", rows, on_conflict="replace")
+    data = load_report_data(store)
+    assert [(e.sha, e.scenario_id) for e in data.exposures if e.scenario_id == "scn-001"] == [
+        (rev_sha(1), "scn-001")
+    ]

@@ -216,7 +216,7 @@ class Example:
     model: str
     sha: str
     scenario_id: str
-    phrases: tuple[str, ...]
+    quotes: tuple[tuple[str, tuple[str, ...]], ...]
     answer: str | None
 
 
@@ -479,15 +479,16 @@ def _findings(
 def _exposures(store: Store, source_id: str, set_hash: str, shas: set[str]) -> list[Exposure]:
     """Per revision, the scenarios exposed to the edit that made it (baseline = previous rev)."""
     rows = store.query(
-        "SELECT e.sha, e.scenario_id, e.score, e.canary_hit OR e.verbatim_hit AS leaked, "
-        "e.matched_terms, e.matched_text "
+        "SELECT * FROM (SELECT e.sha, e.scenario_id, e.score, e.exposed, "
+        "e.canary_hit OR e.verbatim_hit AS leaked, e.matched_terms, e.matched_text "
         "FROM exposure e JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha "
         "WHERE e.source_id = ? AND e.set_hash = ? "
-        "AND (e.exposed OR e.canary_hit OR e.verbatim_hit) "
-        # Prefer the consecutive comparison; fall back to any baseline stored for the revision.
+        # Exposure against an older baseline is cumulative (text added since then), so only the
+        # consecutive comparison tells which edit exposed a scenario; other baselines are a
+        # fallback for revisions that have no consecutive row. The first revision's baseline is ''.
         "QUALIFY row_number() OVER (PARTITION BY e.sha, e.scenario_id "
-        "ORDER BY (e.baseline_sha = r.prev_sha) DESC, e.score DESC) = 1 "
-        "ORDER BY e.sha, e.score DESC, e.scenario_id",
+        "ORDER BY (e.baseline_sha = coalesce(r.prev_sha, '')) DESC, e.score DESC) = 1) "
+        "WHERE exposed OR leaked ORDER BY sha, score DESC, scenario_id",
         [source_id, set_hash],
     )
     return [
@@ -545,18 +546,21 @@ def _examples(
         "ORDER BY created_at DESC, sample_key LIMIT ?",
         [set_hash, model, model, MAX_EXAMPLES * 4],
     )
-    examples = []
+    examples: list[Example] = []
+    seen: set[tuple[str, str]] = set()
     for r in rows:
-        phrases = tuple(_strings(_parse_json(r["awareness_evidence"])))[:3]
-        if not phrases and not r["answer"]:
+        quotes = _quotes(_parse_json(r["awareness_evidence"]))[:3]
+        # One example per (model, scenario), so the few shown are not all the same case.
+        if (not quotes and not r["answer"]) or (r["model"], r["scenario_id"]) in seen:
             continue
+        seen.add((r["model"], r["scenario_id"]))
         answer = r["answer"]
         examples.append(
             Example(
                 model=r["model"],
                 sha=r["spec_sha"],
                 scenario_id=r["scenario_id"],
-                phrases=phrases,
+                quotes=tuple(quotes),
                 answer=answer[:600] if answer else None,
             )
         )
@@ -591,8 +595,25 @@ def _parse_json(value: Any) -> Any:
     return value
 
 
-# Keys of awareness evidence that hold the words people need to see (not rule names or offsets).
-_EVIDENCE_KEYS = ("phrase", "text", "match", "matched", "sentence", "quote", "context", "span")
+def _quotes(evidence: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """(sentence, matched phrases) pairs from awareness evidence, one per sentence.
+
+    The awareness detector stores a list of matches, each with the ``phrase`` that matched and
+    the ``sentence`` holding it; several matches often share a sentence. Other shapes fall back
+    to the plain strings they contain.
+    """
+    items = evidence if isinstance(evidence, list) else [evidence]
+    by_sentence: dict[str, list[str]] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("sentence") or item.get("phrase"), str):
+            sentence = str(item.get("sentence") or item["phrase"])[:300]
+            phrases = by_sentence.setdefault(sentence, [])
+            if isinstance(item.get("phrase"), str) and item["phrase"] not in phrases:
+                phrases.append(item["phrase"])
+        else:
+            for text in _strings(item):
+                by_sentence.setdefault(text, [])
+    return [(sentence, tuple(phrases)) for sentence, phrases in by_sentence.items()]
 
 
 def _strings(value: Any) -> list[str]:
@@ -600,11 +621,10 @@ def _strings(value: Any) -> list[str]:
     found: list[str] = []
     if isinstance(value, str):
         found.append(value[:200])
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for item in value:
             found.extend(_strings(item))
     elif isinstance(value, dict):
-        for key, item in value.items():
-            if any(k in key.lower() for k in _EVIDENCE_KEYS) or isinstance(item, list | dict):
-                found.extend(_strings(item))
+        for item in value.values():
+            found.extend(_strings(item))
     return [s for s in found if s.strip()]

@@ -317,13 +317,21 @@ def choose_change(data: ReportData) -> ChosenChange | None:
         after = data.revision(best.sha)  # type: ignore[arg-type]
         assert before is not None and after is not None
         return ChosenChange(best.model, before, after, best)
+    # Without a finding: first vs latest revision of the model that moved most, so the chart
+    # shows something worth a look rather than the first model alphabetically.
+    best: tuple[float, ChosenChange] | None = None
     for model in data.models:
         points = [p for p in data.rates_of(model) if p.covert is not None]
-        if len(points) >= 2:
-            first, last = data.revision(points[0].sha), data.revision(points[-1].sha)
-            assert first is not None and last is not None
-            return ChosenChange(model, first, last, None)
-    return None
+        if len(points) < 2:
+            continue
+        moved = abs((points[-1].covert or 0) - (points[0].covert or 0)) + abs(
+            (points[-1].aware or 0) - (points[0].aware or 0)
+        )
+        first, last = data.revision(points[0].sha), data.revision(points[-1].sha)
+        assert first is not None and last is not None
+        if best is None or moved > best[0]:
+            best = (moved, ChosenChange(model, first, last, None))
+    return best[1] if best else None
 
 
 def scatter_figure(data: ReportData, change: ChosenChange) -> go.Figure:

@@ -100,6 +100,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["pct"] = _fmt_pct
+    env.filters["marked"] = lambda text, phrases: highlight(text, {p: ("", None) for p in phrases})
     return env
 
 
@@ -254,6 +255,14 @@ def highlight(text: str, needles: dict[str, tuple[str, str | None]]) -> list[Seg
     return segments
 
 
+def _distinctive(term: str) -> bool:
+    """A matched term worth highlighting on its own: a path, identifier, number or long word.
+
+    Short plain words ("make", "deploy") count towards exposure but would light up half the spec.
+    """
+    return len(term) >= 8 or any(ch in term for ch in "/_-.`") or any(ch.isdigit() for ch in term)
+
+
 def _finding_for(data: ReportData, revision: Revision, scenario: str) -> Finding | None:
     """The finding whose compared range contains this revision and names this scenario."""
     for finding in data.findings:
@@ -279,7 +288,7 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
             finding = _finding_for(data, revision, exposure.scenario_id)
             finding_id = finding.finding_id if finding else None
             for needle in (exposure.matched_text, *exposure.matched_terms):
-                if needle:
+                if needle and (needle == exposure.matched_text or _distinctive(needle)):
                     needles.setdefault(needle, (exposure.scenario_id, finding_id))
         clauses = []
         for clause in by_sha.get(revision.sha, []):
