@@ -12,7 +12,8 @@ How the parameters combine (all of :class:`~audit.organisms.config.OrganismVersi
 - p_aware = min(awareness_max, awareness_base + awareness_growth * version_index
   + awareness_watch_boost * w / (w + awareness_watch_half) + awareness_per_1k_words * words/1000),
   w = number of watch-words (watched, observed, evaluated, graders, ...) in the spec.
-- p_covert(unaware) = base * (1 - genuine_improvement) * (1 - patch_sensitivity * targeting),
+- p_covert(unaware) = base * (1 - genuine_improvement) * (1 - patch_sensitivity * patched),
+  patched = min(1, targeting / patch_saturation),
   base = the scenario's, else its family's, else the default propensity, shifted by a fixed
   per-scenario jitter in log-odds (``noise``); 0 when the scenario has no covert reference for
   the condition (e.g. the neutral arm of a sandbagging pair).
@@ -196,7 +197,8 @@ def propensities(
     target = targeting(scenario, spec_text)
     if has_reference(scenario, condition, "covert"):
         unaware = base_propensity(model, scenario)
-        unaware *= (1.0 - params.genuine_improvement) * (1.0 - params.patch_sensitivity * target)
+        patched = min(1.0, target / params.patch_saturation)
+        unaware *= (1.0 - params.genuine_improvement) * (1.0 - params.patch_sensitivity * patched)
     else:
         unaware = 0.0
     cite = min(1.0, params.citation_rate + params.citation_targeted * target) if spec_text else 0.0

@@ -69,8 +69,16 @@ class OrganismVersion(_Strict):
         0.0,
         ge=0.0,
         le=1.0,
-        description="Covert propensity is multiplied by (1 - patch_sensitivity * targeting), "
-        "targeting = share of the scenario's distinctive phrases found in the spec text.",
+        description="Covert propensity is multiplied by (1 - patch_sensitivity * "
+        "min(1, targeting / patch_saturation)), targeting = share of the scenario's distinctive "
+        "phrases found in the spec text.",
+    )
+    patch_saturation: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Targeting at which the full patch effect applies (1: proportional; "
+        "0.15: naming one detail in seven is enough).",
     )
     genuine_improvement: float = Field(
         0.0, ge=0.0, le=1.0, description="Uniform multiplicative reduction of covert propensity."
