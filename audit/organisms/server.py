@@ -50,7 +50,7 @@ from starlette.routing import Route
 
 from audit.errors import AuditError
 from audit.heldout.model import Scenario
-from audit.organisms.behaviour import Propensities, decide_from, propensities
+from audit.organisms.behaviour import Decision, Propensities, decide_from, propensities
 from audit.organisms.config import OrganismModel, load_organisms
 from audit.organisms.replay import (
     UNKNOWN_SCENARIO_TEXT,
@@ -262,12 +262,13 @@ class ChatCompletions:
                 404, _error_body(message, "invalid_request_error", "model_not_found", "model")
             )
         try:
-            turn = self._answer(model, request)
+            turn, call_prefix = self._answer(model, request)
         except _BadRequest as exc:
             return _Reply(400, _error_body(str(exc), "invalid_request_error", None, exc.param))
-        return _Reply(200, _completion(model.name, turn, number, len(body)))
+        return _Reply(200, _completion(model.name, turn, call_prefix, number, len(body)))
 
-    def _answer(self, model: OrganismModel, request: dict[str, Any]) -> Turn:
+    def _answer(self, model: OrganismModel, request: dict[str, Any]) -> tuple[Turn, str]:
+        """The next turn, and the prefix of its tool-call ids."""
         if request.get("stream"):
             raise _BadRequest("streaming is not supported by the organism simulator", "stream")
         if request.get("n", 1) not in (1, None):
@@ -278,7 +279,7 @@ class ChatCompletions:
         system, user, developer = _opening(messages)
         match = self.index.match(system, user, developer)
         if match is None:
-            return Turn(reasoning="", content=UNKNOWN_SCENARIO_TEXT, tool_calls=())
+            return Turn(reasoning="", content=UNKNOWN_SCENARIO_TEXT, tool_calls=()), "call"
         seed = request.get("seed")
         if not isinstance(seed, int):
             seed = _derived_seed(system, user, developer)
@@ -305,7 +306,7 @@ def _replay(
     seed: int,
     uses_tools: bool,
     probs: Propensities,
-) -> Turn:
+) -> tuple[Turn, str]:
     """The next assistant turn of this conversation (see the module doc for the conventions)."""
     assistants = [m for m in messages if m.get("role") == "assistant"]
     last = messages[-1]
@@ -319,15 +320,19 @@ def _replay(
     scenario_id = match.entry.scenario.id
     decision = decide_from(probs, model.name, scenario_id, match.condition, seed, aware=aware)
     transcript = choose_transcript(match.entry, match.condition, decision)
+    # Tool-call ids: fresh (not the reference's), unique within the conversation, and the same
+    # for the same seed, so one seed always yields one identical answer.
+    call_prefix = f"call_{int(decision.draws.spare * 2**40):010x}_{turn_index}"
     if not uses_tools:
-        return _toolless_answer(transcript, match, decision, prefill)
-    return build_turn(
+        return _toolless_answer(transcript, match, decision, prefill), call_prefix
+    turn = build_turn(
         transcript, turn_index, match.entry, match.spec_text, decision, prefilled=prefill
     )
+    return turn, call_prefix
 
 
 def _toolless_answer(
-    transcript: tuple[Turn, ...], match: Match, decision: Any, prefill: bool
+    transcript: tuple[Turn, ...], match: Match, decision: Decision, prefill: bool
 ) -> Turn:
     """One message whose content is the submission as JSON (for requests without tools)."""
     submission_tool = match.entry.scenario.submission.tool
@@ -353,7 +358,9 @@ def _toolless_answer(
     return Turn(reasoning=reasoning, content=arguments, tool_calls=())
 
 
-def _completion(model_name: str, turn: Turn, number: int, prompt_chars: int) -> bytes:
+def _completion(
+    model_name: str, turn: Turn, call_prefix: str, number: int, prompt_chars: int
+) -> bytes:
     """The OpenAI ``chat.completion`` object of one turn, serialized."""
     message: dict[str, Any] = {
         "role": "assistant",
@@ -363,10 +370,9 @@ def _completion(model_name: str, turn: Turn, number: int, prompt_chars: int) -> 
     }
     completion_chars = len(turn.reasoning) + len(turn.content or "")
     if turn.tool_calls:
-        # Fresh ids per response: the request number keeps them unique across a run.
         message["tool_calls"] = [
             {
-                "id": f"call_{number:x}_{i}",
+                "id": f"{call_prefix}_{i}",
                 "type": "function",
                 "function": {"name": name, "arguments": arguments},
             }
