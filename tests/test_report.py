@@ -399,3 +399,14 @@ def test_heatmap_marks_the_edit_that_exposed_a_scenario_not_later_ones(store: St
     assert [(e.sha, e.scenario_id) for e in data.exposures if e.scenario_id == "scn-001"] == [
         (rev_sha(1), "scn-001")
     ]
+
+
+def test_simulated_organisms_are_labelled(store: Store, tmp_path: Path) -> None:
+    _small_history(store)
+    store.con.execute(
+        "UPDATE samples SET system_fingerprint = 'specdrift-organism-simulator' WHERE model = 'm2'"
+    )
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert "1 of 2 models (m2) are <b>simulated model organisms</b>" in html
+    assert '<h3>m2 <span class="badge">simulated organism</span></h3>' in html
+    assert "<h3>m1</h3>" in html

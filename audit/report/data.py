@@ -239,6 +239,7 @@ class ReportData:
     clause_changes: list[ClauseChange]
     clause_overflow: dict[str, int]
     examples: list[Example]
+    simulated: set[str] = field(default_factory=set)
     prompts: dict[str, str] = field(default_factory=dict)
     generated_at: datetime = field(default_factory=datetime.now)
 
@@ -305,9 +306,23 @@ def load_report_data(
         clause_overflow=overflow,
         examples=_examples(store, set_hash, model, shas, include_prompts),
     )
+    data.simulated = _simulated(store, set_hash, data.models)
     if include_prompts:
         data.prompts = _prompts(store, set_hash)
     return data
+
+
+def _simulated(store: Store, set_hash: str, models: list[str]) -> set[str]:
+    """Models whose answers came from the organism simulator (it names itself in the fingerprint).
+
+    Such results must never be mistaken for a real model's, so the report labels them.
+    """
+    rows = store.query(
+        "SELECT DISTINCT model FROM samples WHERE set_hash = ? "
+        "AND system_fingerprint LIKE '%organism-simulator%'",
+        [set_hash],
+    )
+    return {r["model"] for r in rows} & set(models)
 
 
 def _choose_set(store: Store) -> tuple[str, list[str]]:

@@ -325,7 +325,10 @@ def _scenario_rows(data: ReportData) -> list[ScenarioRow]:
     rows = []
     for family, scenario in figures.scenario_order(data.cells):
         exposures = [e for e in data.exposures if e.scenario_id == scenario]
-        labels = [data.revision(e.sha).label for e in exposures if data.revision(e.sha)]  # type: ignore[union-attr]
+        revisions = sorted(
+            (r for r in (data.revision(e.sha) for e in exposures) if r), key=lambda r: r.seq
+        )
+        labels = [r.label for r in revisions]
         terms = sorted({t for e in exposures for t in e.matched_terms})
         rows.append(ScenarioRow(scenario, family, labels, terms, data.prompts.get(scenario)))
     return rows
