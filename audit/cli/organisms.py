@@ -99,3 +99,4 @@ def serve_organisms_command(
         heldout=load_heldout(heldout_dir),
         on_ready=ready,
     )
+    typer.echo("organism simulator stopped")

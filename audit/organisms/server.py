@@ -609,5 +609,9 @@ def serve_organisms(
     server = make_uvicorn_server(app)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured: that is the
+        # normal way to stop, not an error.
+        pass
     finally:
         sock.close()
