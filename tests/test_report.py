@@ -410,3 +410,30 @@ def test_simulated_organisms_are_labelled(store: Store, tmp_path: Path) -> None:
     assert "1 of 2 models (m2) are <b>simulated model organisms</b>" in html
     assert '<h3>m2 <span class="badge">simulated organism</span></h3>' in html
     assert "<h3>m1</h3>" in html
+
+
+def test_scatter_shows_each_models_change_finding_first(store: Store) -> None:
+    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+    data = load_report_data(store)
+    changes = figures.choose_changes(data)
+    assert [(c.model, c.before.seq, c.after.seq) for c in changes] == [
+        ("organism-v0", 0, 3),
+        ("organism-v1", 0, 3),
+    ]
+    assert changes[0].finding is not None and changes[0].finding.finding_id == "f-patch-1"
+    assert changes[1].finding is None
+    # Exposed between r0 and r3: the scenarios the edits r1..r3 named.
+    assert figures.exposed_between(data, changes[1]) == {"scn-001", "scn-002", "scn-003"}
+    scatter = figures.scatter_figure(data, changes)
+    visible = [t.name for t in scatter.data if t.visible and t.name]
+    assert visible == [
+        f"before ({rev_sha(0)[:7]}), exposed",
+        f"before ({rev_sha(0)[:7]}), not exposed",
+        f"after ({rev_sha(3)[:7]}), exposed",
+        f"after ({rev_sha(3)[:7]}), not exposed",
+    ]
+    menu = scatter.layout.updatemenus[0].buttons
+    assert [b.label for b in menu] == [
+        f"organism-v0: {rev_sha(0)[:7]} → {rev_sha(3)[:7]}",
+        f"organism-v1: {rev_sha(0)[:7]} → {rev_sha(3)[:7]}",
+    ]

@@ -301,26 +301,22 @@ class ChosenChange:
     finding: Finding | None
 
 
-def choose_change(data: ReportData) -> ChosenChange | None:
-    """The most significant finding's change, else first vs latest revision of the first model."""
-    candidates = [
-        f
-        for f in data.findings
-        if f.baseline_sha and f.sha and data.revision(f.baseline_sha) and f.kind != "leak"
-    ]
-    if candidates:
-        best = min(
-            candidates,
-            key=lambda f: (f.q_value if f.q_value is not None else 1.0, -abs(f.delta or 0.0)),
-        )
-        before = data.revision(best.baseline_sha)  # type: ignore[arg-type]
-        after = data.revision(best.sha)  # type: ignore[arg-type]
-        assert before is not None and after is not None
-        return ChosenChange(best.model, before, after, best)
-    # Without a finding: first vs latest revision of the model that moved most, so the chart
-    # shows something worth a look rather than the first model alphabetically.
-    best: tuple[float, ChosenChange] | None = None
+def choose_changes(data: ReportData) -> list[ChosenChange]:
+    """Per model, the change the scatter shows, the most telling model first.
+
+    A model's change is its most significant finding (lowest q, then largest drop); without one,
+    its first vs latest revision with samples. Models with findings come first; among the rest,
+    the one whose rates moved most.
+    """
+    ranked: list[tuple[tuple[int, float], ChosenChange]] = []
     for model in data.models:
+        change = _finding_change(data, model)
+        if change is not None:
+            finding = change.finding
+            assert finding is not None
+            q = finding.q_value if finding.q_value is not None else 1.0
+            ranked.append(((0, q - abs(finding.delta or 0.0)), change))
+            continue
         points = [p for p in data.rates_of(model) if p.covert is not None]
         if len(points) < 2:
             continue
@@ -329,16 +325,46 @@ def choose_change(data: ReportData) -> ChosenChange | None:
         )
         first, last = data.revision(points[0].sha), data.revision(points[-1].sha)
         assert first is not None and last is not None
-        if best is None or moved > best[0]:
-            best = (moved, ChosenChange(model, first, last, None))
-    return best[1] if best else None
+        ranked.append(((1, -moved), ChosenChange(model, first, last, None)))
+    ranked.sort(key=lambda item: item[0])
+    return [change for _, change in ranked]
 
 
-def scatter_figure(data: ReportData, change: ChosenChange) -> go.Figure:
-    """Per scenario: awareness (x) vs covert rate (y) before and after the chosen change."""
-    cells = {(c.sha, c.scenario_id): c for c in data.cells if c.model == change.model}
+def _finding_change(data: ReportData, model: str) -> ChosenChange | None:
+    candidates = [
+        f
+        for f in data.findings
+        if f.model == model
+        and f.baseline_sha
+        and f.sha
+        and data.revision(f.baseline_sha)
+        and f.kind != "leak"
+    ]
+    if not candidates:
+        return None
+    best = min(
+        candidates,
+        key=lambda f: (f.q_value if f.q_value is not None else 1.0, -abs(f.delta or 0.0)),
+    )
+    before = data.revision(best.baseline_sha)  # type: ignore[arg-type]
+    after = data.revision(best.sha)  # type: ignore[arg-type]
+    assert before is not None and after is not None
+    return ChosenChange(model, before, after, best)
+
+
+def exposed_between(data: ReportData, change: ChosenChange) -> set[str]:
+    """Scenarios exposed by any spec edit after ``before`` up to and including ``after``."""
     exposed = set(change.finding.exposed_scenarios) if change.finding else set()
-    exposed |= {e.scenario_id for e in data.exposures if e.sha == change.after.sha}
+    for exposure in data.exposures:
+        revision = data.revision(exposure.sha)
+        if revision and change.before.seq < revision.seq <= change.after.seq:
+            exposed.add(exposure.scenario_id)
+    return exposed
+
+
+def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
+    cells = {(c.sha, c.scenario_id): c for c in data.cells if c.model == change.model}
+    exposed = exposed_between(data, change)
     scenarios = sorted({s for _, s in cells})
     pairs = [
         (s, cells.get((change.before.sha, s)), cells.get((change.after.sha, s))) for s in scenarios
@@ -349,8 +375,7 @@ def scatter_figure(data: ReportData, change: ChosenChange) -> go.Figure:
     for _, b, a in pairs:
         arrows_x += [_pct(b.aware), _pct(a.aware), None]
         arrows_y += [_pct(b.covert), _pct(a.covert), None]
-    fig = go.Figure()
-    fig.add_trace(
+    traces = [
         go.Scatter(
             x=arrows_x,
             y=arrows_y,
@@ -359,13 +384,11 @@ def scatter_figure(data: ReportData, change: ChosenChange) -> go.Figure:
             hoverinfo="skip",
             showlegend=False,
         )
-    )
+    ]
     for when, revision, idx in (("before", change.before, 1), ("after", change.after, 2)):
         for is_exposed in (True, False):
             chosen = [p for p in pairs if (p[0] in exposed) == is_exposed]
-            if not chosen:
-                continue
-            fig.add_trace(
+            traces.append(
                 go.Scatter(
                     x=[_pct(p[idx].aware) for p in chosen],
                     y=[_pct(p[idx].covert) for p in chosen],
@@ -384,11 +407,34 @@ def scatter_figure(data: ReportData, change: ChosenChange) -> go.Figure:
                     + "</extra>",
                 )
             )
+    return traces
+
+
+def scatter_figure(data: ReportData, changes: list[ChosenChange]) -> go.Figure:
+    """Per scenario: awareness (x) vs covert rate (y) before and after each model's change.
+
+    One set of traces per model, the first visible; a menu switches models.
+    """
+    fig = go.Figure()
+    per_model = [_scatter_traces(data, change) for change in changes]
+    for n, traces in enumerate(per_model):
+        for trace in traces:
+            trace.visible = n == 0
+            fig.add_trace(trace)
+    buttons = []
+    for n, change in enumerate(changes):
+        visible = [i == n for i, traces in enumerate(per_model) for _ in traces]
+        label = f"{change.model}: {change.before.short} → {change.after.short}"
+        buttons.append({"label": label, "method": "update", "args": [{"visible": visible}]})
+    if len(changes) > 1:
+        fig.update_layout(
+            updatemenus=[{"buttons": buttons, "x": 0, "y": 1.15, "xanchor": "left"}],
+        )
     fig.update_layout(
-        height=440,
+        height=460,
         xaxis={"title": {"text": "eval-awareness rate (%)"}, "rangemode": "tozero"},
         yaxis={"title": {"text": "covert-action rate (%)"}, "rangemode": "tozero"},
-        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        margin={"l": 60, "r": 20, "t": 60, "b": 50},
         font=_FONT,
         template="plotly_white",
     )

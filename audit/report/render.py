@@ -66,17 +66,17 @@ def render_report(
 
 def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
     """The report page for already-loaded data."""
-    change = figures.choose_change(data)
+    changes = figures.choose_changes(data)
     figs: dict[str, go.Figure] = {
         "timeline": figures.timeline_figure(data),
         "heatmap": figures.heatmap_figure(data),
     }
-    if change is not None:
-        figs["scatter"] = figures.scatter_figure(data, change)
+    if changes:
+        figs["scatter"] = figures.scatter_figure(data, changes)
     context = {
         "data": data,
         "headlines": [_headline(data, m) for m in data.models],
-        "change": change,
+        "changes": changes,
         "figures": {name: script_json(fig.to_json()) for name, fig in figs.items()},
         # The div gets the figure's height up front, so later sections never slide under it.
         "heights": {name: int(fig.layout.height or 450) for name, fig in figs.items()},
