@@ -426,14 +426,20 @@ def scatter_figure(data: ReportData, changes: list[ChosenChange]) -> go.Figure:
         visible = [i == n for i, traces in enumerate(per_model) for _ in traces]
         label = f"{change.model}: {change.before.short} → {change.after.short}"
         buttons.append({"label": label, "method": "update", "args": [{"visible": visible}]})
+    # Explicit ranges with a margin: markers at 0% would otherwise be cut in half by the axis.
+    xs = [x for traces in per_model for t in traces for x in (t.x or ()) if x is not None]
+    ys = [y for traces in per_model for t in traces for y in (t.y or ()) if y is not None]
+    top_x, top_y = max(xs, default=10.0), max(ys, default=10.0)
+    fig.update_xaxes(range=[-0.04 * top_x - 0.5, 1.05 * top_x + 0.5])
+    fig.update_yaxes(range=[-0.04 * top_y - 0.5, 1.05 * top_y + 0.5])
     if len(changes) > 1:
         fig.update_layout(
             updatemenus=[{"buttons": buttons, "x": 0, "y": 1.15, "xanchor": "left"}],
         )
     fig.update_layout(
         height=460,
-        xaxis={"title": {"text": "eval-awareness rate (%)"}, "rangemode": "tozero"},
-        yaxis={"title": {"text": "covert-action rate (%)"}, "rangemode": "tozero"},
+        xaxis={"title": {"text": "eval-awareness rate (%)"}},
+        yaxis={"title": {"text": "covert-action rate (%)"}},
         margin={"l": 60, "r": 20, "t": 60, "b": 50},
         font=_FONT,
         template="plotly_white",
