@@ -112,6 +112,8 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
     color = model_color(data, model)
     by_sha = {p.sha: p for p in data.rates_of(model)}
     points = [by_sha.get(r.sha) for r in data.revisions]
+    # Past a few dozen revisions, a marker per point hides the lines it sits on.
+    line_mode = "lines+markers" if len(labels) <= 60 else "lines"
     covert = [_pct(p.covert) if p else None for p in points]
     aware = [_pct(p.aware) if p else None for p in points]
     if any(p is not None and p.has_interval for p in points):
@@ -144,7 +146,7 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
         go.Scatter(
             x=labels,
             y=covert,
-            mode="lines+markers",
+            mode=line_mode,
             name=model,
             legendgroup=model,
             line={"color": color, "width": 2},
@@ -159,7 +161,7 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
         go.Scatter(
             x=labels,
             y=aware,
-            mode="lines+markers",
+            mode=line_mode,
             name=model,
             legendgroup=model,
             showlegend=False,
