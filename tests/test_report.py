@@ -437,3 +437,17 @@ def test_scatter_shows_each_models_change_finding_first(store: Store) -> None:
         f"organism-v0: {rev_sha(0)[:7]} → {rev_sha(3)[:7]}",
         f"organism-v1: {rev_sha(0)[:7]} → {rev_sha(3)[:7]}",
     ]
+
+
+def test_unwritable_output_is_a_user_error(store: Store, tmp_path: Path) -> None:
+    _small_history(store)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(
+        AuditError,
+        match=r"cannot write the report to .*: pass another --out|"
+        r"cannot write the report to .*; pass another --out",
+    ):
+        render_report(store, blocker / "drift.html")
+    with pytest.raises(AuditError, match="is a folder"):
+        render_report(store, tmp_path)

@@ -8,6 +8,7 @@ network request, so the report cannot leak anything even if some text slipped th
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,11 +57,18 @@ def render_report(
         raise AuditError(f"--out {out} is a folder: give a file name such as {out}/drift.html")
     data = load_report_data(store, model=model, since=since, include_prompts=include_prompts)
     page = render_html(data, out, include_prompts=include_prompts)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target and rename, so a failed render never leaves half a report.
     partial = out.with_name(out.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise AuditError(
+            f"cannot write the report to {out}: {exc.strerror or exc}; pass another --out"
+        ) from None
     return out
 
 
