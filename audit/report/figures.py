@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from audit.report.data import Cell, Finding, ReportData, Revision
+from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision
 
 _PALETTE = qualitative.Plotly + qualitative.D3
 _CAUSE_COLORS = {
@@ -174,10 +174,10 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
     )
 
 
-def _fmt_ci(point) -> str:  # type: ignore[no-untyped-def]
+def _fmt_ci(point: RatePoint) -> str:
     if point.covert is None:
         return "n/a"
-    if point.has_interval:
+    if point.covert_low is not None and point.covert_high is not None:
         low, high = 100 * point.covert_low, 100 * point.covert_high
         return f"{100 * point.covert:.1f}% [{low:.1f}, {high:.1f}]"
     return f"{100 * point.covert:.1f}% (no interval: run audit detect)"
@@ -368,15 +368,18 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
     cells = {(c.sha, c.scenario_id): c for c in data.cells if c.model == change.model}
     exposed = exposed_between(data, change)
     scenarios = sorted({s for _, s in cells})
-    pairs = [
-        (s, cells.get((change.before.sha, s)), cells.get((change.after.sha, s))) for s in scenarios
-    ]
-    pairs = [(s, b, a) for s, b, a in pairs if b is not None and a is not None]
+    # (scenario, {"before": cell, "after": cell}) for scenarios with samples at both ends.
+    pairs: list[tuple[str, dict[str, Cell]]] = []
+    for scenario in scenarios:
+        before = cells.get((change.before.sha, scenario))
+        after = cells.get((change.after.sha, scenario))
+        if before is not None and after is not None:
+            pairs.append((scenario, {"before": before, "after": after}))
     arrows_x: list[float | None] = []
     arrows_y: list[float | None] = []
-    for _, b, a in pairs:
-        arrows_x += [_pct(b.aware), _pct(a.aware), None]
-        arrows_y += [_pct(b.covert), _pct(a.covert), None]
+    for _, ends in pairs:
+        arrows_x += [_pct(ends["before"].aware), _pct(ends["after"].aware), None]
+        arrows_y += [_pct(ends["before"].covert), _pct(ends["after"].covert), None]
     traces = [
         go.Scatter(
             x=arrows_x,
@@ -387,13 +390,13 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
             showlegend=False,
         )
     ]
-    for when, revision, idx in (("before", change.before, 1), ("after", change.after, 2)):
+    for when, revision in (("before", change.before), ("after", change.after)):
         for is_exposed in (True, False):
             chosen = [p for p in pairs if (p[0] in exposed) == is_exposed]
             traces.append(
                 go.Scatter(
-                    x=[_pct(p[idx].aware) for p in chosen],
-                    y=[_pct(p[idx].covert) for p in chosen],
+                    x=[_pct(p[1][when].aware) for p in chosen],
+                    y=[_pct(p[1][when].covert) for p in chosen],
                     mode="markers",
                     name=f"{when} ({revision.short}), {'exposed' if is_exposed else 'not exposed'}",
                     text=[_esc(p[0]) for p in chosen],

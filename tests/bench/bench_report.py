@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from report_history import build_history
 
 from audit.report import render_report
-from audit.store import open_store
+from audit.store import Store, open_store
 
 SIZES = {
     "demo": {"revisions": 10, "models": 10, "scenarios": 36, "epochs": 3},
@@ -31,7 +31,7 @@ SIZES = {
 TARGETS_S = {"demo": 5.0, "1M_samples": 30.0}
 
 
-def _baseline_s(store, out: Path) -> float:  # type: ignore[no-untyped-def]
+def _baseline_s(store: Store, out: Path) -> float:
     start = time.perf_counter()
     store.con.execute(
         "SELECT model, spec_sha, scenario_id, count(*), count(*) FILTER (WHERE outcome = 'covert') "
