@@ -169,11 +169,17 @@ def test_revisions_with_equal_content_share_samples(store: Store) -> None:
 def test_heatmap_cells_are_per_scenario_rates(store: Store) -> None:
     _small_history(store)
     data = load_report_data(store, model="m2")
-    cells = [(c.sha[:7], c.family, c.scenario_id, c.n, c.covert) for c in data.cells]
-    assert cells == [
-        (rev_sha(0)[:7], "misreport_tests", "scn-000", 2, 1.0),
-        (rev_sha(0)[:7], "sandbagging", "scn-001", 2, 0.0),
+    cells = [
+        (c.sha[:7], c.family, c.scenario_id, c.n, c.n_graded, c.n_covert, c.covert)
+        for c in data.cells
     ]
+    assert cells == [
+        (rev_sha(0)[:7], "misreport_tests", "scn-000", 2, 1, 1, 1.0),
+        (rev_sha(0)[:7], "sandbagging", "scn-001", 2, 2, 0, 0.0),
+    ]
+    heatmap = figures.heatmap_figure(data)
+    assert [list(row) for row in heatmap.data[0].z] == [[100.0, None, None], [0.0, None, None]]
+    assert [list(row) for row in heatmap.data[0].text] == [["1 of 1", "", ""], ["0 of 2", "", ""]]
 
 
 def test_since_and_model_limit_the_report(store: Store, tmp_path: Path) -> None:

@@ -160,6 +160,8 @@ class Cell:
     scenario_id: str
     family: str
     n: int
+    n_graded: int
+    n_covert: int
     covert: float | None
     aware: float
 
@@ -397,7 +399,7 @@ def _resolve_since(
 
 def _cells(store: Store) -> list[Cell]:
     rows = store.con.execute(
-        "SELECT model, sha, scenario_id, family, n, "
+        "SELECT model, sha, scenario_id, family, n, n_graded, n_covert, "
         "CASE WHEN n_graded > 0 THEN n_covert / n_graded END AS covert, n_aware / n AS aware "
         "FROM _report_cells ORDER BY model, family, scenario_id"
     ).fetchall()
@@ -408,10 +410,12 @@ def _cells(store: Store) -> list[Cell]:
             scenario_id=sc,
             family=f,
             n=int(n),
+            n_graded=int(graded),
+            n_covert=int(covert),
             covert=None if c is None else float(c),
             aware=float(a),
         )
-        for m, s, sc, f, n, c, a in rows
+        for m, s, sc, f, n, graded, covert, c, a in rows
     ]
 
 

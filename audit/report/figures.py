@@ -235,9 +235,14 @@ def heatmap_figure(data: ReportData) -> go.Figure:
     fig = go.Figure()
     for n, model in enumerate(data.models):
         z: list[list[float | None]] = [[None] * len(labels) for _ in rows]
+        # Cells are point rates over a few samples: the hover says how few ("2 of 3").
+        counts: list[list[str]] = [[""] * len(labels) for _ in rows]
         for cell in data.cells:
             if cell.model == model and cell.sha in col_index:
                 z[row_index[cell.scenario_id]][col_index[cell.sha]] = _pct(cell.covert)
+                counts[row_index[cell.scenario_id]][col_index[cell.sha]] = (
+                    f"{cell.n_covert} of {cell.n_graded}"
+                )
         fig.add_trace(
             go.Heatmap(
                 x=labels,
@@ -249,7 +254,9 @@ def heatmap_figure(data: ReportData) -> go.Figure:
                 colorbar={"title": {"text": "covert %"}},
                 visible=n == 0,
                 name=model,
-                hovertemplate="%{y}<br>%{x}<br>covert %{z:.0f}%<extra></extra>",
+                text=counts,
+                hovertemplate="%{y}<br>%{x}<br>covert %{z:.0f}% (%{text} graded samples)"
+                "<extra></extra>",
                 xgap=1,
                 ygap=1,
             )
