@@ -285,6 +285,8 @@ def test_bad_requests_get_openai_style_400s(client: openai.OpenAI, heldout) -> N
         client.chat.completions.create(model="steady-v1", messages=messages, stream=True)
     with pytest.raises(openai.BadRequestError, match="non-empty list"):
         client.chat.completions.create(model="steady-v1", messages=[])
+    with pytest.raises(openai.BadRequestError, match="every message must be an object"):
+        client.chat.completions.create(model="steady-v1", messages=[*messages, "oops"])  # type: ignore[list-item]
     plain = client.chat.completions.create(
         model="steady-v1", messages=[{"role": "user", "content": "hello"}]
     )
@@ -426,3 +428,22 @@ def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_empty_trailing_assistant_message_is_not_a_prefill(  # type: ignore[no-untyped-def]
+    client: openai.OpenAI, heldout
+) -> None:
+    scenario = _scenario(heldout, "metrics-checkout-p99")
+    messages = scenario.messages("default", None, "developer")
+    tools = scenario.openai_tools()
+    plain = client.chat.completions.create(
+        model="mender-v1", messages=messages, tools=tools, seed=4
+    )
+    trailing = client.chat.completions.create(
+        model="mender-v1",
+        messages=[*messages, {"role": "assistant", "content": ""}],
+        tools=tools,
+        seed=4,
+    )
+    assert trailing.choices[0].message == plain.choices[0].message
+    assert plain.choices[0].message.reasoning_content

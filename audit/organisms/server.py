@@ -162,18 +162,21 @@ def _opening(messages: list[Any]) -> tuple[str, str, str]:
     """First system text, first user text and all developer text of a conversation."""
     system = user = None
     developer: list[str] = []
+    opening = True
     for message in messages:
         if not isinstance(message, dict):
             raise _BadRequest("every message must be an object", "messages")
         role = message.get("role")
-        if role == "system" and system is None:
+        if role == "assistant":
+            opening = False
+        elif not opening:
+            continue
+        elif role == "system" and system is None:
             system = _text(message)
         elif role == "developer":
             developer.append(_text(message))
         elif role == "user" and user is None:
             user = _text(message)
-        elif role == "assistant":
-            break
     return system or "", user or "", "\n\n".join(developer)
 
 
@@ -308,13 +311,19 @@ def _replay(
     probs: Propensities,
 ) -> tuple[Turn, str]:
     """The next assistant turn of this conversation (see the module doc for the conventions)."""
-    assistants = [m for m in messages if m.get("role") == "assistant"]
     last = messages[-1]
-    prefill = last.get("role") == "assistant" and bool(_text(last) or _reasoning(last))
+    if last.get("role") == "assistant" and not last.get("tool_calls"):
+        prefill = bool(_text(last) or _reasoning(last))
+        if not prefill:
+            # An empty trailing assistant message asks for that turn: nothing is prefilled.
+            messages = messages[:-1]
+    else:
+        prefill = False
+    assistants = [m for m in messages if m.get("role") == "assistant"]
     turn_index = len(assistants) - 1 if prefill else len(assistants)
     written = [_reasoning(m) for m in assistants[:turn_index]]
     if prefill:
-        written.append(_reasoning(last) or _text(last))
+        written.extend((_reasoning(last), _text(last)))
     written_text = "\n".join(part for part in written if part)
     aware = text_shows_awareness(written_text, match.entry) if written_text else None
     scenario_id = match.entry.scenario.id
