@@ -47,6 +47,9 @@ def serve_organisms_command(
     fault_seed: Annotated[
         int, typer.Option("--fault-seed", help="Seed of the (deterministic) fault sequence.")
     ] = 0,
+    retry_after_s: Annotated[
+        float, typer.Option("--retry-after-s", min=0.0, help="Retry-After sent with 429s.")
+    ] = 0.05,
     timeout_s: Annotated[
         float, typer.Option("--timeout-s", min=0.001, help="How long a timeout fault hangs.")
     ] = 30.0,
@@ -77,6 +80,7 @@ def serve_organisms_command(
             timeout=fault_timeout,
             disconnect=fault_disconnect,
             malformed=fault_malformed,
+            retry_after_s=retry_after_s,
             timeout_s=timeout_s,
             seed=fault_seed,
         )
