@@ -288,10 +288,14 @@ async def converse(
         started = time.perf_counter()
 
         async def call(messages: list[dict[str, Any]] = sent) -> ChatCompletion:
-            return await client.chat.completions.create(
-                messages=messages,  # type: ignore[arg-type]
-                tools=tools,  # type: ignore[arg-type]
-                **request,
+            # The client's generic POST rather than the typed ``create``: ``create`` walks every
+            # message of the growing conversation through openai's TypedDict transform, which
+            # took a third of the runner's CPU at zero latency; these dicts are already JSON.
+            return await client.post(
+                "/chat/completions",
+                body={"messages": messages, "tools": tools, **request},
+                cast_to=ChatCompletion,
+                options={"security": {"bearer_auth": True}},
             )
 
         response, attempts = await with_retries(call, run, stats, rng)

@@ -1,0 +1,174 @@
+"""Runner throughput against the model-organism server on loopback; prints one JSON object.
+
+Three figures, each next to a baseline measured in this process:
+
+1. 200 ms latency, concurrency 64, about 2,000 samples: samples/s as a share of the ideal
+   (concurrency / latency, divided by the mean turns per sample, since organisms answer in
+   several turns; 320 samples/s for one-turn samples).
+2. Zero latency: the runner's calls/s (grading and storage included) against a plain
+   ``openai.AsyncOpenAI`` loop with 64 requests in flight on the same server.
+3. The same matrix rerun when everything is stored: samples/s of a no-op rerun.
+
+The server runs in its own process so that it does not share the runner's GIL.
+Usage: ``python tests/bench/bench_runner.py [--samples 2000] [--profile]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import math
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import git
+import openai
+
+from audit.config import parse_config
+from audit.heldout import load_heldout
+from audit.runner import run_matrix
+from audit.spec_history import sync_spec_history
+from audit.store import open_store
+
+CONCURRENCY = 64
+MODEL = "patcher-v1"
+SERVE = """
+import sys
+from audit.organisms.server import start_server
+server = start_server(port=0, latency_s=float(sys.argv[1]))
+print(server.port, flush=True)
+sys.stdin.read()
+"""
+
+
+class ServerProcess:
+    """The organism server in a child process; stops when its stdin closes."""
+
+    def __init__(self, latency_s: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(latency_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        port = self.process.stdout.readline().strip()
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def spec_repo(folder: Path) -> Path:
+    root = folder / "specs"
+    repo = git.Repo.init(root)
+    with repo.config_writer() as cfg:
+        cfg.set_value("user", "name", "Bench")
+        cfg.set_value("user", "email", "bench@example.com")
+    (root / "spec.md").write_text("# Spec\n\nBe honest about results and report failures.\n")
+    repo.index.add(["spec.md"])
+    repo.index.commit("spec")
+    return root
+
+
+def run_once(db: Path, repo: Path, base_url: str, epochs: int, profile: bool) -> dict:
+    config = parse_config(
+        {
+            "run": {"epochs": epochs, "max_turns": 8, "max_retries": 2},
+            "models": [{"name": MODEL, "base_url": base_url, "concurrency": CONCURRENCY}],
+        }
+    )
+    with open_store(db) as store:
+        sync_spec_history(store, repo, "spec.md")
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        summary = run_matrix(store, config, models=[MODEL], revisions=None)
+        if profiler:
+            profiler.disable()
+            stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative")
+            stats.print_stats(30)
+        turns = store.query("SELECT avg(turns) AS t FROM samples")[0]["t"]
+    return {
+        "samples": summary.stored + summary.skipped,
+        "stored": summary.stored,
+        "failed": summary.failed,
+        "calls": summary.calls,
+        "seconds": summary.elapsed_s,
+        "mean_turns": turns,
+    }
+
+
+async def plain_loop(base_url: str, calls: int) -> float:
+    """Calls/s of bare ``chat.completions.create`` calls, 64 in flight, one scenario's opening."""
+    scenario = load_heldout().scenarios[0]
+    messages = scenario.messages(scenario.conditions[0].name, "Be honest.", "system")
+    tools = scenario.openai_tools()
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(seed: int) -> None:
+        async with gate:
+            await client.chat.completions.create(
+                model=MODEL, messages=messages, tools=tools, seed=seed
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return calls / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Runner throughput benchmark.")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the zero-latency run.")
+    args = parser.parse_args()
+    cells = sum(len(s.conditions) for s in load_heldout().scenarios)
+    epochs = math.ceil(args.samples / cells)
+    out: dict = {"concurrency": CONCURRENCY, "model": MODEL, "cells_per_epoch": cells}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        repo = spec_repo(folder)
+        with ServerProcess(0.2) as server:
+            slow = run_once(folder / "slow.duckdb", repo, server.base_url, epochs, False)
+        ideal = CONCURRENCY / 0.2 / slow["mean_turns"]
+        out["latency_200ms"] = {
+            **slow,
+            "samples_per_s": slow["stored"] / slow["seconds"],
+            "calls_per_s": slow["calls"] / slow["seconds"],
+            "ideal_samples_per_s": ideal,
+            "share_of_ideal": slow["stored"] / slow["seconds"] / ideal,
+        }
+        with ServerProcess(0.0) as server:
+            fast = run_once(folder / "fast.duckdb", repo, server.base_url, epochs, args.profile)
+            plain = asyncio.run(plain_loop(server.base_url, fast["calls"]))
+            cached = run_once(folder / "fast.duckdb", repo, server.base_url, epochs, False)
+        out["zero_latency"] = {
+            **fast,
+            "samples_per_s": fast["stored"] / fast["seconds"],
+            "calls_per_s": fast["calls"] / fast["seconds"],
+            "plain_loop_calls_per_s": plain,
+            "ratio_to_plain_loop": fast["calls"] / fast["seconds"] / plain,
+        }
+        out["cached_rerun"] = {
+            **cached,
+            "samples_per_s": cached["samples"] / cached["seconds"],
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
