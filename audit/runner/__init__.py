@@ -186,6 +186,7 @@ def run_matrix(
     ``base_url`` overrides every model's endpoint (e.g. a local server). Keys are read from the
     environment variables the models name and never stored: ``runs.config`` keeps the names.
     """
+    started = time.perf_counter()
     if heldout is None:
         from audit.heldout import load_heldout
 
@@ -208,7 +209,6 @@ def run_matrix(
         register_heldout(store, heldout)
     run_id = _start_run(store, config, plan, command, endpoints)
     progress = progress or NullProgress()
-    started = time.perf_counter()
     writer = BatchWriter(store, batch_rows=batch_rows, flush_s=flush_s)
     stats = CallStats()
     outcome = _Counts()
