@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -215,7 +216,7 @@ def run_matrix(
     progress.start(len(plan.pending), f"{command}: {len(plan.pending)} samples")
     try:
         if plan.pending:
-            asyncio.run(
+            _run_coroutine(
                 _execute(
                     plan, config, endpoints, keys, writer, stats, outcome, run_id, scrub, progress
                 )
@@ -237,6 +238,28 @@ def run_matrix(
         )
         _finish_run(store, summary, completed=outcome.completed)
     return summary
+
+
+def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run on a fresh event loop; from inside a running loop (Jupyter), on a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="specdrift-runner")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 @dataclass
