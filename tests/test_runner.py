@@ -143,6 +143,13 @@ def test_run_stores_graded_samples_and_rerun_is_a_no_op(
     assert code == 0, err
     summary = json.loads(out)
     assert (summary["stored"], summary["skipped"], summary["calls"]) == (0, cells, 0)
+    with open_store(db, read_only=True) as store:
+        reruns = store.query(
+            "SELECT planned, skipped, stored, finished_at IS NOT NULL AS done FROM runs "
+            "WHERE run_id <> ?",
+            [runs[0]["run_id"]],
+        )
+    assert reruns == [{"planned": cells, "skipped": cells, "stored": 0, "done": True}]
     assert SECRET not in out + err
     assert_secret_absent(db, SECRET)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 
-from audit.config import AuditConfig, ModelConfig
+from audit.config import AuditConfig, ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
 from audit.records import Transcript
@@ -209,20 +209,25 @@ def run_matrix(
 
         register_heldout(store, heldout)
     run_id = _start_run(store, config, plan, command, endpoints)
-    progress = progress or NullProgress()
-    writer = BatchWriter(store, batch_rows=batch_rows, flush_s=flush_s)
-    stats = CallStats()
-    outcome = _Counts()
-    progress.start(len(plan.pending), f"{command}: {len(plan.pending)} samples")
+    context = _RunContext(
+        run=config.run,
+        run_id=run_id,
+        set_hash=plan.set_hash,
+        writer=BatchWriter(store, batch_rows=batch_rows, flush_s=flush_s),
+        stats=CallStats(),
+        rng=random.Random(),
+        scrub=scrub,
+        progress=progress or NullProgress(),
+        # A matrix with nothing left to run is complete as soon as it starts.
+        completed=not plan.pending,
+    )
+    writer, stats = context.writer, context.stats
+    context.progress.start(len(plan.pending), f"{command}: {len(plan.pending)} samples")
     try:
         if plan.pending:
-            _run_coroutine(
-                _execute(
-                    plan, config, endpoints, keys, writer, stats, outcome, run_id, scrub, progress
-                )
-            )
+            _run_coroutine(_execute(plan, endpoints, keys, context))
     finally:
-        progress.finish()
+        context.progress.finish()
         unstored = sum(writer.unstored.values())
         summary = RunSummary(
             run_id=run_id,
@@ -236,7 +241,7 @@ def run_matrix(
             elapsed_s=time.perf_counter() - started,
             store_error=scrub(writer.first_error) if writer.first_error else None,
         )
-        _finish_run(store, summary, completed=outcome.completed)
+        _finish_run(store, summary, completed=context.completed)
     return summary
 
 
@@ -263,7 +268,17 @@ def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
 
 
 @dataclass
-class _Counts:
+class _RunContext:
+    """What every worker of one run shares."""
+
+    run: RunConfig
+    run_id: str
+    set_hash: str
+    writer: BatchWriter
+    stats: CallStats
+    rng: random.Random
+    scrub: Scrubber
+    progress: Progress
     completed: bool = False
 
 
@@ -316,49 +331,25 @@ def _finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
 
 
 async def _execute(
-    plan: RunPlan,
-    config: AuditConfig,
-    endpoints: dict[str, str],
-    keys: dict[str, str],
-    writer: BatchWriter,
-    stats: CallStats,
-    outcome: _Counts,
-    run_id: str,
-    scrub: Scrubber,
-    progress: Progress,
+    plan: RunPlan, endpoints: dict[str, str], keys: dict[str, str], context: _RunContext
 ) -> None:
-    clients = _clients(plan.models, endpoints, keys, config.run.timeout_s)
-    rng = random.Random()
+    clients = _clients(plan.models, endpoints, keys, context.run.timeout_s)
     by_model: dict[str, list[PlannedSample]] = {}
     for sample in plan.pending:
         by_model.setdefault(sample.model.name, []).append(sample)
-    ticker = asyncio.get_running_loop().create_task(_tick(writer))
+    ticker = asyncio.get_running_loop().create_task(_tick(context.writer))
     try:
         workers = []
         for model in plan.models:
-            queue = iter(by_model.get(model.name, ()))
-            client = clients[model.name]
-            count = min(model.concurrency, len(by_model.get(model.name, ())))
-            workers += [
-                _worker(
-                    queue,
-                    client,
-                    config,
-                    writer,
-                    stats,
-                    rng,
-                    run_id,
-                    plan.set_hash,
-                    scrub,
-                    progress,
-                )
-                for _ in range(count)
-            ]
+            samples = by_model.get(model.name, [])
+            queue = iter(samples)
+            count = min(model.concurrency, len(samples))
+            workers += [_worker(queue, clients[model.name], context) for _ in range(count)]
         await asyncio.gather(*workers)
-        outcome.completed = True
+        context.completed = True
     finally:
         ticker.cancel()
-        await writer.close()
+        await context.writer.close()
         for client in {id(c): c for c in clients.values()}.values():
             await client.close()
 
@@ -385,44 +376,31 @@ async def _tick(writer: BatchWriter) -> None:
 
 
 async def _worker(
-    queue: Iterator[PlannedSample],
-    client: openai.AsyncOpenAI,
-    config: AuditConfig,
-    writer: BatchWriter,
-    stats: CallStats,
-    rng: random.Random,
-    run_id: str,
-    set_hash: str,
-    scrub: Scrubber,
-    progress: Progress,
+    queue: Iterator[PlannedSample], client: openai.AsyncOpenAI, context: _RunContext
 ) -> None:
     # Workers share one iterator per model: as many requests in flight as workers, no more.
     for sample in queue:
         try:
-            conversation = await converse(client, sample, config.run, stats, rng)
-            row = sample_row(sample, conversation, run_id, set_hash)
+            conversation = await converse(client, sample, context.run, context.stats, context.rng)
+            row = sample_row(sample, conversation, context.run_id, context.set_hash)
         except SampleFailed as failure:
-            writer.add(
-                "sample_failures",
-                failure_row(
-                    sample,
-                    run_id,
-                    failure.error.kind,
-                    scrub(failure.error.message),
-                    failure.attempts,
-                ),
+            _record_failure(
+                context, sample, failure.error.kind, failure.error.message, failure.attempts
             )
-            progress.advance(1, errors=1)
             continue
         except Exception as exc:  # a response or grader we did not foresee: record, go on
-            writer.add(
-                "sample_failures",
-                failure_row(sample, run_id, "other", scrub(f"{type(exc).__name__}: {exc}"), 1),
-            )
-            progress.advance(1, errors=1)
+            _record_failure(context, sample, "other", f"{type(exc).__name__}: {exc}", 1)
             continue
-        writer.add("samples", row)
-        progress.advance(1)
+        context.writer.add("samples", row)
+        context.progress.advance(1)
+
+
+def _record_failure(
+    context: _RunContext, sample: PlannedSample, kind: str, message: str, attempts: int
+) -> None:
+    row = failure_row(sample, context.run_id, kind, context.scrub(message), attempts)
+    context.writer.add("sample_failures", row)
+    context.progress.advance(1, errors=1)
 
 
 def sample_row(
