@@ -4,7 +4,8 @@ Three figures, each next to a baseline measured in this process:
 
 1. 200 ms latency, concurrency 64, about 2,000 samples: samples/s as a share of the ideal
    (concurrency / latency, divided by the mean turns per sample, since organisms answer in
-   several turns; 320 samples/s for one-turn samples).
+   several turns; 320 samples/s for one-turn samples), beside the share a plain openai loop
+   reaches on the same server.
 2. Zero latency: the runner's calls/s (grading and storage included) against a plain
    ``openai.AsyncOpenAI`` loop with 64 requests in flight on the same server.
 3. The same matrix rerun when everything is stored: samples/s of a no-op rerun.
@@ -144,6 +145,7 @@ def main() -> None:
         repo = spec_repo(folder)
         with ServerProcess(0.2) as server:
             slow = run_once(folder / "slow.duckdb", repo, server.base_url, epochs, False)
+            plain_slow = asyncio.run(plain_loop(server.base_url, slow["calls"]))
         ideal = CONCURRENCY / 0.2 / slow["mean_turns"]
         out["latency_200ms"] = {
             **slow,
@@ -151,6 +153,8 @@ def main() -> None:
             "calls_per_s": slow["calls"] / slow["seconds"],
             "ideal_samples_per_s": ideal,
             "share_of_ideal": slow["stored"] / slow["seconds"] / ideal,
+            # What the bare client reaches on the same server: the ceiling of the transport.
+            "plain_loop_share_of_ideal_calls": plain_slow / (CONCURRENCY / 0.2),
         }
         with ServerProcess(0.0) as server:
             fast = run_once(folder / "fast.duckdb", repo, server.base_url, epochs, args.profile)
