@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -58,7 +59,7 @@ class BarProgress:
             console=console,
             transient=True,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._errors = 0
 
     def start(self, total: int, label: str) -> None:
@@ -69,9 +70,10 @@ class BarProgress:
         if self._task is None:
             return
         self._errors += errors
-        task = self._bar.tasks[0]
-        rate = f"{task.speed:.1f}/s" if task.speed else ""
-        self._bar.update(self._task, advance=done, errors=self._errors, rate=rate)
+        speed = self._bar.tasks[0].speed
+        self._bar.update(
+            self._task, advance=done, errors=self._errors, rate=f"{speed:.1f}/s" if speed else ""
+        )
 
     def message(self, text: str) -> None:
         self._bar.console.print(text)
