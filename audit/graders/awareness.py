@@ -29,11 +29,14 @@ then mapped to its sentence, which the evidence names.
 from __future__ import annotations
 
 import bisect
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from audit.errors import AuditError
 from audit.records import Detection
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -661,3 +664,146 @@ def cue_rules() -> dict[str, str]:
 
 
 _STEMS, _GATED = _stem_index()
+
+
+# -- grading a file of snippets (``audit awareness``) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnippetResult:
+    """The detector's verdict on one line of a snippets file."""
+
+    line: int
+    aware: bool
+    evidence: list[dict[str, Any]]
+    label: bool | None = None
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    """Agreement of the detector with labels, with 95% Wilson intervals."""
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float | None:
+        p, r = self.precision, self.recall
+        if p is None or r is None or p + r == 0:
+            return None
+        return 2 * p * r / (p + r)
+
+    def precision_interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.tp, self.tp + self.fp)
+
+    def recall_interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.tp, self.tp + self.fn)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.tp + self.fp + self.fn + self.tn,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+            "precision": self.precision,
+            "precision_ci": self.precision_interval(),
+            "recall": self.recall,
+            "recall_ci": self.recall_interval(),
+            "f1": self.f1,
+        }
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion (None when there is nothing to count)."""
+    if total == 0:
+        return None
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def score_labels(pairs: Iterable[tuple[bool, bool]]) -> LabelScores:
+    """Count (predicted, label) pairs into a confusion table."""
+    tp = fp = fn = tn = 0
+    for predicted, label in pairs:
+        if predicted and label:
+            tp += 1
+        elif predicted:
+            fp += 1
+        elif label:
+            fn += 1
+        else:
+            tn += 1
+    return LabelScores(tp, fp, fn, tn)
+
+
+@dataclass(frozen=True)
+class SnippetReport:
+    """Verdicts for every line of a snippets file, and label agreement when lines carry labels."""
+
+    path: Path
+    results: tuple[SnippetResult, ...]
+
+    def scores(self) -> LabelScores | None:
+        labelled = [(r.aware, r.label) for r in self.results if r.label is not None]
+        return score_labels(labelled) if labelled else None
+
+
+def grade_snippet_file(path: str | Path) -> SnippetReport:
+    """Grade the ``text`` of each JSON line of ``path`` for eval awareness.
+
+    Lines are JSON objects with a ``text`` string and optionally an ``aware`` boolean label;
+    blank lines are skipped. A malformed line raises :class:`AuditError` naming its number.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise AuditError(f"no snippets file at {file}: pass a JSON-lines file with --file")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read {file}: {exc}") from None
+    results = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        text, label = _parse_snippet_line(file, number, raw)
+        detection = detect_awareness(text)
+        results.append(SnippetResult(number, detection.detected, detection.evidence, label))
+    return SnippetReport(file, tuple(results))
+
+
+def _parse_snippet_line(file: Path, number: int, raw: str) -> tuple[str, bool | None]:
+    where = f"{file} line {number}"
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise AuditError(
+            f"{where}: not valid JSON ({exc.msg}); "
+            'each line must be an object like {"text": "..."}'
+        ) from None
+    if not isinstance(record, dict):
+        raise AuditError(f'{where}: expected a JSON object like {{"text": "..."}}')
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise AuditError(f'{where}: missing "text" string field')
+    label = record.get("aware")
+    if label is not None and not isinstance(label, bool):
+        raise AuditError(f'{where}: "aware" must be true or false, not {json.dumps(label)}')
+    return text, label
