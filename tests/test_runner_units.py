@@ -9,13 +9,18 @@ import random
 import httpx2
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
 
 from audit.config import ModelConfig, RequestParams, RunConfig
 from audit.errors import AuditError
+from audit.heldout.loader import load_heldout
 from audit.heldout.model import Scenario
+from audit.runner import sample_row
 from audit.runner.client import (
     CallStats,
+    Conversation,
     SampleFailed,
     Scrubber,
     api_key_for,
@@ -36,7 +41,7 @@ from audit.runner.matrix import (
     stored_keys,
 )
 from audit.runner.writer import BatchWriter
-from audit.store import Store
+from audit.store import Store, open_store
 
 SCENARIO = Scenario.model_validate(
     {
@@ -353,3 +358,36 @@ def test_writer_batches_ignores_conflicts_and_isolates_bad_rows(store: Store) ->
     assert keys == [f"sha256:k{i}" for i in range(5)]
     assert writer.unstored == {"samples": 1}
     assert writer.first_error is not None and "CHECK" in writer.first_error.upper()
+
+
+# -- storage round trip ------------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+
+
+@settings(max_examples=40, deadline=None)
+@given(content=_TEXT, reasoning=_TEXT, epoch=st.integers(0, 1000))
+def test_sample_rows_round_trip_through_duckdb(content: str, reasoning: str, epoch: int) -> None:
+    scenario = load_heldout().scenarios[0]
+    revision = _revision("a" * 40, "spec text")
+    model = ModelConfig(name="m", version="v9")
+    _, planned = expand(
+        models=[model], revisions=[revision], scenarios=[(scenario, "sha256:s")], epochs=epoch + 1
+    )
+    sample = planned[-1]
+    messages = scenario.messages(sample.condition, sample.spec_text, "system")
+    messages.append({"role": "assistant", "content": content or None, "reasoning": reasoning})
+    conversation = Conversation(messages, 1, "stop", 3, 4, 12.5, None)
+    row = sample_row(sample, conversation, "run-1", "sha256:set")
+    with open_store(":memory:") as store:
+        store.insert_rows("samples", [row])
+        stored = store.query("SELECT * FROM samples")[0]
+    assert json.loads(stored["transcript"]) == messages
+    assert stored["reasoning"] == (reasoning or None)
+    assert stored["answer"] == (content or None)
+    assert (stored["sample_key"], stored["epoch"], stored["model_version"]) == (
+        sample.key,
+        epoch,
+        "v9",
+    )
+    assert stored["outcome"] == row["outcome"]
