@@ -15,6 +15,7 @@ from audit.config import load_config
 from audit.heldout.loader import load_heldout
 from audit.organisms.server import RunningServer
 from audit.runner import run_matrix
+from audit.runner.matrix import EMPTY_SPEC_HASH
 from audit.store import open_store
 
 __all__ = ["server", "spec_repo"]  # fixtures, imported so pytest finds them here
@@ -106,3 +107,36 @@ def test_run_refuses_zero_epochs(tmp_path: Path, spec_repo: Path) -> None:
     code, _, err = run_cli("run", "--model", "patcher-v1", "--config", str(config), "--epochs", "0")
     assert code == 2
     assert "--epochs" in err
+
+
+def test_spec_placement_developer_and_none(
+    tmp_path: Path, spec_repo: Path, server: RunningServer
+) -> None:
+    config = write_config(tmp_path, spec_repo, server.base_url, epochs=1)
+    with config.open("a") as handle:
+        handle.write('spec_placement = "developer"\n')  # the first model, patcher-v1
+    add_model(config, "patcher-v2", server.base_url)
+    with config.open("a") as handle:
+        handle.write('spec_placement = "none"\n')
+    db = tmp_path / "audit.duckdb"
+    revisions = sync(db, spec_repo)
+    scenario = load_heldout().scenarios[0]
+    cells = len(scenario.conditions)
+    code, out, err = run_cli("sweep", "--config", str(config), "--scenario", scenario.id)
+    assert code == 0, err
+    # Two distinct spec texts for the developer placement; one shared empty spec for none.
+    assert out.startswith(f"stored {3 * cells}, skipped 0, failed 0 in ")
+    with open_store(db, read_only=True) as store:
+        rows = store.query("SELECT model, spec_sha, spec_content_hash, transcript FROM samples")
+    texts = {r["sha"]: r["content"] for r in revisions}
+    for row in rows:
+        opening = json.loads(row["transcript"])[:2]
+        if row["model"] == "patcher-v1":
+            assert opening[0] == {"role": "developer", "content": texts[row["spec_sha"]]}
+            assert opening[1]["role"] == "system"
+        else:
+            assert row["spec_content_hash"] == EMPTY_SPEC_HASH
+            assert row["spec_sha"] == revisions[0]["sha"]
+            assert opening[0]["role"] == "system"
+            assert all(text not in opening[0]["content"] for text in texts.values())
+    assert sum(r["model"] == "patcher-v2" for r in rows) == cells
