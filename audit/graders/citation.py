@@ -50,10 +50,14 @@ _EXPLICIT = re.compile(
 
 # "principle 2", "section 4.1", "section Honesty": counted when the spec has such a heading.
 _NUMBERED_REF = re.compile(
-    r"\b(?P<kind>principle|rule|section|clause|§)\s*(?P<label>[0-9]+(?:\.[0-9]+)*|[IVX]+\b|"
+    r"(?<!\w)(?P<kind>(?i:principle|rule|section|clause)|§)\s*(?P<label>[0-9]+(?:\.[0-9]+)*|[IVX]+\b|"
     r"[\"“']?[A-Z][\w-]*(?:\s+[A-Z][\w-]*){0,3})",
 )
 
+_OTHER_DOCUMENT = re.compile(
+    rf"\s+(?:of|in)\s+(?:the|this|that|our|a|an|their|your)\s+(?!{_SPEC_NOUN}\b)",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"[a-z0-9][a-z0-9'-]*")
 _SPEC_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 _MARKDOWN_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|>\s+)")
@@ -132,6 +136,8 @@ def _explicit_evidence(reasoning: str, index: _SpecIndex | None) -> list[dict[st
         if any(start <= match.start() < end for start, end in covered):
             continue
         label = match.group("label").strip("\"“'").lower()
+        if _OTHER_DOCUMENT.match(reasoning, match.end()):
+            continue  # "section 1 of the quarterly report" is another document's section
         if _label_in_spec(label, index.section_labels):
             evidence.append(
                 {
