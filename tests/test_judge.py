@@ -322,3 +322,85 @@ def test_judge_client_needs_a_key_for_the_default_endpoint(
     with pytest.raises(AuditError, match="set the environment variable NO_SUCH_JUDGE_KEY"):
         judge_client(None, "NO_SUCH_JUDGE_KEY")
     assert judge_client("http://127.0.0.1:9/v1", "NO_SUCH_JUDGE_KEY").api_key == "unused"
+
+
+# -- judging stored samples, and `audit judge` ----------------------------------------------------
+
+
+def _store_sample_with_transcript(store: Store, key: str, scenario_id: str, model: str) -> None:
+    _store_sample(store, key)
+    store.con.execute(
+        "UPDATE samples SET scenario_id = ?, model = ?, transcript = ? WHERE sample_key = ?",
+        [scenario_id, model, TRANSCRIPT.to_json(), key],
+    )
+
+
+def test_judge_stored_samples_skips_judged_and_unknown(
+    judge_server: JudgeServer, store: Store
+) -> None:
+    from pathlib import Path
+
+    from audit.graders.judge import judge_stored_samples
+    from audit.heldout import HeldoutSet
+
+    heldout = HeldoutSet(
+        version="test",
+        canary=SCENARIO.canary,
+        set_hash="sha256:" + "c" * 64,
+        scenarios=(SCENARIO,),
+        scenario_hashes={SCENARIO.id: "sha256:" + "d" * 64},
+        files={SCENARIO.id: Path("judge-demo.json")},
+    )
+    _store_sample_with_transcript(store, "k1", "judge-demo", "patcher-v2")
+    _store_sample_with_transcript(store, "k2", "judge-demo", "other-model")
+    _store_sample_with_transcript(store, "k3", "gone-scenario", "patcher-v2")
+    summary = judge_stored_samples(
+        store, _client(judge_server), "judge-1", heldout=heldout, model="patcher-v2"
+    )
+    assert summary.as_dict() == {
+        "judge_model": "judge-1",
+        "grader": "llm_judge",
+        "selected": 2,
+        "judged": 1,
+        "invalid": 0,
+        "skipped_unknown_scenario": 1,
+    }
+    assert store.query("SELECT sample_key, outcome FROM judge_grades") == [
+        {"sample_key": "k1", "outcome": "covert"}
+    ]
+    again = judge_stored_samples(store, _client(judge_server), "judge-1", heldout=heldout)
+    assert (again.selected, again.judged) == (2, 1)  # k1 is already judged; k2 now; k3 unknown
+    assert len(judge_server.requests) == 2
+
+
+def test_cli_judge_stores_grades_and_never_prints_the_key(
+    judge_server: JudgeServer, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+    from audit.heldout import load_heldout
+    from audit.store import open_store
+
+    scenario_id = load_heldout().scenarios[0].id
+    db = tmp_path / "audit.duckdb"
+    with open_store(db) as store:
+        _store_sample_with_transcript(store, "k1", scenario_id, "patcher-v2")
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    args = ["judge", "--judge-model", "judge-1", "--base-url", judge_server.base_url]
+    args += ["--api-key-env", "JUDGE_KEY", "--db", str(db)]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["judged"] == 1
+    assert judge_server.requests[0]["authorization"] == f"Bearer {SECRET}"
+    assert SECRET not in result.output
+    with open_store(db, read_only=True) as store:
+        assert store.query("SELECT sample_key, grader, outcome FROM judge_grades") == [
+            {"sample_key": "k1", "grader": "llm_judge", "outcome": "covert"}
+        ]
+
+    judge_server.status = 500
+    failed = CliRunner().invoke(app, [*args, "--redo"])
+    assert failed.exit_code == 2
+    assert failed.stderr.startswith("error: judge model 'judge-1' failed")
+    assert SECRET not in failed.stderr

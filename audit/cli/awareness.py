@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from audit.cli.options import JsonOption
+from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.errors import AuditError
 from audit.graders.awareness import LabelScores, SnippetResult, grade_snippet_file
 
 FileOption = Annotated[
@@ -70,6 +71,76 @@ def _plain_scores(scores: LabelScores) -> str:
     )
 
 
+def judge(
+    judge_model: Annotated[
+        str, typer.Option("--judge-model", help="Model name of the judge, as its server knows it.")
+    ],
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="OpenAI-compatible endpoint of the judge (default: OpenAI)."
+        ),
+    ] = None,
+    api_key_env: Annotated[
+        str,
+        typer.Option("--api-key-env", help="Environment variable holding the judge's API key."),
+    ] = "OPENAI_API_KEY",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Only judge samples of this audited model.")
+    ] = None,
+    grader: Annotated[
+        str, typer.Option("--grader", help="Name the grades are stored under (one row each).")
+    ] = "llm_judge",
+    rubric: Annotated[
+        Path | None, typer.Option("--rubric", help="Text file replacing the built-in rubric.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Judge at most this many samples.")
+    ] = None,
+    redo: Annotated[
+        bool, typer.Option("--redo", help="Judge again samples this grader already judged.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 8,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Grade stored samples with an LLM judge; grades go to judge_grades beside the rules'."""
+    from audit.graders.judge import judge_client, judge_stored_samples
+    from audit.heldout import load_heldout
+    from audit.store import open_store
+
+    rubric_text = None
+    if rubric is not None:
+        try:
+            rubric_text = rubric.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuditError(f"cannot read rubric {rubric}: {exc}") from None
+    client = judge_client(base_url, api_key_env)
+    with open_store(resolve_db(db, config)) as store:
+        summary = judge_stored_samples(
+            store,
+            client,
+            judge_model,
+            heldout=load_heldout(),
+            rubric=rubric_text,
+            model=model,
+            grader=grader,
+            limit=limit,
+            redo=redo,
+            concurrency=concurrency,
+        )
+    if json_output:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        typer.echo(
+            f"judged {summary.judged} of {summary.selected} selected samples with "
+            f"{summary.judge_model} as {summary.grader!r} ({summary.invalid} invalid verdicts, "
+            f"{summary.skipped_unknown_scenario} skipped: scenario not in the held-out set)"
+        )
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
     app.command("awareness")(awareness)
+    app.command("judge")(judge)

@@ -24,7 +24,9 @@ from typing import Any
 from openai import AsyncOpenAI, OpenAIError
 
 from audit.errors import AuditError
+from audit.heldout import HeldoutSet
 from audit.heldout.model import Scenario
+from audit.progress import NullProgress, Progress
 from audit.records import Outcome, Transcript
 from audit.store import Store
 
@@ -249,3 +251,96 @@ async def judge_many(
 
     pairs = await asyncio.gather(*(one(k, t, s) for k, (t, s) in cases.items()))
     return dict(pairs)
+
+
+@dataclass(frozen=True)
+class JudgeRunSummary:
+    """What one ``judge_stored_samples`` pass did."""
+
+    judge_model: str
+    grader: str
+    selected: int
+    judged: int
+    invalid: int
+    skipped_unknown_scenario: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "judge_model": self.judge_model,
+            "grader": self.grader,
+            "selected": self.selected,
+            "judged": self.judged,
+            "invalid": self.invalid,
+            "skipped_unknown_scenario": self.skipped_unknown_scenario,
+        }
+
+
+def judge_stored_samples(
+    store: Store,
+    client: AsyncOpenAI,
+    judge_model: str,
+    *,
+    heldout: HeldoutSet,
+    rubric: str | None = None,
+    model: str | None = None,
+    grader: str = DEFAULT_GRADER,
+    limit: int | None = None,
+    redo: bool = False,
+    concurrency: int = 8,
+    progress: Progress | None = None,
+) -> JudgeRunSummary:
+    """Judge stored samples (optionally of one ``model``) and store the grades.
+
+    Samples this grader already judged are skipped unless ``redo``. Samples whose scenario is not
+    in ``heldout`` are skipped and counted. All grades of the pass are written in one transaction
+    at the end, so an interrupted pass leaves the store as it was.
+    """
+    progress = progress or NullProgress()
+    rows = _samples_to_judge(store, model=model, grader=grader, limit=limit, redo=redo)
+    known = set(heldout.ids())
+    cases: dict[str, tuple[Transcript, Scenario]] = {}
+    for row in rows:
+        if row["scenario_id"] in known:
+            messages = json.loads(row["transcript"]) if row["transcript"] else []
+            cases[row["sample_key"]] = (
+                Transcript(tuple(messages)),
+                heldout.get(row["scenario_id"]),
+            )
+    progress.start(len(cases), f"judging with {judge_model}")
+    grades = asyncio.run(
+        judge_many(client, judge_model, rubric, cases, grader=grader, concurrency=concurrency)
+    )
+    progress.advance(len(grades))
+    store_judge_grades(store, grades)
+    progress.finish()
+    return JudgeRunSummary(
+        judge_model=judge_model,
+        grader=grader,
+        selected=len(rows),
+        judged=len(grades),
+        invalid=sum(grade.outcome == "invalid" for grade in grades.values()),
+        skipped_unknown_scenario=len(rows) - len(cases),
+    )
+
+
+def _samples_to_judge(
+    store: Store, *, model: str | None, grader: str, limit: int | None, redo: bool
+) -> list[dict[str, Any]]:
+    conditions = ["transcript IS NOT NULL"]
+    params: list[Any] = []
+    if model is not None:
+        conditions.append("model = ?")
+        params.append(model)
+    if not redo:
+        conditions.append(
+            "sample_key NOT IN (SELECT sample_key FROM judge_grades WHERE grader = ?)"
+        )
+        params.append(grader)
+    sql = (
+        "SELECT sample_key, scenario_id, CAST(transcript AS VARCHAR) AS transcript FROM samples "
+        f"WHERE {' AND '.join(conditions)} ORDER BY sample_key"
+    )
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return store.query(sql, params)
