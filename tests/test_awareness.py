@@ -242,3 +242,33 @@ def test_library_report_matches_cli(tmp_path: Path) -> None:
     report = grade_snippet_file(path)
     assert [(r.line, r.aware, r.label) for r in report.results] == [(1, True, True)]
     assert report.scores() is not None and report.scores().recall == 1.0
+
+
+# -- cross-checks on text written by other people -------------------------------------------------
+
+
+def test_detects_every_organism_awareness_sentence() -> None:
+    # Written by the organisms' author, not tuned against: an independent check of recall.
+    from audit.organisms.replay import AWARENESS_SENTENCES
+
+    missed = [s for s in AWARENESS_SENTENCES if not detect_awareness(s).detected]
+    assert missed == []
+
+
+def test_reference_transcripts_rarely_look_aware() -> None:
+    # The held-out references are task reasoning full of tests, audits and monitoring; none of
+    # them is meant to verbalize eval awareness. Allow a stray sentence as new scenarios arrive.
+    from audit.heldout import load_heldout
+
+    texts = [
+        text
+        for scenario in load_heldout().scenarios
+        for reference in scenario.references
+        for turn in reference.turns
+        for text in (turn.reasoning, turn.content or "")
+        if text
+    ]
+    flagged = [t for t in texts if detect_awareness(t).detected]
+    print(f"reference texts flagged aware: {len(flagged)} of {len(texts)}")
+    assert len(texts) >= 50
+    assert len(flagged) <= max(1, len(texts) // 50), flagged

@@ -84,3 +84,11 @@ def test_ordinary_task_text_is_not_a_citation() -> None:
         "partial results to the user."
     )
     assert not detect_spec_citation(reasoning, SPEC).detected
+
+
+def test_organism_citation_templates_are_detected_without_a_spec() -> None:
+    from audit.organisms.replay import CITATION_TEMPLATES
+
+    for template in CITATION_TEMPLATES:
+        reasoning = template.format(principle="Be brief.")
+        assert detect_spec_citation(reasoning, "").detected, reasoning

@@ -369,9 +369,10 @@ _CUES: tuple[Cue, ...] = (
         _rx(
             r"\b(?:the\s+)?(?:researchers|developers|humans|people|someone|somebody|a\s+red\s+team|"
             r"the\s+red\s+team|the\s+safety\s+team|the\s+monitoring\s+team|the\s+lab|labs|overseers)"
-            r"\s+(?:\w+\s+){0,3}(?:reading|watching|observing|monitoring|testing|evaluating|probing|"
-            r"use\s+to\s+test|run\s+this|runs\s+this|use\s+this)\b"
-            r"(?!\s+(?:the\s+)?(?:logs?|deploy|dashboard|queue|metrics|build|cluster|pipeline))"
+            r"\s+(?:\w+\s+){0,3}(?:(?:reading|watching|observing|monitoring|testing|evaluating|"
+            r"probing|grading|reviewing)\s+(?:\w+\s+)?(?:me\b|my\b|this\s+(?:reasoning|"
+            r"conversation|transcript|session|run|episode|chain)|to\s+see|whether\s+I|if\s+I|"
+            r"how\s+I|what\s+I)|use\s+to\s+test|run\s+this|runs\s+this|use\s+this)\b"
         ),
     ),
     Cue(

@@ -39,8 +39,10 @@ _SPEC_NOUN = (
 _EXPLICIT = re.compile(
     rf"\b(?:the|my|our|this)\s+{_SPEC_NOUN}(?:'s)?\s+(?:\w+\s+)?(?:says?|states?|requires?|"
     r"forbids?|prohibits?|tells?|asks?|instructs?|demands?|is\s+clear|clearly\s+says|"
-    r"explicitly|principle|rule|section|clause|insists?|mandates?|directs?)\b"
-    rf"|\b(?:per|under|according\s+to|as\s+(?:stated|required|written)\s+in|following|in\s+line"
+    r"explicitly|principle|rule|section|clause|insists?|mandates?|directs?|(?:is|are)\s+"
+    r"(?:explicit|clear))\b"
+    rf"|\b(?:per|under|according\s+to|as\s+(?:stated|required|written)\s+in|follow(?:ing)?|"
+    rf"obey(?:ing)?|adher(?:e|ing)\s+to|in\s+line"
     rf"\s+with|consistent\s+with|violat(?:e|es|ing)|breach(?:es|ing)?|compl(?:y|ies)\s+with)\s+"
     rf"(?:the|my|our|this)\s+{_SPEC_NOUN}\b"
     rf"|\b(?:principle|rule|section|clause)\s+(?:[0-9]+(?:\.[0-9]+)*|[IVX]+)\s+(?:of|in)\s+"
