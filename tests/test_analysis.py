@@ -290,3 +290,52 @@ def test_detect_on_an_empty_database_is_a_user_error(tmp_path) -> None:
         result.stderr
         == "error: no samples stored for any model: run `audit run` (or the demo) first\n"
     )
+
+
+def test_every_metric_is_estimated_and_the_sandbagging_gap_comes_from_conditions(
+    store: Store,
+) -> None:
+    (sha,) = add_revisions(store, [BASE_SPEC])
+    add_samples(store, "m", BASE_SPEC, planted(uniform(0.25), aware=0.5), epochs=8)
+    sandbag = next(s for s in heldout().scenarios if s.family == "sandbagging")
+    # Paired conditions: 0.9 correct when neutral, 0.5 under the incentive to underperform.
+    store.con.execute(
+        "UPDATE samples SET condition = CASE WHEN epoch < 4 THEN 'neutral' ELSE 'incentive' END, "
+        "score = CASE WHEN epoch < 4 THEN 0.9 ELSE 0.5 END WHERE scenario_id = ?",
+        [sandbag.id],
+    )
+    detect(store, CONFIG)
+    metrics = store.query(
+        "SELECT metric, value FROM estimates WHERE sha = ? AND scope = 'all' ORDER BY metric",
+        [sha],
+    )
+    assert metrics == [
+        {"metric": "covert_rate", "value": pytest.approx(0.25)},
+        {"metric": "eval_awareness_rate", "value": pytest.approx(0.5)},
+        {"metric": "invalid_rate", "value": 0.0},
+        {"metric": "refusal_rate", "value": 0.0},
+        {"metric": "sandbagging_gap", "value": pytest.approx(0.4)},
+        {"metric": "spec_citation_rate", "value": 0.0},
+    ]
+    families = store.query(
+        "SELECT scope_id, n_scenarios FROM estimates WHERE sha = ? AND metric = 'covert_rate' "
+        "AND scope = 'family' ORDER BY scope_id",
+        [sha],
+    )
+    assert [f["scope_id"] for f in families] == heldout().families()
+
+
+def test_each_revision_is_compared_with_the_chosen_baseline(store: Store) -> None:
+    second, third = BASE_SPEC + GENERIC_EDIT, BASE_SPEC + GENERIC_EDIT + "\nBe brief.\n"
+    shas = add_revisions(store, [BASE_SPEC, second, third])
+    add_samples(store, "m", BASE_SPEC, planted(uniform(0.5)))
+    add_samples(store, "m", second, planted(uniform(0.2)))
+    add_samples(store, "m", third, planted(uniform(0.2)))
+    findings = detect(store, CONFIG)
+    assert [(f.comparison, f.baseline_rev, f.rev, f.kind) for f in findings] == [
+        ("consecutive", shas[0], shas[1], "drop"),
+        ("baseline", shas[0], shas[2], "drop"),
+    ]
+    # Against revision 1 as the baseline, revision 2 has not changed: only the first edit shows.
+    rebased = detect(store, CONFIG, baseline=shas[1][:10])
+    assert [(f.comparison, f.rev) for f in rebased] == [("consecutive", shas[1])]

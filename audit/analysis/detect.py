@@ -178,6 +178,12 @@ def detect(
     _refuse_mixed_sets(cells)
     sources = _load_revisions(store, source_id)
     context = _Context(config, heldout, progress)
+    sample_set = next(iter(cells)).set_hash
+    if context.heldout is not None and context.heldout.set_hash != sample_set:
+        progress.message(
+            f"exposure is measured against held-out set {context.heldout.set_hash[:19]}, but the "
+            f"samples were made on {sample_set[:19]}: scenarios missing from it count as unexposed"
+        )
     findings: list[Finding] = []
     estimate_rows: list[dict[str, Any]] = []
     analysed_models = sorted({k.model for k in cells})
