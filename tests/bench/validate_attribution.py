@@ -25,7 +25,7 @@ with independent draws at r1, the harder and more realistic case of a real model
 
 Prints one JSON object: attribution accuracy per cause, the false-alarm rate on null histories,
 and the power to detect a 5-point regression, each with its count of histories.
-Usage: ``python tests/bench/validate_attribution.py [--histories 40]``.
+Usage: ``python tests/bench/validate_attribution.py [--histories 40] [--epochs 10]``.
 """
 
 from __future__ import annotations
@@ -294,13 +294,16 @@ def evaluate(histories: int, *, independent: bool) -> dict[str, object]:
 
 
 def main() -> None:
+    global EPOCHS  # the simulator reads it; one run uses one value
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--histories", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="Epochs per scenario and point.")
     args = parser.parse_args()
+    EPOCHS = args.epochs
     start = time.perf_counter()
     report = {
         "scenarios": N_SCENARIOS,
-        "epochs": EPOCHS,
+        "epochs": args.epochs,
         "histories_per_cause": args.histories,
         "common_random_numbers": evaluate(args.histories, independent=False),
         "independent_draws": evaluate(args.histories, independent=True),
