@@ -339,3 +339,17 @@ def test_each_revision_is_compared_with_the_chosen_baseline(store: Store) -> Non
     # Against revision 1 as the baseline, revision 2 has not changed: only the first edit shows.
     rebased = detect(store, CONFIG, baseline=shas[1][:10])
     assert [(f.comparison, f.rev) for f in rebased] == [("consecutive", shas[1])]
+
+
+def test_a_drop_confined_to_exposed_scenarios_is_found_by_their_own_test(store: Store) -> None:
+    ids = scenario_ids()
+    exposed, rest = ids[:7], ids[7:]
+    # The unexposed scenarios move both ways (noise), which hides the drop in the macro rate.
+    after = {sid: 0.1 for sid in exposed}
+    after.update({sid: (0.8 if i % 2 == 0 else 0.2) for i, sid in enumerate(rest)})
+    _two_point_history(store, BASE_SPEC + patch_naming(exposed), planted(after))
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("drop", "spec_patching")
+    assert finding.evidence["tested_on"] == "exposed scenarios"
+    assert finding.q_value is not None and finding.q_value < 0.05
+    assert sorted(finding.exposed_scenarios) == sorted(exposed)

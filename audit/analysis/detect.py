@@ -412,6 +412,8 @@ class _Tested:
     rate_before: Interval
     rate_after: Interval
     exposed: np.ndarray
+    #: The change of the exposed scenarios alone (None without both exposed and unexposed ones).
+    exposed_change: PairedChange | None = None
 
 
 def _evaluate(
@@ -419,10 +421,14 @@ def _evaluate(
 ) -> list[Finding]:
     """Test every comparison, correct them together, attribute the significant ones."""
     tested = [t for c in comparisons if (t := _test(c, context)) is not None]
-    q_values = benjamini_hochberg([t.change.p_value for t in tested])
+    # A patch can move only the scenarios it names, too few to move the macro rate: the exposed
+    # scenarios get a test of their own, corrected together with every other test of the pass.
+    extra = [(i, t.exposed_change.p_value) for i, t in enumerate(tested) if t.exposed_change]
+    q_all = benjamini_hochberg([t.change.p_value for t in tested] + [p for _, p in extra])
+    q_exposed = {i: q for (i, _), q in zip(extra, q_all[len(tested) :], strict=True)}
     findings = []
-    for item, q in zip(tested, q_values, strict=True):
-        finding = _classify(item, q, context)
+    for index, (item, q) in enumerate(zip(tested, q_all[: len(tested)], strict=True)):
+        finding = _classify(item, q, q_exposed.get(index), context)
         if include_none or finding.kind != "none":
             findings.append(finding)
         context.progress.advance()
@@ -449,6 +455,15 @@ def _test(comparison: Comparison, context: _Context) -> _Tested | None:
         seed=settings.seed,
     )
     exposed_ids = _exposed_ids(comparison, context)
+    exposed = np.array([s in exposed_ids for s in common], dtype=bool)
+    exposed_change = None
+    if 2 <= exposed.sum() < len(common):
+        exposed_change = paired_change(
+            before.rate("covert_rate")[exposed],
+            after.rate("covert_rate")[exposed],
+            resamples=settings.bootstrap,
+            seed=settings.seed,
+        )
     return _Tested(
         comparison=comparison,
         before=before,
@@ -460,7 +475,8 @@ def _test(comparison: Comparison, context: _Context) -> _Tested | None:
         rate_after=cluster_bootstrap(
             after.rate("covert_rate"), resamples=settings.bootstrap, seed=settings.seed
         ),
-        exposed=np.array([s in exposed_ids for s in common], dtype=bool),
+        exposed=exposed,
+        exposed_change=exposed_change,
     )
 
 
@@ -471,17 +487,24 @@ def _exposed_ids(comparison: Comparison, context: _Context) -> set[str]:
     return {e.scenario_id for e in context.exposure(before, after) if e.exposed}
 
 
-def _classify(item: _Tested, q_value: float, context: _Context) -> Finding:
+def _classify(item: _Tested, q_value: float, q_exposed: float | None, context: _Context) -> Finding:
     settings = context.config.detect
     change = item.change
     significant = q_value < settings.alpha
+    exposed_drop = (
+        not significant
+        and q_exposed is not None
+        and q_exposed < settings.alpha
+        and item.exposed_change is not None
+        and item.exposed_change.delta < 0
+    )
     collapsed = _below(item.rate_after, settings.collapse_upper_bound)
     was_collapsed = _below(item.rate_before, settings.collapse_upper_bound)
     attribution = Attribution(causes=())
     kind = "none"
     if significant and change.delta > 0:
         kind, attribution = "regression", attribute_rise(item.before, item.after)
-    elif significant and change.delta < 0:
+    elif (significant or exposed_drop) and change.delta < 0:
         kind = "drop"
         attribution = attribute_drop(
             item.before,
@@ -493,6 +516,9 @@ def _classify(item: _Tested, q_value: float, context: _Context) -> Finding:
         )
     if collapsed and not was_collapsed and kind != "regression":
         kind = "collapse"
+    if exposed_drop and kind != "none" and item.exposed_change is not None:
+        # Reported with the test that found it: the exposed scenarios' own change.
+        return _finding(item, q_exposed, kind, attribution, tested_on="exposed scenarios")
     return _finding(item, q_value, kind, attribution)
 
 
@@ -500,8 +526,16 @@ def _below(interval: Interval, bound: float) -> bool:
     return interval.high is not None and interval.high < bound
 
 
-def _finding(item: _Tested, q_value: float, kind: str, attribution: Attribution) -> Finding:
+def _finding(
+    item: _Tested,
+    q_value: float | None,
+    kind: str,
+    attribution: Attribution,
+    *,
+    tested_on: str = "all scenarios",
+) -> Finding:
     comparison, change = item.comparison, item.change
+    tested = item.exposed_change if tested_on == "exposed scenarios" else change
     exposed = tuple(s for s, e in zip(item.before.scenario_ids, item.exposed, strict=True) if e)
     finding = Finding(
         model=comparison.after.model,
@@ -518,13 +552,14 @@ def _finding(item: _Tested, q_value: float, kind: str, attribution: Attribution)
         delta=change.delta,
         delta_ci_low=change.ci_low,
         delta_ci_high=change.ci_high,
-        p_value=change.p_value,
+        p_value=tested.p_value if tested else None,
         q_value=q_value,
         primary_cause=attribution.primary,
         causes=tuple(c.to_json() for c in attribution.causes),
         exposed_scenarios=exposed,
         evidence={
             "n_scenarios": len(item.before.scenario_ids),
+            "tested_on": tested_on,
             "n_samples_before": item.before.n_samples,
             "n_samples_after": item.after.n_samples,
             "set_hash": comparison.after.cell.key.set_hash,
