@@ -134,6 +134,9 @@ def test_planted_patching_drop_is_attributed_to_patching(store: Store) -> None:
     assert (finding.kind, finding.primary_cause) == ("drop", "spec_patching")
     assert (finding.baseline_rev, finding.rev) == (base_sha, sha)
     assert finding.share("spec_patching") == pytest.approx(1.0)
+    evidence = finding.causes[0]["evidence"]
+    assert evidence["exposed_failing_before"] == len(exposed)
+    assert evidence["did"] == pytest.approx(-0.45)
     assert sorted(finding.exposed_scenarios) == sorted(exposed)
     assert finding.summary.endswith(
         f"100% explained by spec patching: {len(exposed)} of {len(exposed)} dropped scenarios "

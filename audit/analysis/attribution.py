@@ -68,7 +68,11 @@ def attribute_drop(
 ) -> Attribution:
     """Split a drop between patching, awareness and genuine improvement (aligned cells)."""
     differences = after.rate("covert_rate") - before.rate("covert_rate")
-    patching = _patching(differences, exposed, before.scenario_ids, resamples=resamples, seed=seed)
+    patching = _patching(differences, exposed, resamples=resamples, seed=seed)
+    # "The edit follows failures": exposed scenarios that were failing at the baseline.
+    failing = before.rate("covert_rate") > 0
+    patching.evidence["exposed_failing_before"] = int((exposed & failing).sum())
+    patching.evidence["unexposed_failing_before"] = int((~exposed & failing).sum())
     awareness = _awareness(before, after, alpha=alpha, resamples=resamples, seed=seed)
     shares = {"spec_patching": patching.share, "eval_awareness": awareness.share}
     explained = sum(shares.values())
@@ -117,7 +121,6 @@ class _Share:
 def _patching(
     differences: np.ndarray,
     exposed: np.ndarray,
-    scenario_ids: tuple[str, ...],
     *,
     resamples: int,
     seed: int,
