@@ -204,6 +204,59 @@ def split_clauses(markdown: str) -> list[Clause]:
     return _Splitter().run(markdown)
 
 
+# Blocks end at a blank line followed by an unindented line (an indented one may continue a
+# list item); a code fence left open inside a block is joined with the following blocks.
+_BLOCK_BREAK = re.compile(r"\n[ \t]*\n(?=[^ \t\n])")
+_FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.MULTILINE)
+
+
+class ClauseSplitter:
+    """:func:`split_clauses` with a cache of Markdown blocks, for many revisions of one text.
+
+    Consecutive revisions share almost all of their blocks, so each block is split once per
+    heading context. The result is identical to :func:`split_clauses`.
+    """
+
+    def __init__(self, max_blocks: int = 200_000) -> None:
+        self._cache: dict[tuple[tuple[tuple[int, str], ...], str], _BlockResult] = {}
+        self._max_blocks = max_blocks
+
+    def split(self, markdown: str) -> list[Clause]:
+        clauses: list[Clause] = []
+        headings: tuple[tuple[int, str], ...] = ()
+        for block in _blocks(markdown):
+            key = (headings, block)
+            result = self._cache.get(key)
+            if result is None:
+                splitter = _Splitter()
+                splitter.headings = list(headings)
+                splitter.section = " > ".join(name for _, name in headings)
+                result = (tuple(splitter.run(block)), tuple(splitter.headings))
+                if len(self._cache) >= self._max_blocks:
+                    self._cache.clear()  # bounded memory on very long histories
+                self._cache[key] = result
+            clauses.extend(result[0])
+            headings = result[1]
+        return clauses
+
+
+_BlockResult = tuple[tuple[Clause, ...], tuple[tuple[int, str], ...]]
+
+
+def _blocks(markdown: str) -> list[str]:
+    blocks: list[str] = []
+    pending = ""
+    for part in _BLOCK_BREAK.split(markdown):
+        pending = f"{pending}\n\n{part}" if pending else part
+        fenced = "```" in pending or "~~~" in pending
+        if not fenced or len(_FENCE_LINE.findall(pending)) % 2 == 0:
+            blocks.append(pending)
+            pending = ""
+    if pending:
+        blocks.append(pending)
+    return blocks
+
+
 # -- diffing ------------------------------------------------------------------------------------
 
 
@@ -214,9 +267,11 @@ def diff_clauses(
 
     Removed clauses are placed after the last unchanged clause that preceded them.
     """
-    old_texts = [c.text for c in old]
-    new_texts = [c.text for c in new]
-    pairs = _unchanged_pairs(old_texts, new_texts)
+    prefix, suffix = _common_ends([c.text for c in old], [c.text for c in new])
+    # Only the middle can hold changes; working on it keeps long, lightly edited specs fast.
+    old = old[prefix : len(old) - suffix]
+    new = new[prefix : len(new) - suffix]
+    pairs = _unchanged_pairs([c.text for c in old], [c.text for c in new])
     matched_old = {o for o, _ in pairs}
     matched_new = {n for _, n in pairs}
     rest_old = [i for i in range(len(old)) if i not in matched_old]
@@ -236,24 +291,41 @@ def diff_clauses(
     return [change for _, change in found]
 
 
-def _unchanged_pairs(old: list[str], new: list[str]) -> list[tuple[int, int]]:
-    """(old index, new index) of clauses kept in order; common prefix and suffix first (fast)."""
-    prefix = 0
+def _common_ends(old: Sequence[str], new: Sequence[str]) -> tuple[int, int]:
+    """Lengths of the common prefix and of the common suffix (not overlapping it).
+
+    Binary search over slice comparisons: list equality runs in C, a Python loop would not.
+    """
     limit = min(len(old), len(new))
-    while prefix < limit and old[prefix] == new[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < limit - prefix and old[-1 - suffix] == new[-1 - suffix]:
-        suffix += 1
-    pairs = [(k, k) for k in range(prefix)]
-    mid_old = old[prefix : len(old) - suffix]
-    mid_new = new[prefix : len(new) - suffix]
-    if mid_old and mid_new:
-        matcher = difflib.SequenceMatcher(None, mid_old, mid_new, autojunk=False)
-        for block in matcher.get_matching_blocks():
-            pairs.extend((prefix + block.a + k, prefix + block.b + k) for k in range(block.size))
-    pairs.extend((len(old) - suffix + k, len(new) - suffix + k) for k in range(suffix))
-    return pairs
+    low, high = 0, limit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if old[low:mid] == new[low:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    prefix = low
+    n_old, n_new = len(old), len(new)
+    low, high = 0, limit - prefix
+    while low < high:
+        mid = (low + high + 1) // 2
+        if old[n_old - mid : n_old - low] == new[n_new - mid : n_new - low]:
+            low = mid
+        else:
+            high = mid - 1
+    return prefix, low
+
+
+def _unchanged_pairs(old: list[str], new: list[str]) -> list[tuple[int, int]]:
+    """(old index, new index) of the clauses kept in order (difflib's matching blocks)."""
+    if not old or not new:
+        return []
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    return [
+        (block.a + k, block.b + k)
+        for block in matcher.get_matching_blocks()
+        for k in range(block.size)
+    ]
 
 
 def _pair_moved(
@@ -357,13 +429,43 @@ class LineDiff:
 
 
 def unified_line_diff(old: str, new: str, old_label: str, new_label: str) -> LineDiff:
-    """Line-level unified diff (stdlib difflib, three lines of context) with +/- counts."""
+    """Line-level unified diff (stdlib difflib, three lines of context) with +/- counts.
+
+    difflib only sees the changed middle of the two texts plus the context lines around it;
+    hunk headers are shifted back to whole-file line numbers. Same output, much less work on
+    long specs with small edits.
+    """
     old_lines = _lines(old)
     new_lines = _lines(new)
-    out = list(difflib.unified_diff(old_lines, new_lines, old_label, new_label, n=3))
+    prefix, suffix = _common_ends(old_lines, new_lines)
+    start = max(0, prefix - _CONTEXT)
+    keep_end = max(0, suffix - _CONTEXT)
+    out = list(
+        difflib.unified_diff(
+            old_lines[start : len(old_lines) - keep_end],
+            new_lines[start : len(new_lines) - keep_end],
+            old_label,
+            new_label,
+            n=_CONTEXT,
+        )
+    )
+    if start:
+        out = [_shift_hunk(line, start) if line.startswith("@@") else line for line in out]
     added = sum(1 for line in out[2:] if line.startswith("+"))
     removed = sum(1 for line in out[2:] if line.startswith("-"))
     return LineDiff("".join(out), added, removed)
+
+
+_CONTEXT = 3
+_HUNK = re.compile(r"^@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
+
+
+def _shift_hunk(header: str, offset: int) -> str:
+    m = _HUNK.match(header)
+    assert m is not None  # difflib always writes this shape
+    old_range = f"{int(m[1]) + offset}{m[2] or ''}"
+    new_range = f"{int(m[3]) + offset}{m[4] or ''}"
+    return f"@@ -{old_range} +{new_range} @@{header[m.end() :]}"
 
 
 def _lines(text: str) -> list[str]:
