@@ -175,13 +175,17 @@ class GitRepository:
             previous_blob = entry.blob_sha
         return kept
 
-    def read_blobs(self, blob_shas: list[str]) -> dict[str, bytes]:
-        """Contents of the given blobs, read through one ``git cat-file --batch`` process."""
+    def read_blobs(self, blob_shas: list[str]) -> dict[str, memoryview]:
+        """Contents of the given blobs, read through one ``git cat-file --batch`` process.
+
+        The values are zero-copy views into git's output: a long history is one large buffer.
+        """
         if not blob_shas:
             return {}
         unique = list(dict.fromkeys(blob_shas))
         out = self._run(["cat-file", "--batch"], stdin=("\n".join(unique) + "\n").encode())
-        blobs: dict[str, bytes] = {}
+        view = memoryview(out)
+        blobs: dict[str, memoryview] = {}
         pos = 0
         for sha in unique:
             header_end = out.index(b"\n", pos)
@@ -190,7 +194,7 @@ class GitRepository:
                 raise AuditError(f"git could not read blob {sha}: {header!r}")
             size = int(header[2])
             start = header_end + 1
-            blobs[sha] = out[start : start + size]
+            blobs[sha] = view[start : start + size]
             pos = start + size + 1  # content is followed by one newline
         return blobs
 
