@@ -435,8 +435,13 @@ def unified_line_diff(old: str, new: str, old_label: str, new_label: str) -> Lin
     hunk headers are shifted back to whole-file line numbers. Same output, much less work on
     long specs with small edits.
     """
-    old_lines = _lines(old)
-    new_lines = _lines(new)
+    return diff_lines(split_lines(old), split_lines(new), old_label, new_label)
+
+
+def diff_lines(
+    old_lines: Sequence[str], new_lines: Sequence[str], old_label: str, new_label: str
+) -> LineDiff:
+    """:func:`unified_line_diff` on texts already split by :func:`split_lines`."""
     prefix, suffix = _common_ends(old_lines, new_lines)
     start = max(0, prefix - _CONTEXT)
     keep_end = max(0, suffix - _CONTEXT)
@@ -468,7 +473,8 @@ def _shift_hunk(header: str, offset: int) -> str:
     return f"@@ -{old_range} +{new_range} @@{header[m.end() :]}"
 
 
-def _lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
+    """Lines with their endings; a missing final newline is added so diffs stay well-formed."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"

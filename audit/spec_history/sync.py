@@ -31,7 +31,9 @@ from audit.spec_history.clauses import (
     ClauseChange,
     ClauseSplitter,
     diff_clauses,
+    diff_lines,
     split_clauses,
+    split_lines,
     unified_line_diff,
 )
 from audit.spec_history.git_source import FileCommit, GitRepository
@@ -305,15 +307,17 @@ def _build_rows(
     contents: list[memoryview] = []
     splitter = ClauseSplitter()
     prev_clauses = splitter.split(prev_text)
+    prev_lines = split_lines(prev_text)
     for offset, commit in enumerate(commits):
         text = texts[commit.blob_sha]
         clauses = splitter.split(text)
         data = blobs[commit.blob_sha]
         revisions.append(_revision_row(sid, commit, data, prev_sha, start_seq + offset))
         contents.append(data)
-        line_diff = unified_line_diff(
-            prev_text,
-            text,
+        lines = split_lines(text)
+        line_diff = diff_lines(
+            prev_lines,
+            lines,
             f"a/{prev_sha[:_SHORT]}" if prev_sha else "/dev/null",
             f"b/{commit.sha[:_SHORT]}",
         )
@@ -331,7 +335,7 @@ def _build_rows(
             row = change.as_dict()
             row.update(source_id=sid, sha=commit.sha, prev_sha=prev_sha, ordinal=ordinal)
             clause_rows.append(row)
-        prev_sha, prev_text, prev_clauses = commit.sha, text, clauses
+        prev_sha, prev_lines, prev_clauses = commit.sha, lines, clauses
         progress.advance()
     return _revisions_table(revisions, contents), changes, clause_rows
 

@@ -3,7 +3,8 @@
 Run with ``python tests/bench/bench_spec_sync.py``. Prints one JSON object: spec revisions per
 second of ``sync_spec_history`` (git read, clause and line diffs, DuckDB write), a naive baseline
 measured in the same process (one gitpython Commit object and one blob read per commit, no
-diffing or storage at all), their ratio, and the time of a re-sync with nothing new.
+diffing or storage at all), their ratio, the same figures for our git read phase alone (the
+like-for-like comparison with the baseline), and the time of a re-sync with nothing new.
 The repository is generated with ``git fast-import`` (seconds, not minutes).
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import git
 
 from audit.spec_history import sync_spec_history
+from audit.spec_history.git_source import GitRepository
 from audit.store import open_store
 
 COMMITS = 5_000
@@ -27,11 +29,40 @@ SPEC_COMMITS = 2_000
 SPEC_BYTES = 50_000
 SEED = 7
 
-_WORDS = (
-    "assistant report tests failing oversight audit hook deploy honest covert action tool "
-    "result summary evidence reviewer monitor log metric checklist restore snapshot latency "
-    "target principal approval rollback migration partial error quote disclose"
-).split()
+_WORDS = [
+    "assistant",
+    "report",
+    "tests",
+    "failing",
+    "oversight",
+    "audit",
+    "hook",
+    "deploy",
+    "honest",
+    "covert",
+    "action",
+    "tool",
+    "result",
+    "summary",
+    "evidence",
+    "reviewer",
+    "monitor",
+    "log",
+    "metric",
+    "checklist",
+    "restore",
+    "snapshot",
+    "latency",
+    "target",
+    "principal",
+    "approval",
+    "rollback",
+    "migration",
+    "partial",
+    "error",
+    "quote",
+    "disclose",
+]
 
 
 def _sentence(rng: random.Random) -> str:
@@ -77,7 +108,8 @@ def generate_repo(path: Path) -> None:
     chunks: list[bytes] = []
     for n in range(COMMITS):
         if n in spec_at:
-            if n:
+            before = list(lines)
+            while n and lines == before:  # every spec commit must change the text
                 _edit(lines, rng)
             name, body = "spec.md", ("\n".join(lines) + "\n").encode()
         else:
@@ -114,6 +146,15 @@ def naive_revisions(path: Path, spec: str) -> int:
     return count
 
 
+def read_phase_revisions(path: Path, spec: str) -> int:
+    """Our git access alone (log + one cat-file batch + UTF-8 decode), to compare like with like."""
+    source = GitRepository(path)
+    commits = source.file_commits(source.resolve_commit("HEAD"), spec)
+    blobs = source.read_blobs([c.blob_sha for c in commits])
+    texts = {sha: str(data, "utf-8") for sha, data in blobs.items()}
+    return len(commits) if len(texts) <= len(commits) else -1
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         repo = Path(scratch) / "repo"
@@ -125,6 +166,10 @@ def main() -> None:
         naive_count = naive_revisions(repo, "spec.md")
         naive_s = time.perf_counter() - started
 
+        started = time.perf_counter()
+        read_count = read_phase_revisions(repo, "spec.md")
+        read_s = time.perf_counter() - started
+
         with open_store(Path(scratch) / "bench.duckdb") as store:
             started = time.perf_counter()
             result = sync_spec_history(store, repo, "spec.md")
@@ -134,7 +179,7 @@ def main() -> None:
             resync_s = time.perf_counter() - started
             clause_rows = store.query("SELECT count(*) AS n FROM spec_clause_changes")[0]["n"]
 
-    if result.total != naive_count or again.added != 0:
+    if not result.total == naive_count == read_count == SPEC_COMMITS or again.added != 0:
         sys.exit(f"mismatch: sync found {result.total}, naive found {naive_count}")
     ours = result.total / sync_s
     naive = naive_count / naive_s
@@ -150,6 +195,9 @@ def main() -> None:
                 "naive_s": round(naive_s, 3),
                 "naive_revisions_per_s": round(naive, 1),
                 "ratio_vs_naive": round(ours / naive, 2),
+                "read_phase_s": round(read_s, 3),
+                "read_phase_revisions_per_s": round(read_count / read_s, 1),
+                "read_phase_ratio_vs_naive": round((read_count / read_s) / naive, 2),
                 "resync_nothing_new_s": round(resync_s, 3),
                 "clause_change_rows": clause_rows,
             }
