@@ -192,3 +192,39 @@ def test_rewrapping_and_bullet_markers_never_change_clauses(
     )
     assert diff_clauses(split_clauses(old), split_clauses(new)) == []
     assert diff_clauses(split_clauses(old), split_clauses(old)) == []
+
+
+def test_cached_splitter_matches_split_clauses() -> None:
+    from audit.spec_history.clauses import ClauseSplitter
+    from audit.spec_history.replay import specs_history_dir
+
+    splitter = ClauseSplitter()
+    fenced = "# S\n\n```text\nline one\n\nNot a heading after a blank line\n```\n\nAfter.\n"
+    lazy = "# S\n\n- Item starts\n\n  and continues after a blank line.\n\nParagraph.\n"
+    texts = [DOC, fenced, lazy, DOC.replace("## Rules", "## Laws")]
+    texts += [p.read_text() for p in sorted((specs_history_dir() / "revisions").iterdir())]
+    for text in texts + texts:  # the second pass is served from the block cache
+        assert splitter.split(text) == split_clauses(text)
+    assert Clause("code", "S", "```text\nline one\n\nNot a heading after a blank line\n```") in (
+        split_clauses(fenced)
+    )
+    assert Clause("bullet", "S", "Item starts and continues after a blank line.") in (
+        split_clauses(lazy)
+    )
+
+
+def test_windowed_unified_diff_equals_whole_file_difflib() -> None:
+    import difflib
+
+    base = [f"Line {n} of a long spec.\n" for n in range(200)]
+    edits = {
+        "middle": lambda lines: [*lines[:50], "Changed.\n", *lines[51:53], *lines[54:]],
+        "start": lambda lines: ["New first line.\n", *lines[1:]],
+        "end": lambda lines: [*lines[:-1], "New last line.\n"],
+        "far apart": lambda lines: [*lines[:10], "X\n", *lines[11:150], *lines[151:]],
+        "insert only": lambda lines: [*lines[:100], "Inserted.\n", *lines[100:]],
+    }
+    for name, edit in edits.items():
+        new = edit(base)
+        expected = "".join(difflib.unified_diff(base, new, "a", "b", n=3))
+        assert unified_line_diff("".join(base), "".join(new), "a", "b").unified == expected, name
