@@ -509,3 +509,42 @@ def test_refuses_rewritten_history(seeded: Store, builder: GitBuilder) -> None:
         "spec.md",
         source_id="s",
     )
+
+
+class RecordingProgress:
+    """Collects progress events (the CLI's rich bar is the real consumer)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def start(self, total: int, label: str) -> None:
+        self.events.append(("start", (total, label)))
+
+    def advance(self, done: int = 1, errors: int = 0) -> None:
+        self.events.append(("advance", done))
+
+    def message(self, text: str) -> None:
+        self.events.append(("message", text))
+
+    def finish(self) -> None:
+        self.events.append(("finish", None))
+
+
+def test_progress_reports_each_new_revision_and_finishes_on_error(
+    store: Store, builder: GitBuilder
+) -> None:
+    builder.commit("v1", {"spec.md": SPEC_V1})
+    builder.commit("v2", {"spec.md": SPEC_V2})
+    progress = RecordingProgress()
+    sync_spec_history(store, builder.path, "spec.md", progress=progress)
+    assert progress.events == [
+        ("start", (2, "spec revisions of spec.md")),
+        ("advance", 1),
+        ("advance", 1),
+        ("finish", None),
+    ]
+    builder.commit("bad", {"spec.md": b"\xff\xfe"})
+    failed = RecordingProgress()
+    with pytest.raises(AuditError, match="not valid UTF-8"):
+        sync_spec_history(store, builder.path, "spec.md", progress=failed)
+    assert failed.events == [("start", (1, "spec revisions of spec.md")), ("finish", None)]

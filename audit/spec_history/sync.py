@@ -164,22 +164,24 @@ def sync_spec_history(
     _check_prefix(sid, stored_shas, commits, ref)
     new_commits = commits[len(stored_shas) :]
     progress.start(len(new_commits), f"spec revisions of {rel_path}")
-    blobs, texts = _read_texts(source, new_commits, max_bytes)
+    try:
+        blobs, texts = _read_texts(source, new_commits, max_bytes)
 
-    previous = _last_revision(store, sid) if stored_shas else None
-    revisions, changes, clause_rows = _build_rows(
-        sid, new_commits, blobs, texts, previous, len(stored_shas), progress
-    )
-
-    with store.transaction():
-        store.insert_rows("spec_revisions", revisions)
-        store.insert_rows("spec_changes", changes)
-        store.insert_rows("spec_clause_changes", clause_rows)
-        n_tags = _store_tags(store, source, sid, tip)
-        _upsert_source(
-            store, sid, str(source.root), rel_path, ref, tip, created=stored_source is None
+        previous = _last_revision(store, sid) if stored_shas else None
+        revisions, changes, clause_rows = _build_rows(
+            sid, new_commits, blobs, texts, previous, len(stored_shas), progress
         )
-    progress.finish()
+
+        with store.transaction():
+            store.insert_rows("spec_revisions", revisions)
+            store.insert_rows("spec_changes", changes)
+            store.insert_rows("spec_clause_changes", clause_rows)
+            n_tags = _store_tags(store, source, sid, tip)
+            _upsert_source(
+                store, sid, str(source.root), rel_path, ref, tip, created=stored_source is None
+            )
+    finally:
+        progress.finish()
     return SyncResult(
         sid,
         str(source.root),
