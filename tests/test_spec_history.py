@@ -548,3 +548,29 @@ def test_progress_reports_each_new_revision_and_finishes_on_error(
     with pytest.raises(AuditError, match="not valid UTF-8"):
         sync_spec_history(store, builder.path, "spec.md", progress=failed)
     assert failed.events == [("start", (1, "spec revisions of spec.md")), ("finish", None)]
+
+
+def test_source_follows_a_rename_made_after_the_first_sync(
+    store: Store, builder: GitBuilder
+) -> None:
+    c1 = builder.commit("v1", {"spec.md": SPEC_V1})
+    sync_spec_history(store, builder.path, "spec.md", source_id="s")
+    builder.mv("spec.md", "spec/model-spec.md")
+    c2 = builder.commit("move and edit", {"spec/model-spec.md": SPEC_V2})
+    with pytest.raises(AuditError, match=r"spec\.md does not exist at HEAD \(last touched in"):
+        sync_spec_history(store, builder.path, "spec.md", source_id="s")
+
+    result = sync_spec_history(store, builder.path, "spec/model-spec.md", source_id="s")
+
+    assert (result.added, result.total) == (1, 2)
+    assert [(r[1], r[4]) for r in revision_rows(store, "s")] == [
+        (c1, "spec.md"),
+        (c2, "spec/model-spec.md"),
+    ]
+    assert store.query("SELECT path, tip_sha FROM spec_sources") == [
+        {"path": "spec/model-spec.md", "tip_sha": c2}
+    ]
+    # Another file of the same repository under the same id has another history: refused.
+    builder.commit("other", {"policy.md": "# Policy\n"})
+    with pytest.raises(AuditError, match=r"the history of policy\.md at HEAD no longer contains"):
+        sync_spec_history(store, builder.path, "policy.md", source_id="s")

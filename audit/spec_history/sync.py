@@ -148,9 +148,9 @@ def sync_spec_history(
     rel_path = _normalise_path(path)
     tip = source.resolve_commit(ref)
     sid = source_id or default_source_id(source.root, rel_path)
-    stored_source = _check_source(store, sid, str(source.root), rel_path)
+    stored_source = _check_source(store, sid, str(source.root))
 
-    if stored_source and stored_source["tip_sha"] == tip:
+    if stored_source and stored_source["tip_sha"] == tip and stored_source["path"] == rel_path:
         # Nothing new on the ref: refresh tags only (cheap) and stop.
         total = _count(store, sid)
         with store.transaction():
@@ -161,7 +161,7 @@ def sync_spec_history(
     commits = _file_commits(source, tip, rel_path, ref)
     stored = store.query("SELECT sha FROM spec_revisions WHERE source_id = ? ORDER BY seq", [sid])
     stored_shas = [row["sha"] for row in stored]
-    _check_prefix(sid, stored_shas, commits, ref)
+    _check_prefix(sid, stored_shas, commits, ref, rel_path)
     new_commits = commits[len(stored_shas) :]
     progress.start(len(new_commits), f"spec revisions of {rel_path}")
     try:
@@ -212,12 +212,14 @@ def _normalise_path(path: str) -> str:
     return str(posix)
 
 
-def _check_source(store: Store, sid: str, repo: str, path: str) -> dict[str, Any] | None:
+def _check_source(store: Store, sid: str, repo: str) -> dict[str, Any] | None:
+    """The stored source row, if any. The path may differ (the file was renamed since the last
+    sync); the stored history must then still be a prefix of the new one, which is checked."""
     rows = store.query("SELECT * FROM spec_sources WHERE source_id = ?", [sid])
     if not rows:
         return None
     row = rows[0]
-    if row["repo"] != repo or row["path"] != path:
+    if row["repo"] != repo:
         raise AuditError(
             f"source id {sid!r} already tracks {row['path']} in {row['repo']}: pass another "
             "--source-id for this spec"
@@ -243,11 +245,13 @@ def _file_commits(source: GitRepository, tip: str, path: str, ref: str) -> list[
     return commits
 
 
-def _check_prefix(sid: str, stored: list[str], commits: list[FileCommit], ref: str) -> None:
+def _check_prefix(
+    sid: str, stored: list[str], commits: list[FileCommit], ref: str, path: str
+) -> None:
     found = [c.sha for c in commits[: len(stored)]]
     if found != stored:
         raise AuditError(
-            f"the history of {ref} no longer contains the revisions stored for {sid!r} "
+            f"the history of {path} at {ref} no longer contains the revisions stored for {sid!r} "
             "(rewritten history or another branch): sync it under a new --source-id"
         )
 
@@ -414,8 +418,9 @@ def _upsert_source(
         )
     else:
         store.con.execute(
-            "UPDATE spec_sources SET ref = ?, last_synced_at = ?, tip_sha = ? WHERE source_id = ?",
-            [ref, now, tip, sid],
+            "UPDATE spec_sources SET path = ?, ref = ?, last_synced_at = ?, tip_sha = ? "
+            "WHERE source_id = ?",
+            [path, ref, now, tip, sid],
         )
 
 
