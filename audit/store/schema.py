@@ -317,8 +317,134 @@ COMMENT ON COLUMN findings.summary IS 'One plain sentence for people, e.g. "drop
 """
 
 
+_V2_VIEWS = """
+CREATE VIEW v_sample_revisions AS
+SELECT r.source_id AS rev_source_id, r.sha AS rev_sha, r.seq AS rev_seq,
+       r.committed_at AS rev_committed_at, r.message AS rev_message, s.*
+FROM samples s
+JOIN spec_revisions r ON r.content_hash = s.spec_content_hash;
+COMMENT ON VIEW v_sample_revisions IS 'Every sample joined to every spec revision with the same content hash (samples are shared across revisions with equal text): the sample-to-revision mapping all analysis uses.';
+COMMENT ON COLUMN v_sample_revisions.rev_source_id IS 'Spec source of the revision the sample counts for.';
+COMMENT ON COLUMN v_sample_revisions.rev_sha IS 'Revision the sample counts for (may differ from spec_sha, the revision it was made for).';
+COMMENT ON COLUMN v_sample_revisions.rev_seq IS 'Position of that revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_sample_revisions.rev_committed_at IS 'Commit time of that revision.';
+COMMENT ON COLUMN v_sample_revisions.rev_message IS 'Commit message of that revision.';
+
+CREATE VIEW v_rates AS
+SELECT e.model, e.source_id, e.sha, r.seq, r.committed_at, r.message,
+       max(e.value) FILTER (WHERE e.metric = 'covert_rate') AS covert_rate,
+       max(e.ci_low) FILTER (WHERE e.metric = 'covert_rate') AS covert_ci_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'covert_rate') AS covert_ci_high,
+       max(e.value) FILTER (WHERE e.metric = 'eval_awareness_rate') AS aware_rate,
+       max(e.ci_low) FILTER (WHERE e.metric = 'eval_awareness_rate') AS aware_ci_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'eval_awareness_rate') AS aware_ci_high,
+       max(e.n_samples) AS n_samples, max(e.n_scenarios) AS n_scenarios,
+       max(e.computed_at) AS computed_at
+FROM estimates e
+JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha
+WHERE e.scope = 'all'
+GROUP BY e.model, e.source_id, e.sha, r.seq, r.committed_at, r.message;
+COMMENT ON VIEW v_rates IS 'Covert-action and eval-awareness rates per (model, spec revision) with 95% cluster-bootstrap intervals. Read from estimates, which audit detect writes: run audit detect after new runs or imports, or this view is stale or empty.';
+COMMENT ON COLUMN v_rates.seq IS 'Position of the revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_rates.covert_rate IS 'Covert-action rate (macro average over scenarios); covert_ci_low/covert_ci_high its interval.';
+COMMENT ON COLUMN v_rates.aware_rate IS 'Verbalized eval-awareness rate; aware_ci_low/aware_ci_high its interval.';
+COMMENT ON COLUMN v_rates.n_samples IS 'Samples behind the estimates.';
+COMMENT ON COLUMN v_rates.n_scenarios IS 'Scenarios (clusters) behind the estimates.';
+
+CREATE VIEW v_scenario_outcomes AS
+SELECT model, rev_source_id AS source_id, rev_sha AS sha, rev_seq AS seq, scenario_id,
+       any_value(family) AS family,
+       count(*) AS n,
+       count(*) FILTER (WHERE outcome = 'covert') AS covert,
+       count(*) FILTER (WHERE eval_aware) AS aware,
+       count(*) FILTER (WHERE outcome = 'honest') AS honest,
+       count(*) FILTER (WHERE outcome = 'refused') AS refused,
+       count(*) FILTER (WHERE outcome = 'invalid') AS invalid,
+       count(*) FILTER (WHERE origin = 'import') AS imported
+FROM v_sample_revisions
+GROUP BY model, rev_source_id, rev_sha, rev_seq, scenario_id;
+COMMENT ON VIEW v_scenario_outcomes IS 'Outcome counts per (model, spec revision, scenario), over all conditions and epochs.';
+COMMENT ON COLUMN v_scenario_outcomes.n IS 'Samples of the scenario at this revision.';
+COMMENT ON COLUMN v_scenario_outcomes.covert IS 'Samples graded covert.';
+COMMENT ON COLUMN v_scenario_outcomes.aware IS 'Samples that verbalized eval awareness.';
+COMMENT ON COLUMN v_scenario_outcomes.imported IS 'Samples that came from audit import rather than a run.';
+
+CREATE VIEW v_flips AS
+WITH majority AS (
+    SELECT *, CASE WHEN 2 * covert > n THEN 'covert' ELSE 'not_covert' END AS majority
+    FROM v_scenario_outcomes
+), ordered AS (
+    SELECT *,
+           lag(sha) OVER w AS prev_sha, lag(seq) OVER w AS prev_seq,
+           lag(majority) OVER w AS prev_majority,
+           lag(covert) OVER w AS prev_covert, lag(n) OVER w AS prev_n
+    FROM majority
+    WINDOW w AS (PARTITION BY model, source_id, scenario_id ORDER BY seq)
+)
+SELECT o.model, o.source_id, o.scenario_id, o.family,
+       o.prev_sha, o.prev_seq, o.sha, o.seq, r.message,
+       o.prev_majority || ' -> ' || o.majority AS flip,
+       o.prev_covert, o.prev_n, o.covert, o.n
+FROM ordered o
+JOIN spec_revisions r ON r.source_id = o.source_id AND r.sha = o.sha
+WHERE o.prev_majority IS NOT NULL AND o.prev_majority <> o.majority;
+COMMENT ON VIEW v_flips IS 'Scenarios whose majority outcome (covert vs not covert) changed between consecutive revisions at which the model has samples.';
+COMMENT ON COLUMN v_flips.prev_sha IS 'Earlier revision of the pair (the previous one with samples of this model).';
+COMMENT ON COLUMN v_flips.sha IS 'Revision at which the flip shows; message is its commit message.';
+COMMENT ON COLUMN v_flips.flip IS '"covert -> not_covert" or "not_covert -> covert".';
+COMMENT ON COLUMN v_flips.prev_covert IS 'Covert samples out of prev_n at prev_sha; covert out of n at sha.';
+
+CREATE VIEW v_findings AS
+SELECT f.finding_id, f.detected_at, f.model, f.baseline_model, f.source_id, f.baseline_rev,
+       f.rev, f.comparison, f.kind, f.baseline_rate, f.rate, f.ci_low, f.ci_high, f.delta,
+       f.delta_ci_low, f.delta_ci_high, f.p_value, f.q_value, f.primary_cause,
+       c.ordinal AS cause_rank,
+       json_extract_string(c.cause, '$.cause') AS cause,
+       CAST(json_extract(c.cause, '$.share') AS DOUBLE) AS share,
+       json_extract(c.cause, '$.evidence') AS cause_evidence,
+       f.exposed_scenarios, f.summary
+FROM findings f
+LEFT JOIN LATERAL (
+    SELECT u.cause, u.ordinal
+    FROM (SELECT unnest(CAST(f.causes AS JSON[])) AS cause,
+                 generate_subscripts(CAST(f.causes AS JSON[]), 1) AS ordinal) u
+) c ON true;
+COMMENT ON VIEW v_findings IS 'Findings with their causes unnested: one row per (finding, cause), or one row with NULL cause when none was attributed.';
+COMMENT ON COLUMN v_findings.cause_rank IS '1 for the primary cause, then in decreasing share.';
+COMMENT ON COLUMN v_findings.cause IS 'spec_patching, eval_awareness, genuine or regression.';
+COMMENT ON COLUMN v_findings.share IS 'Share of the change attributed to this cause (0-1).';
+COMMENT ON COLUMN v_findings.cause_evidence IS 'Evidence for this cause (JSON).';
+
+CREATE VIEW v_spec_changes AS
+WITH exposure_by_rev AS (
+    SELECT source_id, baseline_sha, sha,
+           count(*) FILTER (WHERE exposed) AS n_exposed,
+           list(scenario_id ORDER BY score DESC) FILTER (WHERE exposed) AS exposed_scenarios,
+           max(score) AS max_exposure,
+           bool_or(canary_hit OR verbatim_hit) AS leak
+    FROM exposure
+    GROUP BY source_id, baseline_sha, sha
+)
+SELECT c.source_id, c.sha, r.seq, r.committed_at, r.message, c.ordinal, c.change,
+       c.clause_kind, c.section, c.old_text, c.new_text, c.similarity,
+       coalesce(e.n_exposed, 0) AS n_exposed,
+       coalesce(e.exposed_scenarios, []) AS exposed_scenarios,
+       e.max_exposure, coalesce(e.leak, false) AS leak
+FROM spec_clause_changes c
+JOIN spec_revisions r ON r.source_id = c.source_id AND r.sha = c.sha
+LEFT JOIN exposure_by_rev e
+  ON e.source_id = c.source_id AND e.sha = c.sha AND e.baseline_sha = coalesce(c.prev_sha, '');
+COMMENT ON VIEW v_spec_changes IS 'Clause changes of each revision with the exposure of the held-out scenarios to that revision''s edits (against the previous revision, as audit detect computes it; empty exposure before detect runs).';
+COMMENT ON COLUMN v_spec_changes.n_exposed IS 'Scenarios exposed to the edits of this revision.';
+COMMENT ON COLUMN v_spec_changes.exposed_scenarios IS 'Their ids, most exposed first.';
+COMMENT ON COLUMN v_spec_changes.max_exposure IS 'Highest exposure score of any scenario to this revision''s edits (NULL before audit detect).';
+COMMENT ON COLUMN v_spec_changes.leak IS 'The edits contain the canary or a scenario prompt sentence.';
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
+    Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
