@@ -1,9 +1,175 @@
-"""CLI commands of this stage (filled in by the stage's work)."""
+"""``audit sql``, ``audit schema``, ``audit import samples|inspect`` and ``audit export``.
+
+Each command opens the database, calls one library function (:mod:`audit.query`,
+:mod:`audit.io`) and prints its result.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.errors import AuditError
+
+import_app = typer.Typer(
+    help="Join graded samples from elsewhere to the history (JSONL, Inspect AI logs).",
+    no_args_is_help=True,
+)
+
+SourceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--source", help="Spec source id that spec_rev refers to (default: the only one)."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the app."""
+    """Add ``audit sql``, ``audit schema``, ``audit import`` and ``audit export``."""
+    app.command("sql")(sql_command)
+    app.command("schema")(schema_command)
+    app.command("export")(export_command)
+    app.add_typer(import_app, name="import")
+
+
+def sql_command(
+    query: Annotated[
+        str | None, typer.Argument(help="SQL to run (or use --file).", show_default=False)
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the SQL from this file.")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="table, csv, json, jsonl or markdown."),
+    ] = "table",
+    write: Annotated[
+        bool, typer.Option("--write", help="Allow statements that change the database.")
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run SQL over the history (read-only unless --write). `audit schema` lists the tables."""
+    from audit.query import FORMATS, format_result, run_sql
+    from audit.store import open_store
+
+    if fmt not in FORMATS:
+        raise AuditError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    sql = _sql_text(query, file)
+    with open_store(resolve_db(db, config), read_only=not write) as store:
+        result = run_sql(store, sql, allow_write=write)
+    if fmt == "table":
+        _print_table(result)
+    else:
+        typer.echo(format_result(result, fmt), nl=False)
+
+
+def _sql_text(query: str | None, file: Path | None) -> str:
+    if (query is None) == (file is None):
+        raise AuditError('give either a query ("SELECT ...") or --file query.sql, not both')
+    if file is None:
+        return str(query)
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read {file}: {exc}") from None
+
+
+def _print_table(result: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from audit.query import QueryResult, cell_text
+
+    assert isinstance(result, QueryResult)
+    table = Table(show_edge=False, header_style="bold")
+    for column in result.columns:
+        table.add_column(column, overflow="fold")
+    for row in result.rows:
+        table.add_row(*(cell_text(v) for v in row))
+    # Off a terminal rich would wrap at 80 columns; give it room so pipes get whole rows.
+    width = None if sys.stdout.isatty() else 200
+    console = Console(width=width, highlight=False)
+    console.print(table)
+    plural = "" if len(result.rows) == 1 else "s"
+    console.print(f"({len(result.rows)} row{plural})")
+
+
+def schema_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Only these tables or views.", show_default=False)
+    ] = None,
+    json_output: JsonOption = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List every table and view with its comment and its columns with theirs."""
+    from audit.query import describe_schema, format_schema
+    from audit.store import open_store
+
+    path = resolve_db(db, config)
+    # A database that does not exist yet still has a schema to show: use an in-memory one.
+    target: Path | str = path if path.exists() else ":memory:"
+    with open_store(target, read_only=target != ":memory:") as store:
+        relations = describe_schema(store, names or None)
+    if json_output:
+        typer.echo(json.dumps([r.to_json() for r in relations], ensure_ascii=False, indent=2))
+    else:
+        typer.echo(format_schema(relations), nl=False)
+
+
+@import_app.command("samples")
+def import_samples_command(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one graded sample a line.")],
+    source: SourceOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Import graded samples (model, spec_rev, scenario_id, epoch, outcome, eval_aware, ...)."""
+    from audit.io import import_samples
+    from audit.store import open_store
+
+    with open_store(resolve_db(db, config)) as store:
+        result = import_samples(store, file, source_id=source)
+    typer.echo(result.line())
+
+
+@import_app.command("inspect")
+def import_inspect_command(
+    log: Annotated[
+        Path, typer.Argument(help="Inspect AI eval log (.json, or .eval with the extra).")
+    ],
+    mapping: Annotated[
+        Path, typer.Option("--mapping", help="TOML file mapping sample ids and scores.")
+    ],
+    source: SourceOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Import an Inspect AI eval log through a mapping file (see README)."""
+    from audit.io import import_inspect_log
+    from audit.store import open_store
+
+    with open_store(resolve_db(db, config)) as store:
+        result = import_inspect_log(store, log, mapping, source_id=source)
+    typer.echo(result.line())
+
+
+def export_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (new or empty).")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export every table (samples partitioned by model) as Parquet or JSONL files."""
+    from audit.io import export_store
+    from audit.store import open_store
+
+    with open_store(resolve_db(db, config), read_only=True) as store:
+        result = export_store(store, out, fmt)
+    typer.echo(result.line())

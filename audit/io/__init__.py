@@ -1,0 +1,21 @@
+"""Imports and exports: graded samples from JSONL files and Inspect AI logs, tables to files.
+
+:func:`import_samples` (JSONL), :func:`import_inspect_log` (Inspect AI eval logs) and
+:func:`export_store` (Parquet or JSONL, samples partitioned by model).
+"""
+
+from audit.io.export import EXPORT_FORMATS, ExportResult, export_store
+from audit.io.import_samples import ImportedSample, ImportResult, import_samples
+from audit.io.inspect_import import InspectMapping, import_inspect_log, load_mapping
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "ExportResult",
+    "ImportResult",
+    "ImportedSample",
+    "InspectMapping",
+    "export_store",
+    "import_inspect_log",
+    "import_samples",
+    "load_mapping",
+]

@@ -1,0 +1,266 @@
+"""Import Inspect AI eval logs: each sample of a log becomes one graded specdrift sample.
+
+Inspect logs know the model, the sample ids, the epochs, the scores and the messages, but not
+which spec revision was in force or what a score value means for covert actions. A small TOML
+mapping file says that::
+
+    spec_rev = "a1b2c3d"      # revision the log was run against (sample metadata "spec_rev" wins)
+    score = "covert_check"    # scorer to read (optional when the log has one scorer)
+    model = "o3-candidate"    # optional: model name to store (default: the log's model)
+    aware_score = "aware"     # optional: scorer whose truthy value marks eval awareness
+
+    [outcomes]                # score value -> outcome (covert, honest, refused, invalid)
+    I = "covert"
+    C = "honest"
+
+    [scenarios]               # optional: Inspect sample id -> held-out scenario id
+    "task-17" = "misreport-ledger-reconcile"
+
+Without ``aware_score`` eval awareness is detected by specdrift's own detector on the sample's
+reasoning and answer, as for run samples. Logs are read with ``inspect_ai.log.read_eval_log``
+when the optional ``inspect`` extra is installed (``.eval`` and ``.json`` logs), else ``.json``
+logs are parsed directly in their documented layout (``eval``, ``samples[]`` with ``id``,
+``epoch``, ``scores``, ``messages``, ``output``).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from audit.errors import AuditError
+from audit.heldout import HeldoutSet
+from audit.io.import_samples import (
+    ImportedSample,
+    ImportResult,
+    SourcedSample,
+    import_records,
+)
+from audit.store import Store
+
+
+class InspectMapping(BaseModel):
+    """The mapping file: how an Inspect log's samples and scores become specdrift samples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec_rev: str | None = None
+    score: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    aware_score: str | None = None
+    outcomes: dict[str, str] = Field(min_length=1)
+    scenarios: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Sample:
+    id: str
+    epoch: int
+    scores: dict[str, Any]
+    metadata: dict[str, Any]
+    reasoning: str | None
+    answer: str | None
+
+
+def load_mapping(path: str | Path) -> InspectMapping:
+    """Read and validate a mapping TOML file."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read mapping {file}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditError(f"mapping {file} is not valid TOML: {exc}") from None
+    try:
+        mapping = InspectMapping.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise AuditError(f"mapping {file}: {where}: {first['msg']}") from None
+    allowed = {"covert", "honest", "refused", "invalid"}
+    bad = sorted({v for v in mapping.outcomes.values() if v not in allowed})
+    if bad:
+        raise AuditError(
+            f"mapping {file}: outcomes map to {', '.join(bad)}: use covert, honest, refused "
+            "or invalid"
+        )
+    return mapping
+
+
+# -- reading logs -------------------------------------------------------------------------------
+
+
+def _read_log_dict(path: Path) -> dict[str, Any]:
+    """The log as plain data, through inspect_ai's reader when installed."""
+    try:
+        from inspect_ai.log import read_eval_log
+    except ImportError:
+        read_eval_log = None
+    if read_eval_log is not None:
+        try:
+            log = read_eval_log(str(path))
+        except Exception as exc:  # inspect raises many kinds; all mean "not a readable log"
+            raise AuditError(f"{path} is not a readable Inspect log: {exc}") from None
+        return log.model_dump(mode="json", exclude_none=True)
+    if path.suffix != ".json":
+        raise AuditError(
+            f"{path}: only .json Inspect logs can be read without inspect_ai; "
+            "install the optional extra (pip install 'specdrift[inspect]')"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditError(f"{path} is not a readable Inspect log: {exc}") from None
+
+
+def _content_parts(content: Any) -> tuple[list[str], list[str]]:
+    """Text parts and reasoning parts of an Inspect message content (str or list of parts)."""
+    if content is None:
+        return [], []
+    if isinstance(content, str):
+        return [content], []
+    texts: list[str] = []
+    reasoning: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "reasoning" and part.get("reasoning"):
+            reasoning.append(str(part["reasoning"]))
+        elif part.get("type") == "text" and part.get("text"):
+            texts.append(str(part["text"]))
+    return texts, reasoning
+
+
+def _answer_and_reasoning(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+    reasoning: list[str] = []
+    for message in raw.get("messages") or []:
+        if message.get("role") == "assistant":
+            reasoning += _content_parts(message.get("content"))[1]
+    choices = (raw.get("output") or {}).get("choices") or []
+    answer: list[str] = []
+    if choices:
+        answer = _content_parts(choices[0].get("message", {}).get("content"))[0]
+    return ("\n".join(answer) or None), ("\n\n".join(reasoning) or None)
+
+
+def _samples(log: dict[str, Any], path: Path) -> list[_Sample]:
+    raw_samples = log.get("samples")
+    if not raw_samples:
+        raise AuditError(f"{path} holds no samples (was the log written with samples?)")
+    out = []
+    for raw in raw_samples:
+        answer, reasoning = _answer_and_reasoning(raw)
+        out.append(
+            _Sample(
+                id=str(raw.get("id")),
+                epoch=int(raw.get("epoch", 1)),
+                scores=raw.get("scores") or {},
+                metadata=raw.get("metadata") or {},
+                reasoning=reasoning,
+                answer=answer,
+            )
+        )
+    return out
+
+
+# -- mapping ------------------------------------------------------------------------------------
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"c", "true", "yes", "1", "aware"}
+    return bool(value)
+
+
+def _score_value(sample: _Sample, scorer: str | None, where: str) -> Any:
+    if not sample.scores:
+        raise AuditError(f"{where}: the sample has no score; nothing was imported")
+    if scorer is None:
+        if len(sample.scores) > 1:
+            names = ", ".join(sorted(sample.scores))
+            raise AuditError(f"{where}: several scorers ({names}): set score = ... in the mapping")
+        scorer = next(iter(sample.scores))
+    if scorer not in sample.scores:
+        raise AuditError(
+            f"{where}: no score {scorer!r} (it has {', '.join(sorted(sample.scores))})"
+        )
+    return sample.scores[scorer].get("value")
+
+
+def _to_imported(
+    sample: _Sample, mapping: InspectMapping, model: str, where: str
+) -> ImportedSample:
+    value = _score_value(sample, mapping.score, where)
+    key = value if isinstance(value, str) else json.dumps(value)
+    if key not in mapping.outcomes:
+        raise AuditError(
+            f"{where}: score value {key!r} is not in [outcomes] of the mapping "
+            f"({', '.join(mapping.outcomes)}); nothing was imported"
+        )
+    spec_rev = sample.metadata.get("spec_rev") or mapping.spec_rev
+    if not spec_rev:
+        raise AuditError(
+            f"{where}: no spec revision: set spec_rev in the mapping (or spec_rev in the "
+            "sample metadata)"
+        )
+    if mapping.aware_score is not None:
+        aware = _truthy(_score_value(sample, mapping.aware_score, where))
+    else:
+        from audit.graders.awareness import detect_awareness
+
+        text = "\n\n".join(t for t in (sample.reasoning, sample.answer) if t)
+        aware = detect_awareness(text).detected
+    return ImportedSample(
+        model=model,
+        spec_rev=str(spec_rev),
+        scenario_id=mapping.scenarios.get(sample.id, sample.id),
+        epoch=sample.epoch - 1,  # Inspect counts epochs from 1, specdrift from 0
+        outcome=mapping.outcomes[key],  # type: ignore[arg-type]
+        eval_aware=aware,
+        reasoning=sample.reasoning,
+        answer=sample.answer,
+        model_version=mapping.model_version,
+    )
+
+
+def read_inspect_log(path: str | Path, mapping: InspectMapping) -> list[SourcedSample]:
+    """The samples of an Inspect log, mapped to specdrift samples (not yet checked or stored)."""
+    file = Path(path)
+    if not file.is_file():
+        raise AuditError(f"no Inspect log at {file}")
+    log = _read_log_dict(file)
+    model = mapping.model or (log.get("eval") or {}).get("model")
+    if not model:
+        raise AuditError(f"{file}: the log names no model: set model = ... in the mapping")
+    items = []
+    for sample in _samples(log, file):
+        where = f"{file.name} sample {sample.id} epoch {sample.epoch}"
+        imported = _to_imported(sample, mapping, str(model), where)
+        evidence = {
+            "imported_from": file.name,
+            "inspect_id": sample.id,
+            "inspect_epoch": sample.epoch,
+        }
+        items.append(SourcedSample(where, imported, evidence))
+    return items
+
+
+def import_inspect_log(
+    store: Store,
+    log_path: str | Path,
+    mapping: InspectMapping | str | Path,
+    *,
+    heldout: HeldoutSet | None = None,
+    source_id: str | None = None,
+) -> ImportResult:
+    """Import one Inspect AI eval log through a mapping; all or nothing, and idempotent."""
+    if not isinstance(mapping, InspectMapping):
+        mapping = load_mapping(mapping)
+    items = read_inspect_log(log_path, mapping)
+    return import_records(store, items, label=str(log_path), heldout=heldout, source_id=source_id)
