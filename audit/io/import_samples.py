@@ -210,7 +210,9 @@ def build_rows(
             "eval_aware": sample.eval_aware,
             "spec_cited": sample.spec_cited,
             "score": sample.score,
-            "grade_evidence": json.dumps({"rule_id": "import", **item.evidence}),
+            "grade_evidence": json.dumps(
+                {"rule_id": "import", **item.evidence}, separators=(",", ":")
+            ),
             "reasoning": sample.reasoning,
             "answer": sample.answer,
         }
