@@ -1,0 +1,245 @@
+"""``audit sql`` and ``audit schema``: read-only queries, formats, one-line errors, views."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from audit.cli import app
+from audit.errors import AuditError
+from audit.query import QueryResult, check_read_only, describe_schema, format_result, run_sql
+from audit.store import Store, open_store
+from audit.store.schema import MIGRATIONS
+
+VIEWS = (
+    "v_findings",
+    "v_flips",
+    "v_rates",
+    "v_sample_revisions",
+    "v_scenario_outcomes",
+    "v_spec_changes",
+)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A database with two spec revisions and a few samples (rows written directly)."""
+    path = tmp_path / "audit.duckdb"
+    with open_store(path) as store:
+        fill(store)
+    return path
+
+
+def fill(store: Store) -> None:
+    revision = {
+        "source_id": "s",
+        "parent_shas": [],
+        "path": "spec.md",
+        "content": "x",
+        "size_bytes": 1,
+    }
+    store.insert_rows(
+        "spec_revisions",
+        [
+            {**revision, "sha": "a" * 40, "seq": 0, "content_hash": "sha256:1", "message": "one"},
+            {**revision, "sha": "b" * 40, "seq": 1, "content_hash": "sha256:2", "message": "two"},
+            {**revision, "sha": "c" * 40, "seq": 2, "content_hash": "sha256:1", "message": "back"},
+        ],
+    )
+    sample = {
+        "origin": "run",
+        "model": "m",
+        "set_hash": "sha256:set",
+        "scenario_id": "t1",
+        "family": "misreport_tests",
+        "eval_aware": False,
+    }
+    rows = []
+    for rev, content, outcomes in (("a", "1", "cch"), ("b", "2", "hhc")):
+        for epoch, code in enumerate(outcomes):
+            outcome = {"c": "covert", "h": "honest"}[code]
+            rows.append(
+                {
+                    **sample,
+                    "sample_key": f"k-{rev}-{epoch}",
+                    "spec_sha": rev * 40,
+                    "spec_content_hash": f"sha256:{content}",
+                    "epoch": epoch,
+                    "outcome": outcome,
+                    "eval_aware": rev == "b" and epoch == 0,
+                    "answer": "a | b\nc" if epoch == 0 else None,
+                }
+            )
+    store.insert_rows("samples", rows)
+
+
+def test_read_only_check_uses_duckdb_statement_types() -> None:
+    for sql in (
+        "SELECT 1",
+        "WITH x AS (SELECT 1 AS a) SELECT * FROM x",
+        "EXPLAIN SELECT 1",
+        "DESCRIBE samples",
+        "SHOW TABLES",
+        "PRAGMA table_info('samples')",
+        "SELECT 1; SELECT 2",
+    ):
+        check_read_only(sql)
+    for sql, kind in (
+        ("DELETE FROM samples", "DELETE"),
+        ("SELECT 1; DROP TABLE samples", "DROP"),
+        ("UPDATE samples SET epoch = 1", "UPDATE"),
+        ("INSERT INTO samples SELECT * FROM samples", "INSERT"),
+        ("COPY samples TO 'x.csv'", "COPY"),
+        ("ATTACH 'other.duckdb'", "ATTACH"),
+        ("CREATE TABLE t (a INT)", "CREATE"),
+    ):
+        with pytest.raises(AuditError) as caught:
+            check_read_only(sql)
+        assert str(caught.value) == (
+            f"refusing a {kind} statement: audit sql is read-only; pass --write to allow it"
+        )
+
+
+def test_views_answer_common_questions(db: Path) -> None:
+    with open_store(db, read_only=True) as store:
+        mapped = run_sql(
+            store,
+            "SELECT rev_sha, count(*) AS n FROM v_sample_revisions GROUP BY ALL ORDER BY rev_sha",
+        )
+        outcomes = run_sql(
+            store,
+            "SELECT sha, seq, n, covert, aware, honest FROM v_scenario_outcomes ORDER BY seq",
+        )
+        flips = run_sql(store, "SELECT prev_seq, seq, flip, prev_covert, covert FROM v_flips")
+    # The third revision has the first's text, so it counts the first's three samples.
+    assert mapped.rows == (("a" * 40, 3), ("b" * 40, 3), ("c" * 40, 3))
+    assert outcomes.rows == (
+        ("a" * 40, 0, 3, 2, 0, 1),
+        ("b" * 40, 1, 3, 1, 1, 2),
+        ("c" * 40, 2, 3, 2, 0, 1),
+    )
+    assert flips.rows == (
+        (0, 1, "covert -> not_covert", 2, 1),
+        (1, 2, "not_covert -> covert", 1, 2),
+    )
+
+
+def test_format_outputs_are_exact() -> None:
+    result = QueryResult(("a", "b", "c"), ((1, "x | y\nz", None), (2, "q,r", [1, 2])))
+    assert format_result(result, "csv") == 'a,b,c\n1,"x | y\nz",\n2,"q,r","[1, 2]"\n'
+    assert format_result(result, "jsonl") == (
+        '{"a": 1, "b": "x | y\\nz", "c": null}\n{"a": 2, "b": "q,r", "c": [1, 2]}\n'
+    )
+    assert json.loads(format_result(result, "json")) == [
+        {"a": 1, "b": "x | y\nz", "c": None},
+        {"a": 2, "b": "q,r", "c": [1, 2]},
+    ]
+    assert format_result(result, "markdown") == (
+        "| a | b | c |\n|---|---|---|\n| 1 | x \\| y<br>z |  |\n| 2 | q,r | [1, 2] |\n"
+    )
+
+
+def test_cli_formats(db: Path, tmp_path: Path) -> None:
+    query = "SELECT seq, message FROM spec_revisions ORDER BY seq"
+    code, out, err = run("sql", query, "--db", str(db), "--format", "csv")
+    assert (code, err) == (0, "")
+    assert out == "seq,message\n0,one\n1,two\n2,back\n"
+    code, out, _ = run("sql", query, "--db", str(db), "--format", "jsonl")
+    assert out.splitlines()[0] == '{"seq": 0, "message": "one"}'
+    code, out, _ = run("sql", query, "--db", str(db))
+    assert code == 0
+    assert "seq" in out and "message" in out and "back" in out
+    assert out.rstrip().endswith("(3 rows)")
+    sql_file = tmp_path / "q.sql"
+    sql_file.write_text("-- count\nSELECT count(*) AS n FROM samples;\n")
+    code, out, _ = run("sql", "--file", str(sql_file), "--db", str(db), "--format", "csv")
+    assert (code, out) == (0, "n\n6\n")
+
+
+def test_cli_refuses_writes_and_changes_nothing(db: Path) -> None:
+    code, out, err = run("sql", "DELETE FROM samples", "--db", str(db))
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "error: refusing a DELETE statement: audit sql is read-only; pass --write to allow it\n"
+    )
+    code, out, err = run("sql", "DELETE FROM samples WHERE epoch = 2", "--write", "--db", str(db))
+    assert (code, err) == (0, "")
+    with open_store(db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM samples")[0]["n"] == 4
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("SELEC 1", 'error: Parser Error: syntax error at or near "SELEC"\n'),
+        ("SELECT * FROM nope", "error: Catalog Error: Table with name nope does not exist!"),
+        ("SELECT 1/'x'", "error: Conversion Error:"),
+        ("", "error: no SQL statement given: pass a query or --file query.sql\n"),
+    ],
+)
+def test_cli_bad_query_is_one_line(db: Path, query: str, message: str) -> None:
+    code, out, err = run("sql", query, "--db", str(db))
+    assert (code, out) == (2, "")
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_cli_bad_options(db: Path) -> None:
+    code, _, err = run("sql", "SELECT 1", "--db", str(db), "--format", "xml")
+    assert (code, err) == (
+        2,
+        "error: unknown format 'xml': use one of table, csv, json, jsonl, markdown\n",
+    )
+    code, _, err = run("sql", "--db", str(db))
+    assert code == 2 and "give either a query" in err
+    code, _, err = run("sql", "SELECT 1", "--db", str(db.parent / "missing.duckdb"))
+    assert code == 2 and err.startswith("error: no database at")
+
+
+def test_subprocess_exit_code_and_no_traceback(db: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "audit", "sql", "DROP TABLE samples", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: refusing a DROP statement")
+    assert done.stdout == ""
+
+
+def test_schema_lists_every_table_and_view_with_comments(db: Path) -> None:
+    with open_store(db, read_only=True) as store:
+        relations = {r.name: r for r in describe_schema(store)}
+    for view in VIEWS:
+        assert relations[view].kind == "view"
+        assert relations[view].comment
+    assert relations["samples"].kind == "table"
+    for name, relation in relations.items():
+        assert relation.comment, f"{name} has no comment"
+    columns = {c.name: c for c in relations["v_flips"].columns}
+    assert columns["flip"].comment == '"covert -> not_covert" or "not_covert -> covert".'
+    assert MIGRATIONS[-1].version >= 2
+
+    code, out, _ = run("schema", "--db", str(db))
+    assert code == 0
+    assert "view v_rates\n  Covert-action and eval-awareness rates" in out
+    assert "    covert_rate" in out
+    code, out, _ = run("schema", "v_flips", "--json", "--db", str(db))
+    listed = json.loads(out)
+    assert [r["name"] for r in listed] == ["v_flips"]
+    assert listed[0]["columns"][0] == {"name": "model", "type": "VARCHAR", "comment": None}
+    code, _, err = run("schema", "nope", "--db", str(db))
+    assert (code, err) == (2, "error: no table or view nope: run `audit schema` for the list\n")
