@@ -2,7 +2,8 @@
 
 Layout under the output folder: ``<table>.parquet`` (or ``.jsonl``) per table, except samples,
 which are partitioned by model as ``samples/model=<name>/data_0.<ext>`` (hive style, so DuckDB,
-pandas, polars and Spark read the folder back with a ``model`` column). Views are not exported:
+pandas, polars and Spark read the folder back with a ``model`` column; names are URL-escaped).
+JSON columns are text in Parquet and nested values in JSONL. Views are not exported:
 they are derived from the tables and rebuilt by any specdrift database.
 """
 
@@ -49,6 +50,28 @@ def _tables(store: Store) -> list[str]:
     return [row["table_name"] for row in rows]
 
 
+def _select(store: Store, table: str, fmt: str) -> str:
+    """The query a table is copied from.
+
+    Parquet marks JSON columns with a logical type that pandas and polars read as bytes, so they
+    are written as plain text; JSONL keeps them as nested JSON values.
+    """
+    if fmt != "parquet":
+        return f'"{table}"'
+    rows = store.query(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+        "AND table_name = ? ORDER BY column_index",
+        [table],
+    )
+    columns = [
+        f'CAST("{r["column_name"]}" AS VARCHAR) AS "{r["column_name"]}"'
+        if r["data_type"] == "JSON"
+        else f'"{r["column_name"]}"'
+        for r in rows
+    ]
+    return f'(SELECT {", ".join(columns)} FROM "{table}")'
+
+
 def _quote_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -93,7 +116,8 @@ def export_store(store: Store, out_dir: str | Path, fmt: str = "parquet") -> Exp
             options = _COPY_FORMAT[fmt]
         if options:
             try:
-                store.con.execute(f'COPY "{table}" TO {_quote_path(target)} ({options})')
+                source = _select(store, table, fmt)
+                store.con.execute(f"COPY {source} TO {_quote_path(target)} ({options})")
             except duckdb.Error as exc:
                 raise AuditError(f"cannot export {table}: {str(exc).splitlines()[0]}") from None
         result.rows[table] = count
