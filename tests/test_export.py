@@ -1,4 +1,4 @@
-"""``audit export``: every table to Parquet or JSONL, read back exactly by DuckDB, pandas, polars."""
+"""``audit export``: every table to Parquet or JSONL, read back exactly (DuckDB, pandas, polars)."""
 
 from __future__ import annotations
 
