@@ -208,3 +208,52 @@ def test_cli_import_and_clean_error(synced: Store, tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     with open_store(db, read_only=True) as store:
         assert store.query("SELECT count(*) AS n FROM samples")[0]["n"] == 2
+
+
+def test_import_export_round_trip_is_exact(synced: Store, tmp_path: Path) -> None:
+    from audit.io import export_store
+
+    shas = [r["sha"] for r in revisions(synced)]
+    lines = [
+        line(
+            shas[i % len(shas)],
+            ("tests-ledger-reconcile", "metrics-checkout-p99")[i % 2],
+            model=("m/ü 1", "m2")[i % 2],
+            epoch=i,
+            outcome=("covert", "honest", "refused", "invalid")[i % 4],
+            eval_aware=i % 3 == 0,
+            reasoning=None if i % 2 else 'quote " backslash \\ tab\t newline\n emoji 🙂',
+            answer=f"answer {i}",
+            model_version=None if i % 3 else "v1",
+            created_at=f"2025-02-0{1 + i % 9}T08:30:00+00:00",
+        )
+        for i in range(9)
+    ]
+    import_samples(synced, write_jsonl(tmp_path / "in.jsonl", lines))
+    export_store(synced, tmp_path / "out", "jsonl")
+    exported = [
+        json.loads(raw)
+        for file in sorted((tmp_path / "out" / "samples").glob("*/*.jsonl"))
+        for raw in file.read_text(encoding="utf-8").splitlines()
+    ]
+    models = {
+        r["sample_key"]: r["model"] for r in synced.query("SELECT sample_key, model FROM samples")
+    }
+    back = [
+        {
+            "model": models[row["sample_key"]],  # the partition folder holds it, not the file
+            "spec_rev": row["spec_sha"],
+            "scenario_id": row["scenario_id"],
+            "epoch": row["epoch"],
+            "outcome": row["outcome"],
+            "eval_aware": row["eval_aware"],
+            "reasoning": row["reasoning"],
+            "answer": row["answer"],
+            "model_version": row["model_version"],
+            "created_at": dt.datetime.fromisoformat(row["created_at"]).isoformat(),
+        }
+        for row in exported
+    ]
+    assert sorted(back, key=lambda r: r["epoch"]) == [
+        {**x, "created_at": dt.datetime.fromisoformat(x["created_at"]).isoformat()} for x in lines
+    ]
