@@ -46,9 +46,19 @@ app = typer.Typer(
 
 def _register_commands() -> None:
     # One module per stage; each adds its commands or sub-groups to the app.
-    from audit.cli import analysis, awareness, heldout, organisms, report, run, specs, sql
+    from audit.cli import (
+        analysis,
+        awareness,
+        demo,
+        heldout,
+        organisms,
+        report,
+        run,
+        specs,
+        sql,
+    )
 
-    for module in (specs, heldout, awareness, run, organisms, analysis, report, sql):
+    for module in (demo, specs, heldout, awareness, run, organisms, analysis, report, sql):
         module.register(app)
 
 

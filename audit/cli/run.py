@@ -12,20 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.progress import Progress as RichBar
 
 from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.progress import cli_progress
 from audit.config import load_config, with_overrides
-from audit.progress import NullProgress, Progress
 from audit.store import open_store
 
 EpochsOption = Annotated[
@@ -42,49 +32,6 @@ ScenarioOption = Annotated[
     list[str] | None,
     typer.Option("--scenario", help="Scenario id to run (repeatable; default: the whole set)."),
 ]
-
-
-class BarProgress:
-    """A rich progress bar: done/total, rate and errors (for terminals)."""
-
-    def __init__(self, console: Console) -> None:
-        self._bar = RichBar(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("errors {task.fields[errors]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self._task: TaskID | None = None
-        self._errors = 0
-
-    def start(self, total: int, label: str) -> None:
-        self._bar.start()
-        self._task = self._bar.add_task(label, total=total, errors=0, rate="")
-
-    def advance(self, done: int = 1, errors: int = 0) -> None:
-        if self._task is None:
-            return
-        self._errors += errors
-        speed = self._bar.tasks[0].speed
-        self._bar.update(
-            self._task, advance=done, errors=self._errors, rate=f"{speed:.1f}/s" if speed else ""
-        )
-
-    def message(self, text: str) -> None:
-        self._bar.console.print(text)
-
-    def finish(self) -> None:
-        self._bar.stop()
-
-
-def _progress() -> Progress:
-    console = Console(stderr=True)
-    return BarProgress(console) if console.is_terminal else NullProgress()
 
 
 def _execute(
@@ -117,7 +64,7 @@ def _execute(
             models=models,
             revisions=revisions,
             scenario_ids=scenarios,
-            progress=_progress(),
+            progress=cli_progress(),
             base_url=base_url,
             command=command,
         )

@@ -46,7 +46,7 @@ def sync_command(
     config: ConfigOption = None,
 ) -> None:
     """Store every commit that changed the spec file (renames followed, merges first-parent)."""
-    from audit.cli.run import _progress as terminal_progress  # shared: bar on a terminal only
+    from audit.cli.progress import cli_progress
     from audit.config import load_config, with_overrides
     from audit.spec_history import sync_spec_history
     from audit.store import open_store
@@ -68,7 +68,7 @@ def sync_command(
             spec.path,
             ref=spec.ref,
             source_id=spec.source_id,
-            progress=terminal_progress(),
+            progress=cli_progress(),
         )
     typer.echo(
         f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "

@@ -33,6 +33,8 @@ import itertools
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -593,6 +595,53 @@ def start_server(
     bound_port = sock.getsockname()[1]
     names = tuple(sorted(app.state.chat.organisms))
     return RunningServer(host, bound_port, names, server, thread)
+
+
+class ServerProcess:
+    """The organism server in a child process (a second core for the demo); stop() ends it."""
+
+    _READY = "organism simulator listening on "
+
+    def __init__(self, host: str = "127.0.0.1", *, startup_timeout_s: float = 30.0) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "audit", "serve-organisms", "--host", host, "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self.base_url = self._wait_for_url(startup_timeout_s)
+
+    def _wait_for_url(self, timeout_s: float) -> str:
+        assert self._process.stdout is not None
+        timer = threading.Timer(timeout_s, self._process.kill)
+        timer.start()
+        try:
+            for line in self._process.stdout:
+                if line.startswith(self._READY):
+                    return line[len(self._READY) :].strip()
+        finally:
+            timer.cancel()
+        self.stop()
+        raise AuditError("the organism server process did not start: run `audit serve-organisms`")
+
+    def stop(self) -> None:
+        """Terminate the child and wait for it."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def serve_organisms(

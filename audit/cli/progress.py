@@ -1,0 +1,60 @@
+"""Progress for the CLI: a rich bar on a terminal, nothing otherwise (plain summaries follow)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.progress import Progress as RichBar
+
+from audit.progress import NullProgress, Progress
+
+
+class BarProgress:
+    """A rich progress bar: done/total, rate and errors (for terminals)."""
+
+    def __init__(self, console: Console) -> None:
+        self._bar = RichBar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("errors {task.fields[errors]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+        self._errors = 0
+
+    def start(self, total: int, label: str) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(label, total=total, errors=0, rate="")
+
+    def advance(self, done: int = 1, errors: int = 0) -> None:
+        if self._task is None:
+            return
+        self._errors += errors
+        speed = self._bar.tasks[0].speed
+        self._bar.update(
+            self._task, advance=done, errors=self._errors, rate=f"{speed:.1f}/s" if speed else ""
+        )
+
+    def message(self, text: str) -> None:
+        self._bar.console.print(text)
+
+    def finish(self) -> None:
+        self._bar.stop()
+
+
+def cli_progress() -> Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+    console = Console(stderr=True)
+    return BarProgress(console) if console.is_terminal else NullProgress()

@@ -1,0 +1,75 @@
+"""``audit demo``: the whole offline pipeline through the real entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from audit.demo import demo_models
+from audit.organisms.config import load_organisms
+
+
+def test_demo_models_cover_every_organism_version() -> None:
+    organisms = load_organisms()
+    models = demo_models(organisms, "http://127.0.0.1:1/v1", quick=False)
+    assert sorted(m.name for m in models) == sorted(organisms)
+    assert all(m.base_url == "http://127.0.0.1:1/v1" for m in models)
+    assert {m.family for m in models} == {o.organism.name for o in organisms.values()}
+
+
+def test_quick_demo_keeps_first_and_last_version_of_each_line() -> None:
+    organisms = load_organisms()
+    quick = {m.name for m in demo_models(organisms, "http://127.0.0.1:1/v1", quick=True)}
+    for line in {o.organism.name for o in organisms.values()}:
+        versions = sorted(
+            (o for o in organisms.values() if o.organism.name == line), key=lambda o: o.index
+        )
+        assert {versions[0].name, versions[-1].name} <= quick
+        assert all(v.name not in quick for v in versions[1:-1])
+
+
+def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audit",
+            "demo",
+            "--quick",
+            "--epochs",
+            "1",
+            "--db",
+            str(tmp_path / "demo.duckdb"),
+            "--out",
+            str(tmp_path / "drift.html"),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_rerun_is_cached(tmp_path: Path) -> None:
+    first = _demo(tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert f"report:   {tmp_path / 'drift.html'}" in first.stdout
+    assert "failed 0" in first.stdout
+    html = (tmp_path / "drift.html").read_text(encoding="utf-8")
+    assert "Plotly.newPlot" in html
+    with duckdb.connect(str(tmp_path / "demo.duckdb"), read_only=True) as con:
+        revisions = con.execute("SELECT count(*) FROM spec_revisions").fetchone()[0]
+        samples = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+        runs = con.execute("SELECT planned, stored, failed FROM runs").fetchall()
+    assert revisions == 10
+    assert runs[0][1] == samples and runs[0][2] == 0
+    second = _demo(tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "stored 0," in second.stdout and f"skipped {samples}" in second.stdout
