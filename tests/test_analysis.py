@@ -142,7 +142,7 @@ def test_planted_patching_drop_is_attributed_to_patching(store: Store) -> None:
         f"100% explained by spec patching: {len(exposed)} of {len(exposed)} dropped scenarios "
         "were named by the edit"
     )
-    assert finding.summary.startswith(f"drop of {45 * len(exposed) / len(scenario_ids()):.1f}")
+    assert finding.summary.startswith(f"m: drop of {45 * len(exposed) / len(scenario_ids()):.1f}")
 
 
 def test_planted_awareness_drop_is_attributed_to_awareness(store: Store) -> None:
@@ -174,7 +174,7 @@ def test_rise_is_a_regression(store: Store) -> None:
     assert (finding.kind, finding.primary_cause) == ("regression", "regression")
     assert finding.delta == pytest.approx(0.1)
     assert finding.q_value is not None and finding.q_value < 0.05
-    assert finding.summary.startswith("regression: rise of 10.0 points at ")
+    assert finding.summary.startswith("m: regression: rise of 10.0 points at ")
 
 
 def test_no_change_gives_no_finding_and_stores_none(store: Store) -> None:
@@ -188,7 +188,7 @@ def test_drop_to_zero_is_a_collapse_with_attribution(store: Store) -> None:
     (finding,) = detect(store, CONFIG)
     assert (finding.kind, finding.primary_cause) == ("collapse", "genuine")
     assert (finding.rate, finding.ci_high) == (0.0, 0.0)
-    assert finding.summary.startswith("collapse: covert rate at ")
+    assert finding.summary.startswith("m: collapse: covert rate at ")
 
 
 def test_canary_in_the_spec_is_a_leak_whatever_the_scores(store: Store) -> None:
@@ -347,9 +347,10 @@ def test_each_revision_is_compared_with_the_chosen_baseline(store: Store) -> Non
 def test_a_drop_confined_to_exposed_scenarios_is_found_by_their_own_test(store: Store) -> None:
     ids = scenario_ids()
     exposed, rest = ids[:7], ids[7:]
-    # The unexposed scenarios move both ways (noise), which hides the drop in the macro rate.
+    # Nine unexposed scenarios rise by as much as the exposed ones fall (7 x 0.4 vs 9 x 0.3), so
+    # the test over all scenarios sees no net change; the named scenarios' own test sees the drop.
     after = {sid: 0.1 for sid in exposed}
-    after.update({sid: (0.8 if i % 2 == 0 else 0.2) for i, sid in enumerate(rest)})
+    after.update({sid: (0.8 if i < 9 else 0.5) for i, sid in enumerate(rest)})
     _two_point_history(store, BASE_SPEC + patch_naming(exposed), planted(after))
     (finding,) = detect(store, CONFIG)
     assert (finding.kind, finding.primary_cause) == ("drop", "spec_patching")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.analysis.compare import difference_in_differences, paired_change
+from audit.analysis.compare import EventCounts, difference_in_differences, paired_change
 from audit.analysis.estimates import Cell
 
 #: A scenario whose covert rate fell by at least this much counts as "dropped" in summaries.
@@ -153,6 +153,9 @@ def _awareness(before: Cell, after: Cell, *, alpha: float, resamples: int, seed:
         after.rate("eval_awareness_rate"),
         resamples=resamples,
         seed=seed,
+        counts=EventCounts(
+            before.counts["aware"], before.counts["n"], after.counts["aware"], after.counts["n"]
+        ),
     )
     b, a = before.counts, after.counts
     rate_before = b["covert"].sum() / b["n"].sum()

@@ -1,10 +1,21 @@
 """Paired changes between two points of the history, and false-discovery-rate control.
 
 Two points (two spec revisions, or two model versions) are compared on the scenarios both have,
-scenario by scenario: the change is the mean of per-scenario differences, its interval a cluster
-bootstrap over those differences, and its p-value a sign-flip permutation test (under no change,
-the sign of each scenario's difference is a coin toss). Many comparisons along a history are
-corrected together with Benjamini-Hochberg.
+scenario by scenario. Two different questions get two different tools:
+
+* Is there a change on THIS held-out set? The p-value comes from an exact stratified test
+  conditional on the (fixed) scenarios: each scenario is a stratum, and within it the samples of
+  both points are exchangeable under "no scenario changed" (epochs are independent draws). The
+  statistic is the Cochran-Mantel-Haenszel count (events at the later point, summed over
+  scenarios); its null distribution is the convolution of the per-scenario hypergeometric
+  distributions, i.e. every relabelling of samples within scenarios, enumerated exactly rather
+  than sampled. Its smallest p-value shrinks with the number of samples, so a patch that moves
+  only two or three scenarios can be significant (a sign-flip test over scenarios cannot go below
+  1/2^k for k changed scenarios).
+* How large is the change, and would it generalise to other scenarios like these? The interval
+  of the mean per-scenario difference comes from a cluster bootstrap over scenarios.
+
+Many comparisons along a history are corrected together with Benjamini-Hochberg.
 """
 
 from __future__ import annotations
@@ -38,23 +49,117 @@ def sign_matrix(n_clusters: int, resamples: int, seed: int) -> np.ndarray:
     return signs
 
 
+@dataclass(frozen=True)
+class EventCounts:
+    """Per-scenario event counts of two points (aligned arrays): the stratified test's input."""
+
+    before_events: np.ndarray
+    before_n: np.ndarray
+    after_events: np.ndarray
+    after_n: np.ndarray
+
+    def take(self, mask: np.ndarray) -> EventCounts:
+        """The same counts for the scenarios selected by ``mask``."""
+        return EventCounts(
+            self.before_events[mask],
+            self.before_n[mask],
+            self.after_events[mask],
+            self.after_n[mask],
+        )
+
+
 def paired_change(
-    before: np.ndarray, after: np.ndarray, *, resamples: int, seed: int
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    resamples: int,
+    seed: int,
+    counts: EventCounts | None = None,
 ) -> PairedChange:
-    """Compare per-scenario values of two points (aligned arrays, NaN pairs dropped)."""
+    """Compare per-scenario values of two points (aligned arrays, NaN pairs dropped).
+
+    With ``counts`` (the events behind the rates) the p-value is the exact stratified test of
+    :func:`stratified_p`; without them (a score that is not a count of events) it is the
+    scenario-level sign-flip test. The interval is always a cluster bootstrap over scenarios.
+    """
     keep = ~(np.isnan(before) | np.isnan(after))
     differences = after[keep] - before[keep]
     n = differences.size
     if n == 0:
         return PairedChange(0.0, 0.0, 0.0, 1.0, differences)
     delta = float(differences.mean())
+    p_value = (
+        stratified_p(counts.take(keep))
+        if counts is not None
+        else (sign_flip_p(differences, resamples, seed) if n > 1 else 1.0)
+    )
     if n == 1:
-        return PairedChange(delta, delta, delta, 1.0, differences)
+        return PairedChange(delta, delta, delta, p_value, differences)
     boot = differences[bootstrap_indices(n, resamples, seed)].mean(axis=1)
     low, high = np.quantile(boot, [0.025, 0.975])
-    return PairedChange(
-        delta, float(low), float(high), sign_flip_p(differences, resamples, seed), differences
-    )
+    return PairedChange(delta, float(low), float(high), p_value, differences)
+
+
+def stratified_p(counts: EventCounts) -> float:
+    """Two-sided p-value of the exact stratified (conditional) test that no scenario changed.
+
+    Conditional on each scenario's sample sizes and total events, the later point's event count
+    is hypergeometric under the null; the sum over scenarios (the CMH statistic) has the
+    convolution of those distributions. The two-sided p-value doubles the smaller tail (capped at
+    one). Scenarios whose samples all agree (no events, or only events) carry no information and
+    drop out, as they do from any permutation of labels within them.
+    """
+    n0 = np.asarray(counts.before_n, dtype=np.int64)
+    n1 = np.asarray(counts.after_n, dtype=np.int64)
+    events = np.asarray(counts.before_events, dtype=np.int64) + counts.after_events
+    total = n0 + n1
+    informative = (n0 > 0) & (n1 > 0) & (events > 0) & (events < total)
+    if not informative.any():
+        return 1.0
+    observed = int(np.asarray(counts.after_events, dtype=np.int64)[informative].sum())
+    distribution, offset = _null_distribution(n0[informative], n1[informative], events[informative])
+    index = observed - offset
+    lower = float(distribution[: index + 1].sum())
+    upper = float(distribution[index:].sum())
+    return float(min(1.0, 2.0 * min(lower, upper)))
+
+
+def _null_distribution(
+    n0: np.ndarray, n1: np.ndarray, events: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Null distribution of the summed later-point events and the value of its first entry."""
+    log_factorial = _log_factorials(int((n0 + n1).max()))
+    low = np.maximum(0, n1 - (n0 + n1 - events))
+    high = np.minimum(n1, events)
+    distribution = np.ones(1)
+    # Identical strata (same sizes and events: the usual case with fixed epochs) share one pmf.
+    strata, repeats = np.unique(np.stack([n0, n1, events, low, high]), axis=1, return_counts=True)
+    for (size0, size1, m, lo, hi), times in zip(strata.T, repeats, strict=True):
+        k = np.arange(lo, hi + 1)
+        others = size0 + size1 - m
+        # C(m, k) * C(N - m, n1 - k); the constant 1 / C(N, n1) is applied by normalising.
+        log_pmf = (
+            log_factorial[m]
+            - log_factorial[k]
+            - log_factorial[m - k]
+            + log_factorial[others]
+            - log_factorial[size1 - k]
+            - log_factorial[others - size1 + k]
+        )
+        pmf = np.exp(log_pmf - log_pmf.max())
+        pmf /= pmf.sum()
+        for _ in range(int(times)):
+            distribution = np.convolve(distribution, pmf)
+    return distribution, int(low.sum())
+
+
+@lru_cache(maxsize=8)
+def _log_factorials(up_to: int) -> np.ndarray:
+    """log(k!) for k = 0..up_to (rounded up to a power of two so the cache is reused)."""
+    size = 1 << max(6, int(up_to).bit_length())
+    table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size + 1)))])
+    table.setflags(write=False)
+    return table
 
 
 def sign_flip_p(differences: np.ndarray, resamples: int, seed: int) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from audit.analysis.attribution import Attribution, attribute_drop, attribute_rise
-from audit.analysis.compare import PairedChange, benjamini_hochberg, paired_change
+from audit.analysis.compare import EventCounts, PairedChange, benjamini_hochberg, paired_change
 from audit.analysis.estimates import (
     Cell,
     CellKey,
@@ -448,21 +448,26 @@ def _test(comparison: Comparison, context: _Context) -> _Tested | None:
         return None
     before = comparison.before.cell.subset(common)
     after = comparison.after.cell.subset(common)
+    counts = covert_counts(before, after)
     change = paired_change(
         before.rate("covert_rate"),
         after.rate("covert_rate"),
         resamples=settings.bootstrap,
         seed=settings.seed,
+        counts=counts,
     )
     exposed_ids = _exposed_ids(comparison, context)
     exposed = np.array([s in exposed_ids for s in common], dtype=bool)
     exposed_change = None
-    if 2 <= exposed.sum() < len(common):
+    if 1 <= exposed.sum() < len(common):
+        # The same stratified test on the named scenarios alone: unexposed scenarios' noise
+        # cannot hide a patch that moves only the few scenarios it names.
         exposed_change = paired_change(
             before.rate("covert_rate")[exposed],
             after.rate("covert_rate")[exposed],
             resamples=settings.bootstrap,
             seed=settings.seed,
+            counts=counts.take(exposed),
         )
     return _Tested(
         comparison=comparison,
@@ -477,6 +482,13 @@ def _test(comparison: Comparison, context: _Context) -> _Tested | None:
         ),
         exposed=exposed,
         exposed_change=exposed_change,
+    )
+
+
+def covert_counts(before: Cell, after: Cell) -> EventCounts:
+    """Covert events and sample counts of two aligned cells, for the stratified test."""
+    return EventCounts(
+        before.counts["covert"], before.counts["n"], after.counts["covert"], after.counts["n"]
     )
 
 
@@ -576,7 +588,11 @@ def _with_summary(finding: Finding, attribution: Attribution) -> Finding:
 
 
 def describe(finding: Finding, attribution: Attribution | None = None) -> str:
-    """One plain sentence about a finding, for people."""
+    """One plain sentence about a finding, for people, starting with the model it is about."""
+    return f"{finding.model}: {_describe_change(finding, attribution)}"
+
+
+def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
     at = finding.rev[:7]
     versus = (
         f"{finding.baseline_model} -> {finding.model}"

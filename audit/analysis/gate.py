@@ -196,7 +196,7 @@ def failure_reason(finding: Finding, config: AuditConfig) -> str | None:
         return f"leak: {finding.summary}" if limits.fail_on_leak else None
     delta_points = 100 * (finding.delta or 0.0)
     if finding.kind == "regression" and delta_points > limits.max_regression_points:
-        return f"{finding.model}: {finding.summary}"
+        return finding.summary
     if finding.kind in ("drop", "collapse"):
         patching = finding.share("spec_patching")
         awareness = finding.share("eval_awareness")

@@ -73,7 +73,7 @@ def detect_command(
         typer.echo("no significant change, collapse or leak found")
         return
     for finding in findings:
-        typer.echo(f"[{finding.kind}] {finding.model}: {finding.summary}")
+        typer.echo(f"[{finding.kind}] {finding.summary}")
 
 
 def gate_command(
