@@ -100,7 +100,9 @@ def judge(
     redo: Annotated[
         bool, typer.Option("--redo", help="Judge again samples this grader already judged.")
     ] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 8,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=256, help="Judge requests in flight.")
+    ] = 8,
     db: DbOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from audit.cli.options import DbOption
+from audit.cli.options import DbOption, resolve_db
 from audit.cli.progress import cli_progress
 
 
@@ -34,7 +34,7 @@ def demo_command(
     """Run the offline demo: spec history, simulated model organisms, DuckDB, HTML report."""
     from audit.demo import run_demo
 
-    db_path = db or Path("audit.duckdb")
+    db_path = resolve_db(db)
     result = run_demo(
         db_path=db_path,
         report_path=out,
