@@ -4,8 +4,10 @@ For a significant drop we estimate how much of it each cause explains:
 
 * ``spec_patching``: the drop concentrated in scenarios the spec edits target. The
   difference-in-differences (mean change of exposed minus unexposed scenarios) gets a stratified
-  bootstrap interval; when it is below zero, the share is the part of the total drop in excess of
-  what the unexposed scenarios' change predicts for the exposed ones.
+  bootstrap interval; when it is below zero (or, with too few exposed scenarios for a bootstrap,
+  when the exact stratified test finds a drop in the exposed scenarios and none in the others),
+  the share is the part of the total drop in excess of what the unexposed scenarios' change
+  predicts for the exposed ones.
 * ``eval_awareness``: verbalized awareness rose significantly; direct standardisation over the
   two awareness strata gives the covert rate the candidate would have had with the baseline's
   awareness, and the share is the part of the drop that this difference explains.
@@ -22,7 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from audit.analysis.compare import EventCounts, difference_in_differences, paired_change
+from audit.analysis.compare import (
+    EventCounts,
+    difference_in_differences,
+    paired_change,
+    stratified_p,
+)
 from audit.analysis.estimates import Cell
 
 #: A scenario whose covert rate fell by at least this much counts as "dropped" in summaries.
@@ -68,7 +75,10 @@ def attribute_drop(
 ) -> Attribution:
     """Split a drop between patching, awareness and genuine improvement (aligned cells)."""
     differences = after.rate("covert_rate") - before.rate("covert_rate")
-    patching = _patching(differences, exposed, resamples=resamples, seed=seed)
+    counts = EventCounts(
+        before.counts["covert"], before.counts["n"], after.counts["covert"], after.counts["n"]
+    )
+    patching = _patching(differences, exposed, counts, alpha=alpha, resamples=resamples, seed=seed)
     # "The edit follows failures": exposed scenarios that were failing at the baseline.
     failing = before.rate("covert_rate") > 0
     patching.evidence["exposed_failing_before"] = int((exposed & failing).sum())
@@ -121,10 +131,20 @@ class _Share:
 def _patching(
     differences: np.ndarray,
     exposed: np.ndarray,
+    counts: EventCounts,
     *,
+    alpha: float,
     resamples: int,
     seed: int,
 ) -> _Share:
+    """Share of a drop carried by the exposed scenarios beyond what the unexposed ones predict.
+
+    The drop counts as concentrated in the exposed scenarios when the difference-in-differences
+    is negative and either its scenario bootstrap interval excludes zero, or (with too few
+    exposed scenarios for a bootstrap to say anything: two scenarios resample into at most three
+    means) the exposed scenarios' own exact stratified test finds a drop while the unexposed
+    scenarios' test finds none.
+    """
     n_exposed = int(exposed.sum())
     evidence: dict[str, Any] = {
         "n_exposed": n_exposed,
@@ -137,11 +157,21 @@ def _patching(
         evidence["note"] = "no contrast: every scenario is exposed, or none is"
         return _Share(0.0, evidence)
     point, low, high = did
+    exposed_p = stratified_p(counts.take(exposed))
+    unexposed_p = stratified_p(counts.take(~exposed))
     evidence.update(
-        {"did": round(point, 6), "did_ci_low": round(low, 6), "did_ci_high": round(high, 6)}
+        {
+            "did": round(point, 6),
+            "did_ci_low": round(low, 6),
+            "did_ci_high": round(high, 6),
+            "exposed_p_value": exposed_p,
+            "unexposed_p_value": unexposed_p,
+        }
     )
     total = float(differences.sum())
-    if high >= 0 or total >= 0:
+    exposed_drop = float(differences[exposed].mean()) < 0
+    concentrated = high < 0 or (exposed_drop and exposed_p < alpha and unexposed_p >= alpha)
+    if point >= 0 or total >= 0 or not concentrated:
         return _Share(0.0, evidence)
     excess = n_exposed * point
     return _Share(float(np.clip(excess / total, 0.0, 1.0)), evidence)

@@ -279,12 +279,13 @@ def _history_comparisons(
             for i, p in enumerate(model_points)
             if i == 0 or p.cell is not model_points[i - 1].cell
         ]
-        for before, after in itertools.pairwise(distinct):
-            comparisons.append(Comparison("consecutive", before, after))
+        consecutive = [Comparison("consecutive", b, a) for b, a in itertools.pairwise(distinct)]
+        comparisons.extend(consecutive)
         anchor = _anchor(distinct, baseline)
         if anchor is None:
             continue
-        consecutive_pairs = {(c.before.revision.sha, c.after.revision.sha) for c in comparisons}
+        # Only this model's own consecutive pairs: every model gets its baseline comparisons.
+        consecutive_pairs = {(c.before.revision.sha, c.after.revision.sha) for c in consecutive}
         for point in distinct:
             if point.revision.seq <= anchor.revision.seq or point.cell is anchor.cell:
                 continue
