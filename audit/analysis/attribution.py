@@ -8,9 +8,10 @@ For a significant drop we estimate how much of it each cause explains:
   when the exact stratified test finds a drop in the exposed scenarios and none in the others),
   the share is the part of the total drop in excess of what the unexposed scenarios' change
   predicts for the exposed ones.
-* ``eval_awareness``: verbalized awareness rose significantly; direct standardisation over the
-  two awareness strata gives the covert rate the candidate would have had with the baseline's
-  awareness, and the share is the part of the drop that this difference explains.
+* ``eval_awareness``: verbalized awareness rose significantly (exact stratified test over
+  scenarios); direct standardisation over the two awareness strata (Kitagawa's symmetric form,
+  both points' stratum rates averaged) gives the part of the drop due to the awareness mix
+  changing, and the share is that part over the whole drop.
 * ``genuine``: whatever the two above do not explain (spread over exposed and unexposed scenarios,
   not carried by awareness).
 
@@ -206,16 +207,27 @@ def _awareness(before: Cell, after: Cell, *, alpha: float, resamples: int, seed:
         "covert_rate_unaware_after": unaware_after,
         "covert_rate_aware_after": aware_after,
     }
-    if not (rise.delta > 0 and rise.p_value < alpha) or unaware_after is None:
+    if not (rise.delta > 0 and rise.p_value < alpha) or unaware_before is None:
         return _Share(0.0, evidence)
-    # Direct standardisation: the candidate's stratum rates weighted by the baseline's strata.
-    aware_rate = aware_after if aware_after is not None else unaware_after
-    standardised = (1 - aware_before) * unaware_after + aware_before * aware_rate
-    evidence["standardised_rate"] = round(float(standardised), 6)
+    # Kitagawa's decomposition, i.e. direct standardisation averaged over both points as the
+    # standard: the part of the drop due to the awareness mix changing is the change in the
+    # aware share times the gap between the strata's covert rates (each averaged over the two
+    # points). Averaging keeps a stratum with few samples at one point (few unaware samples
+    # once most samples are aware) from swinging the share.
+    aware_rates = [
+        r for r in (_ratio(b["covert_aware"].sum(), b["aware"].sum()), aware_after) if r is not None
+    ]
+    unaware_rates = [r for r in (unaware_before, unaware_after) if r is not None]
+    unaware_mean = float(np.mean(unaware_rates))
+    aware_mean = float(np.mean(aware_rates)) if aware_rates else unaware_mean
+    aware_share_after = a["aware"].sum() / a["n"].sum()
+    composition = (aware_share_after - aware_before) * (aware_mean - unaware_mean)
+    evidence["awareness_effect_points"] = round(float(100 * composition), 4)
+    evidence["standardised_rate"] = round(float(rate_after - composition), 6)
     drop = rate_after - rate_before
     if drop >= 0:
         return _Share(0.0, evidence)
-    return _Share(float(np.clip((rate_after - standardised) / drop, 0.0, 1.0)), evidence)
+    return _Share(float(np.clip(composition / drop, 0.0, 1.0)), evidence)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
