@@ -18,6 +18,7 @@ from audit.cli import app
 from audit.errors import AuditError
 from audit.report import figures, render_report
 from audit.report.data import load_report_data
+from audit.report.groups import ceil_2g, family_of, findings_table, group_findings, model_families
 from audit.report.render import Segment, highlight
 from audit.store import Store, open_store
 
@@ -127,7 +128,11 @@ def test_point_rates_come_from_samples_and_say_intervals_are_missing(
     assert "25.0% (no interval: run audit detect)" in html
     assert "intervals need <code>audit detect</code>" in html
     assert "95% CI" not in html
-    assert "down 50.0 points since r0 " + rev_sha(0)[:7] + " (75.0%)" in html
+    # The trend names what it compares: the same model over spec revisions.
+    assert (
+        f'<span class="sub">same model, spec r0 {rev_sha(0)[:7]} → r2 {rev_sha(2)[:7]}:</span> '
+        '<span class="down">down 50.0 points (75.0% → 25.0%)</span>'
+    ) in html
 
 
 def test_stored_estimates_give_the_headline_its_interval(store: Store, tmp_path: Path) -> None:
@@ -457,3 +462,148 @@ def test_unwritable_output_is_a_user_error(store: Store, tmp_path: Path) -> None
         render_report(store, blocker / "drift.html")
     with pytest.raises(AuditError, match="is a folder"):
         render_report(store, tmp_path)
+
+
+def _finding(finding_id: str, model: str, baseline_model: str, rev: int, **fields) -> dict:
+    """A stored finding row; ``fields`` override the regression defaults."""
+    row = {
+        "finding_id": finding_id,
+        "model": model,
+        "baseline_model": baseline_model,
+        "source_id": SOURCE,
+        "baseline_rev": rev_sha(rev),
+        "rev": rev_sha(rev),
+        "comparison": "model_version",
+        "kind": "regression",
+        "baseline_rate": 0.1,
+        "rate": 0.3,
+        "ci_low": 0.2,
+        "ci_high": 0.4,
+        "delta": 0.2,
+        "delta_ci_low": 0.1,
+        "delta_ci_high": 0.3,
+        "p_value": 0.001,
+        "q_value": 0.002,
+        "primary_cause": "regression",
+        "causes": [],
+        "exposed_scenarios": [],
+        "summary": f"summary of {finding_id}",
+    }
+    return {**row, **fields}
+
+
+def _grouped_history(store: Store) -> None:
+    """organism-v0/v1 over 4 revisions: v1 regresses vs v0 at every revision, drops at r1."""
+    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+    rows = [
+        _finding(f"f-reg-{rev}", "organism-v1", "organism-v0", rev, delta=delta, q_value=q)
+        for rev, delta, q in ((0, 0.25, 0.001), (1, 0.1, 0.0123), (2, 0.3, 0.004), (3, 0.199, 0.01))
+    ]
+    rows.append(
+        _finding(
+            "f-drop-1",
+            "organism-v1",
+            "organism-v0",
+            1,
+            kind="drop",
+            primary_cause="genuine",
+            delta=-0.05,
+            q_value=0.04,
+        )
+    )
+    rows.append(
+        _finding(
+            "f-leak-2",
+            "*",
+            "*",
+            2,
+            comparison="consecutive",
+            baseline_rev=rev_sha(1),
+            kind="leak",
+            primary_cause=None,
+            summary="held-out set leaked into the spec at " + rev_sha(2)[:7],
+        )
+    )
+    store.insert_rows("findings", rows)
+
+
+def test_headline_groups_findings_per_model_and_comparison(store: Store) -> None:
+    _grouped_history(store)
+    data = load_report_data(store)
+    leak = "held-out set leaked into the spec at " + rev_sha(2)[:7]
+    v1 = group_findings(data, "organism-v1")
+    assert [(g.text, g.detail, [f.finding_id for f in g.findings]) for g in v1] == [
+        (leak, None, ["f-leak-2"]),
+        (
+            "regression vs organism-v0 at 4 of 4 spec revisions: +10.0 to +30.0 points (q ≤ 0.013)",
+            None,
+            ["f-reg-0", "f-reg-1", "f-reg-2", "f-reg-3"],
+        ),
+        (
+            "drop vs organism-v0 at 1 of 4 spec revisions: −5.0 points (q = 0.04), "
+            "primary cause genuine improvement",
+            "summary of f-drop-1",
+            ["f-drop-1"],
+        ),
+    ]
+    assert [g.across_versions for g in v1] == [False, True, True]
+    v0 = group_findings(data, "organism-v0")
+    assert [g.text for g in v0] == [
+        leak,
+        f"drop vs r0 {rev_sha(0)[:7]} at r3 {rev_sha(3)[:7]}: −20.0 points (q = 0.004), "
+        "primary cause spec patching",
+    ]
+    # The table lists every finding once: the leak under "every model", then per model.
+    table = findings_table(data)
+    ids = [f.finding_id for g in table for f in g.findings]
+    assert ids == ["f-leak-2", "f-patch-1", "f-reg-0", "f-reg-1", "f-reg-2", "f-reg-3", "f-drop-1"]
+
+
+def test_grouped_headline_and_findings_table_in_the_page(store: Store, tmp_path: Path) -> None:
+    _grouped_history(store)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    headline = html.split('<section id="headline">')[1].split('<section id="findings">')[0]
+    group_id = "organism-v1__model_version__organism-v0__regression__regression"
+    assert (
+        f'<li class="group-line"><a href="#group-{group_id}">regression vs organism-v0 at 4 of 4 '
+        "spec revisions: +10.0 to +30.0 points (q ≤ 0.013)</a></li>"
+    ) in headline
+    # One line instead of four, under a title that says what was compared.
+    assert "summary of f-reg-" not in headline
+    assert "Findings vs other model versions (same spec revision):" in headline
+    assert "Findings over spec revisions (same model):" in headline
+    assert '<h3 class="family">organism <span class="muted">(2 versions)</span></h3>' in headline
+    assert headline.count('href="#finding-f-leak-2"') == 2  # the leak concerns both models
+    findings = html.split('<section id="findings">')[1].split('<section id="timeline">')[0]
+    for finding_id in ("f-leak-2", "f-patch-1", "f-reg-0", "f-reg-3", "f-drop-1"):
+        assert findings.count(f'id="finding-{finding_id}"') == 1, finding_id
+    group = findings.split(f'<tbody id="group-{group_id}">')[1].split("</tbody>")[0]
+    rows = re.findall(r'<tr class="finding" id="finding-([^"]+)">\s*<td>([^<]*)</td>', group)
+    assert rows == [
+        (f"f-reg-{rev}", f"organism-v0 → organism-v1 at r{rev} {rev_sha(rev)[:7]}")
+        for rev in range(4)
+    ]
+    assert '<td class="num">+25.0 <span class="muted">[+10.0, +30.0]</span></td>' in group
+    patch = findings.split('id="finding-f-patch-1">')[1].split("</tr>")[0]
+    assert f"<td>r0 {rev_sha(0)[:7]} → r3 {rev_sha(3)[:7]}</td>" in patch
+
+
+def test_model_families_follow_version_suffixes() -> None:
+    assert family_of("backslider-v3") == "backslider"
+    assert family_of("gpt_v1.2") == "gpt"
+    assert family_of("plain") == "plain"
+    assert model_families(["b-v10", "b-v2", "a", "b-v1", "c_v1.2"]) == {
+        "a": ["a"],
+        "b": ["b-v1", "b-v2", "b-v10"],
+        "c": ["c_v1.2"],
+    }
+
+
+def test_upper_bounds_of_q_round_up() -> None:
+    assert [ceil_2g(q) for q in (0.00978, 0.0396, 0.012, 0.01234, 1.0)] == [
+        "0.0098",
+        "0.04",
+        "0.012",
+        "0.013",
+        "1",
+    ]

@@ -184,6 +184,8 @@ class Finding:
 
     finding_id: str
     model: str
+    baseline_model: str
+    comparison: str
     baseline_sha: str | None
     sha: str | None
     baseline_rev: str
@@ -193,9 +195,16 @@ class Finding:
     baseline_rate: float | None
     rate: float | None
     delta: float | None
+    delta_ci_low: float | None
+    delta_ci_high: float | None
     q_value: float | None
     exposed_scenarios: tuple[str, ...]
     summary: str
+
+    @property
+    def across_versions(self) -> bool:
+        """True when two model versions were compared at one spec revision."""
+        return self.comparison == "model_version" or self.baseline_model != self.model
 
 
 @dataclass(frozen=True)
@@ -478,6 +487,8 @@ def _findings(
             Finding(
                 finding_id=r["finding_id"],
                 model=r["model"],
+                baseline_model=r["baseline_model"],
+                comparison=r["comparison"],
                 baseline_sha=_full_sha(revisions, r["baseline_rev"]),
                 sha=sha,
                 baseline_rev=r["baseline_rev"],
@@ -487,6 +498,8 @@ def _findings(
                 baseline_rate=r["baseline_rate"],
                 rate=r["rate"],
                 delta=r["delta"],
+                delta_ci_low=r["delta_ci_low"],
+                delta_ci_high=r["delta_ci_high"],
                 q_value=r["q_value"],
                 exposed_scenarios=tuple(r["exposed_scenarios"] or ()),
                 summary=r["summary"],

@@ -33,6 +33,7 @@ from audit.report.data import (
     Revision,
     load_report_data,
 )
+from audit.report.groups import FindingGroup, findings_table, group_findings, model_families
 from audit.store import Store
 
 DEFAULT_REPORT_PATH = Path("reports/drift.html")
@@ -83,7 +84,9 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
         figs["scatter"] = figures.scatter_figure(data, changes)
     context = {
         "data": data,
-        "headlines": [_headline(data, m) for m in data.models],
+        "families": _headline_families(data),
+        "finding_groups": findings_table(data),
+        "compared": {f.finding_id: _compared(data, f) for f in data.findings},
         "changes": changes,
         "figures": {name: script_json(fig.to_json()) for name, fig in figs.items()},
         # The div gets the figure's height up front, so later sections never slide under it.
@@ -139,36 +142,79 @@ def _fmt_pct(value: float | None, digits: int = 1) -> str:
 
 @dataclass(frozen=True)
 class Headline:
-    """The first thing a reader sees for one model."""
+    """The first thing a reader sees for one model.
+
+    Two kinds of comparison are kept apart, because they answer different questions: the trend
+    and ``history_groups`` compare spec revisions of this same model; ``version_groups`` compare
+    this model with another version of it at the same spec revision.
+    """
 
     model: str
     latest: RatePoint | None
     latest_revision: Revision | None
     rate_text: str
+    trend_label: str
     trend_text: str
     awareness_text: str
-    findings: list[Finding]
+    version_groups: list[FindingGroup]
+    history_groups: list[FindingGroup]
     zero_warning: bool
+
+    @property
+    def has_findings(self) -> bool:
+        """True when any finding concerns this model."""
+        return bool(self.version_groups or self.history_groups)
 
 
 def _headline(data: ReportData, model: str) -> Headline:
     points = [p for p in data.rates_of(model) if p.covert is not None]
-    findings = [f for f in data.findings if f.model in (model, "*")]
+    groups = group_findings(data, model)
+    versions = [g for g in groups if g.across_versions]
+    history = [g for g in groups if not g.across_versions]
     if not points:
-        return Headline(model, None, None, "no graded samples in range", "", "", findings, False)
+        return Headline(
+            model, None, None, "no graded samples in range", "", "", "", versions, history, False
+        )
     first, latest = points[0], points[-1]
     revision = data.revision(latest.sha)
     assert revision is not None
+    label, trend = _trend(data, first, latest)
     return Headline(
         model=model,
         latest=latest,
         latest_revision=revision,
         rate_text=rate_with_interval(latest),
-        trend_text=_trend(data, first, latest),
+        trend_label=label,
+        trend_text=trend,
         awareness_text=_fmt_pct(latest.aware),
-        findings=findings,
+        version_groups=versions,
+        history_groups=history,
         zero_warning=latest.covert == 0,
     )
+
+
+def _compared(data: ReportData, finding: Finding) -> str:
+    """What a finding compared, in revision labels: versions at one revision, or two revisions."""
+
+    def label(sha: str | None, ref: str) -> str:
+        revision = data.revision(sha) if sha else None
+        return revision.label if revision else ref[:7]
+
+    at = label(finding.sha, finding.rev)
+    if finding.across_versions:
+        return f"{finding.baseline_model} → {finding.model} at {at}"
+    return f"{label(finding.baseline_sha, finding.baseline_rev)} → {at}"
+
+
+def _headline_families(data: ReportData) -> list[tuple[str, list[Headline]]]:
+    """Headline cards by model family, so the versions of one model sit side by side.
+
+    With no family of two or more versions, one unnamed group keeps the page as it was.
+    """
+    families = model_families(data.models)
+    if all(len(members) == 1 for members in families.values()):
+        return [("", [_headline(data, m) for m in sorted(data.models)])]
+    return [(name, [_headline(data, m) for m in members]) for name, members in families.items()]
 
 
 def rate_with_interval(point: RatePoint) -> str:
@@ -181,16 +227,18 @@ def rate_with_interval(point: RatePoint) -> str:
     return f"{_fmt_pct(point.covert)} (no interval: run audit detect)"
 
 
-def _trend(data: ReportData, first: RatePoint, latest: RatePoint) -> str:
-    start = data.revision(first.sha)
-    if first.sha == latest.sha or start is None:
-        return "one revision with samples: no trend yet"
+def _trend(data: ReportData, first: RatePoint, latest: RatePoint) -> tuple[str, str]:
+    """(what is compared, how it moved): first vs latest spec revision of the same model."""
+    start, end = data.revision(first.sha), data.revision(latest.sha)
+    if first.sha == latest.sha or start is None or end is None:
+        return "over spec revisions", "one revision with samples: no trend yet"
     delta = 100 * ((latest.covert or 0.0) - (first.covert or 0.0))
     if abs(delta) < 0.05:
         direction = "unchanged"
     else:
         direction = f"{'down' if delta < 0 else 'up'} {abs(delta):.1f} points"
-    return f"{direction} since {start.label} ({_fmt_pct(first.covert)})"
+    label = f"same model, spec {start.label} → {end.label}"
+    return label, f"{direction} ({_fmt_pct(first.covert)} → {_fmt_pct(latest.covert)})"
 
 
 # -- spec change viewer -----------------------------------------------------------------------

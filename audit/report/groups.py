@@ -1,0 +1,240 @@
+"""Findings grouped for people, and models grouped into families.
+
+Detection compares every spec revision, so one real change between two model versions shows up
+as one finding per revision (eleven near-identical "regression ... (v2 -> v3)" lines). The
+headline says it once: findings of a model that share what was compared (spec revisions of the
+same model, or another model version), the baseline model, the kind and the primary cause become
+one :class:`FindingGroup` with one line such as "regression vs backslider-v2 at 10 of 10 spec
+revisions: +19.1 to +36.0 points (q ≤ 0.0098)". The full list stays in the Findings section.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from audit.report.data import Finding, ReportData
+
+# The same rule detection uses for model lines: a "-vN" (or "_vN") suffix names a version.
+_VERSIONED_NAME = re.compile(r"^(?P<line>.+?)[-_]v(?P<version>\d+(?:\.\d+)*)$")
+
+CAUSE_NAMES = {
+    "spec_patching": "spec patching",
+    "eval_awareness": "eval awareness",
+    "genuine": "genuine improvement",
+    "regression": "regression",
+}
+
+# Headline order: what a release gate fails on first, then what explains a drop.
+_KIND_ORDER = {"leak": 0, "regression": 1, "collapse": 2, "drop": 3}
+_COMPARISON_ORDER = {"model_version": 0, "baseline": 1, "consecutive": 2}
+
+
+def family_of(model: str) -> str:
+    """The model line a model version belongs to ("backslider-v3" -> "backslider")."""
+    match = _VERSIONED_NAME.match(model)
+    return match["line"] if match else model
+
+
+def _version_key(model: str) -> tuple[int, ...]:
+    match = _VERSIONED_NAME.match(model)
+    return tuple(int(p) for p in match["version"].split(".")) if match else ()
+
+
+def model_families(models: Sequence[str]) -> dict[str, list[str]]:
+    """Models grouped by family, families in name order, versions oldest first."""
+    families: dict[str, list[str]] = {}
+    for model in sorted(models, key=lambda m: (family_of(m), _version_key(m), m)):
+        families.setdefault(family_of(model), []).append(model)
+    return families
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """Findings of one model that say the same thing, and the one line that says it."""
+
+    group_id: str
+    model: str
+    comparison: str
+    baseline_model: str
+    kind: str
+    primary_cause: str | None
+    findings: tuple[Finding, ...]
+    text: str
+    detail: str | None
+
+    @property
+    def across_versions(self) -> bool:
+        """True for comparisons against another model version at the same spec revision."""
+        return self.findings[0].across_versions
+
+    @property
+    def anchor(self) -> str:
+        """Where the headline links to: the group in the Findings table (a leak: its row)."""
+        if self.kind == "leak":
+            return f"finding-{self.findings[0].finding_id}"
+        return f"group-{self.group_id}"
+
+
+def findings_table(data: ReportData) -> list[FindingGroup]:
+    """Every stored finding exactly once, grouped as in the headline: leaks, then per model."""
+    groups = group_findings(data, "*")
+    for members in model_families(data.models).values():
+        for model in members:
+            groups.extend(g for g in group_findings(data, model) if g.kind != "leak")
+    return groups
+
+
+def group_findings(data: ReportData, model: str) -> list[FindingGroup]:
+    """The findings concerning ``model`` (and leaks, which concern every model), grouped.
+
+    Groups come in headline order: leaks, regressions, collapses, drops; within a kind,
+    comparisons with another model version first. Findings inside a group are in commit order.
+    """
+    seq = {r.sha: r.seq for r in data.revisions}
+    buckets: dict[tuple[str, str, str, str, str], list[Finding]] = {}
+    for finding in data.findings:
+        if finding.model not in (model, "*"):
+            continue
+        comparison = "model_version" if finding.across_versions else finding.comparison
+        key = (
+            comparison,
+            finding.baseline_model,
+            finding.kind,
+            finding.primary_cause or "",
+            # A leak is about one spec edit: never merge two of them into one line.
+            finding.finding_id if finding.kind == "leak" else "",
+        )
+        buckets.setdefault(key, []).append(finding)
+    groups = []
+    for (comparison, baseline_model, kind, cause, _), members in buckets.items():
+        members.sort(key=lambda f: (seq.get(f.sha or "", -1), f.finding_id))
+        groups.append(_group(data, model, comparison, baseline_model, kind, cause, members))
+    groups.sort(
+        key=lambda g: (
+            _KIND_ORDER.get(g.kind, 9),
+            _COMPARISON_ORDER.get(g.comparison, 9),
+            g.baseline_model,
+            g.primary_cause or "",
+            g.group_id,
+        )
+    )
+    return groups
+
+
+def _group(
+    data: ReportData,
+    model: str,
+    comparison: str,
+    baseline_model: str,
+    kind: str,
+    cause: str,
+    members: list[Finding],
+) -> FindingGroup:
+    parts = (model, comparison, baseline_model, kind, cause)
+    if kind == "leak":
+        parts += (members[0].finding_id,)
+    # Readable and unique: each part keeps letters, digits, "-" and "."; "__" separates them.
+    group_id = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", part) or "none" for part in parts)
+    if kind == "leak":
+        return FindingGroup(
+            group_id, model, comparison, baseline_model, kind, None, tuple(members),
+            members[0].summary, None,
+        )  # fmt: skip
+    text = (
+        f"{_kind_word(kind)} {_where(data, model, comparison, baseline_model, members)}: "
+        f"{_change_range(members)} ({_q_bound(members)})"
+    )
+    if cause and cause != "regression":
+        text += f", primary cause {CAUSE_NAMES.get(cause, cause)}"
+    detail: str | None = None
+    if len(members) == 1:
+        detail = members[0].summary
+    elif cause in ("spec_patching", "eval_awareness"):
+        # The reason behind these causes (which scenarios the edit named, how awareness moved)
+        # differs per revision; the strongest finding shows what the evidence looks like.
+        strongest = max(members, key=lambda f: abs(f.delta or 0.0))
+        detail = f"strongest: {strongest.summary}"
+    return FindingGroup(
+        group_id=group_id,
+        model=model,
+        comparison=comparison,
+        baseline_model=baseline_model,
+        kind=kind,
+        primary_cause=cause or None,
+        findings=tuple(members),
+        text=text,
+        detail=detail,
+    )
+
+
+def _kind_word(kind: str) -> str:
+    return {"collapse": "collapse to near 0%"}.get(kind, kind)
+
+
+def _where(
+    data: ReportData, model: str, comparison: str, baseline_model: str, members: list[Finding]
+) -> str:
+    """What was compared and how often it showed the change."""
+    count = len(members)
+    if comparison == "model_version":
+        possible = _shared_revisions(data, baseline_model, model)
+        return f"vs {baseline_model} at {count} of {max(possible, count)} spec revisions"
+    labels = _labels(data, [f.sha for f in members])
+    if comparison == "consecutive":
+        if count == 1:
+            return f"vs the previous spec revision at {labels}"
+        return f"vs the previous spec revision at {count} revisions ({labels})"
+    baselines = {f.baseline_sha for f in members}
+    start = data.revision(next(iter(baselines)) or "") if len(baselines) == 1 else None
+    anchor = start.label if start else "an earlier spec revision"
+    if count == 1:
+        return f"vs {anchor} at {labels}"
+    return f"vs {anchor} at {count} later revisions ({labels})"
+
+
+def _shared_revisions(data: ReportData, first: str, second: str) -> int:
+    """Revisions in range where both models have a covert rate (comparisons that were possible)."""
+    rated = {(p.model, p.sha) for p in data.rates if p.covert is not None}
+    return sum(1 for r in data.revisions if (first, r.sha) in rated and (second, r.sha) in rated)
+
+
+def _labels(data: ReportData, shas: Sequence[str | None], limit: int = 3) -> str:
+    revisions = [r for r in (data.revision(s or "") for s in shas) if r is not None]
+    shown = ", ".join(r.label for r in revisions[:limit])
+    return shown + (f" and {len(revisions) - limit} more" if len(revisions) > limit else "")
+
+
+def _points(delta: float) -> str:
+    return f"{100 * delta:+.1f}".replace("-", "−")
+
+
+def _change_range(members: list[Finding]) -> str:
+    """'+19.1 to +36.0 points', smallest change first, or one number for one finding."""
+    deltas = sorted((f.delta for f in members if f.delta is not None), key=abs)
+    if not deltas:
+        return "change not stored"
+    if len(deltas) == 1 or _points(deltas[0]) == _points(deltas[-1]):
+        return f"{_points(deltas[0])} points"
+    return f"{_points(deltas[0])} to {_points(deltas[-1])} points"
+
+
+def _q_bound(members: list[Finding]) -> str:
+    """The largest FDR-adjusted q of the group: every member is at least this significant."""
+    qs = [f.q_value for f in members if f.q_value is not None]
+    if not qs:
+        return "q not stored"
+    if len(qs) == 1:
+        return f"q = {qs[0]:.2g}"
+    return f"q ≤ {ceil_2g(max(qs))}"
+
+
+def ceil_2g(value: float) -> str:
+    """``value`` rounded up to two significant digits, so a bound stays one (0.01234 -> 0.013)."""
+    if value <= 0:
+        return "0"
+    step = 10 ** (math.floor(math.log10(value)) - 1)
+    # The small tolerance keeps 0.012 from becoming 0.013 through float noise in the division.
+    return f"{math.ceil(value / step - 1e-9) * step:.2g}"
