@@ -607,3 +607,33 @@ def test_upper_bounds_of_q_round_up() -> None:
         "0.013",
         "1",
     ]
+
+
+def test_scatter_compares_two_model_versions_at_the_same_revision(store: Store) -> None:
+    _grouped_history(store)
+    data = load_report_data(store)
+    change = next(c for c in figures.choose_changes(data) if c.model == "organism-v1")
+    assert change.finding is not None and change.finding.finding_id == "f-reg-0"
+    assert (change.before_model, change.before.seq, change.after.seq) == ("organism-v0", 0, 0)
+    assert change.menu_label == f"organism-v1: organism-v0 → organism-v1 at {rev_sha(0)[:7]}"
+    scatter = figures.scatter_figure(data, [change])
+    by_name = {t.name: t for t in scatter.data if t.name}
+    short = rev_sha(0)[:7]
+
+    def covert_at(model: str) -> list[float]:
+        cells = sorted(
+            (c.scenario_id, c.covert)
+            for c in data.cells
+            if c.model == model and c.sha == rev_sha(0)
+        )
+        return [round(100 * covert, 2) for _, covert in cells if covert is not None]
+
+    # No spec edit lies between the two points, so no scenario counts as exposed.
+    assert list(by_name[f"before (organism-v0 at {short}), exposed"].y) == []
+    assert list(by_name[f"before (organism-v0 at {short}), not exposed"].y) == covert_at(
+        "organism-v0"
+    )
+    assert list(by_name[f"after (organism-v1 at {short}), not exposed"].y) == covert_at(
+        "organism-v1"
+    )
+    assert covert_at("organism-v0") != covert_at("organism-v1")

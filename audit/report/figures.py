@@ -308,6 +308,29 @@ class ChosenChange:
     before: Revision
     after: Revision
     finding: Finding | None
+    # The model at the "before" point: another version of it for a model-version finding, where
+    # before and after are the same spec revision.
+    before_model: str = ""
+
+    @property
+    def across_versions(self) -> bool:
+        """True when two model versions are compared at one spec revision."""
+        return bool(self.before_model) and self.before_model != self.model
+
+    @property
+    def menu_label(self) -> str:
+        """The change in a few words, for menus and lists."""
+        if self.across_versions:
+            return f"{self.model}: {self.before_model} → {self.model} at {self.after.short}"
+        return f"{self.model}: {self.before.short} → {self.after.short}"
+
+    def side(self, when: str) -> str:
+        """Legend words for the 'before' or 'after' point."""
+        revision = self.before if when == "before" else self.after
+        if self.across_versions:
+            model = self.before_model if when == "before" else self.model
+            return f"{when} ({model} at {revision.short})"
+        return f"{when} ({revision.short})"
 
 
 def choose_changes(data: ReportData) -> list[ChosenChange]:
@@ -358,7 +381,7 @@ def _finding_change(data: ReportData, model: str) -> ChosenChange | None:
     before = data.revision(best.baseline_sha)  # type: ignore[arg-type]
     after = data.revision(best.sha)  # type: ignore[arg-type]
     assert before is not None and after is not None
-    return ChosenChange(model, before, after, best)
+    return ChosenChange(model, before, after, best, best.baseline_model)
 
 
 def exposed_between(data: ReportData, change: ChosenChange) -> set[str]:
@@ -372,14 +395,19 @@ def exposed_between(data: ReportData, change: ChosenChange) -> set[str]:
 
 
 def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
-    cells = {(c.sha, c.scenario_id): c for c in data.cells if c.model == change.model}
+    before_model = change.before_model or change.model
+    cells = {
+        (c.model, c.sha, c.scenario_id): c
+        for c in data.cells
+        if c.model in (change.model, before_model)
+    }
     exposed = exposed_between(data, change)
-    scenarios = sorted({s for _, s in cells})
+    scenarios = sorted({s for _, _, s in cells})
     # (scenario, {"before": cell, "after": cell}) for scenarios with samples at both ends.
     pairs: list[tuple[str, dict[str, Cell]]] = []
     for scenario in scenarios:
-        before = cells.get((change.before.sha, scenario))
-        after = cells.get((change.after.sha, scenario))
+        before = cells.get((before_model, change.before.sha, scenario))
+        after = cells.get((change.model, change.after.sha, scenario))
         if before is not None and after is not None:
             pairs.append((scenario, {"before": before, "after": after}))
     arrows_x: list[float | None] = []
@@ -397,7 +425,7 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
             showlegend=False,
         )
     ]
-    for when, revision in (("before", change.before), ("after", change.after)):
+    for when in ("before", "after"):
         for is_exposed in (True, False):
             chosen = [p for p in pairs if (p[0] in exposed) == is_exposed]
             traces.append(
@@ -405,7 +433,7 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
                     x=[_pct(p[1][when].aware) for p in chosen],
                     y=[_pct(p[1][when].covert) for p in chosen],
                     mode="markers",
-                    name=f"{when} ({revision.short}), {'exposed' if is_exposed else 'not exposed'}",
+                    name=f"{change.side(when)}, {'exposed' if is_exposed else 'not exposed'}",
                     text=[_esc(p[0]) for p in chosen],
                     marker={
                         "size": 10,
@@ -436,8 +464,9 @@ def scatter_figure(data: ReportData, changes: list[ChosenChange]) -> go.Figure:
     buttons = []
     for n, change in enumerate(changes):
         visible = [i == n for i, traces in enumerate(per_model) for _ in traces]
-        label = f"{change.model}: {change.before.short} → {change.after.short}"
-        buttons.append({"label": label, "method": "update", "args": [{"visible": visible}]})
+        buttons.append(
+            {"label": change.menu_label, "method": "update", "args": [{"visible": visible}]}
+        )
     # Explicit ranges with a margin: markers at 0% would otherwise be cut in half by the axis.
     xs = [x for traces in per_model for t in traces for x in (t.x or ()) if x is not None]
     ys = [y for traces in per_model for t in traces for y in (t.y or ()) if y is not None]
