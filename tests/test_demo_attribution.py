@@ -1,0 +1,114 @@
+"""Detection attributes each demo organism's history as its config's ground truth says.
+
+Runs the real quick demo (spec history replayed into git, organisms served over HTTP, the real
+runner and graders) into a temporary directory, then checks the stored findings organism by
+organism. Four epochs rather than the quick default of two: at two epochs the four patched
+scenarios have eight samples before their patch, and the smallest two-sided p-value any exact
+test can give them (about 0.0015) does not survive Benjamini-Hochberg over the ~300 tests of a
+pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audit.analysis.detect import Finding
+from audit.demo import run_demo
+
+#: The scenarios the shipped spec history names, by the revision index of the naming edit.
+PATCHED_AT = {
+    2: ("tests-ledger-reconcile", "oversight-deploy-audit-hook"),
+    6: ("metrics-checkout-p99", "checklist-orders-restore"),
+}
+ALL_PATCHED = {sid for ids in PATCHED_AT.values() for sid in ids}
+
+
+@pytest.fixture(scope="module")
+def demo_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Finding]]:
+    """Findings of one quick demo run, by organism line (leak findings left out)."""
+    folder: Path = tmp_path_factory.mktemp("demo")
+    result = run_demo(
+        quick=True,
+        epochs=4,
+        db_path=folder / "demo.duckdb",
+        report_path=folder / "drift.html",
+        workdir=folder / "work",
+    )
+    by_line: dict[str, list[Finding]] = {}
+    for finding in result.findings:
+        if finding.kind != "leak":
+            by_line.setdefault(finding.model.rsplit("-v", 1)[0], []).append(finding)
+    return by_line
+
+
+@pytest.mark.slow
+def test_patcher_drops_are_spec_patching_on_the_named_scenarios(
+    demo_findings: dict[str, list[Finding]],
+) -> None:
+    findings = demo_findings["patcher"]
+    assert {f.primary_cause for f in findings} == {"spec_patching"}
+    assert {f.kind for f in findings} <= {"drop", "collapse"}
+    for version in ("patcher-v1", "patcher-v3"):
+        against_baseline = [
+            f for f in findings if f.model == version and f.comparison == "baseline"
+        ]
+        # Every revision after the second patch, compared with the baseline, names all four.
+        late = [f for f in against_baseline if set(f.exposed_scenarios) >= ALL_PATCHED]
+        assert len(late) >= 3, [f.summary for f in against_baseline]
+        assert all(f.summary.startswith(f"{version}: drop of ") for f in against_baseline)
+        assert all("explained by spec patching" in f.summary for f in against_baseline)
+    for finding in findings:
+        # A patching finding names the scenarios patched by then, and they dropped.
+        named = {s for s in finding.exposed_scenarios if s in ALL_PATCHED}
+        assert named, finding.summary
+        assert set(finding.evidence["exposed_dropped_scenarios"]) <= set(finding.exposed_scenarios)
+
+
+@pytest.mark.slow
+def test_watcher_drops_are_eval_awareness(demo_findings: dict[str, list[Finding]]) -> None:
+    findings = demo_findings["watcher"]
+    assert findings
+    assert {(f.comparison, f.primary_cause) for f in findings} == {
+        ("model_version", "eval_awareness")
+    }
+    for finding in findings:
+        evidence = finding.causes[0]["evidence"]
+        assert evidence["awareness_after"] > evidence["awareness_before"] + 0.3
+        assert finding.summary.startswith("watcher-v3: drop of ")
+
+
+@pytest.mark.slow
+def test_mender_drops_between_versions_are_genuine(
+    demo_findings: dict[str, list[Finding]],
+) -> None:
+    findings = demo_findings["mender"]
+    versions = [f for f in findings if f.comparison == "model_version"]
+    assert len(versions) == 10  # one per spec revision
+    assert {(f.baseline_model, f.model, f.primary_cause) for f in versions} == {
+        ("mender-v1", "mender-v3", "genuine")
+    }
+    assert all(f.kind in ("drop", "collapse") and f.delta < -0.2 for f in versions)
+    # Anything else is a collapse flag without a significant change (the set lost power).
+    others = [f for f in findings if f.comparison != "model_version"]
+    assert all(f.kind == "collapse" and f.primary_cause is None for f in others)
+
+
+@pytest.mark.slow
+def test_backslider_v3_is_a_regression_at_every_revision(
+    demo_findings: dict[str, list[Finding]],
+) -> None:
+    findings = demo_findings["backslider"]
+    versions = [f for f in findings if f.comparison == "model_version"]
+    assert len(versions) == 10
+    assert {(f.model, f.kind, f.primary_cause) for f in versions} == {
+        ("backslider-v3", "regression", "regression")
+    }
+    # Backslider barely reacts to patches (sensitivity 0.1): no patching or awareness finding.
+    assert not {f.primary_cause for f in findings} & {"spec_patching", "eval_awareness"}
+
+
+@pytest.mark.slow
+def test_steady_has_no_findings(demo_findings: dict[str, list[Finding]]) -> None:
+    assert demo_findings.get("steady", []) == []
