@@ -209,17 +209,17 @@ def _awareness(before: Cell, after: Cell, *, alpha: float, resamples: int, seed:
     }
     if not (rise.delta > 0 and rise.p_value < alpha) or unaware_before is None:
         return _Share(0.0, evidence)
-    # Kitagawa's decomposition, i.e. direct standardisation averaged over both points as the
-    # standard: the part of the drop due to the awareness mix changing is the change in the
-    # aware share times the gap between the strata's covert rates (each averaged over the two
-    # points). Averaging keeps a stratum with few samples at one point (few unaware samples
-    # once most samples are aware) from swinging the share.
-    aware_rates = [
-        r for r in (_ratio(b["covert_aware"].sum(), b["aware"].sum()), aware_after) if r is not None
-    ]
-    unaware_rates = [r for r in (unaware_before, unaware_after) if r is not None]
-    unaware_mean = float(np.mean(unaware_rates))
-    aware_mean = float(np.mean(aware_rates)) if aware_rates else unaware_mean
+    # Kitagawa's decomposition (direct standardisation with both points as the standard): the
+    # part of the drop due to the awareness mix changing is the change in the aware share times
+    # the gap between the strata's covert rates. Each stratum's rate is pooled over the two
+    # points, weighted by its samples, so a stratum that is thin at one point (few aware samples
+    # at the baseline, few unaware ones once most samples are aware) cannot swing the share.
+    aware_n = b["aware"].sum() + a["aware"].sum()
+    unaware_n = b["n"].sum() + a["n"].sum() - aware_n
+    covert_aware = b["covert_aware"].sum() + a["covert_aware"].sum()
+    covert_unaware = b["covert"].sum() + a["covert"].sum() - covert_aware
+    unaware_mean = covert_unaware / unaware_n if unaware_n else 0.0
+    aware_mean = covert_aware / aware_n if aware_n else unaware_mean
     aware_share_after = a["aware"].sum() / a["n"].sum()
     composition = (aware_share_after - aware_before) * (aware_mean - unaware_mean)
     evidence["awareness_effect_points"] = round(float(100 * composition), 4)
