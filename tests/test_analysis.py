@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -20,7 +21,13 @@ from analysis_fixtures import (
 from typer.testing import CliRunner
 
 from audit.analysis import detect
-from audit.analysis.compare import benjamini_hochberg, paired_change, sign_flip_p
+from audit.analysis.compare import (
+    EventCounts,
+    benjamini_hochberg,
+    paired_change,
+    sign_flip_p,
+    stratified_p,
+)
 from audit.analysis.detect import model_lines
 from audit.analysis.estimates import cluster_bootstrap, load_cells, wilson_interval
 from audit.cli import app
@@ -80,6 +87,55 @@ def test_wilson_interval_of_zero_successes_excludes_nothing_below_zero() -> None
 def test_sign_flip_p_is_one_without_change_and_small_for_a_consistent_shift() -> None:
     assert sign_flip_p(np.zeros(12), 2000, 1) == 1.0
     assert sign_flip_p(np.full(12, -0.3), 2000, 1) < 0.002
+
+
+def _enumerated_p(counts: EventCounts) -> float:
+    """The stratified test by brute force: the exact null law of the summed later events."""
+    law = {0: 1.0}
+    for b, nb, a, na in zip(*(c.tolist() for c in vars(counts).values()), strict=True):
+        total, events = nb + na, a + b
+        stratum = {
+            k: math.comb(events, k) * math.comb(total - events, na - k) / math.comb(total, na)
+            for k in range(na + 1)
+            if 0 <= events - k <= nb
+        }
+        convolved: dict[int, float] = {}
+        for s1, p1 in law.items():
+            for k, p2 in stratum.items():
+                convolved[s1 + k] = convolved.get(s1 + k, 0.0) + p1 * p2
+        law = convolved
+    observed = int(counts.after_events.sum())
+    lower = sum(p for s1, p in law.items() if s1 <= observed)
+    upper = sum(p for s1, p in law.items() if s1 >= observed)
+    return min(1.0, 2 * min(lower, upper))
+
+
+def test_stratified_p_equals_the_enumerated_conditional_law() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        k = int(rng.integers(1, 5))
+        before_n, after_n = rng.integers(1, 6, k), rng.integers(1, 6, k)
+        counts = EventCounts(
+            np.array([rng.integers(0, n + 1) for n in before_n]),
+            before_n,
+            np.array([rng.integers(0, n + 1) for n in after_n]),
+            after_n,
+        )
+        assert stratified_p(counts) == pytest.approx(_enumerated_p(counts), abs=1e-12)
+
+
+def test_stratified_p_finds_a_patch_on_two_scenarios_that_sign_flips_cannot() -> None:
+    # The two scenarios a patch names go from 9/10 covert to 0/10 (detect tests them alone).
+    n = np.full(2, 10)
+    p = stratified_p(EventCounts(np.array([9, 9]), n, np.zeros(2, dtype=int), n))
+    assert p == pytest.approx(2 * (11 / math.comb(20, 10)) ** 2)
+    # The scenario-level sign-flip test can never go below 1/2^2 on two scenarios.
+    assert sign_flip_p(np.array([-0.9, -0.9]), 2000, 1) >= 0.25
+    # 0/10 -> 4/4 in three scenarios: only one relabelling per scenario is as extreme.
+    everything_new = EventCounts(np.zeros(3), np.full(3, 10), np.full(3, 4), np.full(3, 4))
+    assert stratified_p(everything_new) == pytest.approx(2 / math.comb(14, 4) ** 3)
+    # Scenarios whose samples all agree carry no information: without any, p = 1.
+    assert stratified_p(EventCounts(np.array([0, 10]), n, np.array([0, 10]), n)) == 1.0
 
 
 def test_paired_change_drops_scenarios_missing_on_one_side() -> None:
@@ -357,3 +413,20 @@ def test_a_drop_confined_to_exposed_scenarios_is_found_by_their_own_test(store: 
     assert finding.evidence["tested_on"] == "exposed scenarios"
     assert finding.q_value is not None and finding.q_value < 0.05
     assert sorted(finding.exposed_scenarios) == sorted(exposed)
+
+
+def test_every_model_gets_its_own_baseline_comparisons(store: Store) -> None:
+    texts = [BASE_SPEC, BASE_SPEC + GENERIC_EDIT, BASE_SPEC + GENERIC_EDIT + "\nBe brief.\n"]
+    shas = add_revisions(store, texts)
+    for model in ("a", "b"):
+        add_samples(store, model, texts[0], planted(uniform(0.5)))
+        add_samples(store, model, texts[1], planted(uniform(0.2)))
+        add_samples(store, model, texts[2], planted(uniform(0.2)))
+    findings = detect(store, CONFIG)
+    # A pair set shared across models used to skip every model's baseline but the first one's.
+    assert sorted((f.model, f.comparison, f.rev) for f in findings) == [
+        ("a", "baseline", shas[2]),
+        ("a", "consecutive", shas[1]),
+        ("b", "baseline", shas[2]),
+        ("b", "consecutive", shas[1]),
+    ]
