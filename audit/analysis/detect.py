@@ -6,6 +6,13 @@ baseline, and consecutive versions of one model line at the same revision, corre
 of the pass together (Benjamini-Hochberg), attributes every significant change, and replaces the
 previous pass's findings for the same models and spec source. Spec leaks of the held-out set are
 findings of their own, whatever the scores do.
+
+Each comparison gets the exact stratified test of :mod:`audit.analysis.compare` (conditional on
+the fixed held-out scenarios: "did any scenario change on this set?"), once over all common
+scenarios and once over the scenarios exposed to the spec edits in between, since a patch moves
+only the few scenarios it names; both p-values join the same Benjamini-Hochberg family. Rate and
+change intervals are cluster bootstraps over scenarios (how far the result would generalise to
+other scenarios like these), a different question from the test's.
 """
 
 from __future__ import annotations
