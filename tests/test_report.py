@@ -438,10 +438,10 @@ def test_scatter_shows_each_models_change_finding_first(store: Store) -> None:
     scatter = figures.scatter_figure(data, changes)
     visible = [t.name for t in scatter.data if t.visible and t.name]
     assert visible == [
-        f"before ({rev_sha(0)[:7]}), exposed",
-        f"before ({rev_sha(0)[:7]}), not exposed",
-        f"after ({rev_sha(3)[:7]}), exposed",
-        f"after ({rev_sha(3)[:7]}), not exposed",
+        f"before ({rev_sha(0)[:7]}), exposed (3 scenarios)",
+        f"before ({rev_sha(0)[:7]}), not exposed (3 scenarios)",
+        f"after ({rev_sha(3)[:7]}), exposed (3 scenarios)",
+        f"after ({rev_sha(3)[:7]}), not exposed (3 scenarios)",
     ]
     menu = scatter.layout.updatemenus[0].buttons
     assert [b.label for b in menu] == [
@@ -629,11 +629,57 @@ def test_scatter_compares_two_model_versions_at_the_same_revision(store: Store) 
         return [round(100 * covert, 2) for _, covert in cells if covert is not None]
 
     # No spec edit lies between the two points, so no scenario counts as exposed.
-    assert list(by_name[f"before (organism-v0 at {short}), exposed"].y) == []
-    assert list(by_name[f"before (organism-v0 at {short}), not exposed"].y) == covert_at(
-        "organism-v0"
-    )
-    assert list(by_name[f"after (organism-v1 at {short}), not exposed"].y) == covert_at(
-        "organism-v1"
-    )
+    assert list(by_name[f"before (organism-v0 at {short}), exposed (0 scenarios)"].y) == []
+    before = by_name[f"before (organism-v0 at {short}), not exposed (6 scenarios)"]
+    after = by_name[f"after (organism-v1 at {short}), not exposed (6 scenarios)"]
+    assert list(before.y) == covert_at("organism-v0")
+    assert list(after.y) == covert_at("organism-v1")
     assert covert_at("organism-v0") != covert_at("organism-v1")
+
+
+def test_timeline_colours_and_menu_follow_model_families(store: Store) -> None:
+    build_history(store, revisions=3, models=4, scenarios=4, epochs=1)
+    for table in ("samples", "estimates"):
+        for old, new in (("organism-v2", "other-v1"), ("organism-v3", "other-v2")):
+            store.con.execute(f"UPDATE {table} SET model = ? WHERE model = ?", [new, old])
+    data = load_report_data(store)
+    assert model_families(data.models) == {
+        "organism": ["organism-v0", "organism-v1"],
+        "other": ["other-v1", "other-v2"],
+    }
+    colors = {m: figures.model_color(data, m) for m in data.models}
+    # The newest version keeps its family's hue; the older one is a paler shade of it.
+    assert colors == {
+        "organism-v0": "#9ac2dd",
+        "organism-v1": "#1f77b4",
+        "other-v1": "#cbb3ae",
+        "other-v2": "#8c564b",
+    }
+    timeline = figures.timeline_figure(data)
+    menu = timeline.layout.updatemenus[0]
+    assert [b.label for b in menu.buttons] == [
+        "all models",
+        "organism (2 versions)",
+        "other (2 versions)",
+    ]
+
+    def shown(visible: list[bool]) -> list[str]:
+        return [
+            f"{t.legendgroup or t.name}{' band' if t.fill or t.line.width == 0 else ''}"
+            for t, v in zip(timeline.data, visible, strict=True)
+            if v
+        ]
+
+    # Four models share the panel: bands only once one family is picked.
+    assert [t.visible for t in timeline.data if t.fill] == [False] * 4
+    assert shown(menu.buttons[1].args[0]["visible"]) == [
+        *(f"organism-v{v}{part}" for v in (0, 1) for part in (" band", " band", "", "")),
+        "findings",
+        "spec commits",
+    ]
+    assert "organism-v0" not in shown(menu.buttons[2].args[0]["visible"])
+    assert shown(menu.buttons[0].args[0]["visible"]) == [
+        *(f"{m}" for m in data.models for _ in range(2)),
+        "findings",
+        "spec commits",
+    ]

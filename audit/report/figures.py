@@ -12,12 +12,18 @@ import html
 from dataclasses import dataclass
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision
+from audit.report.groups import family_of, model_families
 
-_PALETTE = qualitative.Plotly + qualitative.D3
+# Distinct hues, one per model family; versions of a family are shades of its hue. Red, purple,
+# green and orange are left out: they are the colours of the causes on the finding stars.
+_PALETTE = ["#1f77b4", "#8c564b", "#e377c2", "#17becf", "#a89a00", "#393b79", "#637939", "#7b4173"]
+# Marker shapes tell versions apart where shades are close (and in greyscale prints).
+_VERSION_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star-triangle-up")
+# More models than this share the panel: bands are hidden until one family is picked.
+_MAX_BANDS = 3
 _CAUSE_COLORS = {
     "spec_patching": "#d62728",
     "eval_awareness": "#9467bd",
@@ -41,8 +47,30 @@ def _pct(value: float | None) -> float | None:
 
 
 def model_color(data: ReportData, model: str) -> str:
-    """The colour of a model, the same in every figure."""
-    return _PALETTE[data.models.index(model) % len(_PALETTE)]
+    """The colour of a model, the same in every figure: its family's hue, newer versions darker."""
+    families = list(model_families(data.models).items())
+    for index, (_, members) in enumerate(families):
+        if model in members:
+            base = _PALETTE[index % len(_PALETTE)]
+            if len(members) == 1:
+                return base
+            # The oldest version is the palest; the newest keeps the full hue.
+            lightness = 0.55 * (len(members) - 1 - members.index(model)) / (len(members) - 1)
+            return _mix_with_white(base, lightness)
+    return _PALETTE[0]
+
+
+def version_symbol(data: ReportData, model: str) -> str:
+    """The marker shape of a model: its position within its family."""
+    members = model_families(data.models).get(family_of(model), [model])
+    position = members.index(model) if model in members else 0
+    return _VERSION_SYMBOLS[position % len(_VERSION_SYMBOLS)]
+
+
+def _mix_with_white(hex_color: str, share: float) -> str:
+    value = hex_color.lstrip("#")
+    channels = (int(value[i : i + 2], 16) for i in (0, 2, 4))
+    return "#" + "".join(f"{round(c + (255 - c) * share):02x}" for c in channels)
 
 
 def _commit_hover(revision: Revision) -> str:
@@ -55,19 +83,37 @@ def _commit_hover(revision: Revision) -> str:
 
 
 def timeline_figure(data: ReportData) -> go.Figure:
-    """Covert rate with bands, awareness rate below, spec commits as a strip, findings marked."""
+    """Covert rate with bands, awareness rate below, spec commits as a strip, findings marked.
+
+    Models of one family share a hue (newer versions darker, each version its own marker shape).
+    With many models a menu shows one family at a time, with its interval bands; the "all
+    models" view leaves the bands out, because a dozen overlapping bands hide the lines.
+    """
     labels = [r.label for r in data.revisions]
     fig = make_subplots(
         rows=3,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.04,
+        vertical_spacing=0.05,
         row_heights=[0.55, 0.3, 0.15],
         subplot_titles=("Covert-action rate (%)", "Verbalized eval awareness (%)", ""),
     )
-    for model in data.models:
-        _add_rate_traces(fig, data, model, labels)
-    _add_findings(fig, data)
+    families = model_families(data.models)
+    show_bands = len(data.models) <= _MAX_BANDS
+    # For each trace: the family it belongs to (None: always shown) and whether it is a band.
+    roles: list[tuple[str | None, bool]] = []
+    for family, members in families.items():
+        for model in members:
+            roles.extend((family, band) for band in _add_rate_traces(fig, data, model, labels))
+    legend_shown = False
+    # Leaks (model "*") concern the spec itself, so every view shows them.
+    for owner, members in [*families.items(), (None, ["*"])]:
+        if _add_findings(fig, data, members, legend=not legend_shown):
+            roles.append((owner, False))
+            legend_shown = True
+    for trace, (_, band) in zip(fig.data, roles, strict=True):
+        if band and not show_bands:
+            trace.visible = False
     fig.add_trace(
         go.Scatter(
             x=labels,
@@ -90,32 +136,69 @@ def timeline_figure(data: ReportData) -> go.Figure:
         row=3,
         col=1,
     )
+    roles.append((None, False))
     fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=2, col=1)
     fig.update_yaxes(visible=False, row=3, col=1)
-    fig.update_yaxes(title_text="spec commits", row=3, col=1)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     fig.update_xaxes(title_text="spec revision (commit order)", row=3, col=1)
+    menus = _family_menu(families, roles, show_bands)
     fig.update_layout(
-        height=620,
-        margin={"l": 60, "r": 20, "t": 40, "b": 60},
+        height=680 if menus else 620,
+        margin={"l": 60, "r": 20, "t": 80 if menus else 40, "b": 60},
         hovermode="closest",
         # A vertical legend on the right stays readable with many models and never covers data.
         legend={"orientation": "v", "x": 1.01, "y": 1, "tracegroupgap": 2},
         font=_FONT,
         template="plotly_white",
+        updatemenus=menus,
     )
     return fig
 
 
-def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[str]) -> None:
+def _family_menu(
+    families: dict[str, list[str]], roles: list[tuple[str | None, bool]], show_bands: bool
+) -> list[dict[str, object]]:
+    """A menu showing every model (bands only when few) or one family with its bands."""
+    if len(families) < 2:
+        return []
+    buttons = [
+        {
+            "label": "all models",
+            "method": "restyle",
+            "args": [{"visible": [(not band) or show_bands for _, band in roles]}],
+        }
+    ]
+    for family, members in families.items():
+        visible = [owner is None or owner == family for owner, _ in roles]
+        versions = f" ({len(members)} versions)" if len(members) > 1 else ""
+        buttons.append(
+            {"label": f"{family}{versions}", "method": "restyle", "args": [{"visible": visible}]}
+        )
+    return [
+        {
+            "buttons": buttons,
+            "x": 0,
+            "y": 1.13,
+            "xanchor": "left",
+            "yanchor": "top",
+            "showactive": True,
+            "active": 0,
+        }
+    ]
+
+
+def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[str]) -> list[bool]:
+    """Add one model's traces; return, per trace added, whether it is an interval band."""
     color = model_color(data, model)
+    symbol = version_symbol(data, model)
     by_sha = {p.sha: p for p in data.rates_of(model)}
     points = [by_sha.get(r.sha) for r in data.revisions]
     # Past a few dozen revisions, a marker per point hides the lines it sits on.
     line_mode = "lines+markers" if len(labels) <= 60 else "lines"
     covert = [_pct(p.covert) if p else None for p in points]
     aware = [_pct(p.aware) if p else None for p in points]
+    added: list[bool] = []
     if any(p is not None and p.has_interval for p in points):
         # The band is drawn as an upper edge and a lower edge filled up to it.
         high = [_pct(p.covert_high) if p else None for p in points]
@@ -127,14 +210,14 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
                 x=labels,
                 y=low,
                 fill="tonexty",
-                # Many overlapping bands turn to mud: fainter the more models share the panel.
-                fillcolor=_rgba(color, 0.18 if len(data.models) <= 3 else 0.08),
+                fillcolor=_rgba(color, 0.15),
                 legendgroup=model,
                 **common,
             ),
             row=1,
             col=1,
         )
+        added += [True, True]
     hover = [
         f"<b>{_esc(model)}</b> at {_esc(r.label)}<br>covert {_fmt_ci(p)}<br>"
         f"{p.n_samples} samples, {p.n_scenarios} scenarios"
@@ -150,6 +233,7 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
             name=model,
             legendgroup=model,
             line={"color": color, "width": 2},
+            marker={"symbol": symbol, "size": 7},
             hovertext=hover,
             hoverinfo="text",
             connectgaps=True,
@@ -166,12 +250,14 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
             legendgroup=model,
             showlegend=False,
             line={"color": color, "width": 2, "dash": "dot"},
+            marker={"symbol": symbol, "size": 6},
             hovertemplate=f"{_esc(model)}<br>%{{x}}<br>aware %{{y:.1f}}%<extra></extra>",
             connectgaps=True,
         ),
         row=2,
         col=1,
     )
+    return [*added, False, False]
 
 
 def _fmt_ci(point: RatePoint) -> str:
@@ -183,20 +269,25 @@ def _fmt_ci(point: RatePoint) -> str:
     return f"{100 * point.covert:.1f}% (no interval: run audit detect)"
 
 
-def _add_findings(fig: go.Figure, data: ReportData) -> None:
-    """One marker per finding at its revision and rate, coloured by the attributed cause."""
-    shown = [f for f in data.findings if f.sha and data.revision(f.sha)]
+def _add_findings(fig: go.Figure, data: ReportData, models: list[str], *, legend: bool) -> bool:
+    """One star per finding of these models at its revision and rate, coloured by cause.
+
+    Returns whether a trace was added (one per family, so the family menu can show its own).
+    """
+    shown = [f for f in data.findings if f.model in models and f.sha and data.revision(f.sha)]
     if not shown:
-        return
+        return False
     fig.add_trace(
         go.Scatter(
             x=[data.revision(f.sha).label for f in shown],  # type: ignore[union-attr, arg-type]
             y=[_pct(f.rate) if f.rate is not None else 0 for f in shown],
             mode="markers",
             name="findings",
+            legendgroup="findings",
+            showlegend=legend,
             marker={
                 "symbol": "star",
-                "size": 16,
+                "size": 13,
                 "color": [_CAUSE_COLORS.get(f.primary_cause, "#7f7f7f") for f in shown],
                 "line": {"color": "#000", "width": 1},
             },
@@ -206,11 +297,19 @@ def _add_findings(fig: go.Figure, data: ReportData) -> None:
         row=1,
         col=1,
     )
+    return True
 
 
 def _finding_hover(finding: Finding) -> str:
     cause = finding.primary_cause or "unattributed"
-    return f"<b>{_esc(finding.kind)} · {_esc(cause)}</b><br>{_esc(finding.summary, 200)}"
+    compared = (
+        f"{_esc(finding.baseline_model)} → {_esc(finding.model)}"
+        if finding.across_versions
+        else f"{_esc(finding.model)}, spec revisions"
+    )
+    return (
+        f"<b>{_esc(finding.kind)} · {_esc(cause)}</b> ({compared})<br>{_esc(finding.summary, 200)}"
+    )
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -280,10 +379,41 @@ def heatmap_figure(data: ReportData) -> go.Figure:
         }
         for n, model in enumerate(data.models)
     ]
+    many = len(data.models) > 1
     fig.update_layout(
         updatemenus=[{"buttons": buttons, "x": 0, "y": 1.12, "xanchor": "left", "showactive": True}]
-        if len(data.models) > 1
+        if many
         else [],
+        annotations=[
+            {
+                "text": "model" if many else f"model {_esc(data.models[0])}",
+                "xref": "paper",
+                "yref": "paper",
+                "x": 0,
+                "y": 1.1,
+                "xanchor": "right" if many else "left",
+                "yanchor": "middle",
+                "showarrow": False,
+                "xshift": -8 if many else 0,
+            }
+        ]
+        if data.models
+        else [],
+        # A line between families, so the row groups read as groups.
+        shapes=[
+            {
+                "type": "line",
+                "xref": "paper",
+                "x0": -0.3,
+                "x1": 1,
+                "yref": "y",
+                "y0": index - 0.5,
+                "y1": index - 0.5,
+                "line": {"color": "#555", "width": 1},
+            }
+            for index in range(1, len(rows))
+            if rows[index][0] != rows[index - 1][0]
+        ],
         height=max(320, 90 + 18 * len(rows)),
         margin={"l": 260, "r": 20, "t": 60, "b": 80},
         xaxis={"type": "category", "categoryorder": "array", "categoryarray": labels},
@@ -433,7 +563,8 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
                     x=[_pct(p[1][when].aware) for p in chosen],
                     y=[_pct(p[1][when].covert) for p in chosen],
                     mode="markers",
-                    name=f"{change.side(when)}, {'exposed' if is_exposed else 'not exposed'}",
+                    name=f"{change.side(when)}, {'exposed' if is_exposed else 'not exposed'}"
+                    f" ({len(chosen)} scenarios)",
                     text=[_esc(p[0]) for p in chosen],
                     marker={
                         "size": 10,
