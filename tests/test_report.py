@@ -370,7 +370,7 @@ def test_every_reproduction_query_runs_on_the_store(store: Store, tmp_path: Path
     html = render_report(store, tmp_path / "r.html", model="organism-v0").read_text()
     blocks = [unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", html, flags=re.S)]
     queries = [b.split('"', 1)[1].rstrip('"') for b in blocks if b.startswith("audit sql")]
-    assert len(queries) == 5
+    assert len(queries) == 6
     for query in queries:
         assert store.con.execute(query).fetchall(), query
     # The rate query from samples gives the timeline's numbers for the chosen model.
@@ -586,6 +586,26 @@ def test_grouped_headline_and_findings_table_in_the_page(store: Store, tmp_path:
     assert '<td class="num">+25.0 <span class="muted">[+10.0, +30.0]</span></td>' in group
     patch = findings.split('id="finding-f-patch-1">')[1].split("</tr>")[0]
     assert f"<td>r0 {rev_sha(0)[:7]} → r3 {rev_sha(3)[:7]}</td>" in patch
+    # The reproduction box gives the grouped lines back from SQL.
+    blocks = [unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", html, flags=re.S)]
+    grouped = next(b for b in blocks if "the headline's finding lines (grouped" in b)
+    rows = store.con.execute(grouped.split('"', 1)[1].rstrip('"')).fetchall()
+    assert rows == [
+        ("*", "consecutive", "*", "leak", None, 1, 20.0, 20.0, 0.002),
+        ("organism-v0", "baseline", "organism-v0", "drop", "spec_patching", 1, -20.0, -20.0, 0.004),
+        ("organism-v1", "model_version", "organism-v0", "drop", "genuine", 1, -5.0, -5.0, 0.04),
+        (
+            "organism-v1",
+            "model_version",
+            "organism-v0",
+            "regression",
+            "regression",
+            4,
+            10.0,
+            30.0,
+            0.0123,
+        ),
+    ]
 
 
 def test_model_families_follow_version_suffixes() -> None:

@@ -84,9 +84,19 @@ FROM samples WHERE set_hash = '{set_hash}'{model_filter}
 GROUP BY ALL ORDER BY model, family, scenario_id"""
 
 REPRO_FINDINGS_SQL = """-- findings in plain words, with their numbers
-SELECT model, left(baseline_rev, 7) AS baseline, left(rev, 7) AS rev, kind, primary_cause,
-       delta, delta_ci_low, delta_ci_high, q_value, summary
-FROM findings WHERE source_id = '{source_id}'{model_filter} ORDER BY detected_at"""
+SELECT model, baseline_model, comparison, left(baseline_rev, 7) AS baseline, left(rev, 7) AS rev,
+       kind, primary_cause, delta, delta_ci_low, delta_ci_high, q_value, summary
+FROM findings WHERE source_id = '{source_id}' AND kind <> 'none'{model_filter}
+ORDER BY model, detected_at"""
+
+REPRO_FINDING_GROUPS_SQL = """-- the headline's finding lines (grouped findings)
+SELECT model,
+       CASE WHEN model <> baseline_model THEN 'model_version' ELSE comparison END AS compared,
+       baseline_model, kind, primary_cause, count(*) AS findings,
+       round(100 * min(delta), 1) AS min_points, round(100 * max(delta), 1) AS max_points,
+       max(q_value) AS max_q
+FROM findings WHERE source_id = '{source_id}' AND kind <> 'none'{model_filter}
+GROUP BY ALL ORDER BY model, kind, compared"""
 
 REPRO_EXPOSURE_SQL = """-- scenarios exposed to each spec edit, with the matched text
 SELECT left(sha, 7) AS sha, scenario_id, score, canary_hit, matched_terms, matched_text

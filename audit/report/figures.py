@@ -404,7 +404,7 @@ def heatmap_figure(data: ReportData) -> go.Figure:
             {
                 "type": "line",
                 "xref": "paper",
-                "x0": -0.3,
+                "x0": 0,
                 "x1": 1,
                 "yref": "y",
                 "y0": index - 0.5,

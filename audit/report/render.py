@@ -23,6 +23,7 @@ from audit.report import figures
 from audit.report.data import (
     REPRO_ESTIMATES_SQL,
     REPRO_EXPOSURE_SQL,
+    REPRO_FINDING_GROUPS_SQL,
     REPRO_FINDINGS_SQL,
     REPRO_HEATMAP_SQL,
     REPRO_POINT_RATE_SQL,
@@ -97,6 +98,7 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
         "include_prompts": include_prompts,
         "plotly_js": _plotly_js(),
         "colors": {m: figures.model_color(data, m) for m in data.models},
+        "labels": {r.sha: r.label for r in data.revisions},
     }
     return _environment().get_template("report.html.j2").render(**context)
 
@@ -357,7 +359,10 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
                 clauses=clauses,
                 overflow=data.clause_overflow.get(revision.sha, 0),
                 exposed=[(e.scenario_id, e.matched_terms, e.leaked) for e in exposures],
-                findings=[f for f in data.findings if f.sha == revision.sha],
+                # Model-version findings compare two models at this revision, not this edit.
+                findings=[
+                    f for f in data.findings if f.sha == revision.sha and not f.across_versions
+                ],
             )
         )
     return views
@@ -444,6 +449,11 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
             REPRO_POINT_RATE_SQL.format(**fmt, model_filter=model_filter),
         ),
         Repro("Heatmap cells", sql, REPRO_HEATMAP_SQL.format(**fmt, model_filter=model_filter)),
+        Repro(
+            "Headline finding lines (grouped findings)",
+            sql,
+            REPRO_FINDING_GROUPS_SQL.format(**fmt, model_filter=findings_filter),
+        ),
         Repro("Findings", sql, REPRO_FINDINGS_SQL.format(**fmt, model_filter=findings_filter)),
         Repro("Exposed scenarios and matched spec text", sql, REPRO_EXPOSURE_SQL.format(**fmt)),
     ]
