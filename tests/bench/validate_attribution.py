@@ -21,7 +21,9 @@ Causes planted (``--histories`` of each, different organism seeds and scenario j
 
 Every cause is run twice: with the organisms' common random numbers (the same uniforms at both
 points, as the organism server draws them, which makes the two points a paired experiment), and
-with independent draws at r1, the harder and more realistic case of a real model.
+with independent draws at r1, the harder and more realistic case of a real model. Detection's
+exact stratified test assumes independent epochs, so under common random numbers it is valid but
+conservative (it cannot use the pairing of draws); the independent figures are the ones to quote.
 
 Prints one JSON object: attribution accuracy per cause, the false-alarm rate on null histories,
 and the power to detect a 5-point regression, each with its count of histories.
