@@ -233,3 +233,45 @@ def build_history(
     insert_samples(store, models=models, scenarios=scenarios, epochs=epochs)
     if detection:
         insert_detection(store, revisions=revisions, scenarios=scenarios)
+
+
+def build_family_history(store: Store, *, revisions: int = 4) -> None:
+    """Two model families of two versions each, with one finding per revision between versions.
+
+    organism-v0/v1 and other-v1/v2; organism-v1 regresses against organism-v0 at every revision
+    (what detection stores for a model-version comparison), so the headline has a group to fold.
+    """
+    build_history(store, revisions=revisions, models=4, scenarios=6, epochs=2)
+    for table in ("samples", "estimates"):
+        for old, new in (("organism-v2", "other-v1"), ("organism-v3", "other-v2")):
+            store.con.execute(f"UPDATE {table} SET model = ? WHERE model = ?", [new, old])
+    store.insert_rows(
+        "findings",
+        [
+            {
+                "finding_id": f"f-version-{seq}",
+                "model": "organism-v1",
+                "baseline_model": "organism-v0",
+                "source_id": SOURCE,
+                "baseline_rev": sha_of(seq),
+                "rev": sha_of(seq),
+                "comparison": "model_version",
+                "kind": "regression",
+                "baseline_rate": 0.1,
+                "rate": 0.3,
+                "ci_low": 0.2,
+                "ci_high": 0.4,
+                "delta": 0.2,
+                "delta_ci_low": 0.1,
+                "delta_ci_high": 0.3,
+                "p_value": 0.001,
+                "q_value": 0.002,
+                "primary_cause": "regression",
+                "causes": [],
+                "exposed_scenarios": [],
+                "summary": f"regression: rise of 20.0 points at {sha_of(seq)[:7]} "
+                "(organism-v0 -> organism-v1)",
+            }
+            for seq in range(revisions)
+        ],
+    )

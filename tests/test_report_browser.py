@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from report_history import SET_HASH, SOURCE, build_history, sha_of
+from report_history import SET_HASH, SOURCE, build_family_history, build_history, sha_of
 
 from audit.report import render_report
 from audit.store import Store
@@ -196,7 +196,13 @@ def open_report(client: DevToolsSocket, path: Path, screenshot: Path) -> dict[st
                     "JSON.stringify({ready: document.readyState,"
                     " figures: Array.from(document.querySelectorAll('div.fig')).map(d =>"
                     " ({id: d.id, svg: d.querySelectorAll('.main-svg').length,"
-                    "   traces: d.querySelectorAll('.trace').length})),"
+                    "   traces: d.querySelectorAll('.trace').length,"
+                    "   menus: d.querySelectorAll('.updatemenu-header-group').length})),"
+                    # In-page links whose target does not exist (a headline line, a highlight).
+                    " broken: Array.from(document.querySelectorAll('a[href^=\"#\"]'))"
+                    "   .map(a => a.getAttribute('href').slice(1))"
+                    "   .filter(id => !document.getElementById(id)),"
+                    " links: document.querySelectorAll('a[href^=\"#\"]').length,"
                     " xss: window.__pwned === true})"
                 ),
                 returnByValue=True,
@@ -244,7 +250,28 @@ def test_demo_report_renders_offline_without_errors(
     assert all(f["svg"] >= 1 and f["traces"] >= 1 for f in checks["figures"]), checks["figures"]
     assert checks["errors"] == []
     assert checks["requests"] == []
+    assert checks["broken"] == []
     assert (tmp_path / "drift.png").stat().st_size > 50_000
+
+
+def test_model_families_get_menus_and_grouped_links_resolve(
+    store: Store, tmp_path: Path, browser: DevToolsSocket
+) -> None:
+    build_family_history(store)
+    report = render_report(store, tmp_path / "families.html")
+    html = report.read_text()
+    assert 'href="#group-organism-v1__model_version__organism-v0__regression__regression"' in html
+    checks = open_report(browser, report, tmp_path / "families.png")
+    # Timeline: one family at a time; heatmap and scatter: one model (or change) at a time.
+    assert [(f["id"], f["menus"]) for f in checks["figures"]] == [
+        ("fig-timeline", 1),
+        ("fig-heatmap", 1),
+        ("fig-scatter", 1),
+    ]
+    # The nav, the headline lines and the findings in the scatter list are all in-page links.
+    assert checks["links"] >= 12 and checks["broken"] == []
+    assert checks["errors"] == []
+    assert checks["requests"] == []
 
 
 def test_hostile_text_does_not_execute_in_the_browser(
