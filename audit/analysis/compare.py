@@ -128,7 +128,8 @@ def _null_distribution(
     n0: np.ndarray, n1: np.ndarray, events: np.ndarray
 ) -> tuple[np.ndarray, int]:
     """Null distribution of the summed later-point events and the value of its first entry."""
-    log_factorial = _log_factorials(int((n0 + n1).max()))
+    # The table's size is rounded up to a power of two so one cached table serves many tests.
+    log_factorial = _log_factorials(1 << max(6, int((n0 + n1).max()).bit_length()))
     low = np.maximum(0, n1 - (n0 + n1 - events))
     high = np.minimum(n1, events)
     distribution = np.ones(1)
@@ -155,9 +156,8 @@ def _null_distribution(
 
 @lru_cache(maxsize=8)
 def _log_factorials(up_to: int) -> np.ndarray:
-    """log(k!) for k = 0..up_to (rounded up to a power of two so the cache is reused)."""
-    size = 1 << max(6, int(up_to).bit_length())
-    table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size + 1)))])
+    """log(k!) for k = 0..up_to."""
+    table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, up_to + 1)))])
     table.setflags(write=False)
     return table
 
