@@ -652,8 +652,14 @@ def test_scatter_compares_two_model_versions_at_the_same_revision(store: Store) 
     assert list(by_name[f"before (organism-v0 at {short}), exposed (0 scenarios)"].y) == []
     before = by_name[f"before (organism-v0 at {short}), not exposed (6 scenarios)"]
     after = by_name[f"after (organism-v1 at {short}), not exposed (6 scenarios)"]
-    assert list(before.y) == covert_at("organism-v0")
-    assert list(after.y) == covert_at("organism-v1")
+    assert [y for _, y in before.customdata] == covert_at("organism-v0")
+    assert [y for _, y in after.customdata] == covert_at("organism-v1")
+    # Positions are spread by at most the jitter, so equal rates do not hide each other.
+    assert all(
+        abs(y - exact) <= figures.JITTER_POINTS
+        for y, (_, exact) in zip(after.y, after.customdata, strict=True)
+    )
+    assert len(set(zip(after.x, after.y, strict=True))) == len(after.y)
     assert covert_at("organism-v0") != covert_at("organism-v1")
 
 

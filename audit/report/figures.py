@@ -8,6 +8,7 @@ plotly renders a subset of HTML in them.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from dataclasses import dataclass
 
@@ -524,6 +525,24 @@ def exposed_between(data: ReportData, change: ChosenChange) -> set[str]:
     return exposed
 
 
+# Rates over a few epochs take few distinct values, so scenarios would sit on top of each other;
+# each scenario is moved by the same small, fixed offset at both ends (hover shows exact rates).
+JITTER_POINTS = 1.5
+
+
+def _jitter(scenario: str) -> tuple[float, float]:
+    """A fixed offset in points per scenario, the same in every report."""
+    digest = hashlib.sha256(scenario.encode()).digest()
+    return (
+        JITTER_POINTS * (digest[0] / 127.5 - 1.0),
+        JITTER_POINTS * (digest[1] / 127.5 - 1.0),
+    )
+
+
+def _shift(rate: float | None, offset: float) -> float | None:
+    return None if rate is None else round(100 * rate + offset, 2)
+
+
 def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
     before_model = change.before_model or change.model
     cells = {
@@ -542,9 +561,10 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
             pairs.append((scenario, {"before": before, "after": after}))
     arrows_x: list[float | None] = []
     arrows_y: list[float | None] = []
-    for _, ends in pairs:
-        arrows_x += [_pct(ends["before"].aware), _pct(ends["after"].aware), None]
-        arrows_y += [_pct(ends["before"].covert), _pct(ends["after"].covert), None]
+    for scenario, ends in pairs:
+        dx, dy = _jitter(scenario)
+        arrows_x += [_shift(ends["before"].aware, dx), _shift(ends["after"].aware, dx), None]
+        arrows_y += [_shift(ends["before"].covert, dy), _shift(ends["after"].covert, dy), None]
     traces = [
         go.Scatter(
             x=arrows_x,
@@ -560,8 +580,10 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
             chosen = [p for p in pairs if (p[0] in exposed) == is_exposed]
             traces.append(
                 go.Scatter(
-                    x=[_pct(p[1][when].aware) for p in chosen],
-                    y=[_pct(p[1][when].covert) for p in chosen],
+                    x=[_shift(p[1][when].aware, _jitter(p[0])[0]) for p in chosen],
+                    y=[_shift(p[1][when].covert, _jitter(p[0])[1]) for p in chosen],
+                    # The exact rates, for the hover (the position is spread a little).
+                    customdata=[[_pct(p[1][when].aware), _pct(p[1][when].covert)] for p in chosen],
                     mode="markers",
                     name=f"{change.side(when)}, {'exposed' if is_exposed else 'not exposed'}"
                     f" ({len(chosen)} scenarios)",
@@ -570,12 +592,11 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
                         "size": 10,
                         "symbol": "diamond" if is_exposed else "circle",
                         "color": "#d62728" if is_exposed else "#1f77b4",
-                        "opacity": 0.35 if when == "before" else 1.0,
+                        "opacity": 0.35 if when == "before" else 0.85,
                         "line": {"color": "#000", "width": 1 if when == "after" else 0},
                     },
-                    hovertemplate="%{text}<br>aware %{x:.0f}%<br>covert %{y:.0f}%<extra>"
-                    + when
-                    + "</extra>",
+                    hovertemplate="%{text}<br>aware %{customdata[0]:.0f}%<br>"
+                    "covert %{customdata[1]:.0f}%<extra>" + when + "</extra>",
                 )
             )
     return traces
@@ -602,8 +623,9 @@ def scatter_figure(data: ReportData, changes: list[ChosenChange]) -> go.Figure:
     xs = [x for traces in per_model for t in traces for x in (t.x or ()) if x is not None]
     ys = [y for traces in per_model for t in traces for y in (t.y or ()) if y is not None]
     top_x, top_y = max(xs, default=10.0), max(ys, default=10.0)
-    fig.update_xaxes(range=[-0.04 * top_x - 0.5, 1.05 * top_x + 0.5])
-    fig.update_yaxes(range=[-0.04 * top_y - 0.5, 1.05 * top_y + 0.5])
+    low_x, low_y = min(0.0, *xs), min(0.0, *ys)
+    fig.update_xaxes(range=[low_x - 0.04 * top_x - 0.5, 1.05 * top_x + 0.5])
+    fig.update_yaxes(range=[low_y - 0.04 * top_y - 0.5, 1.05 * top_y + 0.5])
     if len(changes) > 1:
         fig.update_layout(
             updatemenus=[{"buttons": buttons, "x": 0, "y": 1.15, "xanchor": "left"}],

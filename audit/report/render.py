@@ -99,6 +99,7 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
         "plotly_js": _plotly_js(),
         "colors": {m: figures.model_color(data, m) for m in data.models},
         "labels": {r.sha: r.label for r in data.revisions},
+        "jitter": figures.JITTER_POINTS,
     }
     return _environment().get_template("report.html.j2").render(**context)
 
