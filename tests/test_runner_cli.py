@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from test_runner import run_cli, server, spec_repo, sync, write_config
 
-from audit.cli.run import BarProgress
+from audit.cli.progress import BarProgress
 from audit.config import load_config
 from audit.heldout.loader import load_heldout
 from audit.organisms.server import RunningServer
