@@ -709,3 +709,25 @@ def test_timeline_colours_and_menu_follow_model_families(store: Store) -> None:
         "findings",
         "spec commits",
     ]
+
+
+def test_spec_changes_name_the_revisions_own_findings_and_explain_bare_exposure(
+    store: Store, tmp_path: Path
+) -> None:
+    _grouped_history(store)
+    # r2 exposed scn-002; without its clause rows it looks like a reformatting commit.
+    store.con.execute("DELETE FROM spec_clause_changes WHERE sha = ?", [rev_sha(2)])
+    html = render_report(store, tmp_path / "r.html").read_text()
+    changes = html.split('<section id="changes">')[1].split('<section id="awareness">')[0]
+    r3 = changes.split(f'<details id="rev-{rev_sha(3)[:7]}"')[1].split("</details>")[0]
+    # Only findings about this spec edit; model-version findings compare models, not edits.
+    assert (
+        "<p>Findings at this revision (vs earlier spec revisions): "
+        '<a href="#finding-f-patch-1">organism-v0: drop, spec patching</a></p>'
+    ) in r3
+    assert "f-reg-3" not in r3
+    r2 = changes.split(f'<details id="rev-{rev_sha(2)[:7]}"')[1].split("</details>")[0]
+    assert "No clause-level change is stored for this revision, yet scenarios count" in r2
+    assert "No clause-level changes stored for this revision." not in r2
+    r1 = changes.split(f'<details id="rev-{rev_sha(1)[:7]}"')[1].split("</details>")[0]
+    assert "yet scenarios count" not in r1
