@@ -25,10 +25,10 @@ def demo_command(
         Path, typer.Option("--workdir", help="Folder for the replayed spec repository.")
     ] = Path(".audit-work/demo"),
     epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Samples per cell (default 4; quick 2).")
+        int | None, typer.Option("--epochs", min=1, help="Samples per cell (default 4; quick 3).")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="First and last version of each organism, 2 epochs.")
+        bool, typer.Option("--quick", help="First and last version of each organism, 3 epochs.")
     ] = False,
 ) -> None:
     """Run the offline demo: spec history, simulated model organisms, DuckDB, HTML report."""
