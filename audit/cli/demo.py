@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from audit.cli.options import DbOption, resolve_db
 from audit.cli.progress import cli_progress
 
+if TYPE_CHECKING:
+    from audit.analysis import Finding
+
 
 def register(app: typer.Typer) -> None:
     """Add ``audit demo`` to the app."""
     app.command("demo")(demo_command)
+
+
+def finding_lines(findings: Sequence[Finding]) -> list[str]:
+    """One line per model: how many findings of which cause, and the most significant one."""
+    by_model: dict[str, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        by_model[finding.model].append(finding)
+    lines = []
+    for model, group in sorted(by_model.items()):
+        causes = Counter(f.primary_cause or f.kind for f in group)
+        counted = ", ".join(f"{cause} {n}" for cause, n in causes.most_common())
+        strongest = min(group, key=lambda f: f.q_value if f.q_value is not None else 1.0)
+        summary = strongest.summary.removeprefix(f"{model}: ")
+        lines.append(f"{model} [{counted}]: {summary}")
+    return lines
 
 
 def demo_command(
@@ -49,11 +69,9 @@ def demo_command(
         f"{len(result.models)}   scenarios: {result.scenarios}"
     )
     typer.echo(f"samples: {run.line()}")
-    typer.echo(f"findings: {len(result.findings)}")
-    for finding in result.findings[:8]:
-        typer.echo(f"  - {finding.summary}")
-    if len(result.findings) > 8:
-        typer.echo(f"  ... and {len(result.findings) - 8} more (audit detect --json)")
+    typer.echo(f"findings: {len(result.findings)} (strongest per model; all: audit detect --json)")
+    for line in finding_lines(result.findings):
+        typer.echo(f"  {line}")
     typer.echo(f"database: {result.db_path}")
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"done in {result.elapsed_s:.1f} s. Next:")
