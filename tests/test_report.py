@@ -509,6 +509,8 @@ def _grouped_history(store: Store) -> None:
             primary_cause="genuine",
             delta=-0.05,
             q_value=0.04,
+            # Detection starts summaries with the model; the card already names it.
+            summary="organism-v1: summary of f-drop-1",
         )
     )
     rows.append(

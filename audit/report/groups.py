@@ -151,12 +151,12 @@ def _group(
         text += f", primary cause {CAUSE_NAMES.get(cause, cause)}"
     detail: str | None = None
     if len(members) == 1:
-        detail = members[0].summary
+        detail = _without_model(members[0].summary, model)
     elif cause in ("spec_patching", "eval_awareness"):
         # The reason behind these causes (which scenarios the edit named, how awareness moved)
         # differs per revision; the strongest finding shows what the evidence looks like.
         strongest = max(members, key=lambda f: abs(f.delta or 0.0))
-        detail = f"strongest: {strongest.summary}"
+        detail = f"strongest: {_without_model(strongest.summary, model)}"
     return FindingGroup(
         group_id=group_id,
         model=model,
@@ -168,6 +168,12 @@ def _group(
         text=text,
         detail=detail,
     )
+
+
+def _without_model(summary: str, model: str) -> str:
+    """The summary without a leading "model: " (the card already names the model)."""
+    prefix = f"{model}: "
+    return summary[len(prefix) :] if summary.startswith(prefix) else summary
 
 
 def _kind_word(kind: str) -> str:
