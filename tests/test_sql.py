@@ -7,12 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
 from audit.cli import app
 from audit.errors import AuditError
-from audit.query import QueryResult, check_read_only, describe_schema, format_result, run_sql
+from audit.query import (
+    QueryResult,
+    check_read_only,
+    describe_schema,
+    format_result,
+    open_query_store,
+    run_sql,
+)
 from audit.store import Store, open_store
 from audit.store.schema import MIGRATIONS
 
@@ -88,26 +96,172 @@ def test_read_only_check_uses_duckdb_statement_types() -> None:
         "SELECT 1",
         "WITH x AS (SELECT 1 AS a) SELECT * FROM x",
         "EXPLAIN SELECT 1",
+        "EXPLAIN ANALYZE SELECT 1",
+        "EXPLAIN (ANALYZE, FORMAT json) SELECT 1",
+        "EXPLAIN (SELECT 1)",
         "DESCRIBE samples",
         "SHOW TABLES",
+        "SUMMARIZE samples",
+        "FROM samples",
         "PRAGMA table_info('samples')",
+        "PRAGMA show_tables",
+        "PIVOT samples ON outcome USING count(*)",
+        "SELECT * FROM (PIVOT samples ON outcome USING count(*))",
         "SELECT 1; SELECT 2",
     ):
         check_read_only(sql)
-    for sql, kind in (
-        ("DELETE FROM samples", "DELETE"),
-        ("SELECT 1; DROP TABLE samples", "DROP"),
-        ("UPDATE samples SET epoch = 1", "UPDATE"),
-        ("INSERT INTO samples SELECT * FROM samples", "INSERT"),
-        ("COPY samples TO 'x.csv'", "COPY"),
-        ("ATTACH 'other.duckdb'", "ATTACH"),
-        ("CREATE TABLE t (a INT)", "CREATE"),
+    for sql, refused in (
+        ("DELETE FROM samples", "a DELETE statement"),
+        ("SELECT 1; DROP TABLE samples", "a DROP statement"),
+        ("UPDATE samples SET epoch = 1", "an UPDATE statement"),
+        ("INSERT INTO samples SELECT * FROM samples", "an INSERT statement"),
+        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", "an INSERT statement"),
+        ("COPY samples TO 'x.csv'", "a COPY statement"),
+        ("ATTACH 'other.duckdb'", "an ATTACH statement"),
+        ("CREATE TABLE t (a INT)", "a CREATE statement"),
+        ("INSTALL httpfs", "an INSTALL statement"),
+        ("LOAD httpfs", "a LOAD statement"),
+        ("SET enable_external_access = true", "a SET statement"),
+        ("CALL pragma_table_info('samples')", "a CALL statement"),
+        ("UPDATE EXTENSIONS", "an UPDATE statement"),  # a type the Python enum does not know
+        ("EXPLAIN ANALYZE DELETE FROM samples", "an EXPLAIN of a DELETE statement"),
+        ("/* c */ EXPLAIN /* c */ ANALYZE COPY (SELECT 42) TO 'x.csv'", "an EXPLAIN of a COPY"),
+        ("EXPLAIN (ANALYZE, FORMAT json) INSTALL json", "an EXPLAIN of an INSTALL statement"),
+        ("EXPLAIN DELETE FROM samples", "an EXPLAIN of a DELETE statement"),
+        ("PRAGMA import_database('/tmp/x')", "PRAGMA import_database"),
+        ("PRAGMA enable_profiling", "PRAGMA enable_profiling"),
+        ("CREATE TABLE p AS PIVOT samples ON outcome USING count(*)", "a CREATE statement"),
+        ("INSERT INTO p PIVOT samples ON outcome USING count(*)", "an INSERT statement"),
     ):
         with pytest.raises(AuditError) as caught:
             check_read_only(sql)
-        assert str(caught.value) == (
-            f"refusing a {kind} statement: audit sql is read-only; pass --write to allow it"
+        assert str(caught.value).startswith(f"refusing {refused}"), sql
+        assert str(caught.value).endswith(": audit sql is read-only; pass --write to allow it")
+
+
+def test_cli_explain_analyze_cannot_write_a_file(db: Path, tmp_path: Path) -> None:
+    target = tmp_path / "x2.csv"
+    code, out, err = run("sql", f"EXPLAIN ANALYZE COPY (SELECT 42) TO '{target}'", "--db", str(db))
+    assert (code, out) == (2, "")
+    assert err == (
+        "error: refusing an EXPLAIN of a COPY statement: audit sql is read-only; "
+        "pass --write to allow it\n"
+    )
+    assert not target.exists()
+
+
+def test_cli_explain_analyze_cannot_install_an_extension(db: Path) -> None:
+    code, _, err = run("sql", "EXPLAIN ANALYZE INSTALL json", "--db", str(db))
+    assert code == 2
+    assert err.startswith("error: refusing an EXPLAIN of an INSTALL statement")
+
+
+def test_python_read_only_refuses_writes_on_a_writable_connection(db: Path) -> None:
+    with open_store(db) as store:  # writable: the caller did not ask for a sandbox
+        with pytest.raises(AuditError, match="refusing an EXPLAIN of a DELETE statement"):
+            run_sql(store, "EXPLAIN ANALYZE DELETE FROM samples")
+        assert store.query("SELECT count(*) AS n FROM samples")[0]["n"] == 6
+        # A SELECT can write too (nextval advances a sequence): the read-only transaction stops it.
+        store.con.execute("CREATE SEQUENCE counter")
+        with pytest.raises(AuditError, match=r"read-only mode.*pass --write"):
+            run_sql(store, "SELECT nextval('counter')")
+        assert run_sql(store, "SELECT nextval('counter')", allow_write=True).rows == ((1,),)
+        # The caller's own open transaction is not silently ended.
+        store.con.execute("BEGIN TRANSACTION")
+        with pytest.raises(AuditError, match="inside an open transaction"):
+            run_sql(store, "SELECT 1")
+        store.con.execute("ROLLBACK")
+        assert run_sql(store, "SELECT count(*) FROM samples").rows == ((6,),)
+
+
+def test_cli_pragma_allow_list(db: Path, tmp_path: Path) -> None:
+    code, _, err = run("sql", f"PRAGMA import_database('{tmp_path}')", "--db", str(db))
+    assert (code, err) == (
+        2,
+        "error: refusing PRAGMA import_database: audit sql is read-only; "
+        "pass --write to allow it\n",
+    )
+    code, out, _ = run("sql", "PRAGMA table_info('samples')", "--db", str(db), "--format", "csv")
+    assert code == 0
+    assert out.splitlines()[1].startswith("0,sample_key,VARCHAR,")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('/etc/hostname')",
+        "SELECT * FROM glob('/etc/*')",
+        "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
+        "SELECT * FROM read_csv('https://example.com/x.csv')",
+    ],
+)
+def test_cli_queries_cannot_read_files_or_urls(db: Path, query: str) -> None:
+    code, out, err = run("sql", query, "--db", str(db))
+    assert (code, out) == (2, "")
+    assert "file system operations are disabled by configuration" in err
+    assert err.endswith("pass --allow-files to let queries read local files\n")
+    assert err.count("\n") == 1
+
+
+def test_cli_allow_files_reads_local_files_and_still_refuses_writes(
+    db: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "extra.csv"
+    data.write_text("scenario_id,note\nt1,checked\n")
+    query = f"SELECT s.epoch, x.note FROM samples s JOIN read_csv('{data}') x USING (scenario_id)"
+    query += " WHERE s.spec_sha LIKE 'a%' ORDER BY 1"
+    code, out, err = run("sql", query, "--db", str(db), "--allow-files", "--format", "csv")
+    assert (code, err) == (0, "")
+    assert out == "epoch,note\n0,checked\n1,checked\n2,checked\n"
+    target = tmp_path / "out.csv"
+    code, _, err = run(
+        "sql", f"EXPLAIN ANALYZE COPY samples TO '{target}'", "--db", str(db), "--allow-files"
+    )
+    assert code == 2 and "refusing an EXPLAIN of a COPY statement" in err
+    assert not target.exists()
+    # Extensions still neither install nor load, so URLs stay out of reach.
+    code, _, err = run(
+        "sql",
+        "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
+        "--db",
+        str(db),
+        "--allow-files",
+    )
+    assert code == 2 and "requires the extension httpfs" in err
+
+
+def test_query_store_is_sandboxed_and_locked(db: Path) -> None:
+    with open_query_store(db) as store:
+        settings = dict(
+            store.con.execute(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN ("
+                "'enable_external_access', 'autoinstall_known_extensions', "
+                "'autoload_known_extensions', 'lock_configuration', "
+                "'python_enable_replacements', 'access_mode')"
+            ).fetchall()
         )
+        assert settings == {
+            "access_mode": "read_only",
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+            "enable_external_access": "false",
+            "lock_configuration": "true",
+            "python_enable_replacements": "false",
+        }
+        # Even a caller that skips the statement check cannot unlock the sandbox.
+        with pytest.raises(duckdb.Error, match="configuration has been locked"):
+            store.con.execute("SET enable_external_access = true")
+    with open_query_store(db, allow_files=True) as store:
+        row = store.con.execute("SELECT current_setting('enable_external_access')").fetchone()
+        assert row == (True,)
+
+
+def test_cli_pivot_is_a_read(db: Path) -> None:
+    query = "PIVOT (SELECT spec_sha, outcome FROM samples) ON outcome USING count(*) ORDER BY 1"
+    code, out, err = run("sql", query, "--db", str(db), "--format", "csv")
+    assert (code, err) == (0, "")
+    assert out == f"spec_sha,covert,honest\n{'a' * 40},2,1\n{'b' * 40},1,2\n"
 
 
 def test_views_answer_common_questions(db: Path) -> None:
@@ -156,7 +310,7 @@ def test_cli_formats(db: Path, tmp_path: Path) -> None:
     assert out == "seq,message\n0,one\n1,two\n2,back\n"
     code, out, _ = run("sql", query, "--db", str(db), "--format", "jsonl")
     assert out.splitlines()[0] == '{"seq": 0, "message": "one"}'
-    code, out, _ = run("sql", query, "--db", str(db))
+    code, out, _ = run("sql", query, "--db", str(db), "--format", "table")
     assert code == 0
     assert "seq" in out and "message" in out and "back" in out
     assert out.rstrip().endswith("(3 rows)")
@@ -164,6 +318,66 @@ def test_cli_formats(db: Path, tmp_path: Path) -> None:
     sql_file.write_text("-- count\nSELECT count(*) AS n FROM samples;\n")
     code, out, _ = run("sql", "--file", str(sql_file), "--db", str(db), "--format", "csv")
     assert (code, out) == (0, "n\n6\n")
+
+
+def test_cli_default_format_is_csv_in_a_pipe(db: Path) -> None:
+    query = "SELECT seq, message FROM spec_revisions ORDER BY seq"
+    code, out, err = run("sql", query, "--db", str(db))  # CliRunner's stdout is no terminal
+    assert (code, err) == (0, "")
+    assert out == "seq,message\n0,one\n1,two\n2,back\n"
+
+
+def test_cli_default_format_is_a_table_on_a_terminal(db: Path) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    query = "SELECT seq, message FROM spec_revisions ORDER BY seq"
+    with subprocess.Popen(
+        [sys.executable, "-m", "audit", "sql", query, "--db", str(db)],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    ) as child:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closes when the child exits
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert child.wait(timeout=60) == 0
+    os.close(leader)
+    out = b"".join(chunks).decode()
+    assert "seq,message" not in out
+    assert "back" in out and out.rstrip().endswith("(3 rows)")
+
+
+def test_cli_file_with_several_statements_prints_the_last(db: Path, tmp_path: Path) -> None:
+    sql_file = tmp_path / "q.sql"
+    sql_file.write_text(
+        "-- two questions; the answer to the last one prints\n"
+        "SELECT count(*) AS all_samples FROM samples;\n"
+        "SELECT outcome, count(*) AS n FROM samples GROUP BY ALL ORDER BY ALL;\n"
+    )
+    code, out, err = run("sql", "--file", str(sql_file), "--db", str(db))
+    assert (code, err) == (0, "")
+    assert out == "outcome,n\ncovert,3\nhonest,3\n"
+    # A write anywhere in the file is refused before the reads before it run.
+    sql_file.write_text("SELECT 1;\nDELETE FROM samples;\nSELECT 2;\n")
+    code, out, err = run("sql", "--file", str(sql_file), "--db", str(db))
+    assert (code, out) == (2, "")
+    assert err.startswith("error: refusing a DELETE statement")
+    # A bad statement after good ones: DuckDB's message, one line, exit 2.
+    sql_file.write_text("SELECT 1;\nSELECT * FROM nope;\n")
+    code, out, err = run("sql", "--file", str(sql_file), "--db", str(db))
+    assert (code, out) == (2, "")
+    assert err.startswith("error: Catalog Error: Table with name nope does not exist!")
+    assert err.count("\n") == 1
+    code, _, err = run("sql", "--file", str(tmp_path / "missing.sql"), "--db", str(db))
+    assert code == 2 and err.startswith(f"error: cannot read {tmp_path / 'missing.sql'}")
 
 
 def test_cli_refuses_writes_and_changes_nothing(db: Path) -> None:
