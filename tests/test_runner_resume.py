@@ -55,16 +55,29 @@ def _wait_until_running(process: subprocess.Popen[bytes], server: uvicorn.Server
     assert process.poll() is None, "the run finished before it could be killed"
 
 
+def _wait_for_orphaned_workers_to_exit(server: uvicorn.Server) -> None:
+    """Worker processes of a killed run notice their parent is gone and stop sending."""
+    deadline = time.monotonic() + 10
+    while True:
+        before = server.server_state.total_requests
+        time.sleep(1.0)
+        if server.server_state.total_requests == before:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("worker processes kept running after their parent was killed")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_mid_run_then_rerun_stores_each_planned_sample_once(
-    tmp_path: Path, spec_repo: Path
+    tmp_path: Path, spec_repo: Path, workers: int
 ) -> None:
     scenarios = load_heldout().scenarios[:4]
     with counting_organism_server(latency_s=0.05) as (base_url, server):
         config = write_config(tmp_path, spec_repo, base_url, epochs=EPOCHS)
         db = tmp_path / "audit.duckdb"
         sync(db, spec_repo)
-        args = ["run", "--model", MODEL, "--config", str(config)]
+        args = ["run", "--model", MODEL, "--config", str(config), "--workers", str(workers)]
         for scenario in scenarios:
             args += ["--scenario", scenario.id]
         env = {**os.environ, "SPECDRIFT_TEST_KEY": SECRET}
@@ -82,6 +95,10 @@ def test_sigkill_mid_run_then_rerun_stores_each_planned_sample_once(
             if process.poll() is None:
                 process.kill()
         assert process.returncode == -signal.SIGKILL
+        _, stderr = process.communicate(timeout=10)
+        assert SECRET.encode() not in stderr
+        if workers > 1:
+            _wait_for_orphaned_workers_to_exit(server)
 
         planned = sum(len(s.conditions) for s in scenarios) * EPOCHS * 2  # two texts
         with open_store(db) as store:

@@ -239,10 +239,23 @@ def test_with_retries_retries_then_succeeds_and_counts() -> None:
 
     stats = CallStats()
     run = RunConfig(max_retries=3, retry_base_s=0.01, retry_max_s=1.0)
-    result, attempts = asyncio.run(with_retries(call, run, stats, random.Random(0), sleep))
+    result, attempts, elapsed_s = asyncio.run(
+        with_retries(call, run, stats, random.Random(0), sleep)
+    )
     assert result.choices[0].message.content == "done"
     assert (attempts, stats.calls, stats.retries) == (3, 3, 2)
     assert slept[0] >= 0.25 and slept[1] <= 0.02
+    # Latency is the successful attempt's own time, not the backoff sleeps before it.
+    assert 0 <= elapsed_s < 0.25
+
+
+def test_retry_after_ms_takes_precedence_over_whole_seconds() -> None:
+    headers = {"retry-after": "1", "retry-after-ms": "40"}
+    error = classify(openai.RateLimitError("slow", response=_response(429, headers), body=None))
+    assert error is not None and error.retry_after_s == pytest.approx(0.04)
+    http_date = {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}
+    error = classify(openai.RateLimitError("slow", response=_response(429, http_date), body=None))
+    assert error is not None and error.retry_after_s is None
 
 
 def test_with_retries_gives_up_after_max_retries() -> None:
