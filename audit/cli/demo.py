@@ -48,7 +48,11 @@ def demo_command(
         int | None, typer.Option("--epochs", min=1, help="Samples per cell (default 4; quick 3).")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="First and last version of each organism, 3 epochs.")
+        bool,
+        typer.Option(
+            "--quick",
+            help="First and last version of each organism, 5 of the 10 revisions, 3 epochs.",
+        ),
     ] = False,
 ) -> None:
     """Run the offline demo: spec history, simulated model organisms, DuckDB, HTML report."""
