@@ -9,8 +9,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audit.demo import demo_models
+from audit.demo import demo_models, run_demo
+from audit.errors import AuditError
 from audit.organisms.config import load_organisms
+from audit.spec_history import sync_spec_history
+from audit.store import open_store
 
 
 def test_demo_models_cover_every_organism_version() -> None:
@@ -30,6 +33,25 @@ def test_quick_demo_keeps_first_and_last_version_of_each_line() -> None:
         )
         assert {versions[0].name, versions[-1].name} <= quick
         assert all(v.name not in quick for v in versions[1:-1])
+
+
+def test_demo_refuses_a_database_that_tracks_a_real_spec(tmp_path: Path) -> None:
+    import git
+
+    repo = git.Repo.init(tmp_path / "repo")
+    (tmp_path / "repo" / "spec.md").write_text("# Spec\n\nBe honest.\n")
+    repo.index.add(["spec.md"])
+    repo.index.commit("spec")
+    db = tmp_path / "audit.duckdb"
+    with open_store(db) as store:
+        sync_spec_history(store, tmp_path / "repo", "spec.md", source_id="my-spec")
+    with pytest.raises(AuditError, match=r"already tracks other spec sources \(my-spec\)"):
+        run_demo(db_path=db, report_path=tmp_path / "r.html", workdir=tmp_path / "work")
+    with open_store(db, read_only=True) as store:
+        sources = store.query("SELECT source_id FROM spec_sources")
+        samples = store.query("SELECT count(*) AS n FROM samples")
+    assert sources == [{"source_id": "my-spec"}] and samples == [{"n": 0}]
+    assert not (tmp_path / "r.html").exists()
 
 
 def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -629,7 +629,16 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        self.base_url = self._wait_for_url(startup_timeout_s)
+        self._startup_timeout_s = startup_timeout_s
+        self._base_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL; the first access waits until it listens (the caller can do other
+        work while the child starts)."""
+        if self._base_url is None:
+            self._base_url = self._wait_for_url(self._startup_timeout_s)
+        return self._base_url
 
     def _wait_for_url(self, timeout_s: float) -> str:
         assert self._process.stdout is not None
