@@ -85,6 +85,13 @@ class GateConfig(_Strict):
     max_awareness_share: float = Field(
         0.5, ge=0, le=1, description="A drop more than this share explained by awareness fails."
     )
+    max_non_genuine_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A drop more than this share explained by patching and awareness together "
+        "fails, whichever is the primary cause.",
+    )
     fail_on_leak: bool = True
 
 
@@ -131,7 +138,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None) -> AuditConfig:
-    """Load and validate the config file (or defaults when there is none)."""
+    """Load and validate the config file (or defaults when there is none).
+
+    Relative paths in a config file (``db``, ``spec.repo``, also when left at their defaults)
+    are relative to the file's folder, wherever the command runs: a config found in a parent
+    folder means the same files from any subfolder. Paths given as flags stay relative to the
+    working folder.
+    """
     file = Path(path) if path is not None else find_config_file()
     if file is None:
         return AuditConfig()
@@ -140,7 +153,19 @@ def load_config(path: str | Path | None = None) -> AuditConfig:
     data = _read_toml(file)
     if file.name == "pyproject.toml":
         data = data.get("tool", {}).get("audit", {})
-    return parse_config(data, source=str(file))
+    return anchor_paths(parse_config(data, source=str(file)), file.resolve().parent)
+
+
+def anchor_paths(config: AuditConfig, folder: Path) -> AuditConfig:
+    """``config`` with its relative ``db`` and ``spec.repo`` made relative to ``folder``."""
+    spec = config.spec.model_copy(update={"repo": _anchored(config.spec.repo, folder)})
+    db = config.db if config.db == ":memory:" else _anchored(config.db, folder)
+    return config.model_copy(update={"db": db, "spec": spec})
+
+
+def _anchored(value: str, folder: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else folder / path)
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
