@@ -11,8 +11,10 @@ from audit.spec_history.clauses import (
     REWORD_THRESHOLD,
     Clause,
     ClauseChange,
+    ClauseSplitter,
     diff_clauses,
     split_clauses,
+    split_lines,
     unified_line_diff,
 )
 
@@ -57,11 +59,11 @@ Text with a note.[^n] Then another sentence.
 
 def test_split_clauses_exactly() -> None:
     assert split_clauses(DOC) == [
-        Clause("heading", "", "Model Spec {#spec .title}"),
+        Clause("heading", "", "Model Spec {#spec .title}", 1),
         Clause("sentence", "Model Spec", "Intro sentence one."),
         Clause("sentence", "Model Spec", "Intro sentence two, e.g. a lower-case continuation!"),
         Clause("sentence", "Model Spec", "Is it a question?"),
-        Clause("heading", "Model Spec", "Rules {#rules}"),
+        Clause("heading", "Model Spec", "Rules {#rules}", 2),
         Clause("bullet", "Model Spec > Rules", "First rule, continued on the next line."),
         Clause("bullet", "Model Spec > Rules", "Second rule."),
         Clause("bullet", "Model Spec > Rules", "Nested rule."),
@@ -70,13 +72,13 @@ def test_split_clauses_exactly() -> None:
         Clause("sentence", "Model Spec > Rules", "Quoted advice."),
         Clause("sentence", "Model Spec > Rules", "Second quoted sentence."),
         Clause("code", "Model Spec > Rules", "```python\n# not a heading\ndef report(): ...\n```"),
-        Clause("heading", "Model Spec > Rules", "Deep {#deep}"),
+        Clause("heading", "Model Spec > Rules", "Deep {#deep}", 3),
         Clause("table", "Model Spec > Rules > Deep", "Case | Expected"),
         Clause("table", "Model Spec > Rules > Deep", "tests fail | say so"),
         Clause("sentence", "Model Spec > Rules > Deep", "Text with a note.[^n]"),
         Clause("sentence", "Model Spec > Rules > Deep", "Then another sentence."),
         Clause("footnote", "Model Spec > Rules > Deep", "[^n]: The note text, continued."),
-        Clause("heading", "Model Spec", "Closing"),
+        Clause("heading", "Model Spec", "Closing", 2),
     ]
 
 
@@ -110,6 +112,55 @@ def test_moved_section_is_moved_not_new_text() -> None:
         ClauseChange("moved", "sentence", "S > B", "Beta rule.", "Beta rule.", 100.0),
     ]
     assert not [c for c in changes if c.change in ("added", "removed")]
+
+
+def test_heading_level_change_in_place_is_a_rewording_with_markers() -> None:
+    old = "# S\n\n## A\n\nAlpha rule.\n\n## B\n\nBeta rule.\n"
+    new = "# S\n\n## A\n\nAlpha rule.\n\n### B\n\nBeta rule.\n"
+    # Beta rule. now sits under A > B, but its text and place did not change.
+    assert diff_clauses(split_clauses(old), split_clauses(new)) == [
+        ClauseChange("reworded", "heading", "S > A", "## B", "### B", 88.9)
+    ]
+
+
+def test_anchor_only_change_is_a_reworded_heading_and_nothing_else() -> None:
+    old = "# S\n\n## Rules {#rules}\n\n- Keep logs on.\n\n## Other\n\nText.\n"
+    new = "# S\n\n## Rules {#policy}\n\n- Keep logs on.\n\n## Other\n\nText.\n"
+    # The short title puts the texts' similarity (69.0) under the threshold; the unchanged
+    # title still makes it one heading.
+    assert diff_clauses(split_clauses(old), split_clauses(new)) == [
+        ClauseChange("reworded", "heading", "S", "Rules {#rules}", "Rules {#policy}", 69.0)
+    ]
+
+
+def test_renamed_heading_keeps_the_clauses_under_it_unchanged() -> None:
+    old = "# S\n\n## Rules\n\n- Keep logs on.\n- Report failures.\n"
+    new = "# S\n\n## Laws\n\n- Keep logs on.\n- Report failures.\n"
+    assert diff_clauses(split_clauses(old), split_clauses(new)) == [
+        ClauseChange("removed", "heading", "S", "Rules", None, None),
+        ClauseChange("added", "heading", "S", None, "Laws", None),
+    ]
+
+
+def test_section_moved_under_another_parent_is_the_only_one_reported() -> None:
+    # C is bigger than B, which it passes on its way under A: a plain longest-common-sequence
+    # would keep C in place and report B as moved.
+    old = (
+        "# S\n\n## A\n\nAlpha rule.\n\n## B\n\nBeta rule.\n\n"
+        "## C\n\nGamma rule. Gamma two. Gamma three.\n\n- Gamma bullet.\n"
+    )
+    new = (
+        "# S\n\n## A\n\nAlpha rule.\n\n"
+        "### C\n\nGamma rule. Gamma two. Gamma three.\n\n- Gamma bullet.\n\n## B\n\nBeta rule.\n"
+    )
+    section = "S > A > C"
+    assert diff_clauses(split_clauses(old), split_clauses(new)) == [
+        ClauseChange("reworded", "heading", "S > A", "## C", "### C", 88.9),
+        ClauseChange("moved", "sentence", section, "Gamma rule.", "Gamma rule.", 100.0),
+        ClauseChange("moved", "sentence", section, "Gamma two.", "Gamma two.", 100.0),
+        ClauseChange("moved", "sentence", section, "Gamma three.", "Gamma three.", 100.0),
+        ClauseChange("moved", "bullet", section, "Gamma bullet.", "Gamma bullet.", 100.0),
+    ]
 
 
 def test_reworded_added_and_removed_in_document_order() -> None:
@@ -194,23 +245,131 @@ def test_rewrapping_and_bullet_markers_never_change_clauses(
     assert diff_clauses(split_clauses(old), split_clauses(old)) == []
 
 
-def test_cached_splitter_matches_split_clauses() -> None:
-    from audit.spec_history.clauses import ClauseSplitter
+def test_incremental_splitter_matches_split_clauses() -> None:
     from audit.spec_history.replay import specs_history_dir
 
-    splitter = ClauseSplitter()
     fenced = "# S\n\n```text\nline one\n\nNot a heading after a blank line\n```\n\nAfter.\n"
     lazy = "# S\n\n- Item starts\n\n  and continues after a blank line.\n\nParagraph.\n"
     texts = [DOC, fenced, lazy, DOC.replace("## Rules", "## Laws")]
     texts += [p.read_text() for p in sorted((specs_history_dir() / "revisions").iterdir())]
-    for text in texts + texts:  # the second pass is served from the block cache
-        assert splitter.split(text) == split_clauses(text)
+    splitter = ClauseSplitter()
+    for text in texts + texts[::-1]:  # every pair of consecutive texts is one edit
+        assert splitter.split(split_lines(text)) == split_clauses(text)
     assert Clause("code", "S", "```text\nline one\n\nNot a heading after a blank line\n```") in (
         split_clauses(fenced)
     )
     assert Clause("bullet", "S", "Item starts and continues after a blank line.") in (
         split_clauses(lazy)
     )
+
+
+def test_fences_follow_commonmark_in_both_splitters() -> None:
+    # A longer fence holds shorter ones; a tilde fence holds backtick lines; a closing fence
+    # has no info string. Before one rule served both splitters, the incremental one ended
+    # these blocks early and read "# not heading" as a heading.
+    longer = "# S\n\n````md\n```\n\n# not heading\n```\n````\n\nAfter.\n"
+    tilde = "# S\n\n~~~\n```\n\n# not heading\n~~~\n\n## Real\n"
+    info = "# S\n\n```\ncode\n``` not a close\n\n# not heading\n```\n\nAfter.\n"
+    inline = "# S\n\n```not a fence```\n\n# Heading\n"
+    expected = {
+        longer: [
+            Clause("heading", "", "S", 1),
+            Clause("code", "S", "````md\n```\n\n# not heading\n```\n````"),
+            Clause("sentence", "S", "After."),
+        ],
+        tilde: [
+            Clause("heading", "", "S", 1),
+            Clause("code", "S", "~~~\n```\n\n# not heading\n~~~"),
+            Clause("heading", "S", "Real", 2),
+        ],
+        info: [
+            Clause("heading", "", "S", 1),
+            Clause("code", "S", "```\ncode\n``` not a close\n\n# not heading\n```"),
+            Clause("sentence", "S", "After."),
+        ],
+        inline: [
+            Clause("heading", "", "S", 1),
+            Clause("sentence", "S", "```not a fence```"),
+            Clause("heading", "", "Heading", 1),
+        ],
+    }
+    for text, clauses in expected.items():
+        assert split_clauses(text) == clauses
+        assert ClauseSplitter().split(split_lines(text)) == clauses
+        assert ClauseSplitter().split(text.splitlines()) == clauses
+    # An unclosed fence runs to the end of the text.
+    assert split_clauses("```\n# a\n\nb\n")[-1] == Clause("code", "", "```\n# a\n\nb")
+
+
+_MD_LINE = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "",
+            "  ",
+            "# Title {#top}",
+            "## Rules {#rules .x}",
+            "### Deep",
+            "## Closing ##",
+            "#### Four",
+            "# not heading",
+            "Plain sentence one. Plain sentence two!",
+            "continued lower-case line, e.g. this.",
+            "- A bullet rule.",
+            "* Star bullet.",
+            "1. Numbered.",
+            "   indented continuation.",
+            "\tTabbed continuation.",
+            "> Quoted advice. Second.",
+            "[^n]: A footnote",
+            "    footnote continuation.",
+            "Text with a note.[^n] Then more.",
+            "| a | b |",
+            "|---|---|",
+            "---",
+            "```",
+            "```python",
+            "````",
+            "````md",
+            "~~~",
+            "~~~~ text",
+            "   ```",
+            "    ```",
+            "``` info after a close",
+            "```inline```",
+            "Line with CRLF.\r",
+        ]
+    ),
+    st.builds(
+        lambda words, prefix: prefix + " ".join(words).capitalize() + ".",
+        st.lists(_WORD, min_size=1, max_size=6),
+        st.sampled_from(["", "- ", "## ", "  ", "> "]),
+    ),
+)
+_MD_LINES = st.lists(_MD_LINE, max_size=40)
+
+
+@st.composite
+def _revisions(draw: st.DrawFn) -> list[str]:
+    """A Markdown text and a few successive edits of it (insert, delete or replace lines)."""
+    lines = draw(_MD_LINES)
+    texts = ["\n".join(lines) + draw(st.sampled_from(["", "\n"]))]
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        at = draw(st.integers(min_value=0, max_value=len(lines)))
+        cut = draw(st.integers(min_value=0, max_value=min(3, len(lines) - at)))
+        lines = lines[:at] + draw(st.lists(_MD_LINE, max_size=4)) + lines[at + cut :]
+        texts.append("\n".join(lines) + "\n")
+    return texts
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=_revisions())
+def test_incremental_splitter_agrees_with_split_clauses_on_random_markdown(
+    texts: list[str],
+) -> None:
+    splitter = ClauseSplitter()
+    for text in texts:
+        assert splitter.split(split_lines(text)) == split_clauses(text)
 
 
 def test_windowed_unified_diff_equals_whole_file_difflib() -> None:
