@@ -194,3 +194,75 @@ def test_two_sources_need_a_source_id(synced: Path, shipped: Path) -> None:
     assert chosen.exit_code == 0
     assert len(chosen.output.splitlines()) == 3
     assert git.Repo(shipped).head.commit.hexsha.startswith(TIP)
+
+
+def test_diff_takes_negative_indexes_as_revisions(synced: Path) -> None:
+    # The README's own example: -1 is the newest revision, not an option.
+    readme = runner.invoke(app, ["specs", "diff", "v1.1", "-1", "--db", str(synced)])
+    assert readme.exit_code == 0, readme.output
+    assert readme.output.startswith("e91eba8 (#2) -> fc7daab (#9): ")
+    both = runner.invoke(app, ["specs", "diff", "-2", "-1", "--json", "--db", str(synced)])
+    assert both.exit_code == 0, both.output
+    assert (json.loads(both.output)["old"]["seq"], json.loads(both.output)["new"]["seq"]) == (8, 9)
+    unknown = runner.invoke(app, ["specs", "diff", "0", "--bogus", "--db", str(synced)])
+    assert (unknown.exit_code, unknown.output) == (
+        2,
+        "error: unknown option --bogus: see `audit specs diff --help`\n",
+    )
+    assert "112565 names the commit 112565a" in " ".join(
+        runner.invoke(app, ["specs", "diff", "--help"]).output.split()
+    )
+
+
+def test_diff_reads_a_number_past_the_last_index_as_a_sha_prefix(synced: Path) -> None:
+    result = runner.invoke(app, ["specs", "diff", "112565", "0", "--db", str(synced)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("112565a (#6) -> c988704 (#0): ")
+
+
+def _sync(shipped: Path, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ["specs", "sync", "--repo", str(shipped), "--path", "spec/model-spec.md", *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "audit", *args, "--db", str(db)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--ref", "no-such-branch"], "error: unknown ref 'no-such-branch' in"),
+        (["--path", "ghost.md"], "error: ghost.md is not in the history of HEAD in"),
+    ],
+)
+def test_failed_sync_leaves_no_new_database_and_an_old_one_untouched(
+    shipped: Path, synced: Path, tmp_path: Path, extra: list[str], error: str
+) -> None:
+    missing = tmp_path / "new.duckdb"
+    result = _sync(shipped, missing, *extra)
+    assert result.returncode == 2
+    assert result.stderr.startswith(error) and result.stderr.count("\n") == 1
+    assert list(tmp_path.glob("new.duckdb*")) == []
+
+    before = synced.read_bytes()
+    again = _sync(shipped, synced, *extra)
+    assert again.returncode == 2 and again.stderr.startswith(error)
+    assert synced.read_bytes() == before  # not even opened
+
+
+def test_failed_first_sync_on_bad_content_removes_the_new_database(tmp_path: Path) -> None:
+    repo = git.Repo.init(tmp_path / "specs", initial_branch="main")
+    (tmp_path / "specs" / "spec.md").write_bytes("# Spécification\n".encode("latin-1"))
+    repo.index.add(["spec.md"])
+    repo.index.commit("latin-1 spec")
+    repo.close()
+    db = tmp_path / "new.duckdb"
+    result = runner.invoke(
+        app,
+        ["specs", "sync", "--repo", str(tmp_path / "specs"), "--path", "spec.md", "--db", str(db)],
+    )
+    assert result.exit_code == 2
+    assert "is not valid UTF-8 (byte 4)" in result.output
+    assert list(tmp_path.glob("new.duckdb*")) == []
