@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pytest
-from plotly.offline import get_plotlyjs
+from markupsafe import escape
+from plotly.offline import get_plotlyjs, get_plotlyjs_version
 from report_history import SET_HASH, SOURCE, build_history, insert_revisions, insert_scenarios
 from report_history import sha_of as rev_sha
 from typer.testing import CliRunner
@@ -19,7 +26,7 @@ from audit.errors import AuditError
 from audit.report import figures, render_report
 from audit.report.data import load_report_data
 from audit.report.groups import ceil_2g, family_of, findings_table, group_findings, model_families
-from audit.report.render import Segment, highlight
+from audit.report.render import PLOTLY_BUNDLE, PLOTLY_BUNDLE_VERSION, Segment, highlight
 from audit.store import Store, open_store
 
 PAYLOAD = '<script>alert(1)</script>"onload="alert(2)'
@@ -128,10 +135,12 @@ def test_point_rates_come_from_samples_and_say_intervals_are_missing(
     assert "25.0% (no interval: run audit detect)" in html
     assert "intervals need <code>audit detect</code>" in html
     assert "95% CI" not in html
-    # The trend names what it compares: the same model over spec revisions.
+    # The trend names what it compares (the same model over spec revisions) and, without a
+    # detection pass, is not coloured as if it were a finding.
     assert (
-        f'<span class="sub">same model, spec r0 {rev_sha(0)[:7]} → r2 {rev_sha(2)[:7]}:</span> '
-        '<span class="down">down 50.0 points (75.0% → 25.0%)</span>'
+        f'<span class="sub">same model, spec r0 <span class="nowrap">{rev_sha(0)[:7]} → r2</span> '
+        f'{rev_sha(2)[:7]}:</span> <span class="">down 50.0 points (75.0% → 25.0%)</span>, '
+        '<span class="verdict">significance not tested: run audit detect</span>'
     ) in html
 
 
@@ -212,19 +221,64 @@ def test_unknown_model_and_empty_store_are_user_errors(store: Store, tmp_path: P
 def test_page_is_self_contained_with_plotly_embedded_once(store: Store, tmp_path: Path) -> None:
     build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
     html = render_report(store, tmp_path / "r.html").read_text()
-    assert html.count(get_plotlyjs()[:400]) == 1
+    bundle = PLOTLY_BUNDLE.read_text()
+    assert html.count(bundle[:400]) == 1
+    # The partial bundle, not the 4.6 MB full one the plotly package ships.
+    assert get_plotlyjs()[:400] not in html
     page = _parse(html)
     for tag, name, value in page.attributes:
         assert name not in {"src"}, (tag, name, value)
         if name == "href":
             assert value and value.startswith("#"), value
-    assert "default-src 'none'" in html
     figures_json = [attrs["data-figure"] for attrs, _ in page.scripts if "data-figure" in attrs]
     assert figures_json == ["fig-timeline", "fig-heatmap", "fig-scatter"]
     for attrs, body in page.scripts:
         if attrs.get("type") == "application/json":
             figure = json.loads(body)
             assert figure["data"], attrs
+
+
+def _policy(html: str) -> dict[str, list[str]]:
+    """The page's Content-Security-Policy, directive -> sources."""
+    page = _parse(html)
+    (content,) = [
+        value
+        for tag, name, value in page.attributes
+        if tag == "meta" and name == "content" and value and "default-src" in value
+    ]
+    return {
+        parts[0]: parts[1:]
+        for parts in (directive.split() for directive in content.split(";"))
+        if parts
+    }
+
+
+def test_policy_lets_only_the_pages_own_scripts_run(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    policy = _policy(html)
+    assert policy["default-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"] and policy["form-action"] == ["'none'"]
+    # Hashes, not 'unsafe-inline': an injected inline script or handler would not run.
+    assert "'unsafe-inline'" not in policy["script-src"]
+    assert "'unsafe-eval'" not in policy["script-src"]
+    executable = [body for attrs, body in _parse(html).scripts if "type" not in attrs]
+    assert len(executable) == 2  # plotly.js and the page's loader
+    hashes = {
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for body in executable
+    }
+    assert set(policy["script-src"]) == hashes
+
+
+def test_vendored_plotly_bundle_is_the_documented_one() -> None:
+    """The bundle is the npm package's file unchanged, and matches the installed plotly.py."""
+    readme = (PLOTLY_BUNDLE.parent / "README.md").read_text()
+    digest = hashlib.sha256(PLOTLY_BUNDLE.read_bytes()).hexdigest()
+    assert f"sha256 `{digest}`" in readme
+    assert PLOTLY_BUNDLE.read_text()[:200].count(f"v{PLOTLY_BUNDLE_VERSION}") == 1
+    assert (PLOTLY_BUNDLE.parent / "plotly-LICENSE.txt").read_text().startswith("MIT License")
+    assert get_plotlyjs_version().split(".")[0] == PLOTLY_BUNDLE_VERSION.split(".")[0]
 
 
 def test_hostile_text_is_escaped_everywhere(store: Store, tmp_path: Path) -> None:
@@ -343,11 +397,17 @@ def test_long_history_is_aggregated_before_plotting(store: Store) -> None:
     data = load_report_data(store)
     timeline = figures.timeline_figure(data)
     heatmap = figures.heatmap_figure(data)
-    # Per model: band edges, covert line, awareness line; plus findings and commit strip.
-    assert len(timeline.data) == 4 * 5 + 2
-    assert len(heatmap.data) == 5 + 1
+    # Per model: band edges, covert line, awareness line; one star trace for the one finding and
+    # its legend entry; lines added and removed per commit.
+    assert len(timeline.data) == 4 * 5 + 2 + 2
+    # Per model a heatmap; exposure marks (introduced, named again) and the "no samples" key.
+    assert len(heatmap.data) == 5 + 3
     assert [t.visible for t in heatmap.data[:5]] == [True, False, False, False, False]
     assert len(heatmap.data[0].z) == 40 and len(heatmap.data[0].z[0]) == 200
+    # 200 revisions: every 9th tick is labelled (index, short sha, date), the first one first.
+    ticks = timeline.layout.xaxis.ticktext
+    assert len(ticks) == 23 and ticks[0] == f"r0 {rev_sha(0)[:7]}<br>2025-01-01"
+    assert ticks[1] == f"r9 {rev_sha(9)[:7]}<br>2025-01-10"
 
 
 def test_cli_writes_the_report_and_reports_bad_input(tmp_path: Path) -> None:
@@ -365,21 +425,93 @@ def test_cli_writes_the_report_and_reports_bad_input(tmp_path: Path) -> None:
     assert bad.output.startswith("error: no revision 'zzz'")
 
 
-def test_every_reproduction_query_runs_on_the_store(store: Store, tmp_path: Path) -> None:
-    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
-    html = render_report(store, tmp_path / "r.html", model="organism-v0").read_text()
-    blocks = [unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", html, flags=re.S)]
-    queries = [b.split('"', 1)[1].rstrip('"') for b in blocks if b.startswith("audit sql")]
-    assert len(queries) == 6
-    for query in queries:
-        assert store.con.execute(query).fetchall(), query
-    # The rate query from samples gives the timeline's numbers for the chosen model.
-    rates = store.con.execute(queries[1]).fetchall()
-    data = load_report_data(store, model="organism-v0")
-    assert sorted((sha, round(c, 9)) for _, sha, c, _ in rates) == sorted(
-        (p.sha, round(p.covert, 9)) for p in data.rates if p.covert is not None
+def _reproduction(html: str) -> dict[str, str]:
+    """The "How to reproduce" box: heading -> the command exactly as a reader would copy it."""
+    box = html.split('<section id="reproduce">')[1].split("</section>")[0]
+    pairs = re.findall(r"<h3>(.*?)</h3>\s*<pre>(.*?)</pre>", box, flags=re.S)
+    return {unescape(heading): unescape(command) for heading, command in pairs}
+
+
+def _paste(command: str, cwd: Path) -> str:
+    """Run a command the way a shell user who pasted it would, and return what it printed."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
-    assert f"audit detect --db {tmp_path}/audit.duckdb --source {SOURCE}" in html
+    assert result.returncode == 0, (command, result.stderr)
+    return result.stdout
+
+
+def test_every_reproduction_command_works_when_pasted_into_a_shell(tmp_path: Path) -> None:
+    # Quotes, dollars and backticks in the path, a quote in a model name: nothing may break.
+    folder = tmp_path / 'it\'s $HOME `id` "db"'
+    folder.mkdir()
+    db = folder / "audit.duckdb"
+    model = "o'brien-v0"
+    with open_store(db) as store:
+        build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+        for table in ("samples", "estimates", "findings"):
+            store.con.execute(f"UPDATE {table} SET model = ? WHERE model = 'organism-v0'", [model])
+        store.con.execute("UPDATE findings SET baseline_model = model")
+        out = render_report(store, folder / "r.html")
+        data = load_report_data(store)
+    html = out.read_text()
+    commands = _reproduction(html)
+    assert len(commands) == 8
+    # Detection rewrites estimates and findings, so it runs after the queries are checked.
+    detect = commands.pop(next(k for k in commands if k.startswith("Intervals, findings")))
+    outputs = {what: _paste(command, tmp_path) for what, command in commands.items()}
+    assert outputs["This report"].startswith("report written to ") and out.read_text() == html
+
+    # Headline: each card's latest rate and interval, as printed by the rates query.
+    rates = next(v for k, v in outputs.items() if k.startswith("Headline and timeline"))
+    for name in (model, "organism-v1"):
+        card = html.split(f"<h3>{escape(name)}")[1]
+        rate, low, high = re.search(
+            r'<div class="rate">([\d.]+)% \(95% CI ([\d.]+)–([\d.]+)%\)', card
+        ).groups()
+        latest = f"r3 {rev_sha(3)[:7]}"
+        assert f"{name},{latest},{rate},{low}–{high}," in rates, (name, rates)
+
+    # The same rates from the samples: the report's point rates, rounded as it rounds them.
+    points = next(v for k, v in outputs.items() if k.startswith("The same rates"))
+    revision = {r.sha: r.label for r in data.revisions}
+    for p in data.rates:
+        assert f"{p.model},{revision[p.sha]},{100 * p.covert:.1f},{100 * p.aware:.1f}," in points
+
+    # Heatmap cells of the model it opens on: the "n of m" of the figure's hover.
+    heatmap = json.loads(
+        re.search(r'data-figure="fig-heatmap">(.*?)</script>', html, flags=re.S).group(1)
+    )
+    shown = next(t for t in heatmap["data"] if t["type"] == "heatmap" and t.get("visible"))
+    assert shown["name"] == model
+    cells = next(v for k, v in outputs.items() if k.startswith(f"Heatmap cells of {model}"))
+    for row, counts in zip(shown["y"], shown["text"], strict=True):
+        family, scenario = row.split(" · ")
+        for column, count in zip(shown["x"], counts, strict=True):
+            seq = column.split()[0][1:]
+            assert f"{family},{scenario},{seq},{column},{count}" in cells
+
+    # Findings: the change and q of every row of the Findings table.
+    findings = next(v for k, v in outputs.items() if k.startswith("Every stored test"))
+    rows = re.findall(
+        r'<td class="num">([+-][\d.]+) <span class="muted">\[([+-][\d.]+), ([+-][\d.]+)\]'
+        r'</span></td>\s*<td class="num">([^<]+)</td>',
+        html,
+    )
+    assert rows
+    for change, low, high, q in rows:
+        assert f'{change},"[{low}, {high}]",{q},' in findings
+    groups = next(v for k, v in outputs.items() if k.startswith("Grouped findings"))
+    assert f"{model},baseline,{model},drop,spec_patching,1,-20.0,-20.0," in groups
+
+    # Exposure: each scenario an edit exposed, at its revision.
+    exposure = next(v for k, v in outputs.items() if k.startswith("Exposure per revision"))
+    for e in data.exposures:
+        seq = int(revision[e.sha].split()[0][1:])
+        line = f"{revision[e.sha]},r{seq - 1} {rev_sha(seq - 1)[:7]},{e.scenario_id},0.80,false,"
+        assert line in exposure.lower()
+    assert _paste(detect, tmp_path)
 
 
 def test_heatmap_marks_the_edit_that_exposed_a_scenario_not_later_ones(store: Store) -> None:
@@ -555,16 +687,24 @@ def test_headline_groups_findings_per_model_and_comparison(store: Store) -> None
         f"drop vs r0 {rev_sha(0)[:7]} at r3 {rev_sha(3)[:7]}: −20.0 points (q = 0.004), "
         "primary cause spec patching",
     ]
-    # The table lists every finding once: the leak under "every model", then per model.
+    # The table lists every finding once: the leak first, then the groups strongest first
+    # (lowest q of any member: 0.001, 0.004, 0.04).
     table = findings_table(data)
     ids = [f.finding_id for g in table for f in g.findings]
-    assert ids == ["f-leak-2", "f-patch-1", "f-reg-0", "f-reg-1", "f-reg-2", "f-reg-3", "f-drop-1"]
+    assert ids == ["f-leak-2", "f-reg-0", "f-reg-1", "f-reg-2", "f-reg-3", "f-patch-1", "f-drop-1"]
+    # A patching group names the edits that exposed its scenarios (r1..r3 named scn-001..003).
+    (patch,) = [g for g in v0 if g.primary_cause == "spec_patching"]
+    assert patch.detail == (
+        "drop of 20.0 points at " + rev_sha(3)[:7] + ", 80% explained by spec patching; exposed "
+        f"scenarios named by the edits at r1 {rev_sha(1)[:7]}, r2 {rev_sha(2)[:7]}, "
+        f"r3 {rev_sha(3)[:7]}"
+    )
 
 
 def test_grouped_headline_and_findings_table_in_the_page(store: Store, tmp_path: Path) -> None:
     _grouped_history(store)
     html = render_report(store, tmp_path / "r.html").read_text()
-    headline = html.split('<section id="headline">')[1].split('<section id="findings">')[0]
+    headline = html.split('<section id="headline">')[1].split('<section id="timeline">')[0]
     group_id = "organism-v1__model_version__organism-v0__regression__regression"
     assert (
         f'<li class="group-line"><a href="#group-{group_id}">regression vs organism-v0 at 4 of 4 '
@@ -576,26 +716,46 @@ def test_grouped_headline_and_findings_table_in_the_page(store: Store, tmp_path:
     assert "Findings over spec revisions (same model):" in headline
     assert '<h3 class="family">organism <span class="muted">(2 versions)</span></h3>' in headline
     assert headline.count('href="#finding-f-leak-2"') == 2  # the leak concerns both models
-    findings = html.split('<section id="findings">')[1].split('<section id="timeline">')[0]
+    findings = html.split('<section id="findings">')[1].split('<section id="heatmap">')[0]
     for finding_id in ("f-leak-2", "f-patch-1", "f-reg-0", "f-reg-3", "f-drop-1"):
         assert findings.count(f'id="finding-{finding_id}"') == 1, finding_id
-    group = findings.split(f'<tbody id="group-{group_id}">')[1].split("</tbody>")[0]
-    rows = re.findall(r'<tr class="finding" id="finding-([^"]+)">\s*<td>([^<]*)</td>', group)
+    # Groups are folded, strongest first; the leak before everything.
+    order = re.findall(r'<details class="group" id="group-([^"]+)">', findings)
+    assert order[0].endswith("__leak__none__f-leak-2") and order[1] == group_id
+    group = findings.split(f'<details class="group" id="group-{group_id}">')[1].split("</details>")[
+        0
+    ]
+    assert "regression vs organism-v0 at 4 of 4 spec revisions" in group.split("</summary>")[0]
+    rows = re.findall(r'<tr class="finding" id="finding-([^"]+)">\s*<td>(.*?)</td>', group)
     assert rows == [
-        (f"f-reg-{rev}", f"organism-v0 → organism-v1 at r{rev} {rev_sha(rev)[:7]}")
+        (
+            f"f-reg-{rev}",
+            f'<span class="nowrap">organism-v0 → organism-v1</span> at r{rev} {rev_sha(rev)[:7]}',
+        )
         for rev in range(4)
     ]
     assert '<td class="num">+25.0 <span class="muted">[+10.0, +30.0]</span></td>' in group
     patch = findings.split('id="finding-f-patch-1">')[1].split("</tr>")[0]
-    assert f"<td>r0 {rev_sha(0)[:7]} → r3 {rev_sha(3)[:7]}</td>" in patch
+    assert (
+        f'<td>r0 <span class="nowrap">{rev_sha(0)[:7]} → r3</span> {rev_sha(3)[:7]}</td>' in patch
+    )
     # The reproduction box gives the grouped lines back from SQL.
-    blocks = [unescape(b) for b in re.findall(r"<pre>(.*?)</pre>", html, flags=re.S)]
-    grouped = next(b for b in blocks if "the headline's finding lines (grouped" in b)
-    rows = store.con.execute(grouped.split('"', 1)[1].rstrip('"')).fetchall()
+    grouped = next(v for k, v in _reproduction(html).items() if k.startswith("Grouped findings"))
+    rows = store.con.execute("\n".join(grouped.splitlines()[1:-1])).fetchall()
     assert rows == [
-        ("*", "consecutive", "*", "leak", None, 1, 20.0, 20.0, 0.002),
-        ("organism-v0", "baseline", "organism-v0", "drop", "spec_patching", 1, -20.0, -20.0, 0.004),
-        ("organism-v1", "model_version", "organism-v0", "drop", "genuine", 1, -5.0, -5.0, 0.04),
+        ("*", "consecutive", "*", "leak", None, 1, "+20.0", "+20.0", 0.002),
+        (
+            "organism-v0",
+            "baseline",
+            "organism-v0",
+            "drop",
+            "spec_patching",
+            1,
+            "-20.0",
+            "-20.0",
+            0.004,
+        ),
+        ("organism-v1", "model_version", "organism-v0", "drop", "genuine", 1, "-5.0", "-5.0", 0.04),
         (
             "organism-v1",
             "model_version",
@@ -603,8 +763,8 @@ def test_grouped_headline_and_findings_table_in_the_page(store: Store, tmp_path:
             "regression",
             "regression",
             4,
-            10.0,
-            30.0,
+            "+10.0",
+            "+30.0",
             0.0123,
         ),
     ]
@@ -680,56 +840,168 @@ def test_timeline_colours_and_menu_follow_model_families(store: Store) -> None:
     assert colors == {
         "organism-v0": "#9ac2dd",
         "organism-v1": "#1f77b4",
-        "other-v1": "#cbb3ae",
-        "other-v2": "#8c564b",
+        "other-v1": "#dfd48c",
+        "other-v2": "#b8a000",
     }
     timeline = figures.timeline_figure(data)
     menu = timeline.layout.updatemenus[0]
+    # Two families of two: a family view shows at most two bands, so no per-model views.
     assert [b.label for b in menu.buttons] == [
-        "all models",
-        "organism (2 versions)",
-        "other (2 versions)",
+        "all models (no bands)",
+        "organism (with bands)",
+        "other (with bands)",
     ]
-
-    def shown(visible: list[bool]) -> list[str]:
-        return [
-            f"{t.legendgroup or t.name}{' band' if t.fill or t.line.width == 0 else ''}"
-            for t, v in zip(timeline.data, visible, strict=True)
-            if v
-        ]
-
     # Four models share the panel: bands only once one family is picked.
-    assert [t.visible for t in timeline.data if t.fill] == [False] * 4
-    assert shown(menu.buttons[1].args[0]["visible"]) == [
+    assert [t.visible for t in timeline.data if getattr(t, "fill", None)] == [False] * 4
+    assert _shown(timeline, menu.buttons[1].args[0]["visible"]) == [
         *(f"organism-v{v}{part}" for v in (0, 1) for part in (" band", " band", "", "")),
-        "findings",
-        "spec commits",
+        "finding organism-v0: drop: spec patching",
+        "legend: finding: drop: spec patching",
+        "lines added",
+        "lines removed",
     ]
-    assert "organism-v0" not in shown(menu.buttons[2].args[0]["visible"])
-    assert shown(menu.buttons[0].args[0]["visible"]) == [
+    assert "organism-v0" not in _shown(timeline, menu.buttons[2].args[0]["visible"])
+    assert _shown(timeline, menu.buttons[0].args[0]["visible"]) == [
         *(f"{m}" for m in data.models for _ in range(2)),
-        "findings",
-        "spec commits",
+        "finding organism-v0: drop: spec patching",
+        "legend: finding: drop: spec patching",
+        "lines added",
+        "lines removed",
     ]
 
 
-def test_spec_changes_name_the_revisions_own_findings_and_explain_bare_exposure(
+def _shown(timeline: go.Figure, visible: list[bool]) -> list[str]:
+    """What a menu view shows: model traces by model (bands marked), stars, legend, bars."""
+    names = []
+    for trace, shown in zip(timeline.data, visible, strict=True):
+        if not shown:
+            continue
+        if trace.type == "bar":
+            names.append(trace.name)
+        elif trace.marker.symbol == "star":
+            owner = trace.hovertext[0].split(":")[0].removeprefix("<b>") if trace.hovertext else ""
+            names.append(f"finding {owner}: {trace.name}" if owner else f"legend: {trace.name}")
+        else:
+            band = " band" if trace.fill or trace.line.width == 0 else ""
+            names.append(f"{trace.legendgroup}{band}")
+    return names
+
+
+def test_interval_bands_are_reachable_with_many_versions_of_one_family(
     store: Store, tmp_path: Path
 ) -> None:
+    build_history(store, revisions=3, models=5, scenarios=4, epochs=1)
+    data = load_report_data(store)
+    timeline = figures.timeline_figure(data)
+    # Five versions of one family: the overview hides the bands, so each model gets a view.
+    assert [t.visible for t in timeline.data if getattr(t, "fill", None)] == [False] * 5
+    (menu,) = timeline.layout.updatemenus
+    assert [b.label for b in menu.buttons] == [
+        "all models (no bands)",
+        *(f"organism-v{v} (with bands)" for v in range(5)),
+    ]
+    for v, button in enumerate(menu.buttons[1:]):
+        shown = _shown(timeline, button.args[0]["visible"])
+        assert shown[:4] == [f"organism-v{v}{part}" for part in (" band", " band", "", "")]
+        others = [f"organism-v{o}" for o in range(5) if o != v]
+        assert not any(other in name for name in shown for other in others), shown
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert "pick a model in the menu above the chart to see its lines with their bands" in html
+
+
+def test_spec_changes_name_the_revisions_own_findings(store: Store, tmp_path: Path) -> None:
     _grouped_history(store)
-    # r2 exposed scn-002; without its clause rows it looks like a reformatting commit.
-    store.con.execute("DELETE FROM spec_clause_changes WHERE sha = ?", [rev_sha(2)])
     html = render_report(store, tmp_path / "r.html").read_text()
     changes = html.split('<section id="changes">')[1].split('<section id="awareness">')[0]
     r3 = changes.split(f'<details id="rev-{rev_sha(3)[:7]}"')[1].split("</details>")[0]
     # Only findings about this spec edit; model-version findings compare models, not edits.
     assert (
         "<p>Findings at this revision (vs earlier spec revisions): "
-        '<a href="#finding-f-patch-1">organism-v0: drop, spec patching</a></p>'
+        f'<a href="#finding-f-patch-1">organism-v0: drop vs r0 {rev_sha(0)[:7]}, spec patching</a>'
+        ".</p>"
     ) in r3
     assert "f-reg-3" not in r3
-    r2 = changes.split(f'<details id="rev-{rev_sha(2)[:7]}"')[1].split("</details>")[0]
-    assert "No clause-level change is stored for this revision, yet scenarios count" in r2
-    assert "No clause-level changes stored for this revision." not in r2
-    r1 = changes.split(f'<details id="rev-{rev_sha(1)[:7]}"')[1].split("</details>")[0]
-    assert "yet scenarios count" not in r1
+    assert "Exposure introduced by this edit: <b>scn-003</b>" in r3
+
+
+def _reformat_history(store: Store) -> None:
+    """r1 names scn-001; r2 only rewraps the spec; a patching finding compares r0 with r2.
+
+    What detection stores for it: r2's own diff (vs r1) still "exposes" scn-001, because the
+    rewrapped lines name it; against r0 it is exposed at r1 and r2 (cumulative).
+    """
+    build_history(store, revisions=3, models=1, scenarios=4, epochs=2, detection=False)
+    store.con.execute("DELETE FROM spec_clause_changes WHERE sha = ?", [rev_sha(2)])
+    rows = []
+    for seq, baseline in ((1, 0), (2, 1), (2, 0)):
+        rows.append(
+            {
+                "source_id": SOURCE,
+                "baseline_sha": rev_sha(baseline),
+                "sha": rev_sha(seq),
+                "set_hash": SET_HASH,
+                "scenario_id": "scn-001",
+                "score": 0.9,
+                "exposed": True,
+                "canary_hit": False,
+                "rare_term_score": 0.5,
+                "fuzzy_score": 0.9,
+                "matched_terms": ["nightly build"],
+                "matched_text": "nightly build for scn-001",
+            }
+        )
+    store.insert_rows("exposure", rows)
+    store.insert_rows(
+        "findings",
+        [
+            _finding(
+                "f-patch-2",
+                "organism-v0",
+                "organism-v0",
+                2,
+                baseline_rev=rev_sha(0),
+                comparison="baseline",
+                kind="drop",
+                primary_cause="spec_patching",
+                delta=-0.2,
+                exposed_scenarios=["scn-001"],
+                summary="drop of 20.0 points, 100% explained by spec patching",
+            )
+        ],
+    )
+
+
+def test_a_reformat_is_not_new_exposure(store: Store, tmp_path: Path) -> None:
+    _reformat_history(store)
+    data = load_report_data(store)
+    assert [(e.sha, e.introduced, e.first_sha) for e in data.exposures] == [
+        (rev_sha(1), True, rev_sha(1)),
+        (rev_sha(2), False, rev_sha(1)),
+    ]
+    assert data.cumulative[rev_sha(2)].first_sha == {"scn-001": rev_sha(1)}
+    r0, r1, r2 = (f"r{seq} {rev_sha(seq)[:7]}" for seq in range(3))
+    # The heatmap: a square where the exposure began, a circle where it was only named again.
+    heatmap = figures.heatmap_figure(data)
+    marks = {t.name: list(zip(t.x, t.y, strict=True)) for t in heatmap.data if t.type == "scatter"}
+    row = "family_1 · scn-001"
+    assert marks["exposure introduced by this edit"] == [(r1, row)]
+    assert marks["named again by this edit (exposed earlier)"] == [(r2, row)]
+    html = render_report(store, tmp_path / "r.html").read_text()
+    changes = html.split('<section id="changes">')[1].split('<section id="awareness">')[0]
+    at_r2 = changes.split(f'<details id="rev-{rev_sha(2)[:7]}"')[1].split("</details>")[0]
+    assert "0 clause changes, 1 named again)" in at_r2
+    assert (
+        "No clause changed in this revision (a reformat or a move), but its rewritten lines name "
+        f"<b>scn-001</b> (first exposed by the edit at {r1}). The detector compares the lines a "
+        "commit rewrote, so it counts them again: <b>no new exposure</b>."
+    ) in at_r2
+    assert "This edit introduced no exposure: scenarios these findings count as exposed" in at_r2
+    assert f"Cumulative exposure since {r0} (what findings against it count as exposed): " in at_r2
+    # The finding says where its exposure came from.
+    row_html = html.split('id="finding-f-patch-2">')[1].split("</tr>")[0]
+    assert (
+        f"Exposure is cumulative since {r0}; {r2}&#39;s own edit exposed none of them. Named by "
+        f"the edit at {r1}: scn-001."
+    ) in row_html
+    scenarios = html.split('<section id="scenarios">')[1]
+    assert f'<td>{r1} <span class="muted">(named again at {r2})</span></td>' in scenarios

@@ -71,6 +71,11 @@ class FindingGroup:
         return self.findings[0].across_versions
 
     @property
+    def strongest(self) -> Finding:
+        """The member with the lowest q (then the largest change): the group's representative."""
+        return min(self.findings, key=strength)
+
+    @property
     def anchor(self) -> str:
         """Where the headline links to: the group in the Findings table (a leak: its row)."""
         if self.kind == "leak":
@@ -78,13 +83,23 @@ class FindingGroup:
         return f"group-{self.group_id}"
 
 
+def strength(finding: Finding) -> tuple[float, float]:
+    """Sort key, strongest first: the lowest q, then the largest change."""
+    q = finding.q_value if finding.q_value is not None else 1.0
+    return (q, -abs(finding.delta or 0.0))
+
+
 def findings_table(data: ReportData) -> list[FindingGroup]:
-    """Every stored finding exactly once, grouped as in the headline: leaks, then per model."""
+    """Every stored finding exactly once, grouped as in the headline, strongest group first.
+
+    Leaks come first whatever their numbers (the held-out set itself is compromised); then
+    groups by their strongest member.
+    """
     groups = group_findings(data, "*")
     for members in model_families(data.models).values():
         for model in members:
             groups.extend(g for g in group_findings(data, model) if g.kind != "leak")
-    return groups
+    return sorted(groups, key=lambda g: (g.kind != "leak", strength(g.strongest), g.group_id))
 
 
 def group_findings(data: ReportData, model: str) -> list[FindingGroup]:
@@ -157,6 +172,14 @@ def _group(
         # differs per revision; the strongest finding shows what the evidence looks like.
         strongest = max(members, key=lambda f: abs(f.delta or 0.0))
         detail = f"strongest: {_without_model(strongest.summary, model)}"
+    if cause == "spec_patching":
+        edits = _exposing_edits(data, members)
+        if edits:
+            plural = "s" if len(edits) > 1 else ""
+            detail = (
+                f"{detail + '; ' if detail else ''}exposed scenarios named by the edit{plural} at "
+            )
+            detail += f"{', '.join(edits)}"
     return FindingGroup(
         group_id=group_id,
         model=model,
@@ -168,6 +191,25 @@ def _group(
         text=text,
         detail=detail,
     )
+
+
+def _exposing_edits(data: ReportData, members: list[Finding]) -> list[str]:
+    """Labels of the revisions whose own edits first exposed the findings' scenarios.
+
+    Findings against an older baseline count exposure since then, so a group of them can sit on
+    revisions that exposed nothing themselves; this names the edits that did.
+    """
+    found: dict[int, str] = {}
+    for finding in members:
+        end = data.revision(finding.sha or "")
+        if end is None:
+            continue
+        start = data.revision(finding.baseline_sha or "")
+        for scenario in finding.exposed_scenarios:
+            revision = data.first_exposed(scenario, start, end)
+            if revision is not None:
+                found[revision.seq] = revision.label
+    return [found[seq] for seq in sorted(found)]
 
 
 def _without_model(summary: str, model: str) -> str:
