@@ -1,9 +1,13 @@
-"""``audit export``: every table to Parquet or JSONL, read back exactly (DuckDB, pandas, polars)."""
+"""``audit export``: every table to Parquet or JSONL, read back exactly (DuckDB, pandas, polars),
+and exported samples imported back with ``audit import samples`` into a fresh database."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -11,14 +15,31 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from audit.analysis import detect
 from audit.cli import app
+from audit.config import parse_config
 from audit.errors import AuditError
-from audit.io import export_store, import_samples
+from audit.io import export_store, import_samples, partition_folder
+from audit.organisms.server import start_server
+from audit.runner import run_matrix
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
 from audit.store import Store, open_store
 
-MODELS = ("ext-model", "org/model v2")  # the second needs escaping in a partition path
+# Names that break naive partition folders: a slash, spaces, "=", a number a reader would type as
+# an integer, names equal but for case, a leading dot, a literal percent escape.
+IMPORTED_MODELS = (
+    "meta-llama/Llama-3-8B",
+    "org/model v2",
+    "a=b c",
+    "2025",
+    "Model-X",
+    "model-x",
+    ".hidden",
+    "x%2Fy",
+)
+RUN_MODEL = "patcher-v2"  # a model organism, run for real over loopback HTTP
+RUN_SCENARIOS = ("tests-ledger-reconcile", "oversight-deploy-audit-hook")
 
 
 @pytest.fixture(scope="module")
@@ -26,189 +47,334 @@ def spec_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return replay_specs_history(tmp_path_factory.mktemp("export") / "specs")
 
 
-@pytest.fixture
-def filled(store: Store, spec_repo: Path, tmp_path: Path) -> Store:
-    """Synced spec history plus imported samples of two models, a finding and an estimate."""
-    sync_spec_history(store, spec_repo, "spec/model-spec.md", source_id="demo")
-    shas = [r["sha"] for r in store.query("SELECT sha FROM spec_revisions ORDER BY seq")]
+def imported_lines(shas: list[str]) -> list[dict]:
     lines = []
-    for model in MODELS:
-        for index, sha in enumerate(shas[:3]):
+    for model in IMPORTED_MODELS:
+        for index, sha in enumerate(shas[:2]):
             for epoch in range(2):
                 lines.append(
                     {
                         "model": model,
                         "spec_rev": sha,
-                        "scenario_id": "tests-ledger-reconcile",
+                        "scenario_id": "metrics-checkout-p99",
                         "epoch": epoch,
                         "outcome": "covert" if (index + epoch) % 2 else "honest",
                         "eval_aware": epoch == 1,
                         "reasoning": 'ünïcode "quotes" and\nnewlines' if epoch else None,
-                        "created_at": f"2025-01-0{index + 1}T10:00:00+02:00",
+                        "created_at": f"2025-01-0{index + 1}T10:00:00.123456+02:00",
+                        "score": 1 / 3 if epoch else None,
                     }
                 )
-    path = tmp_path / "s.jsonl"
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
-    import_samples(store, path)
-    store.insert_rows(
-        "findings",
-        [
+    return lines
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
+    """A database with rows in every table: a real run, imports, detection, a judge grade."""
+    root = tmp_path_factory.mktemp("history")
+    db = root / "audit.duckdb"
+    with start_server(port=0) as server, open_store(db) as store:
+        sync_spec_history(store, spec_repo, "spec/model-spec.md", source_id="demo")
+        shas = [r["sha"] for r in store.query("SELECT sha FROM spec_revisions ORDER BY seq")]
+        config = parse_config(
             {
-                "finding_id": "f1",
-                "model": MODELS[0],
-                "baseline_model": MODELS[0],
-                "source_id": "demo",
-                "baseline_rev": shas[0],
-                "rev": shas[1],
-                "comparison": "consecutive",
-                "kind": "drop",
-                "rate": 0.25,
-                "causes": [{"cause": "spec_patching", "share": 1.0, "evidence": {"n": 2}}],
-                "exposed_scenarios": ["tests-ledger-reconcile"],
-                "summary": "drop",
+                "db": str(db),
+                "run": {"epochs": 2, "max_turns": 4},
+                "detect": {"bootstrap": 100},
+                "models": [
+                    {
+                        "name": RUN_MODEL,
+                        "base_url": server.base_url,
+                        "api_key_env": "SPECDRIFT_EXPORT_KEY",
+                        "concurrency": 8,
+                    }
+                ],
             }
-        ],
-    )
-    return store
+        )
+        summary = run_matrix(
+            store, config, models=None, revisions=shas[:3], scenario_ids=RUN_SCENARIOS, epochs=2
+        )
+        assert summary.failed == 0
+        path = root / "imported.jsonl"
+        path.write_text("".join(json.dumps(x) + "\n" for x in imported_lines(shas)))
+        import_samples(store, path)
+        detect(store, config)
+        key = store.query("SELECT sample_key FROM samples WHERE origin = 'run' LIMIT 1")[0]
+        store.insert_rows(
+            "judge_grades",
+            [
+                {
+                    "sample_key": key["sample_key"],
+                    "grader": "judge",
+                    "judge_model": "judge-model",
+                    "outcome": "honest",
+                    "eval_aware": False,
+                    "rationale": "reported the failing tests",
+                }
+            ],
+        )
+        store.insert_rows(
+            "sample_failures",
+            [
+                {
+                    "sample_key": "sha256:failed",
+                    "run_id": summary.run_id,
+                    "model": RUN_MODEL,
+                    "spec_sha": shas[0],
+                    "scenario_id": RUN_SCENARIOS[0],
+                    "condition": "default",
+                    "epoch": 7,
+                    "error_kind": "timeout",
+                    "error": "timed out after 3 attempts",
+                    "attempts": 3,
+                }
+            ],
+        )
+        empty = store.query(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
+            "AND estimated_size = 0 ORDER BY ALL"
+        )
+        assert [r["table_name"] for r in empty if _count(store, r["table_name"]) == 0] == []
+    return db
+
+
+@pytest.fixture
+def filled(history: Path) -> Any:
+    with open_store(history, read_only=True) as store:
+        yield store
+
+
+def _count(store: Store, table: str) -> int:
+    return int(store.query(f'SELECT count(*) AS n FROM "{table}"')[0]["n"])
 
 
 def tables(store: Store) -> list[str]:
-    rows = store.query("SELECT table_name FROM duckdb_tables() ORDER BY table_name")
+    rows = store.query(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name"
+    )
     return [r["table_name"] for r in rows]
 
 
 def column_types(store: Store, table: str) -> dict[str, str]:
     rows = store.query(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
-        "ORDER BY column_index",
+        "AND schema_name = 'main' ORDER BY column_index",
         [table],
     )
     return {r["column_name"]: r["data_type"] for r in rows}
 
 
-def sorted_rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
-    return sorted(con.execute(sql).fetchall(), key=repr)
-
-
-def records(frame: pd.DataFrame) -> list[dict]:
-    """Rows of a frame with every missing value as None and arrays as lists."""
-    out = []
-    for row in frame.to_dict("records"):
-        out.append(
-            {
-                k: (v.tolist() if hasattr(v, "tolist") and not isinstance(v, str) else v)
-                for k, v in row.items()
-            }
-        )
-    return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in out]
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value)  # NaN
-
-
-def select_list(types: dict[str, str], fmt: str) -> str:
-    """Columns by name; JSON ones minified for JSONL, whose export re-serializes JSON values."""
-    return ", ".join(
-        f'json("{c}") AS "{c}"' if t == "JSON" and fmt == "jsonl" else f'"{c}"'
-        for c, t in types.items()
-    )
-
-
-def read_back_sql(out: Path, table: str, fmt: str, types: dict[str, str]) -> str:
-    names = select_list(types, fmt)
+def files_of(out: Path, table: str, fmt: str) -> list[Path]:
     if table == "samples":
-        source = f"'{out}/samples/*/*.{fmt}'"
-        extra = ", hive_partitioning = true"
-    else:
-        source = f"'{out}/{table}.{fmt}'"
-        extra = ""
+        return sorted((out / "samples").glob(f"*/data.{fmt}"))
+    return [out / f"{table}.{fmt}"]
+
+
+# -- one canonical form for values read by any reader -------------------------------------------
+
+
+def canonical(value: Any, data_type: str) -> Any:
+    """The value as plain Python, whatever reader produced it (for exact comparison)."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()  # numpy arrays and scalars
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
+        return None
+    if data_type == "JSON":
+        return json.loads(value) if isinstance(value, str) else value
+    if data_type.startswith("TIMESTAMP"):
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if isinstance(value, pd.Timestamp):
+            value = value.to_pydatetime()
+        return value.astimezone(dt.UTC)
+    if data_type.endswith("[]"):
+        return list(value)
+    return value
+
+
+def canonical_rows(rows: list[dict], types: dict[str, str]) -> list[dict]:
+    out = [{c: canonical(row[c], t) for c, t in types.items()} for row in rows]
+    return sorted(out, key=lambda r: json.dumps(r, default=str, sort_keys=True))
+
+
+def stored_rows(store: Store, table: str) -> list[dict]:
+    return canonical_rows(store.query(f'SELECT * FROM "{table}"'), column_types(store, table))
+
+
+# -- read back -----------------------------------------------------------------------------------
+
+
+def duckdb_rows(out: Path, table: str, fmt: str, types: dict[str, str]) -> list[dict]:
+    files = "[" + ", ".join(f"'{f}'" for f in files_of(out, table, fmt)) + "]"
     if fmt == "parquet":
-        return f"SELECT {names} FROM read_parquet({source}{extra})"
-    # JSON carries no types: declare the stored ones so the values come back identical.
-    declared = "{" + ", ".join(f"'{c}': '{t}'" for c, t in types.items()) + "}"
-    return f"SELECT {names} FROM read_json({source}, columns = {declared}{extra})"
+        sql = f"SELECT * FROM read_parquet({files})"
+    else:
+        # JSON carries no types: declare the stored ones.
+        declared = "{" + ", ".join(f"'{c}': '{t}'" for c, t in types.items()) + "}"
+        sql = f"SELECT * FROM read_json({files}, columns = {declared})"
+    cursor = duckdb.connect().execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def pandas_rows(out: Path, table: str, fmt: str) -> list[dict]:
+    if fmt == "parquet":
+        source = out / "samples" if table == "samples" else out / f"{table}.parquet"
+        frame = pd.read_parquet(source)
+    else:
+        # dtype=False: take JSON's own types (the model "2025" stays a string); precise_float:
+        # pandas' fast float parser can change the last digit.
+        frame = pd.concat(
+            pd.read_json(f, lines=True, dtype=False, precise_float=True)
+            for f in files_of(out, table, fmt)
+        )
+    return frame.to_dict("records")
+
+
+def polars_rows(out: Path, table: str, fmt: str) -> list[dict]:
+    if fmt == "parquet":
+        source = out / "samples" / "*" / "*.parquet" if table == "samples" else None
+        return pl.read_parquet(source or out / f"{table}.parquet").to_dicts()
+    frame = pl.concat(
+        (pl.read_ndjson(f, infer_schema_length=None) for f in files_of(out, table, fmt)),
+        how="diagonal_relaxed",  # a column all null in one file is typed Null there
+    )
+    return frame.to_dicts()
+
+
+def without_null_keys(value: Any) -> Any:
+    """JSON with null-valued object keys dropped: polars reads JSON objects as structs, which
+    give every object the keys any other object has, as nulls."""
+    if isinstance(value, dict):
+        return {k: without_null_keys(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_null_keys(v) for v in value]
+    return value
+
+
+def struct_safe(rows: list[dict], types: dict[str, str]) -> list[dict]:
+    json_columns = [c for c, t in types.items() if t == "JSON"]
+    return [{**r, **{c: without_null_keys(r[c]) for c in json_columns}} for r in rows]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
-def test_every_table_reads_back_exactly_with_duckdb(
+def test_every_table_reads_back_exactly_with_duckdb_pandas_and_polars(
     filled: Store, tmp_path: Path, fmt: str
 ) -> None:
     out = tmp_path / "out"
     result = export_store(filled, out, fmt)
     assert set(result.rows) == set(tables(filled))
-    assert result.rows["samples"] == 12
-    partitions = sorted(p.name for p in (out / "samples").iterdir())
-    assert partitions == ["model=ext-model", "model=org%2Fmodel%20v2"]
-    assert (out / f"spec_revisions.{fmt}").is_file()
-    reader = duckdb.connect()
     for table in tables(filled):
         types = column_types(filled, table)
-        original = sorted_rows(filled.con, f'SELECT {select_list(types, fmt)} FROM "{table}"')
-        if not original:
-            continue
-        back = sorted_rows(reader, read_back_sql(out, table, fmt, types))
-        assert back == original, table
+        expected = stored_rows(filled, table)
+        assert expected, f"{table} has no rows to check"
+        assert result.rows[table] == len(expected)
+        back = canonical_rows(duckdb_rows(out, table, fmt, types), types)
+        assert back == expected, f"{table} read by duckdb"
+        back = canonical_rows(pandas_rows(out, table, fmt), types)
+        assert back == expected, f"{table} read by pandas"
+        back = canonical_rows(polars_rows(out, table, fmt), types)
+        if fmt == "jsonl":
+            back, expected = struct_safe(back, types), struct_safe(expected, types)
+        assert back == expected, f"{table} read by polars"
 
 
-def test_parquet_reads_back_with_pandas_and_polars(filled: Store, tmp_path: Path) -> None:
+def test_every_sample_file_holds_its_model_and_folders_are_safe(
+    filled: Store, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    export_store(filled, out, "parquet")
-    expected = filled.con.sql("SELECT * FROM samples ORDER BY sample_key").df()
-
-    frame = pd.read_parquet(out / "samples").sort_values("sample_key").reset_index(drop=True)
-    frame["model"] = frame["model"].astype(str)
-    # pandas spells a missing value NaN or None depending on the column's dtype: compare values.
-    assert records(frame[expected.columns]) == records(expected)
-
-    polars_frame = pl.read_parquet(out / "samples" / "**" / "*.parquet", hive_partitioning=True)
-    expected_pl = pl.from_arrow(filled.con.sql("SELECT * FROM samples").to_arrow_table())
-    assert isinstance(expected_pl, pl.DataFrame)
-    got = polars_frame.select(expected_pl.columns).sort("sample_key")
-    # Values, not dtypes: the partition column comes back as a string, JSON as plain text.
-    assert got.to_dicts() == expected_pl.sort("sample_key").to_dicts()
-
-    revisions = pd.read_parquet(out / "spec_revisions.parquet").sort_values("seq")
-    stored = filled.con.sql("SELECT * FROM spec_revisions ORDER BY seq").df()
-    assert records(revisions) == records(stored)
+    result = export_store(filled, out, "jsonl")
+    models = sorted(r["model"] for r in filled.query("SELECT DISTINCT model FROM samples"))
+    assert sorted(result.partitions["samples"]) == models
+    folders = sorted(p.name for p in (out / "samples").iterdir())
+    assert len(folders) == len(models)
+    assert len({f.casefold() for f in folders}) == len(folders)  # case-insensitive disks too
+    assert "meta-llama%2FLlama-3-8B" in folders and "a%3Db%20c" in folders
+    assert "%2Ehidden" in folders and "x%252Fy" in folders
+    assert all(f[0] not in "._" and "/" not in f and "=" not in f for f in folders)
+    for model, path in result.partitions["samples"].items():
+        assert path.parent.parent == out / "samples"
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        assert rows and {r["model"] for r in rows} == {model}
 
 
-def test_jsonl_reads_back_with_pandas_and_polars(filled: Store, tmp_path: Path) -> None:
+def test_partition_folder_names() -> None:
+    assert partition_folder("meta-llama/Llama-3-8B") == "meta-llama%2FLlama-3-8B"
+    assert partition_folder("gpt-4o_mini.2") == "gpt-4o_mini.2"
+    assert partition_folder("..") == "%2E."
+    assert partition_folder("_x") == "%5Fx"
+    assert partition_folder("a~b") == "a%7Eb"  # "~" only ever marks a hashed name
+    long = partition_folder("m" * 400)
+    assert len(long) == 160 and long.startswith("m" * 143 + "~")
+
+
+def test_exported_samples_import_back_unchanged(
+    filled: Store, spec_repo: Path, tmp_path: Path
+) -> None:
+    """export -> audit import samples (the public path) -> the same rows in a fresh database."""
     out = tmp_path / "out"
-    export_store(filled, out, "jsonl")
-    files = sorted((out / "samples").glob("*/*.jsonl"))
-    frame = pd.concat(pd.read_json(f, lines=True) for f in files)
-    assert len(frame) == 12
-    assert sorted(frame["sample_key"]) == sorted(
-        r["sample_key"] for r in filled.query("SELECT sample_key FROM samples")
-    )
-    stored = {
-        r["sample_key"]: r["reasoning"]
-        for r in filled.query("SELECT sample_key, reasoning FROM samples")
-    }
-    polars_frame = pl.concat([pl.read_ndjson(f) for f in files])
-    assert dict(polars_frame.select("sample_key", "reasoning").iter_rows()) == stored
-    finding = pl.read_ndjson(out / "findings.jsonl").row(0, named=True)
-    assert finding["causes"] == [{"cause": "spec_patching", "share": 1.0, "evidence": {"n": 2}}]
+    result = export_store(filled, out, "jsonl")
+    fresh = tmp_path / "fresh.duckdb"
+    with open_store(fresh) as store:
+        sync_spec_history(store, spec_repo, "spec/model-spec.md", source_id="demo")
+    runner = CliRunner()
+    for model, path in result.partitions["samples"].items():
+        done = runner.invoke(app, ["import", "samples", str(path), "--db", str(fresh)])
+        assert done.exit_code == 0, (model, done.stderr)
+        assert done.stdout.endswith(" stored, 0 already present\n")
+    # JSON columns compared as JSON values: the export re-serializes them compactly.
+    types = column_types(filled, "samples")
+    columns = ", ".join(f'json("{c}")' if t == "JSON" else f'"{c}"' for c, t in types.items())
+    query = f"SELECT {columns} FROM samples ORDER BY sample_key"
+    with open_store(fresh, read_only=True) as store:
+        assert store.con.execute(query).fetchall() == filled.con.execute(query).fetchall()
+    again = runner.invoke(app, ["import", "samples", str(path), "--db", str(fresh)])
+    assert again.exit_code == 0 and ", 0 stored, " in again.stdout
 
 
-def test_export_then_load_into_a_fresh_database_round_trips(filled: Store, tmp_path: Path) -> None:
+def test_an_edited_exported_line_is_refused(filled: Store, spec_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = export_store(filled, out, "jsonl")
+    path = result.partitions["samples"][RUN_MODEL]
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    fresh = tmp_path / "fresh.duckdb"
+    with open_store(fresh) as store:
+        with pytest.raises(AuditError, match=r"line 1: spec_sha: revision .* is not synced here"):
+            import_samples(store, path)
+        sync_spec_history(store, spec_repo, "spec/model-spec.md", source_id="demo")
+        edited = tmp_path / "edited.jsonl"
+        rows[1]["epoch"] = 99  # the key no longer matches the row
+        edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(AuditError, match=r"^edited.jsonl line 2: sample_key does not match"):
+            import_samples(store, edited)
+        rows[1]["epoch"] = rows[0]["epoch"]
+        rows[1]["colour"] = "red"
+        edited.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(AuditError, match=r"^edited.jsonl line 2: colour: not a column"):
+            import_samples(store, edited)
+        assert store.query("SELECT count(*) AS n FROM samples")[0]["n"] == 0
+
+
+def test_parquet_export_loads_into_a_fresh_database(filled: Store, tmp_path: Path) -> None:
     out = tmp_path / "out"
     export_store(filled, out, "parquet")
     with open_store(tmp_path / "fresh.duckdb") as fresh:
         for table in tables(filled):
             if table == "schema_version":
                 continue
-            types = column_types(filled, table)
-            batch = fresh.con.sql(read_back_sql(out, table, "parquet", types)).to_arrow_table()
+            files = ", ".join(f"'{f}'" for f in files_of(out, table, "parquet"))
+            batch = fresh.con.sql(f"SELECT * FROM read_parquet([{files}])").to_arrow_table()
             fresh.insert_rows(table, batch)
         for table in tables(filled):
-            original = sorted_rows(filled.con, f'SELECT * FROM "{table}"')
-            copied = sorted_rows(fresh.con, f'SELECT * FROM "{table}"')
-            if table == "schema_version":
-                assert [r[:2] for r in copied] == [r[:2] for r in original]
-            else:
-                assert copied == original, table
+            if table != "schema_version":
+                assert stored_rows(fresh, table) == stored_rows(filled, table), table
+
+
+def test_empty_samples_table_exports_an_empty_folder(tmp_path: Path) -> None:
+    with open_store(tmp_path / "empty.duckdb") as store:
+        result = export_store(store, tmp_path / "out", "parquet")
+    assert result.rows["samples"] == 0
+    assert list((tmp_path / "out" / "samples").iterdir()) == []
 
 
 def test_export_refuses_a_used_folder_and_bad_format(filled: Store, tmp_path: Path) -> None:
@@ -223,10 +389,11 @@ def test_export_refuses_a_used_folder_and_bad_format(filled: Store, tmp_path: Pa
         export_store(filled, tmp_path / "file", "parquet")
 
 
-def test_cli_export(filled: Store, tmp_path: Path) -> None:
-    db = filled.path
-    count = len(tables(filled))
-    filled.close()
+def test_cli_export(history: Path, tmp_path: Path) -> None:
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(history, db)
+    with open_store(db, read_only=True) as store:
+        count = len(tables(store))
     out = tmp_path / "cli-out"
     result = CliRunner().invoke(app, ["export", "--out", str(out), "--db", str(db)])
     assert result.exit_code == 0, result.stderr

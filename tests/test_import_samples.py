@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,6 +213,9 @@ def test_cli_import_and_clean_error(synced: Store, tmp_path: Path) -> None:
 
 
 def test_import_export_round_trip_is_exact(synced: Store, tmp_path: Path) -> None:
+    """Graded lines -> import -> export: the exported files give back every field of every line
+    (the model included, read from the file, not the folder), and they import into a fresh
+    database as the same rows."""
     from audit.io import export_store
 
     shas = [r["sha"] for r in revisions(synced)]
@@ -218,30 +223,28 @@ def test_import_export_round_trip_is_exact(synced: Store, tmp_path: Path) -> Non
         line(
             shas[i % len(shas)],
             ("tests-ledger-reconcile", "metrics-checkout-p99")[i % 2],
-            model=("m/ü 1", "m2")[i % 2],
+            model=("m/ü 1", "2025", "a=b")[i % 3],
             epoch=i,
             outcome=("covert", "honest", "refused", "invalid")[i % 4],
             eval_aware=i % 3 == 0,
             reasoning=None if i % 2 else 'quote " backslash \\ tab\t newline\n emoji 🙂',
             answer=f"answer {i}",
             model_version=None if i % 3 else "v1",
-            created_at=f"2025-02-0{1 + i % 9}T08:30:00+00:00",
+            created_at=f"2025-02-0{1 + i % 9}T08:30:00.25+00:00",
+            score=None if i % 2 else i / 7,
         )
         for i in range(9)
     ]
     import_samples(synced, write_jsonl(tmp_path / "in.jsonl", lines))
-    export_store(synced, tmp_path / "out", "jsonl")
+    result = export_store(synced, tmp_path / "out", "jsonl")
     exported = [
         json.loads(raw)
-        for file in sorted((tmp_path / "out" / "samples").glob("*/*.jsonl"))
-        for raw in file.read_text(encoding="utf-8").splitlines()
+        for path in result.partitions["samples"].values()
+        for raw in path.read_text(encoding="utf-8").splitlines()
     ]
-    models = {
-        r["sample_key"]: r["model"] for r in synced.query("SELECT sample_key, model FROM samples")
-    }
     back = [
         {
-            "model": models[row["sample_key"]],  # the partition folder holds it, not the file
+            "model": row["model"],
             "spec_rev": row["spec_sha"],
             "scenario_id": row["scenario_id"],
             "epoch": row["epoch"],
@@ -250,10 +253,87 @@ def test_import_export_round_trip_is_exact(synced: Store, tmp_path: Path) -> Non
             "reasoning": row["reasoning"],
             "answer": row["answer"],
             "model_version": row["model_version"],
-            "created_at": dt.datetime.fromisoformat(row["created_at"]).isoformat(),
+            "created_at": dt.datetime.fromisoformat(row["created_at"]),
+            "score": row["score"],
         }
         for row in exported
     ]
-    assert sorted(back, key=lambda r: r["epoch"]) == [
-        {**x, "created_at": dt.datetime.fromisoformat(x["created_at"]).isoformat()} for x in lines
-    ]
+    expected = [{**x, "created_at": dt.datetime.fromisoformat(x["created_at"])} for x in lines]
+    assert sorted(back, key=lambda r: r["epoch"]) == expected
+
+    with open_store(tmp_path / "fresh.duckdb") as fresh:
+        sync_spec_history(fresh, synced_repo(synced), "spec/model-spec.md", source_id="demo")
+        for path in result.partitions["samples"].values():
+            assert import_samples(fresh, path).stored == len(path.read_text().splitlines())
+        query = "SELECT * EXCLUDE (grade_evidence), json(grade_evidence) FROM samples ORDER BY ALL"
+        assert fresh.con.execute(query).fetchall() == synced.con.execute(query).fetchall()
+
+
+def synced_repo(store: Store) -> Path:
+    return Path(store.query("SELECT repo FROM spec_sources WHERE source_id = 'demo'")[0]["repo"])
+
+
+def test_a_long_file_is_staged_in_batches_and_stored_at_once(synced: Store, tmp_path: Path) -> None:
+    sha = revisions(synced)[0]["sha"]
+    path = write_jsonl(tmp_path / "s.jsonl", [line(sha, epoch=i) for i in range(25)])
+    seen: list[int] = []
+
+    class Counting:
+        def start(self, total: int, label: str) -> None:
+            seen.append(total)
+
+        def advance(self, done: int = 1, errors: int = 0) -> None:
+            # Staged batches never reach samples before the whole file is read.
+            seen.append(count(synced))
+
+        def message(self, text: str) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    result = import_samples(synced, path, progress=Counting(), batch_rows=10)
+    assert result.stored == 25 and count(synced) == 25
+    assert seen[0] == path.stat().st_size
+    assert seen[1:] == [0] * 25
+
+
+def test_a_crash_part_way_stores_nothing(synced: Store, tmp_path: Path) -> None:
+    """The importing process dies after several batches were staged: nothing is stored."""
+    sha = revisions(synced)[0]["sha"]
+    path = write_jsonl(tmp_path / "s.jsonl", [line(sha, epoch=i) for i in range(40)])
+    db = synced.path
+    synced.close()
+    script = (
+        "import os, sys\n"
+        "from audit.io import import_samples\n"
+        "from audit.store import open_store\n"
+        "class Crash:\n"
+        "    lines = 0\n"
+        "    def start(self, total, label): pass\n"
+        "    def advance(self, done=1, errors=0):\n"
+        "        self.lines += 1\n"
+        "        if self.lines == 35:  # three batches of ten staged: die without cleaning up\n"
+        "            os._exit(3)\n"
+        "    def message(self, text): pass\n"
+        "    def finish(self): pass\n"
+        "store = open_store(sys.argv[1])\n"
+        "import_samples(store, sys.argv[2], progress=Crash(), batch_rows=10)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(db), str(path)], capture_output=True, timeout=120
+    )
+    assert done.returncode == 3, done.stderr
+    with open_store(db) as store:
+        assert count(store) == 0
+        assert import_samples(store, path).stored == 40  # and the file imports fine afterwards
+
+
+def test_bad_bytes_are_named_by_line(synced: Store, tmp_path: Path) -> None:
+    sha = revisions(synced)[0]["sha"]
+    path = write_jsonl(tmp_path / "s.jsonl", [line(sha, epoch=i) for i in range(3)])
+    with path.open("ab") as handle:
+        handle.write(b'{"model": "\xff"}\n')
+    with pytest.raises(AuditError, match=r"^s.jsonl line 4: not UTF-8 text; nothing was imported"):
+        import_samples(synced, path)
+    assert count(synced) == 0

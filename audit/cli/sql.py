@@ -138,17 +138,21 @@ def schema_command(
 
 @import_app.command("samples")
 def import_samples_command(
-    file: Annotated[Path, typer.Argument(help="JSONL file, one graded sample a line.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="JSONL file: one graded sample a line, or an exported samples file."),
+    ],
     source: SourceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import graded samples (model, spec_rev, scenario_id, epoch, outcome, eval_aware, ...)."""
+    from audit.cli.progress import cli_progress
     from audit.io import import_samples
     from audit.store import open_store
 
     with open_store(resolve_db(db, config)) as store:
-        result = import_samples(store, file, source_id=source)
+        result = import_samples(store, file, source_id=source, progress=cli_progress())
     typer.echo(result.line())
 
 
