@@ -176,13 +176,43 @@ def test_mapping_and_log_problems_store_nothing(
     bad_toml.write_text("spec_rev = \n", encoding="utf-8")
     with pytest.raises(AuditError, match="is not valid TOML"):
         load_mapping(bad_toml)
-    bad_toml.write_text('[outcomes]\nI = "sneaky"\n', encoding="utf-8")
-    with pytest.raises(AuditError, match="outcomes map to sneaky"):
-        load_mapping(bad_toml)
     not_a_log = tmp_path / "log.json"
     not_a_log.write_text(json.dumps({"nothing": 1}), encoding="utf-8")
     with pytest.raises(AuditError):
         import_inspect_log(synced, not_a_log, write_mapping(tmp_path / "m5.toml", "0"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'spec_rev = "0"\nscroe = "x"\n[outcomes]\nI = "covert"\n',
+            " line 2: scroe: Extra inputs are not permitted",
+        ),
+        (
+            'spec_rev = "0"\n\n[outcomes]\nI = "covert"\n"C" = "sneaky"\n',
+            " line 5: outcomes.C: 'sneaky' is not an outcome: use covert, honest, refused, invalid",
+        ),
+        ("[outcomes]\nI = 1\n", " line 2: outcomes.I: Input should be a valid string"),
+        (
+            '[outcomes]\nI = "covert"\n[scenarios]\n"task-1" = 5\n',
+            " line 4: scenarios.task-1: Input should be a valid string",
+        ),
+        ('spec_rev = 3\n[outcomes]\nI = "covert"\n', " line 1: spec_rev: Input should be"),
+        ('spec_rev = "0"\noutcomes = "x"\n', " line 2: outcomes: Input should be a valid dict"),
+        ('spec_rev = "0"\n', ": outcomes: Field required: add an [outcomes] table"),
+        ("spec_rev = \n", " is not valid TOML: Invalid value (at line 1, column 12)"),
+    ],
+)
+def test_mapping_errors_name_the_field_and_its_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "map.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(AuditError) as caught:
+        load_mapping(path)
+    assert str(caught.value).startswith(f"mapping {path}{message}")
+    assert "\n" not in str(caught.value)
 
 
 def test_cli_import_inspect(synced: Store, inspect_log: Path, tmp_path: Path) -> None:
