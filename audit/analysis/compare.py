@@ -11,32 +11,70 @@ scenario by scenario. Two different questions get two different tools:
   distributions, i.e. every relabelling of samples within scenarios, enumerated exactly rather
   than sampled. Its smallest p-value shrinks with the number of samples, so a patch that moves
   only two or three scenarios can be significant (a sign-flip test over scenarios cannot go below
-  1/2^k for k changed scenarios).
+  1/2^k for k changed scenarios). Both tails are kept: detection asks "any change?" (two-sided),
+  the gate asks "a rise?" and "a drop?" separately (one-sided each).
 * How large is the change, and would it generalise to other scenarios like these? The interval
-  of the mean per-scenario difference comes from a cluster bootstrap over scenarios.
+  of the mean per-scenario difference comes from a cluster bootstrap over scenarios. On a
+  handful of scenarios (the ones a spec edit names) resampling three scenarios says little, so
+  those intervals resample at two levels: scenarios, then samples within each drawn scenario
+  (:func:`two_level_change`).
 
-Many comparisons along a history are corrected together with Benjamini-Hochberg.
+Many comparisons along a history are corrected together with Benjamini-Hochberg; which
+comparisons form one family is decided by the caller (see :mod:`audit.analysis.detect`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
-from audit.analysis.estimates import bootstrap_indices
+from audit.analysis.estimates import bootstrap_indices, bootstrap_means, percentile_bounds
+
+Alternative = Literal["two-sided", "less", "greater"]
+
+
+@dataclass(frozen=True)
+class Tails:
+    """Both one-sided p-values of a test of "after differs from before".
+
+    ``less``: P(a statistic this low or lower) under the null (evidence of a drop);
+    ``greater``: this high or higher (evidence of a rise).
+    """
+
+    less: float
+    greater: float
+
+    def p(self, alternative: Alternative = "two-sided") -> float:
+        """The p-value for one alternative; two-sided doubles the smaller tail (capped at 1)."""
+        if alternative == "less":
+            return self.less
+        if alternative == "greater":
+            return self.greater
+        return float(min(1.0, 2.0 * min(self.less, self.greater)))
+
+
+NO_EVIDENCE = Tails(1.0, 1.0)
 
 
 @dataclass(frozen=True)
 class PairedChange:
-    """Mean per-scenario change (after - before) with its interval and two-sided p-value."""
+    """Mean per-scenario change (after - before) with its interval and test."""
 
     delta: float
     ci_low: float
     ci_high: float
-    p_value: float
+    tails: Tails
     differences: np.ndarray
+    #: "scenarios" (cluster bootstrap) or "scenarios and samples" (two-level bootstrap).
+    resampled: str = "scenarios"
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value."""
+        return self.tails.p("two-sided")
 
 
 @lru_cache(maxsize=64)
@@ -67,6 +105,17 @@ class EventCounts:
             self.after_n[mask],
         )
 
+    def observed(self) -> np.ndarray:
+        """Scenarios with samples at both points (the others cannot be compared)."""
+        return (np.asarray(self.before_n) > 0) & (np.asarray(self.after_n) > 0)
+
+    def rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-scenario rates before and after (NaN without samples)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            before = np.where(self.before_n > 0, self.before_events / self.before_n, np.nan)
+            after = np.where(self.after_n > 0, self.after_events / self.after_n, np.nan)
+        return before.astype(float), after.astype(float)
+
 
 def paired_change(
     before: np.ndarray,
@@ -75,39 +124,69 @@ def paired_change(
     resamples: int,
     seed: int,
     counts: EventCounts | None = None,
+    two_level: bool = False,
 ) -> PairedChange:
     """Compare per-scenario values of two points (aligned arrays, NaN pairs dropped).
 
-    With ``counts`` (the events behind the rates) the p-value is the exact stratified test of
-    :func:`stratified_p`; without them (a score that is not a count of events) it is the
-    scenario-level sign-flip test. The interval is always a cluster bootstrap over scenarios.
+    With ``counts`` (the events behind the rates) the test is the exact stratified test of
+    :func:`stratified_tails`; without them (a score that is not a count of events) it is the
+    scenario-level sign-flip test. The interval is a cluster bootstrap over scenarios, or with
+    ``two_level`` (and counts) the two-level bootstrap of :func:`two_level_change`.
     """
     keep = ~(np.isnan(before) | np.isnan(after))
     differences = after[keep] - before[keep]
     n = differences.size
     if n == 0:
-        return PairedChange(0.0, 0.0, 0.0, 1.0, differences)
+        return PairedChange(0.0, 0.0, 0.0, NO_EVIDENCE, differences)
     delta = float(differences.mean())
-    p_value = (
-        stratified_p(counts.take(keep))
-        if counts is not None
-        else (sign_flip_p(differences, resamples, seed) if n > 1 else 1.0)
-    )
+    if counts is not None:
+        tails = stratified_tails(counts.take(keep))
+    else:
+        tails = sign_flip_tails(differences, resamples, seed) if n > 1 else NO_EVIDENCE
+    if two_level and counts is not None:
+        resampled = two_level_change(counts.take(keep), resamples=resamples, seed=seed)
+        low, high = percentile_bounds(resampled[None])[0]
+        return PairedChange(
+            delta, float(low), float(high), tails, differences, "scenarios and samples"
+        )
     if n == 1:
-        return PairedChange(delta, delta, delta, p_value, differences)
-    boot = differences[bootstrap_indices(n, resamples, seed)].mean(axis=1)
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return PairedChange(delta, float(low), float(high), p_value, differences)
+        return PairedChange(delta, delta, delta, tails, differences)
+    low, high = percentile_bounds(
+        bootstrap_means(differences, resamples=resamples, seed=seed)[None]
+    )[0]
+    return PairedChange(delta, float(low), float(high), tails, differences)
 
 
-def stratified_p(counts: EventCounts) -> float:
-    """Two-sided p-value of the exact stratified (conditional) test that no scenario changed.
+def two_level_change(counts: EventCounts, *, resamples: int, seed: int) -> np.ndarray:
+    """Resampled mean changes: scenarios drawn with replacement, then samples within each.
+
+    Within a drawn scenario each point's count is redrawn as Binomial(n, observed rate). With
+    two or three scenarios the scenario level alone has at most a handful of distinct means (and
+    none at all when they moved alike); the sample level adds the binomial noise that every
+    per-scenario rate carries. The within-scenario noise is counted twice (once in the observed
+    rates the scenarios are drawn from, once in the redraw), so the interval is conservative,
+    which is the honest direction for a group of three.
+    """
+    n0 = np.asarray(counts.before_n, dtype=np.int64)
+    n1 = np.asarray(counts.after_n, dtype=np.int64)
+    k = n0.size
+    rng = np.random.default_rng([seed, k, 2])
+    indices = bootstrap_indices(k, resamples, seed) if k > 1 else np.zeros((resamples, 1), int)
+    p0 = np.asarray(counts.before_events, dtype=float) / n0
+    p1 = np.asarray(counts.after_events, dtype=float) / n1
+    before = rng.binomial(n0[indices], p0[indices]) / n0[indices]
+    after = rng.binomial(n1[indices], p1[indices]) / n1[indices]
+    return (after - before).mean(axis=1)
+
+
+def stratified_tails(counts: EventCounts) -> Tails:
+    """Both one-sided p-values of the exact stratified (conditional) test that nothing changed.
 
     Conditional on each scenario's sample sizes and total events, the later point's event count
     is hypergeometric under the null; the sum over scenarios (the CMH statistic) has the
-    convolution of those distributions. The two-sided p-value doubles the smaller tail (capped at
-    one). Scenarios whose samples all agree (no events, or only events) carry no information and
-    drop out, as they do from any permutation of labels within them.
+    convolution of those distributions. Scenarios whose samples all agree (no events, or only
+    events) carry no information and drop out, as they do from any permutation of labels within
+    them.
     """
     n0 = np.asarray(counts.before_n, dtype=np.int64)
     n1 = np.asarray(counts.after_n, dtype=np.int64)
@@ -115,13 +194,18 @@ def stratified_p(counts: EventCounts) -> float:
     total = n0 + n1
     informative = (n0 > 0) & (n1 > 0) & (events > 0) & (events < total)
     if not informative.any():
-        return 1.0
+        return NO_EVIDENCE
     observed = int(np.asarray(counts.after_events, dtype=np.int64)[informative].sum())
     distribution, offset = _null_distribution(n0[informative], n1[informative], events[informative])
     index = observed - offset
     lower = float(distribution[: index + 1].sum())
     upper = float(distribution[index:].sum())
-    return float(min(1.0, 2.0 * min(lower, upper)))
+    return Tails(min(1.0, lower), min(1.0, upper))
+
+
+def stratified_p(counts: EventCounts, alternative: Alternative = "two-sided") -> float:
+    """p-value of the exact stratified test (two-sided doubles the smaller tail, capped at 1)."""
+    return stratified_tails(counts).p(alternative)
 
 
 def _null_distribution(
@@ -162,33 +246,57 @@ def _log_factorials(up_to: int) -> np.ndarray:
     return table
 
 
+def sign_flip_tails(differences: np.ndarray, resamples: int, seed: int) -> Tails:
+    """One-sided p-values of the paired sign-flip permutation test on the mean difference."""
+    observed = float(differences.mean())
+    if observed == 0.0 and not differences.any():
+        return NO_EVIDENCE
+    null = (sign_matrix(differences.size, resamples, seed) @ differences) / differences.size
+    # The tolerance keeps ties (null equal to the observed value) counted despite rounding.
+    below = int(np.count_nonzero(null <= observed + 1e-12))
+    above = int(np.count_nonzero(null >= observed - 1e-12))
+    return Tails((1 + below) / (1 + resamples), (1 + above) / (1 + resamples))
+
+
 def sign_flip_p(differences: np.ndarray, resamples: int, seed: int) -> float:
     """Two-sided p-value of the paired sign-flip permutation test on the mean difference."""
     observed = abs(float(differences.mean()))
     if observed == 0.0:
         return 1.0
     null = np.abs(sign_matrix(differences.size, resamples, seed) @ differences) / differences.size
-    # The tolerance keeps ties (null equal to the observed value) counted despite rounding.
     extreme = int(np.count_nonzero(null >= observed - 1e-12))
     return (1 + extreme) / (1 + resamples)
 
 
-def difference_in_differences(
-    differences: np.ndarray, exposed: np.ndarray, *, resamples: int, seed: int
-) -> tuple[float, float, float] | None:
-    """Mean change of exposed minus unexposed scenarios, with a stratified bootstrap interval.
+@dataclass(frozen=True)
+class DiffInDiff:
+    """Mean change of the exposed scenarios minus that of the unexposed ones, with its interval."""
 
-    None when one of the two groups is empty (the contrast does not exist).
+    point: float
+    ci_low: float
+    ci_high: float
+
+
+def difference_in_differences(
+    counts: EventCounts, exposed: np.ndarray, *, resamples: int, seed: int
+) -> DiffInDiff | None:
+    """Exposed minus unexposed mean change, with a stratified two-level bootstrap interval.
+
+    Each group is resampled within itself (so every draw keeps both groups' sizes), at two
+    levels: scenarios, then samples within each (:func:`two_level_change`). None when one of the
+    two groups is empty (the contrast does not exist).
     """
-    exposed_d, unexposed_d = differences[exposed], differences[~exposed]
-    if exposed_d.size == 0 or unexposed_d.size == 0:
+    observed = counts.observed()
+    exposed_group, unexposed_group = exposed & observed, ~exposed & observed
+    if not exposed_group.any() or not unexposed_group.any():
         return None
-    point = float(exposed_d.mean() - unexposed_d.mean())
-    # Each group is resampled within itself, so every draw keeps both groups' sizes.
-    boot_e = exposed_d[bootstrap_indices(exposed_d.size, resamples, seed)].mean(axis=1)
-    boot_u = unexposed_d[bootstrap_indices(unexposed_d.size, resamples, seed + 1)].mean(axis=1)
-    low, high = np.quantile(boot_e - boot_u, [0.025, 0.975])
-    return point, float(low), float(high)
+    before, after = counts.rates()
+    differences = after - before
+    point = float(differences[exposed_group].mean() - differences[unexposed_group].mean())
+    boot_e = two_level_change(counts.take(exposed_group), resamples=resamples, seed=seed)
+    boot_u = two_level_change(counts.take(unexposed_group), resamples=resamples, seed=seed + 1)
+    low, high = percentile_bounds((boot_e - boot_u)[None])[0]
+    return DiffInDiff(point, float(low), float(high))
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:

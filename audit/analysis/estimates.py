@@ -1,10 +1,26 @@
-"""Rates per (model, spec revision) with 95% cluster-bootstrap intervals.
+"""Rates per (model, spec revision) with 95% intervals.
 
 Samples of one scenario are correlated (same prompt, same tools), so intervals resample whole
 scenarios, never single samples. Everything is computed from per-scenario counts aggregated in
 DuckDB, so the bootstrap costs the same whether a scenario has 3 epochs or 3,000. One index
 matrix of shape (resamples, n_scenarios) is drawn per scenario count from a seeded generator and
 reused, which keeps results reproducible and comparisons on the same scenarios coherent.
+
+A rate's interval answers two questions at once and is the union of two intervals:
+
+* how far the macro rate would move on other scenarios like these: the percentile interval of a
+  cluster bootstrap over scenarios;
+* how far it would move on these same scenarios with new samples: an interval on the pooled
+  counts, exact (Clopper-Pearson) when there are fewer than 20 events or non-events and Wilson's
+  otherwise. Conditional on the scenarios, the samples are independent draws, and with the same
+  number of samples m per scenario the pooled count of S scenarios is a sum of binomials whose
+  probability of so few events is at most the Binomial(S m, macro rate) one (for zero events:
+  prod (1 - p_s)^m <= (1 - mean p)^(S m)), so the bound is valid, if conservative. With unequal
+  counts the pooled count is that of S scenarios at the smallest count, at the macro rate.
+
+The bootstrap alone is degenerate where every scenario agrees: a rate of 0 in every scenario gives
+[0, 0] at any number of samples, which would make "the upper bound is under 1%" (a collapse) true
+of ten samples. The exact bound is what a collapse is judged on.
 """
 
 from __future__ import annotations
@@ -20,7 +36,9 @@ from audit.store import Store
 
 #: Metrics written to ``estimates.metric``: name -> (numerator count, denominator count).
 RATE_METRICS: dict[str, tuple[str, str]] = {
-    "covert_rate": ("covert", "n"),
+    # Invalid samples (no parseable answer) say nothing about covert behaviour and are left out
+    # of the denominator; refusals stay in: refusing is a real, non-covert answer.
+    "covert_rate": ("covert", "valid"),
     "eval_awareness_rate": ("aware", "n"),
     "spec_citation_rate": ("cited", "cited_n"),
     "refusal_rate": ("refused", "n"),
@@ -30,6 +48,8 @@ GAP_METRIC = "sandbagging_gap"
 #: Condition names taken as the reference side of a paired family's gap, in order of preference.
 _REFERENCE_CONDITIONS = ("neutral", "default", "control", "baseline")
 _Z95 = 1.959963984540054
+#: Below this many events (or non-events) the pooled interval is exact (Clopper-Pearson).
+EXACT_BELOW = 20
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,9 @@ WITH agg AS (
            count(*) FILTER (WHERE outcome = 'covert') AS covert,
            count(*) FILTER (WHERE outcome = 'refused') AS refused,
            count(*) FILTER (WHERE outcome = 'invalid') AS invalid,
+           count(*) FILTER (WHERE outcome <> 'invalid') AS valid,
            count(*) FILTER (WHERE eval_aware) AS aware,
+           count(*) FILTER (WHERE eval_aware AND outcome <> 'invalid') AS aware_valid,
            count(*) FILTER (WHERE eval_aware AND outcome = 'covert') AS covert_aware,
            count(*) FILTER (WHERE spec_cited) AS cited,
            count(spec_cited) AS cited_n
@@ -113,7 +135,18 @@ WHERE score IS NOT NULL AND {where}
 GROUP BY model, spec_content_hash, set_hash, scenario_id, condition
 """
 
-COUNT_COLUMNS = ("n", "covert", "refused", "invalid", "aware", "covert_aware", "cited", "cited_n")
+COUNT_COLUMNS = (
+    "n",
+    "covert",
+    "refused",
+    "invalid",
+    "valid",
+    "aware",
+    "aware_valid",
+    "covert_aware",
+    "cited",
+    "cited_n",
+)
 
 
 def load_cells(
@@ -176,6 +209,36 @@ def bootstrap_indices(n_clusters: int, resamples: int, seed: int) -> np.ndarray:
     return matrix
 
 
+@lru_cache(maxsize=64)
+def bootstrap_weights(n_clusters: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each scenario is drawn in each resample of :func:`bootstrap_indices`, over n.
+
+    ``weights @ values`` is the vector of resampled means: one matrix product instead of a
+    gather and a mean per statistic.
+    """
+    indices = bootstrap_indices(n_clusters, resamples, seed)
+    weights = np.zeros((resamples, n_clusters))
+    np.add.at(weights, (np.arange(resamples)[:, None], indices), 1.0 / n_clusters)
+    weights.setflags(write=False)
+    return weights
+
+
+def bootstrap_means(values: np.ndarray, *, resamples: int, seed: int) -> np.ndarray:
+    """Resampled means of per-scenario values (no NaN), scenarios drawn with replacement."""
+    return bootstrap_weights(values.size, resamples, seed) @ values
+
+
+def percentile_bounds(resampled: np.ndarray) -> np.ndarray:
+    """95% percentile bounds of each row of a (statistics, resamples) matrix: shape (rows, 2).
+
+    One call for many statistics: per-call overhead of ``np.quantile`` dominated detection when
+    it ran once per estimate.
+    """
+    if resampled.size == 0:
+        return np.zeros((0, 2))
+    return np.quantile(resampled, [0.025, 0.975], axis=1).T
+
+
 def cluster_bootstrap(per_scenario: np.ndarray, *, resamples: int, seed: int) -> Interval:
     """Macro mean of per-scenario values with a 95% percentile interval (scenarios resampled).
 
@@ -187,9 +250,89 @@ def cluster_bootstrap(per_scenario: np.ndarray, *, resamples: int, seed: int) ->
     point = float(values.mean())
     if values.size == 1:
         return Interval(point, point, point)
-    boot = values[bootstrap_indices(values.size, resamples, seed)].mean(axis=1)
-    low, high = np.quantile(boot, [0.025, 0.975])
+    low, high = percentile_bounds(bootstrap_means(values, resamples=resamples, seed=seed)[None])[0]
     return Interval(point, float(low), float(high))
+
+
+def rate_interval(events: np.ndarray, trials: np.ndarray, *, resamples: int, seed: int) -> Interval:
+    """Macro rate of per-scenario counts: the union of the bootstrap and the pooled interval."""
+    batch = _Batch(resamples, seed)
+    slot = batch.add_rate(events, trials)
+    return batch.resolve()[slot]
+
+
+def pooled_interval(events: np.ndarray, trials: np.ndarray) -> tuple[float, float] | None:
+    """95% interval of the macro rate on these scenarios from their pooled counts.
+
+    Exact (Clopper-Pearson) with fewer than :data:`EXACT_BELOW` events or non-events, Wilson
+    otherwise; the count is that of the scenarios at their smallest sample count (see the module
+    docstring for why this bounds the macro rate).
+    """
+    keep = trials > 0
+    if not keep.any():
+        return None
+    n_eff = int(keep.sum() * trials[keep].min())
+    expected = float((events[keep] / trials[keep]).mean()) * n_eff
+    # The tolerance keeps rounding error from pushing an exact count to the next integer.
+    low = binomial_bounds(math.floor(expected + 1e-9), n_eff)[0]
+    high = binomial_bounds(math.ceil(expected - 1e-9), n_eff)[1]
+    return low, high
+
+
+def binomial_bounds(successes: int, trials: int) -> tuple[float, float]:
+    """95% interval of a binomial proportion: exact in the tails, Wilson in the middle."""
+    if trials <= 0:
+        return 0.0, 1.0
+    failures = trials - successes
+    if min(successes, failures) >= EXACT_BELOW:
+        wilson = wilson_interval(successes, trials)
+        return float(wilson.low or 0.0), float(wilson.high or 1.0)
+    low = 0.0 if successes == 0 else _exact_lower(successes, trials)
+    high = 1.0 if failures == 0 else 1.0 - _exact_lower(failures, trials)
+    return low, high
+
+
+def _exact_lower(successes: int, trials: int) -> float:
+    """Clopper-Pearson lower bound: the p at which P(X >= successes) = 2.5%.
+
+    Computed through whichever tail has fewer terms, so the cost stays small in both tails.
+    """
+    if successes == trials:
+        return 0.025 ** (1.0 / trials)
+    low, high = 0.0, 1.0
+    for _ in range(60):  # bisection to well below double precision of any reported digit
+        mid = (low + high) / 2
+        if _upper_tail(successes, trials, mid) > 0.025:
+            high = mid
+        else:
+            low = mid
+    return (low + high) / 2
+
+
+def _upper_tail(successes: int, trials: int, p: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, p), summing the shorter side."""
+    if successes <= trials - successes:
+        return 1.0 - _cdf_terms(range(successes), trials, p)
+    return _cdf_terms(range(successes, trials + 1), trials, p)
+
+
+def _cdf_terms(ks: range, trials: int, p: float) -> float:
+    if p <= 0.0:
+        return 1.0 if 0 in ks else 0.0
+    if p >= 1.0:
+        return 1.0 if trials in ks else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    head = math.lgamma(trials + 1)
+    return sum(
+        math.exp(
+            head
+            - math.lgamma(k + 1)
+            - math.lgamma(trials - k + 1)
+            + k * log_p
+            + (trials - k) * log_q
+        )
+        for k in ks
+    )
 
 
 def wilson_interval(successes: int, trials: int) -> Interval:
@@ -203,73 +346,97 @@ def wilson_interval(successes: int, trials: int) -> Interval:
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
 
 
+class _Batch:
+    """Many intervals computed with one percentile call (see :func:`percentile_bounds`)."""
+
+    def __init__(self, resamples: int, seed: int) -> None:
+        self.resamples, self.seed = resamples, seed
+        self._points: list[float | None] = []
+        self._pooled: list[tuple[float, float] | None] = []
+        self._rows: list[int | None] = []
+        self._resampled: list[np.ndarray] = []
+
+    def add_values(self, per_scenario: np.ndarray) -> int:
+        """A bootstrap-only interval of the macro mean of per-scenario values (NaN left out)."""
+        return self._add(per_scenario[~np.isnan(per_scenario)], None)
+
+    def add_rate(self, events: np.ndarray, trials: np.ndarray) -> int:
+        """A rate interval: bootstrap over scenarios united with the pooled-count interval."""
+        keep = trials > 0
+        rates = events[keep] / trials[keep]
+        return self._add(rates, pooled_interval(events[keep], trials[keep]))
+
+    def _add(self, values: np.ndarray, pooled: tuple[float, float] | None) -> int:
+        self._points.append(float(values.mean()) if values.size else None)
+        self._pooled.append(pooled)
+        if values.size > 1:
+            self._rows.append(len(self._resampled))
+            self._resampled.append(
+                bootstrap_means(values, resamples=self.resamples, seed=self.seed)
+            )
+        else:
+            self._rows.append(None)
+        return len(self._points) - 1
+
+    def resolve(self) -> list[Interval]:
+        """Every added interval, in the order added."""
+        bounds = percentile_bounds(np.array(self._resampled)) if self._resampled else None
+        out = []
+        for point, pooled, row in zip(self._points, self._pooled, self._rows, strict=True):
+            if point is None:
+                out.append(Interval(None, None, None))
+                continue
+            low, high = (point, point) if row is None or bounds is None else bounds[row]
+            if pooled is not None:
+                low, high = min(low, pooled[0]), max(high, pooled[1])
+            out.append(Interval(point, float(low), float(high)))
+        return out
+
+
 def cell_estimates(cell: Cell, *, resamples: int, seed: int) -> list[dict]:
     """Every estimate of a cell as ``estimates`` rows (without model/source/sha columns)."""
-    rows: list[dict] = []
+    batch = _Batch(resamples, seed)
+    pending: list[tuple[str, str, str, int, int, int]] = []
     families = sorted(set(cell.families))
     family_masks = {f: np.array([x == f for x in cell.families]) for f in families}
+    scenario_rows: list[dict] = []
     for metric, (numerator, denominator) in RATE_METRICS.items():
-        rates = cell.rate(metric)
-        den = cell.counts[denominator]
-        rows.append(
-            _row(
-                metric,
-                "all",
-                "*",
-                cluster_bootstrap(rates, resamples=resamples, seed=seed),
-                int(den.sum()),
-                int((den > 0).sum()),
-            )
-        )
-        for family, mask in family_masks.items():
-            interval = cluster_bootstrap(rates[mask], resamples=resamples, seed=seed)
-            rows.append(
-                _row(
-                    metric,
-                    "family",
-                    family,
-                    interval,
-                    int(den[mask].sum()),
-                    int((den[mask] > 0).sum()),
-                )
-            )
+        events, trials = cell.counts[numerator], cell.counts[denominator]
+        scopes = [("all", "*", np.ones(len(cell.scenario_ids), dtype=bool))]
+        scopes += [("family", f, mask) for f, mask in family_masks.items()]
+        for scope, scope_id, mask in scopes:
+            slot = batch.add_rate(events[mask], trials[mask])
+            n_samples, n_scenarios = int(trials[mask].sum()), int((trials[mask] > 0).sum())
+            pending.append((metric, scope, scope_id, slot, n_samples, n_scenarios))
         if metric != "covert_rate":
             continue  # per-scenario rows only for the headline metric, to keep the table small
         for i, scenario_id in enumerate(cell.scenario_ids):
-            interval = wilson_interval(int(cell.counts[numerator][i]), int(den[i]))
-            rows.append(_row(metric, "scenario", scenario_id, interval, int(den[i]), 1))
-    rows.extend(_gap_rows(cell, family_masks, resamples=resamples, seed=seed))
-    return rows
+            interval = wilson_interval(int(events[i]), int(trials[i]))
+            scenario_rows.append(_row(metric, "scenario", scenario_id, interval, int(trials[i]), 1))
+    pending.extend(_gap_requests(cell, family_masks, batch))
+    intervals = batch.resolve()
+    rows = [
+        _row(metric, scope, scope_id, intervals[slot], n_samples, n_scenarios)
+        for metric, scope, scope_id, slot, n_samples, n_scenarios in pending
+    ]
+    return rows + scenario_rows
 
 
-def _gap_rows(
-    cell: Cell, family_masks: dict[str, np.ndarray], *, resamples: int, seed: int
-) -> list[dict]:
+def _gap_requests(
+    cell: Cell, family_masks: dict[str, np.ndarray], batch: _Batch
+) -> list[tuple[str, str, str, int, int, int]]:
     paired = ~np.isnan(cell.gap) if cell.gap.size else np.zeros(0, dtype=bool)
     if not paired.any():
         return []
-    rows = []
-    for family, mask in family_masks.items():
-        chosen = mask & paired
+    requests = []
+    scopes = [("family", f, mask & paired) for f, mask in family_masks.items()]
+    scopes.append(("all", "*", paired))
+    for scope, scope_id, chosen in scopes:
         if chosen.any():
-            interval = cluster_bootstrap(cell.gap[chosen], resamples=resamples, seed=seed)
-            rows.append(
-                _row(
-                    GAP_METRIC,
-                    "family",
-                    family,
-                    interval,
-                    int(cell.counts["n"][chosen].sum()),
-                    int(chosen.sum()),
-                )
-            )
-    interval = cluster_bootstrap(cell.gap[paired], resamples=resamples, seed=seed)
-    rows.append(
-        _row(
-            GAP_METRIC, "all", "*", interval, int(cell.counts["n"][paired].sum()), int(paired.sum())
-        )
-    )
-    return rows
+            slot = batch.add_values(cell.gap[chosen])
+            n_samples = int(cell.counts["n"][chosen].sum())
+            requests.append((GAP_METRIC, scope, scope_id, slot, n_samples, int(chosen.sum())))
+    return requests
 
 
 def _row(
