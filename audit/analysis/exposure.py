@@ -11,7 +11,11 @@ texts) and measure three things:
   clause (catches reworded names such as "ledger reconcile" for "ledger-reconcile");
 * leaks: the set's canary string, or a sentence of the scenario's own prompt, near-verbatim.
 
-The combined score is in [0, 1]; a leak scores 1 and is reported on its own.
+The combined score is in [0, 1]; a leak scores 1 and is reported on its own. Leaks are also
+looked for in a revision's whole text (:meth:`ExposureModel.leaks`), not only in what it adds: a
+canary already present in a baseline spec is still a leak. The canary is matched after folding
+case and whitespace (a copy re-wrapped onto two lines, or upper-cased, is the same canary), and
+its unique identifier alone counts too.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +42,10 @@ VERBATIM_RATIO = 92.0
 #: Shortest prompt sentence checked for copying.
 MIN_VERBATIM_CHARS = 50
 
+#: Canary parts at least this long are unique identifiers (the UUID), a leak on their own.
+MIN_CANARY_ID_CHARS = 16
+
+_WHITESPACE = re.compile(r"\s+")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_\-./@&]*[a-z0-9]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MARKUP = re.compile(r"^\s*(?:#+|[-*+]|\d+[.)])\s*")
@@ -159,6 +168,38 @@ class Exposure:
         return self.canary_hit or self.verbatim_hit
 
 
+@dataclass(frozen=True)
+class Leak:
+    """Held-out text found in one spec text: the canary, and scenarios whose prompt is copied."""
+
+    canary: bool
+    #: Scenario id -> the spec clause that copies one of its prompt sentences.
+    copied: dict[str, str]
+
+    def __bool__(self) -> bool:
+        return self.canary or bool(self.copied)
+
+
+def normalise(text: str) -> str:
+    """Text with case, Unicode forms and runs of whitespace folded (for verbatim matching)."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def canary_markers(canary: str) -> tuple[str, ...]:
+    """What counts as the canary in a text: the whole string and its unique identifiers."""
+    if not canary.strip():
+        return ()
+    whole = normalise(canary)
+    identifiers = [part for part in whole.split(" ") if len(part) >= MIN_CANARY_ID_CHARS]
+    return (whole, *identifiers)
+
+
+def contains_canary(text: str, canary: str) -> bool:
+    """Whether the text carries the canary (case and whitespace folded) or its identifier."""
+    folded = normalise(text)
+    return any(marker in folded for marker in canary_markers(canary))
+
+
 def tokens(text: str) -> list[str]:
     """Lower-case word tokens of at least three characters, without stopwords."""
     return [t for t in _TOKEN.findall(text.lower()) if len(t) >= 3 and t not in _STOPWORDS]
@@ -212,12 +253,25 @@ class ExposureModel:
         """Exposure of every scenario to the text that ``new_text`` adds to ``old_text``."""
         clauses = added_clauses(old_text, new_text)
         added = "\n".join(clauses)
-        canary_hit = bool(self.canary) and self.canary in new_text and self.canary not in old_text
+        canary_hit = contains_canary(new_text, self.canary) and not contains_canary(
+            old_text, self.canary
+        )
         added_terms = set(tokens(added))
-        lowered = [c.lower() for c in clauses]
+        lowered = [normalise(c) for c in clauses]
         return [
             self._score_one(s, clauses, lowered, added_terms, canary_hit) for s in self.scenarios
         ]
+
+    def leaks(self, text: str) -> Leak:
+        """Held-out text anywhere in ``text``: the canary, and copied prompt sentences."""
+        clauses = added_clauses("", text)
+        lowered = [normalise(c) for c in clauses]
+        copied = {}
+        for scenario in self.scenarios:
+            clause = _verbatim_clause(scenario.prompt_sentences, clauses, lowered)
+            if clause is not None:
+                copied[scenario.scenario_id] = clause
+        return Leak(contains_canary(text, self.canary), copied)
 
     def _score_one(
         self,
@@ -280,12 +334,17 @@ def _verbatim_clause(
     long_clauses = [i for i, c in enumerate(lowered) if len(c) >= MIN_VERBATIM_CHARS // 2]
     if not long_clauses:
         return None
-    matrix = process.cdist(
-        [s.lower() for s in sentences],
-        [lowered[i] for i in long_clauses],
-        scorer=fuzz.ratio,
-        workers=1,
+    wanted = [normalise(s) for s in sentences]
+    candidates = [lowered[i] for i in long_clauses]
+    whole = process.cdist(wanted, candidates, scorer=fuzz.ratio, workers=1)
+    # A clause that quotes a sentence inside more words of its own ("Note: <sentence>") is
+    # matched by containment; a clause shorter than the sentence must match it whole.
+    inside = process.cdist(wanted, candidates, scorer=fuzz.partial_ratio, workers=1)
+    longer = (
+        np.array([len(c) for c in candidates])[None, :]
+        >= np.array([len(s) for s in wanted])[:, None]
     )
+    matrix = np.where(longer, np.maximum(whole, inside), whole)
     hit = np.argwhere(matrix >= VERBATIM_RATIO)
     return clauses[long_clauses[int(hit[0][1])]] if hit.size else None
 
