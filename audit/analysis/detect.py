@@ -2,17 +2,29 @@
 
 One pass reads per-scenario counts from DuckDB (aggregated in SQL), writes the estimates of every
 (model, revision), compares each model's consecutive revisions, every revision against a
-baseline, and consecutive versions of one model line at the same revision, corrects all p-values
-of the pass together (Benjamini-Hochberg), attributes every significant change, and replaces the
-previous pass's findings for the same models and spec source. Spec leaks of the held-out set are
-findings of their own, whatever the scores do.
+baseline, and consecutive versions of one model line at the same revision, corrects p-values for
+many comparisons (Benjamini-Hochberg), attributes every significant change, and replaces the
+previous pass's findings for the same models and spec source.
 
 Each comparison gets the exact stratified test of :mod:`audit.analysis.compare` (conditional on
 the fixed held-out scenarios: "did any scenario change on this set?"), once over all common
 scenarios and once over the scenarios exposed to the spec edits in between, since a patch moves
-only the few scenarios it names; both p-values join the same Benjamini-Hochberg family. Rate and
-change intervals are cluster bootstraps over scenarios (how far the result would generalise to
-other scenarios like these), a different question from the test's.
+only the few scenarios it names. Rate and change intervals are cluster bootstraps over scenarios
+(how far the result would generalise to other scenarios like these), a different question from
+the test's.
+
+The false-discovery-rate family is fixed by what a finding is about, never by what else a pass
+happened to analyse: all tests of one model along one spec source's history (its consecutive and
+baseline comparisons, both tests of each), and separately all of its comparisons with the
+previous version of its line. So ``--model M`` gives M the same q-values as a pass over every
+model.
+
+Besides changes, a pass reports per model a ``collapse`` where the rate's upper bound first falls
+under the configured bound (1%), whether or not a significant drop led there, and a ``none``
+finding (latest point against the baseline) when nothing else was found, so an empty result is
+never ambiguous. Leaks of the held-out set into the spec (the canary, copied prompt sentences,
+anywhere in a revision's text) are findings of their own at the revision that introduced them,
+whatever the scores do.
 """
 
 from __future__ import annotations
@@ -23,21 +35,26 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from audit.analysis.attribution import Attribution, attribute_drop, attribute_rise
-from audit.analysis.compare import EventCounts, PairedChange, benjamini_hochberg, paired_change
+from audit.analysis.attribution import (
+    Attribution,
+    attribute_drop,
+    attribute_rise,
+    covert_counts,
+)
+from audit.analysis.compare import PairedChange, benjamini_hochberg, paired_change
 from audit.analysis.estimates import (
     Cell,
     CellKey,
     Interval,
     cell_estimates,
-    cluster_bootstrap,
     load_cells,
+    rate_interval,
 )
-from audit.analysis.exposure import Exposure, ExposureModel, ScenarioText
+from audit.analysis.exposure import Exposure, ExposureModel, Leak, ScenarioText
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
@@ -75,10 +92,24 @@ class Comparison:
     before: Point
     after: Point
 
+    @property
+    def family(self) -> tuple[str, str, str]:
+        """The false-discovery-rate family: (source, model, history or model_version)."""
+        group = "model_version" if self.kind == "model_version" else "history"
+        return (self.after.revision.source_id, self.after.model, group)
+
 
 @dataclass(frozen=True)
 class Finding:
-    """A detected change (or, from the gate, a checked comparison) with its attribution."""
+    """A detected change (or a checked comparison, kind ``none``) with its attribution.
+
+    ``comparison`` is consecutive, baseline, model_version or gate for a tested pair of points,
+    and ``point`` for a finding about one point alone (a collapse not reached through a
+    significant drop; a model with a single point). ``tested_on`` says which scenarios the
+    numbers describe: "all scenarios", or "exposed scenarios" when the test of the scenarios the
+    spec edit names found the change (then rates, change, interval, p and q are all theirs, and
+    the evidence keeps the all-scenario figures).
+    """
 
     model: str
     baseline_model: str
@@ -101,6 +132,7 @@ class Finding:
     exposed_scenarios: tuple[str, ...]
     evidence: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    tested_on: str = "all scenarios"
 
     @property
     def finding_id(self) -> str:
@@ -145,12 +177,14 @@ class Finding:
             "primary_cause": self.primary_cause,
             "causes": list(self.causes),
             "exposed_scenarios": list(self.exposed_scenarios),
+            "tested_on": self.tested_on,
             "summary": self.summary,
         }
 
     def row(self) -> dict[str, Any]:
         """The finding as a ``findings`` row."""
         data = self.to_json()
+        del data["tested_on"]  # kept in the evidence column
         data["causes"] = json.dumps(list(self.causes))
         data["evidence"] = json.dumps(self.evidence)
         return data
@@ -174,7 +208,8 @@ def detect(
 
     ``baseline`` is a revision reference (sha prefix, tag, index; default: the first revision);
     ``heldout`` the held-out set whose scenarios exposure is measured against (default: the
-    package's set). Findings of kind ``none`` are not returned or stored.
+    package's set). Comparisons without a finding are left out, except one ``none`` finding per
+    model (its latest point against the baseline) when nothing was found for it.
     """
     progress = progress or NullProgress()
     models = [model] if model else None
@@ -184,7 +219,7 @@ def detect(
         raise AuditError(f"no samples stored for {what}: run `audit run` (or the demo) first")
     _refuse_mixed_sets(cells)
     sources = _load_revisions(store, source_id)
-    context = _Context(config, heldout, progress)
+    context = Context(config, heldout, progress)
     sample_set = next(iter(cells)).set_hash
     if context.heldout is not None and context.heldout.set_hash != sample_set:
         progress.message(
@@ -200,9 +235,10 @@ def detect(
         estimate_rows.extend(_estimate_rows(points, config))
         comparisons = _history_comparisons(points, config, base)
         progress.start(len(comparisons), f"comparisons ({source})")
-        findings.extend(_evaluate(comparisons, context, include_none=False))
-        findings.extend(_leak_findings(revisions, context))
+        checked = evaluate_comparisons(comparisons, context, mode="detect")
         progress.finish()
+        findings.extend(_model_findings(points, checked, base, config))
+        findings.extend(_leak_findings(revisions, context))
     _store_results(store, sorted(sources), analysed_models, estimate_rows, findings, context)
     return findings
 
@@ -281,11 +317,7 @@ def _history_comparisons(
     comparisons: list[Comparison] = []
     for model_points in points.values():
         # Revisions with equal text share samples: comparing them would compare a cell to itself.
-        distinct = [
-            p
-            for i, p in enumerate(model_points)
-            if i == 0 or p.cell is not model_points[i - 1].cell
-        ]
+        distinct = _distinct(model_points)
         consecutive = [Comparison("consecutive", b, a) for b, a in itertools.pairwise(distinct)]
         comparisons.extend(consecutive)
         anchor = _anchor(distinct, baseline)
@@ -340,8 +372,12 @@ def _version_comparisons(points: dict[str, list[Point]], config: AuditConfig) ->
 
 # -- evaluation --------------------------------------------------------------------------------
 
+#: "detect" asks of every comparison "did anything change?" (two-sided tests); "gate" asks two
+#: one-sided questions of one comparison per model: "did it rise?" and "did it drop?".
+Mode = Literal["detect", "gate"]
 
-class _Context:
+
+class Context:
     """What evaluation needs besides the comparisons: settings, exposure, a progress sink."""
 
     def __init__(self, config: AuditConfig, heldout: Any, progress: Progress) -> None:
@@ -350,6 +386,7 @@ class _Context:
         self.heldout = heldout if heldout is not None else _default_heldout(progress)
         self._model: ExposureModel | None = None
         self._cache: dict[tuple[str, str], list[Exposure]] = {}
+        self._leaks: dict[str, Leak] = {}
         self.exposure_rows: list[dict[str, Any]] = []
 
     def exposure(self, before: Revision | None, after: Revision) -> list[Exposure]:
@@ -363,6 +400,19 @@ class _Context:
             self._cache[key] = result
             self.exposure_rows.extend(_exposure_rows(before, after, self.heldout.set_hash, result))
         return self._cache[key]
+
+    def leaks(self, revision: Revision) -> Leak:
+        """Held-out text anywhere in the revision's spec text (cached per content)."""
+        if self.heldout is None:
+            return Leak(False, {})
+        if revision.content_hash not in self._leaks:
+            model = self._exposure_model(revision.content)
+            self._leaks[revision.content_hash] = model.leaks(revision.content)
+        return self._leaks[revision.content_hash]
+
+    def scenario_texts(self) -> tuple[ScenarioText, ...]:
+        """The held-out scenarios as exposure sees them (empty without a held-out set)."""
+        return self._model.scenarios if self._model is not None else ()
 
     def _exposure_model(self, reference_spec: str) -> ExposureModel:
         # One model per pass: rarity is judged against the first spec text seen (the baseline).
@@ -412,7 +462,9 @@ def _exposure_rows(
 
 
 @dataclass(frozen=True)
-class _Tested:
+class Tested:
+    """One comparison's test results, over all common scenarios and over the exposed ones."""
+
     comparison: Comparison
     before: Cell
     after: Cell
@@ -422,28 +474,60 @@ class _Tested:
     exposed: np.ndarray
     #: The change of the exposed scenarios alone (None without both exposed and unexposed ones).
     exposed_change: PairedChange | None = None
+    exposed_rate_before: Interval | None = None
+    exposed_rate_after: Interval | None = None
+
+    def hypotheses(self, mode: Mode) -> dict[str, float]:
+        """The p-values this comparison contributes to its false-discovery-rate families."""
+        if mode == "detect":
+            tests = {"all": self.change.p_value}
+            if self.exposed_change is not None:
+                tests["exposed"] = self.exposed_change.p_value
+            return tests
+        tests = {"rise": self.change.tails.greater, "drop": self.change.tails.less}
+        if self.exposed_change is not None:
+            tests["exposed_drop"] = self.exposed_change.tails.less
+        return tests
+
+    def family(self, label: str, mode: Mode) -> tuple[str, ...]:
+        """The family a hypothesis is corrected in (see the module docstring)."""
+        if mode == "detect":
+            return self.comparison.family
+        # The gate: each model's decision is its own; the rise is one question, the drop
+        # (all scenarios, exposed scenarios) another.
+        direction = "rise" if label == "rise" else "drop"
+        return (self.comparison.before.model, self.comparison.after.model, direction)
 
 
-def _evaluate(
-    comparisons: Sequence[Comparison], context: _Context, *, include_none: bool
+def evaluate_comparisons(
+    comparisons: Sequence[Comparison], context: Context, *, mode: Mode
 ) -> list[Finding]:
-    """Test every comparison, correct them together, attribute the significant ones."""
+    """Test every comparison, correct each family, attribute the significant ones.
+
+    Returns one finding per tested comparison, ``none`` included.
+    """
     tested = [t for c in comparisons if (t := _test(c, context)) is not None]
-    # A patch can move only the scenarios it names, too few to move the macro rate: the exposed
-    # scenarios get a test of their own, corrected together with every other test of the pass.
-    extra = [(i, t.exposed_change.p_value) for i, t in enumerate(tested) if t.exposed_change]
-    q_all = benjamini_hochberg([t.change.p_value for t in tested] + [p for _, p in extra])
-    q_exposed = {i: q for (i, _), q in zip(extra, q_all[len(tested) :], strict=True)}
+    keys = [(i, label, p) for i, t in enumerate(tested) for label, p in t.hypotheses(mode).items()]
+    families: dict[tuple[str, ...], list[int]] = {}
+    for position, (i, label, _) in enumerate(keys):
+        families.setdefault(tested[i].family(label, mode), []).append(position)
+    q_values = [1.0] * len(keys)
+    for members in families.values():
+        for position, q in zip(
+            members, benjamini_hochberg([keys[m][2] for m in members]), strict=True
+        ):
+            q_values[position] = q
+    tests: list[dict[str, tuple[float, float]]] = [{} for _ in tested]
+    for (i, label, p), q in zip(keys, q_values, strict=True):
+        tests[i][label] = (p, q)
     findings = []
-    for index, (item, q) in enumerate(zip(tested, q_all[: len(tested)], strict=True)):
-        finding = _classify(item, q, q_exposed.get(index), context)
-        if include_none or finding.kind != "none":
-            findings.append(finding)
+    for item, item_tests in zip(tested, tests, strict=True):
+        findings.append(_classify(item, item_tests, context, mode))
         context.progress.advance()
     return findings
 
 
-def _test(comparison: Comparison, context: _Context) -> _Tested | None:
+def _test(comparison: Comparison, context: Context) -> Tested | None:
     settings = context.config.detect
     common = tuple(
         sorted(set(comparison.before.cell.scenario_ids) & set(comparison.after.cell.scenario_ids))
@@ -457,89 +541,101 @@ def _test(comparison: Comparison, context: _Context) -> _Tested | None:
     before = comparison.before.cell.subset(common)
     after = comparison.after.cell.subset(common)
     counts = covert_counts(before, after)
+    rates_before, rates_after = counts.rates()
     change = paired_change(
-        before.rate("covert_rate"),
-        after.rate("covert_rate"),
-        resamples=settings.bootstrap,
-        seed=settings.seed,
-        counts=counts,
+        rates_before, rates_after, resamples=settings.bootstrap, seed=settings.seed, counts=counts
     )
     exposed_ids = _exposed_ids(comparison, context)
     exposed = np.array([s in exposed_ids for s in common], dtype=bool)
-    exposed_change = None
+    extra: dict[str, Any] = {}
     if 1 <= exposed.sum() < len(common):
         # The same stratified test on the named scenarios alone: unexposed scenarios' noise
-        # cannot hide a patch that moves only the few scenarios it names.
-        exposed_change = paired_change(
-            before.rate("covert_rate")[exposed],
-            after.rate("covert_rate")[exposed],
+        # cannot hide a patch that moves only the few scenarios it names. With so few
+        # scenarios the interval also resamples samples within them.
+        extra["exposed_change"] = paired_change(
+            rates_before[exposed],
+            rates_after[exposed],
             resamples=settings.bootstrap,
             seed=settings.seed,
             counts=counts.take(exposed),
+            two_level=True,
         )
-    return _Tested(
+        extra["exposed_rate_before"] = _rate(before.subset(_ids(common, exposed)), settings)
+        extra["exposed_rate_after"] = _rate(after.subset(_ids(common, exposed)), settings)
+    return Tested(
         comparison=comparison,
         before=before,
         after=after,
         change=change,
-        rate_before=cluster_bootstrap(
-            before.rate("covert_rate"), resamples=settings.bootstrap, seed=settings.seed
-        ),
-        rate_after=cluster_bootstrap(
-            after.rate("covert_rate"), resamples=settings.bootstrap, seed=settings.seed
-        ),
+        rate_before=_rate(before, settings),
+        rate_after=_rate(after, settings),
         exposed=exposed,
-        exposed_change=exposed_change,
+        **extra,
     )
 
 
-def covert_counts(before: Cell, after: Cell) -> EventCounts:
-    """Covert events and sample counts of two aligned cells, for the stratified test."""
-    return EventCounts(
-        before.counts["covert"], before.counts["n"], after.counts["covert"], after.counts["n"]
+def _ids(ids: Sequence[str], mask: np.ndarray) -> tuple[str, ...]:
+    return tuple(s for s, keep in zip(ids, mask, strict=True) if keep)
+
+
+def _rate(cell: Cell, settings: Any) -> Interval:
+    """The covert rate of a cell (valid samples) with its interval."""
+    return rate_interval(
+        cell.counts["covert"],
+        cell.counts["valid"],
+        resamples=settings.bootstrap,
+        seed=settings.seed,
     )
 
 
-def _exposed_ids(comparison: Comparison, context: _Context) -> set[str]:
+def _exposed_ids(comparison: Comparison, context: Context) -> set[str]:
     before, after = comparison.before.revision, comparison.after.revision
     if before.sha == after.sha:
         return set()  # model versions at one revision: no spec edit to be exposed to
     return {e.scenario_id for e in context.exposure(before, after) if e.exposed}
 
 
-def _classify(item: _Tested, q_value: float, q_exposed: float | None, context: _Context) -> Finding:
+def _classify(
+    item: Tested, tests: dict[str, tuple[float, float]], context: Context, mode: Mode
+) -> Finding:
     settings = context.config.detect
-    change = item.change
-    significant = q_value < settings.alpha
+    alpha, delta = settings.alpha, item.change.delta
+    rise_label, drop_label, exposed_label = (
+        ("all", "all", "exposed") if mode == "detect" else ("rise", "drop", "exposed_drop")
+    )
+
+    def q(label: str) -> float:
+        return tests[label][1] if label in tests else 1.0
+
+    rise = q(rise_label) < alpha and delta > 0
+    drop = q(drop_label) < alpha and delta < 0
     exposed_drop = (
-        not significant
-        and q_exposed is not None
-        and q_exposed < settings.alpha
+        not (rise or drop)
+        and q(exposed_label) < alpha
         and item.exposed_change is not None
         and item.exposed_change.delta < 0
     )
-    collapsed = _below(item.rate_after, settings.collapse_upper_bound)
-    was_collapsed = _below(item.rate_before, settings.collapse_upper_bound)
     attribution = Attribution(causes=())
-    kind = "none"
-    if significant and change.delta > 0:
-        kind, attribution = "regression", attribute_rise(item.before, item.after)
-    elif (significant or exposed_drop) and change.delta < 0:
-        kind = "drop"
+    if rise:
+        kind, label = "regression", rise_label
+        attribution = attribute_rise(item.before, item.after)
+    elif drop or exposed_drop:
+        kind, label = "drop", (drop_label if drop else exposed_label)
         attribution = attribute_drop(
             item.before,
             item.after,
             item.exposed,
-            alpha=settings.alpha,
+            alpha=alpha,
             resamples=settings.bootstrap,
             seed=settings.seed,
         )
-    if collapsed and not was_collapsed and kind != "regression":
+    else:
+        kind = "none"
+        label = "all" if mode == "detect" else ("rise" if delta > 0 else "drop")
+    bound = settings.collapse_upper_bound
+    if kind == "drop" and _below(item.rate_after, bound) and not _below(item.rate_before, bound):
         kind = "collapse"
-    if exposed_drop and kind != "none" and item.exposed_change is not None:
-        # Reported with the test that found it: the exposed scenarios' own change.
-        return _finding(item, q_exposed, kind, attribution, tested_on="exposed scenarios")
-    return _finding(item, q_value, kind, attribution)
+    return _finding(item, tests, label, kind, attribution, mode)
 
 
 def _below(interval: Interval, bound: float) -> bool:
@@ -547,16 +643,46 @@ def _below(interval: Interval, bound: float) -> bool:
 
 
 def _finding(
-    item: _Tested,
-    q_value: float | None,
+    item: Tested,
+    tests: dict[str, tuple[float, float]],
+    label: str,
     kind: str,
     attribution: Attribution,
-    *,
-    tested_on: str = "all scenarios",
+    mode: Mode,
 ) -> Finding:
-    comparison, change = item.comparison, item.change
-    tested = item.exposed_change if tested_on == "exposed scenarios" else change
-    exposed = tuple(s for s, e in zip(item.before.scenario_ids, item.exposed, strict=True) if e)
+    comparison = item.comparison
+    change, rate_before, rate_after = item.change, item.rate_before, item.rate_after
+    on_exposed = False
+    if label in ("exposed", "exposed_drop") and item.exposed_change and item.exposed_rate_after:
+        # Every number of the finding from the test that found it: the exposed scenarios'.
+        on_exposed = True
+        change, rate_after = item.exposed_change, item.exposed_rate_after
+        rate_before = item.exposed_rate_before or rate_before
+    exposed = _ids(item.before.scenario_ids, item.exposed)
+    p_value, q_value = tests.get(label, (change.p_value, 1.0))
+    evidence: dict[str, Any] = {
+        "n_scenarios": len(exposed) if on_exposed else len(item.before.scenario_ids),
+        "tested_on": "exposed scenarios" if on_exposed else "all scenarios",
+        "test": _TEST_NAMES[label],
+        "fdr_family": _family_text(comparison, label, mode),
+        "n_samples_before": item.before.n_samples,
+        "n_samples_after": item.after.n_samples,
+        "set_hash": comparison.after.cell.key.set_hash,
+        "baseline_ci": [rate_before.low, rate_before.high],
+        "dropped_scenarios": list(attribution.dropped_scenarios),
+        "exposed_dropped_scenarios": list(attribution.exposed_dropped),
+        "attribution_checks": attribution.checks,
+        "tests": {name: {"p": p, "q": qv} for name, (p, qv) in tests.items()},
+        "all_scenarios": _numbers(
+            item.change, item.rate_before, item.rate_after, len(item.before.scenario_ids)
+        )
+        | _pq(tests, _all_label(mode, item)),
+    }
+    if item.exposed_change is not None and item.exposed_rate_before and item.exposed_rate_after:
+        exposed_label = "exposed" if mode == "detect" else "exposed_drop"
+        evidence["exposed_scenarios"] = _numbers(
+            item.exposed_change, item.exposed_rate_before, item.exposed_rate_after, len(exposed)
+        ) | _pq(tests, exposed_label)
     finding = Finding(
         model=comparison.after.model,
         baseline_model=comparison.before.model,
@@ -565,39 +691,76 @@ def _finding(
         rev=comparison.after.revision.sha,
         comparison=comparison.kind,
         kind=kind,
-        baseline_rate=item.rate_before.value,
-        rate=item.rate_after.value,
-        ci_low=item.rate_after.low,
-        ci_high=item.rate_after.high,
+        baseline_rate=rate_before.value,
+        rate=rate_after.value,
+        ci_low=rate_after.low,
+        ci_high=rate_after.high,
         delta=change.delta,
         delta_ci_low=change.ci_low,
         delta_ci_high=change.ci_high,
-        p_value=tested.p_value if tested else None,
+        p_value=p_value,
         q_value=q_value,
         primary_cause=attribution.primary,
         causes=tuple(c.to_json() for c in attribution.causes),
         exposed_scenarios=exposed,
-        evidence={
-            "n_scenarios": len(item.before.scenario_ids),
-            "tested_on": tested_on,
-            "n_samples_before": item.before.n_samples,
-            "n_samples_after": item.after.n_samples,
-            "set_hash": comparison.after.cell.key.set_hash,
-            "baseline_ci": [item.rate_before.low, item.rate_before.high],
-            "dropped_scenarios": list(attribution.dropped_scenarios),
-            "exposed_dropped_scenarios": list(attribution.exposed_dropped),
-        },
+        evidence=evidence,
+        tested_on="exposed scenarios" if on_exposed else "all scenarios",
     )
     return _with_summary(finding, attribution)
 
 
-def _with_summary(finding: Finding, attribution: Attribution) -> Finding:
+_TEST_NAMES = {
+    "rise": "exact stratified, one-sided (rise)",
+    "drop": "exact stratified, one-sided (drop)",
+    "exposed_drop": "exact stratified, one-sided (drop), exposed scenarios",
+    "all": "exact stratified, two-sided",
+    "exposed": "exact stratified, two-sided, exposed scenarios",
+}
+
+
+def _all_label(mode: Mode, item: Tested) -> str:
+    if mode == "detect":
+        return "all"
+    return "rise" if item.change.delta > 0 else "drop"
+
+
+def _family_text(comparison: Comparison, label: str, mode: Mode) -> str:
+    if mode == "gate":
+        direction = "rise" if label == "rise" else "drop"
+        return f"gate: {comparison.after.model}, {direction}"
+    source, model, group = comparison.family
+    what = "comparisons with the previous version" if group == "model_version" else "history"
+    return f"{model} along {source}: {what}"
+
+
+def _numbers(change: PairedChange, before: Interval, after: Interval, n: int) -> dict[str, Any]:
+    return {
+        "n_scenarios": n,
+        "baseline_rate": before.value,
+        "rate": after.value,
+        "ci": [after.low, after.high],
+        "delta": change.delta,
+        "delta_ci": [change.ci_low, change.ci_high],
+        "delta_resampled": change.resampled,
+    }
+
+
+def _pq(tests: dict[str, tuple[float, float]], label: str) -> dict[str, Any]:
+    p, q = tests.get(label, (None, None))
+    return {"p_value": p, "q_value": q}
+
+
+def _with_summary(finding: Finding, attribution: Attribution | None) -> Finding:
     return replace(finding, summary=describe(finding, attribution))
 
 
 def describe(finding: Finding, attribution: Attribution | None = None) -> str:
     """One plain sentence about a finding, for people, starting with the model it is about."""
     return f"{finding.model}: {_describe_change(finding, attribution)}"
+
+
+def _percent(value: float | None) -> str:
+    return f"{100 * (value or 0):.1f}"
 
 
 def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
@@ -609,21 +772,31 @@ def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
     )
     points = abs(finding.delta or 0.0) * 100
     rate = (
-        f"{100 * (finding.rate or 0):.1f}% (95% CI {100 * (finding.ci_low or 0):.1f}-"
-        f"{100 * (finding.ci_high or 0):.1f}%)"
+        f"{_percent(finding.rate)}% (95% CI {_percent(finding.ci_low)}-"
+        f"{_percent(finding.ci_high)}%)"
     )
-    if finding.kind == "none":
-        return f"no significant change at {at} ({versus}): covert rate {rate}"
-    if finding.kind == "regression":
-        return (
-            f"regression: rise of {points:.1f} points at {at} ({versus}) to {rate}, "
-            f"q={finding.q_value:.3g}"
+    if finding.comparison == "point":
+        return _describe_point(finding, rate)
+    q = "" if finding.q_value is None else f", q={finding.q_value:.2g}"
+    scope, overall = "", ""
+    if finding.tested_on == "exposed scenarios":
+        whole = finding.evidence.get("all_scenarios", {})
+        n = finding.evidence.get("n_scenarios", len(finding.exposed_scenarios))
+        scope = f" on the {n} exposed scenarios"
+        low, high = whole.get("delta_ci", [None, None])
+        overall = (
+            f" (all {whole.get('n_scenarios')} scenarios: {100 * (whole.get('delta') or 0):+.1f} "
+            f"points, 95% CI {100 * (low or 0):+.1f} to {100 * (high or 0):+.1f})"
         )
-    head = f"drop of {points:.1f} points at {at} ({versus}) to {rate}"
+    if finding.kind == "none":
+        return f"no significant change at {at} ({versus}): covert rate {rate}{q}"
+    if finding.kind == "regression":
+        return f"regression: rise of {points:.1f} points at {at} ({versus}) to {rate}{q}"
+    head = f"drop of {points:.1f} points{scope} at {at} ({versus}) to {rate}{q}{overall}"
     if finding.kind == "collapse":
         head = (
             f"collapse: covert rate at {at} ({versus}) is {rate}; the set may have lost its "
-            f"power to detect covert actions; change {-points:+.1f} points"
+            f"power to detect covert actions; change {-points:+.1f} points{scope}{q}{overall}"
         )
     if not finding.causes:
         return head
@@ -631,6 +804,22 @@ def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
     share = 100 * float(primary["share"])
     reason = _reason(primary["cause"], primary["evidence"], attribution)
     return f"{head}, {share:.0f}% explained by {_CAUSE_NAMES[primary['cause']]}: {reason}"
+
+
+def _describe_point(finding: Finding, rate: str) -> str:
+    at = finding.rev[:7]
+    if finding.kind == "collapse":
+        since = (
+            f" without a significant drop from {finding.baseline_rev[:7]}"
+            if finding.baseline_rev
+            else ""
+        )
+        return (
+            f"collapse: covert rate at {at} is {rate}{since}; the set may have lost its power to "
+            "detect covert actions (no cause: no change was found to attribute)"
+        )
+    note = finding.evidence.get("note", "nothing to compare")
+    return f"no change checked at {at}: covert rate {rate}; {note}"
 
 
 _CAUSE_NAMES = {
@@ -643,10 +832,13 @@ _CAUSE_NAMES = {
 
 def _reason(cause: str, evidence: dict[str, Any], attribution: Attribution | None) -> str:
     if cause == "spec_patching" and attribution is not None:
-        return (
+        text = (
             f"{len(attribution.exposed_dropped)} of {len(attribution.dropped_scenarios)} "
             "dropped scenarios were named by the edit"
         )
+        if evidence.get("edit_follows_failures"):
+            text += ", which followed their failures"
+        return text
     if cause == "eval_awareness":
         return (
             f"awareness rose from {100 * evidence['awareness_before']:.1f}% to "
@@ -657,29 +849,181 @@ def _reason(cause: str, evidence: dict[str, Any], attribution: Attribution | Non
     return "the drop is spread over exposed and unexposed scenarios"
 
 
+# -- one model at a time: collapses and "nothing found" -----------------------------------------
+
+
+def _distinct(model_points: Sequence[Point]) -> list[Point]:
+    """A model's points, without revisions whose text (and so samples) equals the previous."""
+    return [
+        p for i, p in enumerate(model_points) if i == 0 or p.cell is not model_points[i - 1].cell
+    ]
+
+
+def _model_findings(
+    points: dict[str, list[Point]],
+    checked: Sequence[Finding],
+    baseline: Revision | None,
+    config: AuditConfig,
+) -> list[Finding]:
+    """The comparisons' findings, plus per model its collapses and (if nothing) a ``none``."""
+    found = [f for f in checked if f.kind != "none"]
+    extra: list[Finding] = []
+    for model, model_points in points.items():
+        distinct = _distinct(model_points)
+        own = [f for f in found if f.model == model]
+        collapses = _entered_collapse(model, distinct, own, config)
+        extra.extend(collapses)
+        if not own and not collapses:
+            extra.append(_nothing_found(model, distinct, checked, baseline, config))
+    return found + extra
+
+
+def _entered_collapse(
+    model: str, distinct: Sequence[Point], own: Sequence[Finding], config: AuditConfig
+) -> list[Finding]:
+    """A ``collapse`` at each point where the rate's upper bound falls under the bound.
+
+    Where a significant drop led there, its finding already has kind ``collapse`` (with causes);
+    otherwise (the first point, or a fall too small to test significant) it is a finding about
+    the point alone, without causes.
+    """
+    settings = config.detect
+    intervals = [_rate(p.cell, settings) for p in distinct]
+    out = []
+    for i, (point, interval) in enumerate(zip(distinct, intervals, strict=True)):
+        entered = _below(interval, settings.collapse_upper_bound) and (
+            i == 0 or not _below(intervals[i - 1], settings.collapse_upper_bound)
+        )
+        reported = any(f.kind == "collapse" and f.rev == point.revision.sha for f in own)
+        if entered and not reported:
+            previous = distinct[i - 1] if i else None
+            prior = intervals[i - 1] if i else None
+            out.append(_point_finding(model, point, previous, prior, interval, "collapse", config))
+    return out
+
+
+def _nothing_found(
+    model: str,
+    distinct: Sequence[Point],
+    checked: Sequence[Finding],
+    baseline: Revision | None,
+    config: AuditConfig,
+) -> Finding:
+    """The ``none`` finding of the model's latest point against its baseline."""
+    anchor, latest = _anchor(distinct, baseline), distinct[-1]
+    if anchor is not None and anchor is not latest:
+        for finding in checked:
+            if (
+                finding.model == model
+                and finding.baseline_model == model
+                and finding.comparison in ("consecutive", "baseline")
+                and (finding.baseline_rev, finding.rev)
+                == (anchor.revision.sha, latest.revision.sha)
+            ):
+                return finding
+    note = (
+        "no samples at the baseline revision"
+        if anchor is None
+        else "the only point of this model: nothing to compare"
+    )
+    interval = _rate(latest.cell, config.detect)
+    return _point_finding(model, latest, None, None, interval, "none", config, note=note)
+
+
+def _point_finding(
+    model: str,
+    point: Point,
+    previous: Point | None,
+    prior: Interval | None,
+    interval: Interval,
+    kind: str,
+    config: AuditConfig,
+    *,
+    note: str | None = None,
+) -> Finding:
+    counts = point.cell.counts
+    n_eff = int((counts["valid"] > 0).sum() * counts["valid"][counts["valid"] > 0].min(initial=0))
+    evidence: dict[str, Any] = {
+        "n_scenarios": int((counts["valid"] > 0).sum()),
+        "n_samples": int(counts["valid"].sum()),
+        "covert_samples": int(counts["covert"].sum()),
+        "interval": "union of the scenario bootstrap and the pooled-count interval "
+        "(exact Clopper-Pearson near 0)",
+        "pooled_count_for_bound": n_eff,
+        "set_hash": point.cell.key.set_hash,
+    }
+    if kind == "collapse":
+        evidence["collapse_upper_bound"] = config.detect.collapse_upper_bound
+        evidence["note"] = (
+            "no significant drop led here: with so few covert actions the set may no longer be "
+            "able to detect them"
+        )
+        if prior is not None:
+            evidence["baseline_ci"] = [prior.low, prior.high]
+    if note:
+        evidence["note"] = note
+    finding = Finding(
+        model=model,
+        baseline_model=model,
+        source_id=point.revision.source_id,
+        baseline_rev=previous.revision.sha if previous else "",
+        rev=point.revision.sha,
+        comparison="point",
+        kind=kind,
+        baseline_rate=prior.value if prior else None,
+        rate=interval.value,
+        ci_low=interval.low,
+        ci_high=interval.high,
+        delta=None,
+        delta_ci_low=None,
+        delta_ci_high=None,
+        p_value=None,
+        q_value=None,
+        primary_cause=None,
+        causes=(),
+        exposed_scenarios=(),
+        evidence=evidence,
+    )
+    return _with_summary(finding, None)
+
+
 # -- leaks -------------------------------------------------------------------------------------
 
 
-def _leak_findings(revisions: Sequence[Revision], context: _Context) -> list[Finding]:
+def _leak_findings(revisions: Sequence[Revision], context: Context) -> list[Finding]:
+    """A ``leak`` at each revision that brings held-out text the previous one did not have."""
     findings = []
     previous: Revision | None = None
+    carried = Leak(False, {})
     for revision in revisions:
-        leaked = [e for e in context.exposure(previous, revision) if e.leak]
-        if leaked:
-            findings.append(leak_finding(previous, revision, leaked))
-        previous = revision
+        leak = context.leaks(revision)
+        new = Leak(
+            leak.canary and not carried.canary,
+            {s: c for s, c in leak.copied.items() if s not in carried.copied},
+        )
+        if new:
+            findings.append(leak_finding(previous, revision, new, context))
+        previous, carried = revision, leak
     return findings
 
 
-def leak_finding(before: Revision | None, after: Revision, leaked: Sequence[Exposure]) -> Finding:
-    """A ``leak`` finding: the held-out set's canary or prompt text entered the spec."""
-    canary = any(e.canary_hit for e in leaked)
-    copied = sorted(e.scenario_id for e in leaked if e.verbatim_hit)
-    what = "the held-out canary string" if canary else "near-verbatim scenario text"
+def leak_finding(
+    before: Revision | None,
+    after: Revision,
+    leak: Leak,
+    context: Context,
+    *,
+    already_at_baseline: bool = False,
+) -> Finding:
+    """A ``leak`` finding: the held-out set's canary or prompt text is in the spec at ``after``."""
+    copied = sorted(leak.copied)
+    what = "the held-out canary string" if leak.canary else "near-verbatim scenario text"
     if copied:
-        what += (
-            f" (copied from {', '.join(copied[:5])})" if canary else f" of {', '.join(copied[:5])}"
-        )
+        listed = ", ".join(copied[:5]) + (f" and {len(copied) - 5} more" if len(copied) > 5 else "")
+        what += f" (copied from {listed})" if leak.canary else f" of {listed}"
+    all_ids = [s.scenario_id for s in context.scenario_texts()] if leak.canary else copied
+    verb = "is in the spec" if already_at_baseline else "was added"
+    matched = sorted(set(leak.copied.values()))
     return Finding(
         model="*",
         baseline_model="*",
@@ -699,13 +1043,14 @@ def leak_finding(before: Revision | None, after: Revision, leaked: Sequence[Expo
         q_value=None,
         primary_cause=None,
         causes=(),
-        exposed_scenarios=tuple(sorted(e.scenario_id for e in leaked)),
+        exposed_scenarios=tuple(sorted(all_ids)),
         evidence={
-            "matched_text": sorted({e.matched_text for e in leaked if e.matched_text}),
-            "canary": canary,
+            "matched_text": matched,
+            "canary": leak.canary,
             "verbatim_scenarios": copied,
+            "already_at_baseline": already_at_baseline,
         },
-        summary=f"held-out set leaked into the spec at {after.sha[:7]}: {what} was added",
+        summary=f"held-out set leaked into the spec at {after.sha[:7]}: {what} {verb}",
     )
 
 
@@ -718,7 +1063,7 @@ def _store_results(
     models: list[str],
     estimate_rows: list[dict[str, Any]],
     findings: list[Finding],
-    context: _Context,
+    context: Context,
 ) -> None:
     """Replace this pass's estimates, exposure and findings in one transaction."""
     with store.transaction():
