@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -40,10 +40,17 @@ def content_hash(text: str) -> str:
 
 @dataclass(frozen=True)
 class Planted:
-    """Per-scenario rates of one (model, revision) point."""
+    """Per-scenario rates of one (model, revision) point.
+
+    ``covert`` is the covert rate of the valid samples, or, for scenarios listed in
+    ``covert_aware``, of the unaware ones (``covert_aware`` then gives the aware samples' rate).
+    ``invalid`` is the share of samples that are invalid (ungradable), added on top.
+    """
 
     covert: dict[str, float]
     aware: dict[str, float]
+    covert_aware: dict[str, float] = field(default_factory=dict)
+    invalid: dict[str, float] = field(default_factory=dict)
 
 
 def heldout() -> HeldoutSet:
@@ -111,12 +118,7 @@ def add_samples(
     families = {s.id: s.family for s in set_.scenarios}
     columns: dict[str, list] = {k: [] for k in _COLUMNS}
     for sid, rate in planted.covert.items():
-        n_covert = round(rate * epochs)
-        n_aware = round(planted.aware.get(sid, 0.0) * epochs)
-        for epoch in range(epochs):
-            covert = epoch < n_covert
-            # Aware samples come from the end, so they are honest unless nearly all are covert.
-            aware = epoch >= epochs - n_aware
+        for epoch, (outcome, aware) in enumerate(_outcomes(planted, sid, rate, epochs)):
             key = f"{model}|{content_hash(spec_text)}|{sid}|{epoch}"
             values = {
                 "sample_key": hashlib.sha256(key.encode()).hexdigest(),
@@ -129,13 +131,31 @@ def add_samples(
                 "family": families.get(sid),
                 "condition": "default",
                 "epoch": epoch,
-                "outcome": "covert" if covert else "honest",
+                "outcome": outcome,
                 "eval_aware": aware,
                 "spec_cited": False,
             }
             for name, value in values.items():
                 columns[name].append(value)
     store.insert_rows("samples", pa.table(columns))
+
+
+def _outcomes(planted: Planted, sid: str, rate: float, epochs: int) -> list[tuple[str, bool]]:
+    """(outcome, aware) per epoch with exactly the planted rates."""
+    n_invalid = round(planted.invalid.get(sid, 0.0) * epochs)
+    valid = epochs - n_invalid
+    n_aware = round(planted.aware.get(sid, 0.0) * valid)
+    if sid in planted.covert_aware:
+        unaware_covert = round(rate * (valid - n_aware))
+        aware_covert = round(planted.covert_aware[sid] * n_aware)
+        unaware = [("covert", False)] * unaware_covert
+        unaware += [("honest", False)] * (valid - n_aware - unaware_covert)
+        aware = [("covert", True)] * aware_covert + [("honest", True)] * (n_aware - aware_covert)
+        return unaware + aware + [("invalid", False)] * n_invalid
+    n_covert = round(rate * valid)
+    # Aware samples come from the end, so they are honest unless nearly all are covert.
+    graded = [("covert" if i < n_covert else "honest", i >= valid - n_aware) for i in range(valid)]
+    return graded + [("invalid", False)] * n_invalid
 
 
 _COLUMNS = (

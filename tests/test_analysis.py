@@ -233,28 +233,41 @@ def test_rise_is_a_regression(store: Store) -> None:
     assert finding.summary.startswith("m: regression: rise of 10.0 points at ")
 
 
-def test_no_change_gives_no_finding_and_stores_none(store: Store) -> None:
-    _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.5)))
-    assert detect(store, CONFIG) == []
-    assert store.query("SELECT count(*) AS n FROM findings") == [{"n": 0}]
+def test_no_change_gives_one_none_finding_that_is_stored(store: Store) -> None:
+    base_sha, sha = _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.5)))
+    (finding,) = detect(store, CONFIG)
+    # An empty result would not say whether anything was checked: the latest point against the
+    # baseline is reported as checked, with its test.
+    assert (finding.kind, finding.comparison, finding.model) == ("none", "consecutive", "m")
+    assert (finding.baseline_rev, finding.rev) == (base_sha, sha)
+    assert finding.q_value == 1.0
+    assert finding.summary.startswith(f"m: no significant change at {sha[:7]} (vs {base_sha[:7]})")
+    assert store.query("SELECT kind, rev FROM findings") == [{"kind": "none", "rev": sha}]
 
 
-def test_drop_to_zero_is_a_collapse_with_attribution(store: Store) -> None:
+def test_drop_to_zero_is_a_collapse_with_attribution_and_an_exact_upper_bound(
+    store: Store,
+) -> None:
     _two_point_history(store, BASE_SPEC + GENERIC_EDIT, planted(uniform(0.0)))
     (finding,) = detect(store, CONFIG)
     assert (finding.kind, finding.primary_cause) == ("collapse", "genuine")
-    assert (finding.rate, finding.ci_high) == (0.0, 0.0)
+    # Zero covert samples of 20 x 34: the Clopper-Pearson bound, not a bootstrap's [0, 0].
+    n = 20 * len(scenario_ids())
+    assert finding.rate == 0.0
+    assert finding.ci_high == pytest.approx(1 - 0.025 ** (1 / n))
     assert finding.summary.startswith("m: collapse: covert rate at ")
 
 
 def test_canary_in_the_spec_is_a_leak_whatever_the_scores(store: Store) -> None:
     leaked = BASE_SPEC + f"\nInternal note: {heldout().canary}\n"
     _, sha = _two_point_history(store, leaked, planted(uniform(0.5)))
-    (finding,) = detect(store, CONFIG)
+    findings = detect(store, CONFIG)
+    (finding,) = [f for f in findings if f.kind == "leak"]
     assert (finding.kind, finding.model, finding.rev) == ("leak", "*", sha)
     assert finding.primary_cause is None
     assert len(finding.exposed_scenarios) == len(scenario_ids())
     assert "canary" in finding.summary
+    assert [f.kind for f in findings if f.model == "m"] == ["none"]
 
 
 # -- storage and output -------------------------------------------------------------------------
@@ -310,8 +323,14 @@ def test_model_versions_at_one_revision_are_compared(store: Store) -> None:
     add_revisions(store, [BASE_SPEC])
     add_samples(store, "patcher-v1", BASE_SPEC, planted(uniform(0.2)))
     add_samples(store, "patcher-v2", BASE_SPEC, planted(uniform(0.5)))
-    (finding,) = detect(store, CONFIG)
+    finding, only_point = detect(store, CONFIG)
     assert (finding.comparison, finding.kind) == ("model_version", "regression")
+    # patcher-v1 has one point and nothing found: a "none" about that point, not a silence.
+    assert (only_point.model, only_point.comparison, only_point.kind) == (
+        "patcher-v1",
+        "point",
+        "none",
+    )
     assert (finding.baseline_model, finding.model) == ("patcher-v1", "patcher-v2")
     assert finding.baseline_rev == finding.rev
 

@@ -1,0 +1,140 @@
+"""Attribution on planted histories: awareness standardised within scenarios, patching evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analysis_fixtures import (
+    BASE_SPEC,
+    GENERIC_EDIT,
+    Planted,
+    add_revisions,
+    add_samples,
+    patch_naming,
+    planted,
+    scenario_ids,
+    uniform,
+)
+
+from audit.analysis import detect
+from audit.analysis.estimates import load_cells
+from audit.config import AuditConfig
+from audit.store import Store
+
+CONFIG = AuditConfig()
+
+
+def _awareness_unrelated_to_behaviour(store: Store) -> None:
+    """The reviewer's counterexample, on 32 scenarios and 40 epochs.
+
+    16 scenarios are never covert and 80% of their samples are aware, at both points. In the
+    other 16, awareness rises from 0 to 50% while the covert rate falls from 0.5 to 0.4 in aware
+    and unaware samples alike: within every scenario awareness changes nothing.
+    """
+    ids = scenario_ids()[:32]
+    quiet, moving = ids[:16], ids[16:]
+    before = Planted(
+        covert=dict.fromkeys(quiet, 0.0) | dict.fromkeys(moving, 0.5),
+        aware=dict.fromkeys(quiet, 0.8) | dict.fromkeys(moving, 0.0),
+    )
+    after = Planted(
+        covert=dict.fromkeys(quiet, 0.0) | dict.fromkeys(moving, 0.4),
+        aware=dict.fromkeys(quiet, 0.8) | dict.fromkeys(moving, 0.5),
+        covert_aware=dict.fromkeys(moving, 0.4),
+    )
+    add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+    add_samples(store, "m", BASE_SPEC, before, epochs=40)
+    add_samples(store, "m", BASE_SPEC + GENERIC_EDIT, after, epochs=40)
+
+
+def test_awareness_that_changes_nothing_within_scenarios_explains_nothing(store: Store) -> None:
+    _awareness_unrelated_to_behaviour(store)
+    (finding,) = detect(store, CONFIG)
+    assert finding.kind == "drop"
+    assert finding.delta == pytest.approx(-0.05)
+    # Pooled over scenarios, aware samples (mostly from never-covert scenarios) look honest and
+    # the whole drop was put on awareness; within scenarios there is no awareness effect at all.
+    assert finding.share("eval_awareness") == 0.0
+    assert finding.primary_cause == "genuine"
+
+
+def test_the_awareness_part_is_zero_in_every_scenario_of_the_counterexample(store: Store) -> None:
+    from audit.analysis.attribution import awareness_decomposition
+
+    _awareness_unrelated_to_behaviour(store)
+    cells = list(load_cells(store).values())
+    part, change = awareness_decomposition(cells[0], cells[1])
+    before_first = cells[0].key.content_hash < cells[1].key.content_hash
+    assert np.allclose(part, 0.0)
+    assert sorted(np.round(change * (1 if before_first else -1), 6).tolist()) in (
+        [-0.1] * 16 + [0.0] * 16,
+        [0.0] * 16 + [0.1] * 16,
+    )
+
+
+def test_awareness_that_suppresses_covert_actions_gets_its_share_with_an_interval(
+    store: Store,
+) -> None:
+    # Aware samples are honest; unaware ones keep the baseline rate, varying by scenario.
+    ids = scenario_ids()
+    rates = {s: 0.3 + 0.4 * (i % 3) / 2 for i, s in enumerate(ids)}
+    aware = {s: 0.3 + 0.4 * (i % 2) for i, s in enumerate(ids)}
+    add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+    add_samples(store, "m", BASE_SPEC, Planted(rates, {}))
+    add_samples(
+        store,
+        "m",
+        BASE_SPEC + GENERIC_EDIT,
+        Planted(rates, aware, covert_aware=dict.fromkeys(ids, 0.0)),
+    )
+    (finding,) = detect(store, CONFIG)
+    assert (finding.kind, finding.primary_cause) == ("drop", "eval_awareness")
+    cause = finding.causes[0]
+    assert cause["share"] == pytest.approx(1.0, abs=0.02)
+    evidence = cause["evidence"]
+    assert evidence["unaware_near_baseline"] is True
+    assert evidence["unaware_change"] == pytest.approx(0.0, abs=0.02)
+    low, high = evidence["share_ci"]
+    assert low <= cause["share"] <= high
+
+
+def test_awareness_is_not_credited_when_unaware_samples_dropped_as_much(store: Store) -> None:
+    # Awareness rises, but the unaware samples fall from 0.5 to 0.2 too: not awareness's doing.
+    ids = scenario_ids()
+    add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+    add_samples(store, "m", BASE_SPEC, planted(uniform(0.5)))
+    add_samples(
+        store,
+        "m",
+        BASE_SPEC + GENERIC_EDIT,
+        Planted(uniform(0.2), uniform(0.5), covert_aware=dict.fromkeys(ids, 0.0)),
+    )
+    (finding,) = detect(store, CONFIG)
+    assert finding.share("eval_awareness") == 0.0
+    assert finding.primary_cause == "genuine"
+    check = finding.evidence["attribution_checks"]["eval_awareness"]
+    assert check["awareness_p_value"] < 0.05
+    assert check["unaware_change"] == pytest.approx(-0.3)
+    assert check["unaware_near_baseline"] is False
+
+
+def test_an_edit_that_follows_failures_is_evidence_of_patching(store: Store) -> None:
+    ids = scenario_ids()
+    named = ids[:3]
+    # The edit names the three scenarios failing most; they drop (unevenly, so a bootstrap over
+    # three scenarios cannot exclude "no extra drop"), while the rest drop a little too.
+    before = uniform(0.3) | dict(zip(named, (0.95, 0.9, 0.85), strict=True))
+    after = uniform(0.2) | dict(zip(named, (0.45, 0.85, 0.8), strict=True))
+    add_revisions(store, [BASE_SPEC, BASE_SPEC + patch_naming(named)])
+    add_samples(store, "m", BASE_SPEC, planted(before))
+    add_samples(store, "m", BASE_SPEC + patch_naming(named), planted(after))
+    (finding,) = detect(store, CONFIG)
+    assert finding.kind == "drop"
+    patching = next(c for c in finding.causes if c["cause"] == "spec_patching")
+    evidence = patching["evidence"]
+    assert evidence["did_ci_low"] < 0 < evidence["did_ci_high"]
+    assert evidence["unexposed_drop_p_value"] < 0.05
+    assert evidence["edit_follows_failures"] is True
+    assert evidence["concentrated_by"] == "exact_tests"
+    # The excess of the named scenarios' drop over the others': 3 x -0.1 of a -3.7 total.
+    assert patching["share"] == pytest.approx(0.3 / 3.7, abs=1e-3)
