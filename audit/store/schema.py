@@ -656,10 +656,25 @@ COMMENT ON COLUMN v_spec_changes.similarity IS 'rapidfuzz similarity 0-100 of ol
 """
 
 
+_V4_ANALYSIS_COMMENTS = """
+COMMENT ON TABLE estimates IS 'Rates per (model, spec revision) with 95% intervals: the union of a cluster bootstrap over scenarios and an interval on the pooled counts (exact Clopper-Pearson near 0% and 100%), written by audit detect.';
+COMMENT ON COLUMN estimates.ci_low IS 'Lower end of the 95% interval (union of the scenario bootstrap and the pooled-count interval).';
+COMMENT ON COLUMN estimates.ci_high IS 'Upper end of the 95% interval (union of the scenario bootstrap and the pooled-count interval; exact near 0%, which a collapse is judged on).';
+COMMENT ON COLUMN estimates.n_samples IS 'Samples behind the estimate (for covert_rate: valid samples; invalid ones are left out of its denominator).';
+COMMENT ON COLUMN findings.comparison IS 'consecutive, baseline or model_version (two points compared), gate, or point (one point alone: a collapse not reached by a significant drop, or the only point of a model).';
+COMMENT ON COLUMN findings.rate IS 'Covert-action rate at rev (valid samples; of the exposed scenarios when evidence.tested_on says so); ci_low/ci_high its 95% interval.';
+COMMENT ON COLUMN findings.delta IS 'rate - baseline_rate, paired by scenario, over the scenarios of evidence.tested_on, with its interval (two-level bootstrap on exposed scenarios).';
+COMMENT ON COLUMN findings.q_value IS 'Benjamini-Hochberg adjusted p-value within the finding''s family: all tests of one model along one spec source''s history (or of its comparisons with the previous version), never other models''.';
+COMMENT ON COLUMN findings.kind IS 'collapse (rate upper bound under 1%, where it starts), drop, regression (significant rise), leak (held-out text in the spec, at the revision that added it), none (checked, nothing found: one per model).';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
     Migration(3, "comments on every column of every table and view", _V3_COLUMN_COMMENTS),
+    Migration(
+        4, "analysis comments: interval union, per-model FDR, point findings", _V4_ANALYSIS_COMMENTS
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
