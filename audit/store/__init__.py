@@ -7,6 +7,7 @@ inserting row by row.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -124,8 +125,6 @@ def _to_arrow(
     for name in names:
         values = [row[name] for row in rows]
         if types[name] == "JSON":
-            import json
-
             values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
         columns[name] = pa.array(values)
     return pa.table(columns)
