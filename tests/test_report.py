@@ -1005,3 +1005,115 @@ def test_a_reformat_is_not_new_exposure(store: Store, tmp_path: Path) -> None:
     ) in row_html
     scenarios = html.split('<section id="scenarios">')[1]
     assert f'<td>{r1} <span class="muted">(named again at {r2})</span></td>' in scenarios
+
+
+def _trend_html(store: Store, tmp_path: Path, model: str) -> str:
+    html = render_report(store, tmp_path / "r.html").read_text()
+    card = html.split(f"<h3>{model}")[1].split('<div class="card"')[0]
+    return card.split('<div class="trend">')[1].split("</div>")[0]
+
+
+def test_trend_colour_and_words_follow_significance(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=4, models=2, scenarios=6, epochs=2)
+    first = rev_sha(0)
+    # organism-v1 has intervals but no stored finding for r0 -> r3: not significant, no colour.
+    assert re.fullmatch(
+        r'<span class="sub">.*:</span> <span class="">down [\d.]+ points \([\d.]+% → [\d.]+%\)'
+        r'</span>, <span class="verdict">not significant \(no finding stored at 5% FDR\)</span>',
+        _trend_html(store, tmp_path, "organism-v1"),
+    )
+    # A stored test without a significant change (kind "none") gives its q.
+    store.insert_rows(
+        "findings",
+        [
+            _finding(
+                "f-none",
+                "organism-v1",
+                "organism-v1",
+                3,
+                baseline_rev=first,
+                comparison="baseline",
+                kind="none",
+                primary_cause=None,
+                q_value=0.43,
+            )
+        ],
+    )
+    assert '<span class="verdict">not significant (q = 0.43)</span>' in _trend_html(
+        store, tmp_path, "organism-v1"
+    )
+    # The stored drop r0 -> r3 of organism-v0 is significant: coloured, and said so.
+    v0 = _trend_html(store, tmp_path, "organism-v0")
+    assert '<span class="down">down ' in v0
+    assert '<span class="verdict significant">significant (q = 0.004)</span>' in v0
+    # The kind "none" row is a test, not a finding: it is nowhere in the findings.
+    assert "f-none" not in render_report(store, tmp_path / "r.html").read_text()
+
+
+def test_ascii_arrows_become_unbreakable_arrows(store: Store, tmp_path: Path) -> None:
+    _grouped_history(store)
+    store.con.execute(
+        "UPDATE findings SET summary = 'rise of 20.0 points (organism-v0 -> organism-v1)' "
+        "WHERE finding_id = 'f-reg-1'"
+    )
+    html = render_report(store, tmp_path / "r.html").read_text()
+    text = re.sub(r"<script.*?</script>", "", html, flags=re.S)
+    assert "-&gt;" not in text and "->" not in text.replace("<!--", "")
+    assert 'rise of 20.0 points <span class="nowrap">(organism-v0 → organism-v1)</span>' in html
+
+
+def test_heatmap_opens_on_the_model_with_the_strongest_patching_finding(store: Store) -> None:
+    build_history(store, revisions=4, models=3, scenarios=6, epochs=2)
+    # Move the patching finding to organism-v2, and give organism-v0 a stronger regression.
+    store.con.execute("UPDATE findings SET model = 'organism-v2', baseline_model = 'organism-v2'")
+    store.insert_rows(
+        "findings", [_finding("f-reg", "organism-v1", "organism-v0", 1, q_value=0.0001)]
+    )
+    data = load_report_data(store)
+    assert figures.heatmap_first_model(data) == "organism-v2"
+    heatmap = figures.heatmap_figure(data)
+    assert [t.visible for t in heatmap.data if t.type == "heatmap"] == [False, False, True]
+    assert heatmap.layout.updatemenus[0].active == 2
+    # No patching finding: the strongest finding of any kind.
+    store.con.execute("DELETE FROM findings WHERE primary_cause = 'spec_patching'")
+    assert figures.heatmap_first_model(load_report_data(store)) == "organism-v1"
+
+
+def test_heatmap_tells_zero_from_no_samples(store: Store) -> None:
+    build_history(store, revisions=3, models=1, scenarios=4, epochs=1)
+    store.con.execute(
+        "DELETE FROM samples WHERE scenario_id = 'scn-000' AND spec_sha = ?", [rev_sha(1)]
+    )
+    heatmap = figures.heatmap_figure(load_report_data(store))
+    cells = heatmap.data[0]
+    # No samples: no value (drawn in the grey background), and no hover that would say "0%".
+    assert cells.z[0][1] is None and cells.hoverongaps is False
+    assert heatmap.layout.plot_bgcolor == "#c9c9c9"
+    assert cells.colorscale[0] == (0.0, "#ffffff")
+    assert "grey: no samples" in [t.name for t in heatmap.data]
+
+
+def test_scatter_opens_on_a_revision_change_with_axes_fitted_to_it(store: Store) -> None:
+    _grouped_history(store)
+    data = load_report_data(store)
+    changes = figures.choose_changes(data)
+    # organism-v1's regression vs organism-v0 has the lowest q (0.001), but the scatter opens on
+    # the change between spec revisions (organism-v0's patching finding).
+    assert [(c.model, c.across_versions) for c in changes] == [
+        ("organism-v0", False),
+        ("organism-v1", True),
+    ]
+    scatter = figures.scatter_figure(data, changes)
+    for n, button in enumerate(scatter.layout.updatemenus[0].buttons):
+        visible, ranges = button.args
+        traces = [t for t, v in zip(scatter.data, visible["visible"], strict=True) if v]
+        xs = [x for t in traces for x in t.x if x is not None]
+        ys = [y for t in traces for y in t.y if y is not None]
+        (x_low, x_high), (y_low, y_high) = ranges["xaxis.range"], ranges["yaxis.range"]
+        # Every point inside, with at most a modest margin around the data (not 0-100).
+        assert x_low < min(xs) and max(xs) < x_high and x_high - max(xs) <= 10, n
+        assert y_low < min(ys) and max(ys) < y_high and y_high - max(ys) <= 10, n
+    assert (
+        list(scatter.layout.xaxis.range)
+        == scatter.layout.updatemenus[0].buttons[0].args[1]["xaxis.range"]
+    )

@@ -37,7 +37,13 @@ pytestmark = [
     ),
 ]
 
-HOSTILE = '<script>alert(1)</script>"onload="alert(2)<img src=x onerror=alert(3)>'
+# Each part would set the flag (and open a dialog) if the page let it run.
+HOSTILE = (
+    "<script>window.__pwned=true;alert(1)</script>"
+    '"onload="window.__pwned=true;alert(2)" '
+    '<svg onload="window.__pwned=true;alert(3)"></svg>'
+    '<img src=x onerror="window.__pwned=true;alert(4)">'
+)
 
 
 class DevToolsSocket:
@@ -110,13 +116,28 @@ class DevToolsSocket:
         if session:
             command["sessionId"] = session
         self._send_frame(0x1, json.dumps(command).encode())
+        waiting_for = self.next_id
         while True:
             message = self.receive()
-            if message.get("id") == self.next_id:
+            if message.get("id") == waiting_for:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
             self.events.append(message)
+            if message.get("method") == "Page.javascriptDialogOpening":
+                # A dialog blocks the page; dismiss it (the event stays recorded) and go on.
+                self._dismiss(message.get("sessionId"))
+
+    def _dismiss(self, session: str | None) -> None:
+        self.next_id += 1
+        command: dict[str, Any] = {
+            "id": self.next_id,
+            "method": "Page.handleJavaScriptDialog",
+            "params": {"accept": False},
+        }
+        if session:
+            command["sessionId"] = session
+        self._send_frame(0x1, json.dumps(command).encode())
 
 
 @pytest.fixture
@@ -168,8 +189,19 @@ def _devtools_url(process: subprocess.Popen[str]) -> str:
     raise RuntimeError("chromium did not print its DevTools address")
 
 
-def open_report(client: DevToolsSocket, path: Path, screenshot: Path) -> dict[str, Any]:
-    """Load ``path`` from file://, wait for every figure, screenshot it; return what happened."""
+def evaluate(client: DevToolsSocket, session: str, expression: str) -> Any:
+    """The value of a JavaScript expression in the page."""
+    result = client.call("Runtime.evaluate", session, expression=expression, returnByValue=True)
+    return result["result"].get("value")
+
+
+def open_report(
+    client: DevToolsSocket, path: Path, screenshot: Path | None = None
+) -> dict[str, Any]:
+    """Load ``path`` from file://, wait for every figure, screenshot it; return what happened.
+
+    ``checks["session"]`` is the page's DevTools session, for further questions to the page.
+    """
     target = client.call("Target.createTarget", url="about:blank")["targetId"]
     session = client.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     for domain in ("Network", "Runtime", "Log", "Page"):
@@ -211,15 +243,23 @@ def open_report(client: DevToolsSocket, path: Path, screenshot: Path) -> dict[st
         if checks["ready"] == "complete" and all(f["svg"] for f in checks["figures"]):
             break
         time.sleep(0.2)
-    metrics = client.call("Page.getLayoutMetrics", session)["cssContentSize"]
-    shot = client.call(
-        "Page.captureScreenshot",
-        session,
-        format="png",
-        captureBeyondViewport=True,
-        clip={"x": 0, "y": 0, "width": 1400, "height": min(metrics["height"], 6000), "scale": 1},
-    )
-    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    if screenshot is not None:
+        metrics = client.call("Page.getLayoutMetrics", session)["cssContentSize"]
+        shot = client.call(
+            "Page.captureScreenshot",
+            session,
+            format="png",
+            captureBeyondViewport=True,
+            clip={
+                "x": 0,
+                "y": 0,
+                "width": 1400,
+                "height": min(metrics["height"], 6000),
+                "scale": 1,
+            },
+        )
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+    checks["session"] = session
     events = client.events
     checks["requests"] = [
         e["params"]["request"]["url"]
@@ -252,6 +292,14 @@ def test_demo_report_renders_offline_without_errors(
     assert checks["requests"] == []
     assert checks["broken"] == []
     assert (tmp_path / "drift.png").stat().st_size > 50_000
+    # The figures come right after the headline, before the (folded) findings.
+    tops = evaluate(
+        browser,
+        checks["session"],
+        "Object.fromEntries(['headline', 'timeline', 'findings', 'heatmap', 'scatter', 'changes']"
+        ".map(id => [id, document.getElementById(id).getBoundingClientRect().top]))",
+    )
+    assert list(tops) == sorted(tops, key=tops.get)
 
 
 def test_model_families_get_menus_and_grouped_links_resolve(
@@ -272,27 +320,107 @@ def test_model_families_get_menus_and_grouped_links_resolve(
     assert checks["links"] >= 12 and checks["broken"] == []
     assert checks["errors"] == []
     assert checks["requests"] == []
+    # Finding groups start folded; a link to a finding inside one opens it.
+    session = checks["session"]
+    folded = "Array.from(document.querySelectorAll('details.group')).map(d => d.open)"
+    assert set(evaluate(browser, session, folded)) == {False}
+    evaluate(browser, session, "location.hash = '#finding-f-version-2'")
+    deadline = time.monotonic() + 10
+    while (
+        not evaluate(
+            browser,
+            session,
+            "document.getElementById('finding-f-version-2').closest('details').open",
+        )
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    opened = evaluate(browser, session, folded)
+    assert opened.count(True) == 1
+    # "show all findings" opens every group; again, folds them.
+    evaluate(browser, session, "document.getElementById('toggle-findings').click()")
+    assert set(evaluate(browser, session, folded)) == {True}
+    evaluate(browser, session, "document.getElementById('toggle-findings').click()")
+    assert set(evaluate(browser, session, folded)) == {False}
 
 
-def test_hostile_text_does_not_execute_in_the_browser(
-    store: Store, tmp_path: Path, browser: DevToolsSocket
-) -> None:
-    build_history(store, revisions=3, models=1, scenarios=4, epochs=2)
+def _hostile_history(store: Store) -> None:
+    """A small history whose spec text, commit messages, answers, a scenario id and a model name
+    all carry the payload."""
+    build_history(store, revisions=3, models=2, scenarios=4, epochs=2)
     store.con.execute(
-        "UPDATE spec_revisions SET message = ?, content = content || ?", [HOSTILE, HOSTILE]
+        "UPDATE spec_revisions SET message = ?, author_name = ?, content = content || ?",
+        ["Add rule " + HOSTILE, "Eve " + HOSTILE, HOSTILE],
     )
     store.con.execute("UPDATE spec_clause_changes SET new_text = ?", ["Never " + HOSTILE])
-    store.con.execute("UPDATE samples SET answer = ?, scenario_id = scenario_id", [HOSTILE])
+    store.con.execute("UPDATE samples SET answer = ?", [HOSTILE])
     store.con.execute(
         "UPDATE exposure SET matched_text = ?, matched_terms = [?] "
         "WHERE source_id = ? AND set_hash = ?",
         [HOSTILE, HOSTILE, SOURCE, SET_HASH],
     )
+    hostile_scenario = "scn-001" + HOSTILE
+    for table in ("samples", "scenarios", "exposure"):
+        store.con.execute(
+            f"UPDATE {table} SET scenario_id = ? WHERE scenario_id = 'scn-001'", [hostile_scenario]
+        )
+    store.con.execute(
+        "UPDATE findings SET exposed_scenarios = list_transform(exposed_scenarios, "
+        "lambda s: CASE WHEN s = 'scn-001' THEN ? ELSE s END)",
+        [hostile_scenario],
+    )
+    hostile_model = "organism" + HOSTILE + "-v1"
+    for table in ("samples", "estimates", "findings"):
+        store.con.execute(
+            f"UPDATE {table} SET model = ? WHERE model = 'organism-v1'", [hostile_model]
+        )
+
+
+def test_hostile_text_does_not_execute_in_the_browser(
+    store: Store, tmp_path: Path, browser: DevToolsSocket
+) -> None:
+    _hostile_history(store)
     report = render_report(store, tmp_path / "hostile.html", include_prompts=True)
     html = report.read_text()
-    assert "Never &lt;script&gt;alert(1)" in html and sha_of(2)[:7] in html
+    # The payload reached the page in every place, as text.
+    assert "Never &lt;script&gt;window.__pwned=true" in html and sha_of(2)[:7] in html
+    assert "<h3>organism&lt;script&gt;window.__pwned=true;alert(1)&lt;/script&gt;" in html
+    assert "scn-001&lt;script&gt;" in html
     checks = open_report(browser, report, tmp_path / "hostile.png")
+    assert checks["xss"] is False
     assert checks["dialogs"] == []
     assert checks["errors"] == []
     assert checks["requests"] == []
+    assert all(f["svg"] >= 1 for f in checks["figures"])
+    # Plotly shows the hostile model name as text in the legend; no element was made from it.
+    legend = evaluate(
+        browser,
+        checks["session"],
+        "Array.from(document.querySelectorAll('#fig-timeline .legendtext'))"
+        ".map(t => t.textContent).join('|')",
+    )
+    assert "organism<script>window.__pwned=true;alert(1)</script>" in legend
+    assert (
+        evaluate(browser, checks["session"], "document.querySelectorAll('svg [onload]').length")
+        == 0
+    )
+
+
+def test_the_xss_check_catches_a_payload_that_runs(
+    store: Store, tmp_path: Path, browser: DevToolsSocket
+) -> None:
+    """The checks above can fail: the payload unescaped sets the flag, and the report's policy
+    stops it even when it slips into the page unescaped."""
+    unprotected = tmp_path / "unprotected.html"
+    unprotected.write_text(f"<!doctype html><title>control</title><p>{HOSTILE}</p>")
+    checks = open_report(browser, unprotected)
+    assert checks["xss"] is True and len(checks["dialogs"]) >= 1
+    build_history(store, revisions=2, models=1, scenarios=2, epochs=1)
+    report = render_report(store, tmp_path / "r.html")
+    # As if an escaping bug let the payload through: the policy still blocks every part of it.
+    injected = tmp_path / "injected.html"
+    injected.write_text(report.read_text().replace("<main>", f"<main><p>{HOSTILE}</p>", 1))
+    checks = open_report(browser, injected)
+    assert checks["xss"] is False
+    assert checks["dialogs"] == []
     assert all(f["svg"] >= 1 for f in checks["figures"])

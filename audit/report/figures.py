@@ -600,6 +600,10 @@ def heatmap_figure(data: ReportData) -> go.Figure:
             "range": [len(rows) - 0.5, -0.5],
             "categoryorder": "array",
             "categoryarray": row_labels,
+            # Long ids would squeeze the cells; the hover still gives the whole row name.
+            "tickmode": "array",
+            "tickvals": row_labels,
+            "ticktext": [_esc(f"{family} · {scenario}", 56) for family, scenario in rows],
         },
         plot_bgcolor=_NO_DATA,
         legend={"orientation": "h", "y": 1.01, "yanchor": "bottom", "x": 1, "xanchor": "right"},
