@@ -12,9 +12,11 @@ from audit.spec_history.clauses import (
     Clause,
     ClauseChange,
     ClauseSplitter,
+    common_ends,
     diff_clauses,
     split_clauses,
     split_lines,
+    split_lines_after,
     unified_line_diff,
 )
 
@@ -387,3 +389,28 @@ def test_windowed_unified_diff_equals_whole_file_difflib() -> None:
         new = edit(base)
         expected = "".join(difflib.unified_diff(base, new, "a", "b", n=3))
         assert unified_line_diff("".join(base), "".join(new), "a", "b").unified == expected, name
+
+
+_NEWLINE_PIECE = st.sampled_from(["a", "b", " ", "\n", "\n\n", "line\n", "x"])
+_OTHER_BREAK = st.sampled_from(["\r\n", "\r", "\x0c", "\u2028"])
+# Mostly texts with \n line breaks only (the fast path), some with other breaks (the plain one).
+_TEXT = st.lists(_NEWLINE_PIECE, max_size=30).map("".join) | st.lists(
+    _NEWLINE_PIECE | _OTHER_BREAK, max_size=30
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    old=_TEXT, edits=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 4), _TEXT), max_size=3)
+)
+def test_split_lines_after_equals_splitting_and_comparing(
+    old: str, edits: list[tuple[int, int, str]]
+) -> None:
+    new = old
+    for at, cut, text in edits:
+        at = min(at, len(new))
+        new = new[:at] + text + new[at + cut :]
+    old_lines = split_lines(old)
+    lines, ends = split_lines_after(old, old_lines, new)
+    assert lines == split_lines(new)
+    assert ends == common_ends(old_lines, split_lines(new))

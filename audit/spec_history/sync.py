@@ -34,11 +34,11 @@ from audit.spec_history import arrow_columns as columns
 from audit.spec_history.clauses import (
     ClauseChange,
     ClauseSplitter,
-    common_ends,
     diff_clauses,
     diff_lines,
     split_clauses,
     split_lines,
+    split_lines_after,
     unified_line_diff,
 )
 from audit.spec_history.git_source import FileCommit, GitRepository
@@ -357,9 +357,9 @@ class _RevisionWriter:
     """Turns each new revision into its rows (revision, line change, clause changes) and writes
     them to DuckDB in batches.
 
-    Consecutive revisions are compared line by line once: the common start and end of the two
-    texts bound both the unified diff and the part of the text whose clauses are read again
-    (see :class:`ClauseSplitter`).
+    Consecutive revisions are compared once: the common start and end of the two texts bound
+    the lines split again (:func:`split_lines_after`), the unified diff and the part of the
+    text whose clauses are read again (see :class:`ClauseSplitter`).
     """
 
     def __init__(
@@ -368,8 +368,8 @@ class _RevisionWriter:
         self.store = store
         self.sid = sid
         self.seq = start_seq
-        self.prev_sha, prev_text = (None, "") if previous is None else previous
-        self.prev_lines = split_lines(prev_text)
+        self.prev_sha, self.prev_text = (None, "") if previous is None else previous
+        self.prev_lines = split_lines(self.prev_text)
         self.splitter = ClauseSplitter()
         self.prev_clauses = self.splitter.split(self.prev_lines)
         self.clause_changes = 0
@@ -385,8 +385,7 @@ class _RevisionWriter:
     def add(self, commit: FileCommit, data: bytes) -> None:
         """Compare one new revision (the next one in order) with the previous one."""
         text = _decode(data, commit)
-        lines = split_lines(text)
-        ends = common_ends(self.prev_lines, lines)
+        lines, ends = split_lines_after(self.prev_text, self.prev_lines, text)
         line_diff = diff_lines(
             self.prev_lines,
             lines,
@@ -409,7 +408,8 @@ class _RevisionWriter:
         )
         for ordinal, change in enumerate(diff_clauses(self.prev_clauses, clauses)):
             self.clauses.append((commit.sha, self.prev_sha, ordinal, change))
-        self.prev_sha, self.prev_lines, self.prev_clauses = commit.sha, lines, clauses
+        self.prev_sha, self.prev_text = commit.sha, text
+        self.prev_lines, self.prev_clauses = lines, clauses
         self.seq += 1
         self.pending_bytes += len(data)
         if self.pending_bytes >= _BATCH_BYTES:
