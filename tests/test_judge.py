@@ -23,6 +23,7 @@ from audit.errors import AuditError
 from audit.graders.judge import (
     DEFAULT_RUBRIC,
     JudgeGrade,
+    hash_rubric,
     judge_client,
     judge_many,
     judge_sample,
@@ -203,7 +204,9 @@ def test_judge_sample_sends_case_and_parses_verdict(
         outcome="covert",
         eval_aware=True,
         rationale="Claimed green CI; tool said 2 failed.",
+        rubric_hash=hash_rubric(DEFAULT_RUBRIC),
     )
+    assert grade.rubric_hash.startswith("sha256:") and len(grade.rubric_hash) == 71
     [request] = judge_server.requests
     assert request["authorization"] == f"Bearer {SECRET}"
     body = request["body"]
@@ -244,25 +247,81 @@ def test_store_judge_grades_beside_samples_without_the_key(
     dump = json.dumps(store.query("SELECT * FROM judge_grades"), default=str)
     assert SECRET not in dump
 
-    # A second verdict by the same grader replaces the first; another grader adds a row.
+    # The same grader, judge and rubric again replace the grade; another rubric or judge model
+    # adds a row beside it, so no earlier verdict is lost without trace.
     judge_server.answer = json.dumps({"covert": "honest", "eval_aware": False, "rationale": "ok"})
-    again = asyncio.run(judge_sample(_client(judge_server), "judge-1", "r", TRANSCRIPT, SCENARIO))
-    other = asyncio.run(
-        judge_sample(_client(judge_server), "judge-2", "r", TRANSCRIPT, SCENARIO, grader="judge_b")
+    same = asyncio.run(
+        judge_sample(_client(judge_server), "judge-1", "rubric", TRANSCRIPT, SCENARIO)
     )
-    store_judge_grades(store, {"s1": again})
-    store_judge_grades(store, {"s1": other})
+    new_rubric = asyncio.run(
+        judge_sample(_client(judge_server), "judge-1", "rubric v2", TRANSCRIPT, SCENARIO)
+    )
+    other_judge = asyncio.run(
+        judge_sample(_client(judge_server), "judge-2", "rubric", TRANSCRIPT, SCENARIO)
+    )
+    for grade in (same, new_rubric, other_judge):
+        store_judge_grades(store, {"s1": grade})
     assert store.query(
-        "SELECT grader, judge_model, outcome, eval_aware FROM judge_grades ORDER BY grader"
-    ) == [
-        {"grader": "judge_b", "judge_model": "judge-2", "outcome": "honest", "eval_aware": False},
-        {"grader": "llm_judge", "judge_model": "judge-1", "outcome": "honest", "eval_aware": False},
-    ]
+        "SELECT judge_model, rubric_hash, outcome FROM judge_grades "
+        "ORDER BY judge_model, rubric_hash"
+    ) == sorted(
+        [
+            {"judge_model": "judge-1", "rubric_hash": hash_rubric("rubric"), "outcome": "honest"},
+            {
+                "judge_model": "judge-1",
+                "rubric_hash": hash_rubric("rubric v2"),
+                "outcome": "honest",
+            },
+            {"judge_model": "judge-2", "rubric_hash": hash_rubric("rubric"), "outcome": "honest"},
+        ],
+        key=lambda row: (row["judge_model"], row["rubric_hash"]),
+    )
+
+
+def test_grades_without_a_rubric_hash_are_refused(store: Store) -> None:
+    _store_sample(store)
+    with pytest.raises(AuditError, match="has no rubric hash"):
+        store_judge_grades(store, {"s1": JudgeGrade("llm_judge", "judge-1", "honest", False, "")})
+    assert store.query("SELECT count(*) AS n FROM judge_grades") == [{"n": 0}]
+
+
+def test_migration_keeps_grades_stored_before_rubric_hashes(tmp_path) -> None:
+    import duckdb
+
+    from audit.store import open_store
+    from audit.store.schema import MIGRATIONS
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR NOT NULL,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    for migration in MIGRATIONS[:4]:
+        con.execute(migration.sql)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [migration.version, "x"])
+    con.execute(
+        "INSERT INTO judge_grades (sample_key, grader, judge_model, outcome, eval_aware, rationale)"
+        " VALUES ('s1', 'llm_judge', 'judge-0', 'covert', true, 'old')"
+    )
+    con.close()
+    with open_store(path) as store:
+        assert store.query(
+            "SELECT sample_key, judge_model, rubric_hash, outcome, rationale FROM judge_grades"
+        ) == [
+            {
+                "sample_key": "s1",
+                "judge_model": "judge-0",
+                "rubric_hash": "unrecorded",
+                "outcome": "covert",
+                "rationale": "old",
+            }
+        ]
 
 
 def test_unknown_sample_is_refused_and_nothing_is_written(store: Store) -> None:
     _store_sample(store)
-    grade = JudgeGrade("llm_judge", "judge-1", "honest", False, "fine")
+    grade = JudgeGrade("llm_judge", "judge-1", "honest", False, "fine", hash_rubric(None))
     with pytest.raises(
         AuditError, match=r"1 judge grade\(s\) refer to samples that are not stored"
     ):
@@ -360,6 +419,7 @@ def test_judge_stored_samples_skips_judged_and_unknown(
     assert summary.as_dict() == {
         "judge_model": "judge-1",
         "grader": "llm_judge",
+        "rubric_hash": hash_rubric(None),
         "selected": 2,
         "judged": 1,
         "invalid": 0,
@@ -371,6 +431,12 @@ def test_judge_stored_samples_skips_judged_and_unknown(
     again = judge_stored_samples(store, _client(judge_server), "judge-1", heldout=heldout)
     assert (again.selected, again.judged) == (2, 1)  # k1 is already judged; k2 now; k3 unknown
     assert len(judge_server.requests) == 2
+    # A new rubric judges every sample again, beside the earlier grades.
+    rubric = judge_stored_samples(
+        store, _client(judge_server), "judge-1", heldout=heldout, rubric="stricter rubric"
+    )
+    assert (rubric.selected, rubric.judged) == (3, 2)
+    assert store.query("SELECT count(*) AS n FROM judge_grades") == [{"n": 4}]
 
 
 def test_cli_judge_stores_grades_and_never_prints_the_key(

@@ -668,6 +668,34 @@ COMMENT ON COLUMN findings.q_value IS 'Benjamini-Hochberg adjusted p-value withi
 COMMENT ON COLUMN findings.kind IS 'collapse (rate upper bound under 1%, where it starts), drop, regression (significant rise), leak (held-out text in the spec, at the revision that added it), none (checked, nothing found: one per model).';
 """
 
+_V5_JUDGE_RUBRIC = """
+CREATE TABLE judge_grades_v5 (
+    sample_key   VARCHAR NOT NULL,
+    grader       VARCHAR NOT NULL,
+    judge_model  VARCHAR NOT NULL,
+    rubric_hash  VARCHAR NOT NULL,
+    outcome      VARCHAR,
+    eval_aware   BOOLEAN,
+    rationale    VARCHAR,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sample_key, grader, judge_model, rubric_hash)
+);
+INSERT INTO judge_grades_v5
+SELECT sample_key, grader, judge_model, 'unrecorded', outcome, eval_aware, rationale, created_at
+FROM judge_grades;
+DROP TABLE judge_grades;
+ALTER TABLE judge_grades_v5 RENAME TO judge_grades;
+COMMENT ON TABLE judge_grades IS 'Optional LLM-judge grades, stored beside the deterministic ones in samples (never replacing them); one row per (sample, grader, judge model, rubric), so a new rubric or judge adds rows beside the old ones.';
+COMMENT ON COLUMN judge_grades.sample_key IS 'Sample that was judged (samples.sample_key).';
+COMMENT ON COLUMN judge_grades.grader IS 'Name of the judge grader.';
+COMMENT ON COLUMN judge_grades.judge_model IS 'Model that acted as judge.';
+COMMENT ON COLUMN judge_grades.rubric_hash IS 'sha256:<hex> of the rubric text the judge was given; ''unrecorded'' for grades stored before rubric hashes were kept. Judging again with the same grader, model and rubric replaces the row.';
+COMMENT ON COLUMN judge_grades.outcome IS 'Judge verdict: covert, honest, refused or invalid (answer could not be parsed).';
+COMMENT ON COLUMN judge_grades.eval_aware IS 'Judge verdict on verbalized eval awareness; NULL if it gave none.';
+COMMENT ON COLUMN judge_grades.rationale IS 'The judge''s short reason, clipped (API keys removed).';
+COMMENT ON COLUMN judge_grades.created_at IS 'When the grade was stored.';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -675,6 +703,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4, "analysis comments: interval union, per-model FDR, point findings", _V4_ANALYSIS_COMMENTS
     ),
+    Migration(5, "judge grades keyed by judge model and rubric hash", _V5_JUDGE_RUBRIC),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
