@@ -32,8 +32,8 @@ _PALETTE = ["#1f77b4", "#b8a000", "#8c564b", "#e377c2", "#17becf", "#393b79", "#
 _VERSION_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star-triangle-up")
 # More models than this share the panel: bands are hidden until one family or model is picked.
 MAX_BANDS = 3
-# Past this many revisions, every n-th tick is labelled so the labels stay readable.
-_MAX_TICKS = 24
+# Past this many revisions, every n-th tick is labelled so the labels fit side by side.
+_MAX_TICKS = 10
 # The marks of findings on the timeline: one legend entry per kind (and cause, for drops).
 _FINDING_STYLES = {
     "leak": ("leak of held-out text", "#000000"),
@@ -112,6 +112,7 @@ def revision_axis(revisions: list[Revision]) -> dict[str, object]:
         "tickmode": "array",
         "tickvals": [r.label for r in shown],
         "ticktext": [r.tick for r in shown],
+        "tickangle": 0,
     }
 
 
@@ -502,7 +503,8 @@ def heatmap_figure(data: ReportData) -> go.Figure:
                 hoverongaps=False,
                 hovertemplate="%{y}<br>%{x}<br>covert %{z:.0f}% (%{text} graded samples)"
                 "<extra></extra>",
-                xgap=1,
+                # Gaps separate cells; past a few dozen columns they would eat the cells.
+                xgap=1 if len(labels) <= 60 else 0,
                 ygap=1,
             )
         )

@@ -179,7 +179,8 @@ def _group(
             detail = (
                 f"{detail + '; ' if detail else ''}exposed scenarios named by the edit{plural} at "
             )
-            detail += f"{', '.join(edits)}"
+            shown = ", ".join(edits[:4])
+            detail += shown + (f" and {len(edits) - 4} more" if len(edits) > 4 else "")
     return FindingGroup(
         group_id=group_id,
         model=model,

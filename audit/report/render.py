@@ -49,6 +49,8 @@ _TEMPLATES = Path(__file__).parent / "templates"
 # See vendor/README.md for where it comes from and how to refresh it.
 PLOTLY_BUNDLE = Path(__file__).parent / "vendor" / "plotly-cartesian-4.1.1.min.js"
 PLOTLY_BUNDLE_VERSION = "4.1.1"
+# Up to this many revisions, the change viewer unfolds every revision that exposed a scenario.
+_OPEN_EXPOSED_UP_TO = 30
 # Kinds of finding that are a significant change (kind "none" is a test without one).
 _SIGNIFICANT = ("drop", "regression", "collapse")
 
@@ -433,10 +435,7 @@ class RevisionView:
         """Every scenario this edit exposed, new or not."""
         return [*self.introduced, *self.renamed]
 
-    @property
-    def opened(self) -> bool:
-        """Shown open: the revision has findings of its own, new exposure or a leak."""
-        return bool(self.findings or self.introduced or any(e.leaked for e in self.renamed))
+    opened: bool = False
 
 
 def highlight(text: str, needles: dict[str, tuple[str, str | None]]) -> list[Segment]:
@@ -502,6 +501,8 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
     for clause in data.clause_changes:
         by_sha.setdefault(clause.sha, []).append(clause)
     views = []
+    # In a long history, revisions with new exposure alone would unfold into a page-long list.
+    open_exposed = len(data.revisions) <= _OPEN_EXPOSED_UP_TO
     for revision in data.revisions:
         exposures = [e for e in data.exposures if e.sha == revision.sha]
         needles: dict[str, tuple[str, str | None]] = {}
@@ -517,6 +518,7 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
             old = [Segment(clause.old_text)] if clause.old_text else []
             clauses.append(ClauseView(clause, old, new, any(s.scenarios for s in new)))
         cumulative = data.cumulative.get(revision.sha)
+        own_findings = [f for f in data.findings if f.sha == revision.sha and not f.across_versions]
         views.append(
             RevisionView(
                 revision=revision,
@@ -532,9 +534,12 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
                     )
                 ],
                 # Model-version findings compare two models at this revision, not this edit.
-                findings=[
-                    f for f in data.findings if f.sha == revision.sha and not f.across_versions
-                ],
+                findings=own_findings,
+                opened=bool(
+                    own_findings
+                    or any(e.leaked for e in exposures)
+                    or (open_exposed and any(e.introduced for e in exposures))
+                ),
             )
         )
     return views
