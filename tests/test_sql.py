@@ -288,6 +288,65 @@ def test_views_answer_common_questions(db: Path) -> None:
     )
 
 
+def test_spec_changes_take_exposure_from_the_closest_compared_revision(db: Path) -> None:
+    """Detect measures exposure only between revisions it compares; with revision 1 skipped, the
+    change at revision 2 gets the exposure measured from revision 0."""
+    clause = {"source_id": "s", "change": "added", "clause_kind": "sentence", "new_text": "x"}
+    exposure = {
+        "source_id": "s",
+        "set_hash": "sha256:set",
+        "canary_hit": False,
+        "rare_term_score": 0.5,
+        "fuzzy_score": 0.5,
+        "matched_terms": ["ledger"],
+    }
+    with open_store(db) as store:
+        store.insert_rows(
+            "spec_clause_changes",
+            [
+                {**clause, "sha": "b" * 40, "prev_sha": "a" * 40, "ordinal": 0},
+                {**clause, "sha": "c" * 40, "prev_sha": "b" * 40, "ordinal": 0},
+            ],
+        )
+        store.insert_rows(
+            "exposure",
+            [
+                {
+                    **exposure,
+                    "baseline_sha": "a" * 40,
+                    "sha": "c" * 40,
+                    "scenario_id": sid,
+                    "score": score,
+                    "exposed": score > 0.5,
+                }
+                for sid, score in (("t1", 0.9), ("t2", 0.7), ("t3", 0.2))
+            ],
+        )
+        sql = (
+            "SELECT seq, n_exposed, exposed_scenarios, max_exposure, exposure_baseline "
+            "FROM v_spec_changes ORDER BY seq"
+        )
+        assert run_sql(store, sql).rows == (
+            (1, 0, [], None, None),
+            (2, 2, ["t1", "t2"], 0.9, "a" * 40),
+        )
+        # A closer compared revision wins over an earlier one.
+        store.insert_rows(
+            "exposure",
+            [
+                {
+                    **exposure,
+                    "baseline_sha": "b" * 40,
+                    "sha": "c" * 40,
+                    "scenario_id": "t3",
+                    "score": 0.8,
+                    "exposed": True,
+                }
+            ],
+        )
+        assert run_sql(store, sql).rows[1] == (2, 1, ["t3"], 0.8, "b" * 40)
+
+
 def test_format_outputs_are_exact() -> None:
     result = QueryResult(("a", "b", "c"), ((1, "x | y\nz", None), (2, "q,r", [1, 2])))
     assert format_result(result, "csv") == 'a,b,c\n1,"x | y\nz",\n2,"q,r","[1, 2]"\n'

@@ -696,6 +696,57 @@ COMMENT ON COLUMN judge_grades.rationale IS 'The judge''s short reason, clipped 
 COMMENT ON COLUMN judge_grades.created_at IS 'When the grade was stored.';
 """
 
+# audit detect measures exposure between the revisions it compares, which skip revisions when only
+# some were run (the quick demo): a clause change takes the exposure measured up to its revision
+# from the closest earlier revision, instead of only from the previous one.
+_V6_SPEC_CHANGES_EXPOSURE = """
+CREATE OR REPLACE VIEW v_spec_changes AS
+WITH exposure_by_pair AS (
+    SELECT x.source_id, x.baseline_sha, x.sha, coalesce(b.seq, -1) AS baseline_seq,
+           count(*) FILTER (WHERE x.exposed) AS n_exposed,
+           list(x.scenario_id ORDER BY x.score DESC, x.scenario_id)
+               FILTER (WHERE x.exposed) AS exposed_scenarios,
+           max(x.score) AS max_exposure,
+           bool_or(x.canary_hit OR x.verbatim_hit) AS leak
+    FROM exposure x
+    LEFT JOIN spec_revisions b ON b.source_id = x.source_id AND b.sha = x.baseline_sha
+    GROUP BY x.source_id, x.baseline_sha, x.sha, b.seq
+), closest AS (
+    SELECT e.*
+    FROM exposure_by_pair e
+    JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha
+    WHERE e.baseline_seq < r.seq
+    QUALIFY row_number() OVER (PARTITION BY e.source_id, e.sha ORDER BY e.baseline_seq DESC) = 1
+)
+SELECT c.source_id, c.sha, r.seq, r.committed_at, r.message, c.ordinal, c.change,
+       c.clause_kind, c.section, c.old_text, c.new_text, c.similarity,
+       coalesce(e.n_exposed, 0) AS n_exposed,
+       coalesce(e.exposed_scenarios, []) AS exposed_scenarios,
+       e.max_exposure, coalesce(e.leak, false) AS leak,
+       e.baseline_sha AS exposure_baseline
+FROM spec_clause_changes c
+JOIN spec_revisions r ON r.source_id = c.source_id AND r.sha = c.sha
+LEFT JOIN closest e ON e.source_id = c.source_id AND e.sha = c.sha;
+COMMENT ON VIEW v_spec_changes IS 'Clause changes of each revision with the exposure of the held-out scenarios to the spec text added up to that revision, measured by audit detect from the closest earlier revision it compared (the previous revision when every revision was run; see exposure_baseline). Exposure is empty before audit detect runs.';
+COMMENT ON COLUMN v_spec_changes.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN v_spec_changes.sha IS 'Revision whose clause change this is.';
+COMMENT ON COLUMN v_spec_changes.seq IS 'Position of the revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_spec_changes.committed_at IS 'Commit time of the revision.';
+COMMENT ON COLUMN v_spec_changes.message IS 'Commit message of the revision.';
+COMMENT ON COLUMN v_spec_changes.ordinal IS 'Position of the change in document order within the revision.';
+COMMENT ON COLUMN v_spec_changes.change IS 'added, removed, reworded or moved.';
+COMMENT ON COLUMN v_spec_changes.clause_kind IS 'heading, bullet, sentence, code, footnote or table.';
+COMMENT ON COLUMN v_spec_changes.section IS 'Heading path of the section holding the clause.';
+COMMENT ON COLUMN v_spec_changes.old_text IS 'Clause text before the change; NULL for an added clause.';
+COMMENT ON COLUMN v_spec_changes.new_text IS 'Clause text after the change; NULL for a removed clause.';
+COMMENT ON COLUMN v_spec_changes.similarity IS 'rapidfuzz similarity 0-100 of old and new text (reworded and moved clauses).';
+COMMENT ON COLUMN v_spec_changes.n_exposed IS 'Scenarios exposed to the text added between exposure_baseline and this revision.';
+COMMENT ON COLUMN v_spec_changes.exposed_scenarios IS 'Their ids, most exposed first.';
+COMMENT ON COLUMN v_spec_changes.max_exposure IS 'Highest exposure score of any scenario to that text (NULL when audit detect has not measured exposure up to this revision).';
+COMMENT ON COLUMN v_spec_changes.leak IS 'That text contains the canary or a scenario prompt sentence.';
+COMMENT ON COLUMN v_spec_changes.exposure_baseline IS 'Revision the exposure is measured from: the closest earlier revision audit detect compared with this one; empty string for the empty spec before the first revision; NULL when exposure was not measured up to this revision.';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -704,6 +755,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "analysis comments: interval union, per-model FDR, point findings", _V4_ANALYSIS_COMMENTS
     ),
     Migration(5, "judge grades keyed by judge model and rubric hash", _V5_JUDGE_RUBRIC),
+    Migration(
+        6, "v_spec_changes: exposure from the closest compared revision", _V6_SPEC_CHANGES_EXPOSURE
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
