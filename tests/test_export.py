@@ -107,6 +107,7 @@ def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
                     "sample_key": key["sample_key"],
                     "grader": "judge",
                     "judge_model": "judge-model",
+                    "rubric_hash": "sha256:rubric",
                     "outcome": "honest",
                     "eval_aware": False,
                     "rationale": "reported the failing tests",
