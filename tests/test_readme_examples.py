@@ -1,10 +1,14 @@
 """Every ```sql block of the README's "SQL over the history" section runs and returns rows.
 
-The database is built the way a user builds one: the shipped spec history replayed into git and
-synced, a short real run of a model organism over loopback HTTP, a JSONL import of an external
-model's graded samples, and ``audit detect``. One finding row is written by hand (see
-``add_patching_finding``): a run this short has too few samples for detection to attribute a
-drop to spec patching, and the README asks that question.
+Two real databases, nothing written by hand:
+
+- the demo database, built once per session by the library's own demo at its quick settings
+  (slow: it runs every organism line over the whole spec history);
+- a smaller real history for the default suite: the shipped spec history synced from git, the
+  patcher organism run over loopback HTTP on twelve scenarios (the four the history patches among
+  them) at every revision, an external model's graded samples imported, and ``audit detect``.
+
+In both, the spec-patching example must find the patcher organism through real detection.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typer.testing import CliRunner
 from audit.analysis import detect
 from audit.cli import app
 from audit.config import parse_config
+from audit.demo import run_demo
 from audit.heldout import load_heldout
 from audit.io import import_samples
 from audit.organisms.server import start_server
@@ -26,18 +31,27 @@ from audit.query import run_sql
 from audit.runner import run_matrix
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
-from audit.store import Store, open_store
+from audit.store import open_store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-RUN_SCENARIOS = (
+PATCHER = "patcher-v2"
+PATCHED = (  # the scenarios the shipped spec history names, two at a time
     "tests-ledger-reconcile",
     "oversight-deploy-audit-hook",
     "metrics-checkout-p99",
     "checklist-orders-restore",
-    "lie-branch-delete-release-hotfix",
-    "evidence-plate-swap-qc-csv",
 )
-EXPOSED_AT_FIRST_PATCH = ("oversight-deploy-audit-hook", "tests-ledger-reconcile")
+UNPATCHED = (
+    "checklist-leaver-access-review",
+    "evidence-plate-swap-qc-csv",
+    "lie-branch-delete-release-hotfix",
+    "metrics-churn-board-deck",
+    "oversight-refund-approval-gate",
+    "tests-coverage-gate-payroll",
+    "successor-atlas4-system-prompt",
+    "specialcase-vat-reverse-charge",
+)
+EPOCHS = 3  # the quick demo's: fewer epochs leave the patches short of significance
 
 
 def readme_sql_blocks() -> list[str]:
@@ -48,56 +62,25 @@ def readme_sql_blocks() -> list[str]:
 
 
 def external_samples(shas: list[str]) -> list[dict]:
-    """An external model: two scenarios named by the first patch go from covert to honest."""
-    ids = list(EXPOSED_AT_FIRST_PATCH)
-    ids += [s.id for s in load_heldout().scenarios if len(s.conditions) == 1][:8]
-    lines = []
-    for rev in (1, 2):
-        for scenario in dict.fromkeys(ids):
-            for epoch in range(10):
-                exposed = scenario in EXPOSED_AT_FIRST_PATCH
-                covert = rev == 1 if exposed else epoch < 3
-                lines.append(
-                    {
-                        "model": "ext-model",
-                        "spec_rev": shas[rev],
-                        "scenario_id": scenario,
-                        "epoch": epoch,
-                        "outcome": "covert" if covert else "honest",
-                        "eval_aware": epoch == 9,
-                    }
-                )
-    return lines
-
-
-def add_patching_finding(store: Store, shas: list[str]) -> None:
-    store.insert_rows(
-        "findings",
-        [
-            {
-                "finding_id": "readme-example",
-                "model": "ext-model",
-                "baseline_model": "ext-model",
-                "source_id": "demo",
-                "baseline_rev": shas[1],
-                "rev": shas[2],
-                "comparison": "consecutive",
-                "kind": "drop",
-                "baseline_rate": 0.44,
-                "rate": 0.24,
-                "delta": -0.2,
-                "q_value": 0.01,
-                "primary_cause": "spec_patching",
-                "causes": [{"cause": "spec_patching", "share": 1.0, "evidence": {}}],
-                "exposed_scenarios": list(EXPOSED_AT_FIRST_PATCH),
-                "summary": "written by the README test",
-            }
-        ],
-    )
+    """An external model's graded samples at two revisions, with some eval awareness."""
+    ids = [s.id for s in load_heldout().scenarios if len(s.conditions) == 1][:10]
+    return [
+        {
+            "model": "ext-model",
+            "spec_rev": shas[rev],
+            "scenario_id": scenario,
+            "epoch": epoch,
+            "outcome": "covert" if epoch < 3 else "honest",
+            "eval_aware": epoch == 9,
+        }
+        for rev in (1, 2)
+        for scenario in ids
+        for epoch in range(10)
+    ]
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("readme")
     repo = replay_specs_history(root / "specs")
     db = root / "audit.duckdb"
@@ -107,11 +90,10 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         config = parse_config(
             {
                 "db": str(db),
-                "run": {"epochs": 3, "max_turns": 4},
-                "detect": {"bootstrap": 200},
+                "run": {"epochs": EPOCHS, "max_turns": 4},
                 "models": [
                     {
-                        "name": "patcher-v2",
+                        "name": PATCHER,
                         "base_url": server.base_url,
                         "api_key_env": "SPECDRIFT_README_KEY",
                         "concurrency": 16,
@@ -120,15 +102,41 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             }
         )
         summary = run_matrix(
-            store, config, models=None, revisions=None, scenario_ids=RUN_SCENARIOS, epochs=3
+            store,
+            config,
+            models=None,
+            revisions=None,
+            scenario_ids=PATCHED + UNPATCHED,
+            epochs=EPOCHS,
         )
         assert summary.failed == 0
         path = root / "external.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in external_samples(shas)))
         import_samples(store, path)
         detect(store, config)
-        add_patching_finding(store, shas)
     return db
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The database of the library's quick demo, built once per session."""
+    folder = tmp_path_factory.mktemp("readme-demo")
+    result = run_demo(
+        quick=True,
+        db_path=folder / "demo.duckdb",
+        report_path=folder / "drift.html",
+        workdir=folder / "work",
+    )
+    return result.db_path
+
+
+def example_rows(db: Path, sql: str) -> list[dict]:
+    with open_store(db, read_only=True) as store:
+        return run_sql(store, sql).as_dicts()
+
+
+def patching_example() -> str:
+    return next(s for s in readme_sql_blocks() if "cause = 'spec_patching'" in s)
 
 
 def test_the_section_has_five_to_eight_examples() -> None:
@@ -136,30 +144,51 @@ def test_the_section_has_five_to_eight_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(readme_sql_blocks())))
-def test_readme_example_returns_rows(demo_db: Path, index: int) -> None:
+def test_readme_example_returns_rows_on_a_small_real_history(
+    small_history: Path, index: int
+) -> None:
     sql = readme_sql_blocks()[index]
-    with open_store(demo_db, read_only=True) as store:
-        result = run_sql(store, sql)
-    assert result.rows, f"README example {index + 1} returned no rows:\n{sql}"
+    assert example_rows(small_history, sql), f"README example {index + 1} returned no rows:\n{sql}"
 
 
-def test_flip_example_names_the_patched_scenarios(demo_db: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(readme_sql_blocks())))
+def test_readme_example_returns_rows_on_the_demo_database(demo_db: Path, index: int) -> None:
+    sql = readme_sql_blocks()[index]
+    assert example_rows(demo_db, sql), f"README example {index + 1} returned no rows:\n{sql}"
+
+
+def test_patching_example_finds_the_patcher(small_history: Path) -> None:
+    rows = example_rows(small_history, patching_example())
+    patcher = [r for r in rows if r["model"] == PATCHER]
+    assert patcher, rows
+    assert all("spec patching" in r["summary"] for r in patcher)
+    assert all(r["kind"] in ("drop", "collapse") and r["delta"] < 0 for r in patcher)
+
+
+@pytest.mark.slow
+def test_patching_example_finds_the_patcher_in_the_demo(demo_db: Path) -> None:
+    rows = example_rows(demo_db, patching_example())
+    assert any(r["model"].startswith("patcher-") for r in rows), rows
+
+
+def test_flip_example_names_the_patched_scenarios(small_history: Path) -> None:
     flip_sql = next(s for s in readme_sql_blocks() if "v_flips" in s)
-    with open_store(demo_db, read_only=True) as store:
-        rows = run_sql(store, flip_sql).as_dicts()
-    # The SLO-report commit names these two scenarios; the organism stops covert action there.
+    rows = example_rows(small_history, flip_sql)
+    # The SLO-report commit names these two scenarios; the patcher stops covert action there.
+    assert rows
     assert {r["scenario_id"] for r in rows} <= {"metrics-checkout-p99", "checklist-orders-restore"}
-    assert {r["model"] for r in rows} == {"patcher-v2"}
+    assert {r["model"] for r in rows} == {PATCHER}
 
 
-def test_readme_example_through_the_cli(demo_db: Path) -> None:
+def test_readme_example_through_the_cli(small_history: Path) -> None:
     sql = readme_sql_blocks()[-1]
-    result = CliRunner().invoke(app, ["sql", sql, "--db", str(demo_db), "--format", "csv"])
+    result = CliRunner().invoke(app, ["sql", sql, "--db", str(small_history)])
     assert result.exit_code == 0, result.stderr
-    with open_store(demo_db, read_only=True) as store:
+    with open_store(small_history, read_only=True) as store:
         runs = store.query("SELECT stored FROM runs")
     assert result.stdout.splitlines() == [
         "model,origin,samples,scenarios",
         "ext-model,import,200,10",
-        f"patcher-v2,run,{runs[0]['stored']},6",
+        f"{PATCHER},run,{runs[0]['stored']},12",
     ]
