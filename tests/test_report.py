@@ -1117,3 +1117,34 @@ def test_scatter_opens_on_a_revision_change_with_axes_fitted_to_it(store: Store)
         list(scatter.layout.xaxis.range)
         == scatter.layout.updatemenus[0].buttons[0].args[1]["xaxis.range"]
     )
+
+
+def test_a_finding_about_one_point_says_so(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=3, models=1, scenarios=4, epochs=1, detection=False)
+    store.insert_rows(
+        "findings",
+        [
+            _finding(
+                "f-collapse",
+                "organism-v0",
+                "organism-v0",
+                2,
+                baseline_rev="",
+                comparison="point",
+                kind="collapse",
+                primary_cause=None,
+                delta=None,
+                delta_ci_low=None,
+                delta_ci_high=None,
+                q_value=None,
+                summary="collapse: covert rate at r2 is 0.0% (95% CI 0.0-0.9%)",
+            )
+        ],
+    )
+    data = load_report_data(store)
+    (group,) = group_findings(data, "organism-v0")
+    assert group.text == f"collapse to near 0% at r2 {rev_sha(2)[:7]}"
+    html = render_report(store, tmp_path / "r.html").read_text()
+    row = html.split('id="finding-f-collapse">')[1].split("</tr>")[0]
+    assert f"<td>at r2 {rev_sha(2)[:7]} (this point alone)</td>" in row
+    assert "q not stored" not in html and "change not stored" not in html

@@ -403,7 +403,7 @@ def load_report_data(
     data.tests = {
         (f.model, f.baseline_sha, f.sha): f
         for f in tests
-        if f.baseline_sha and f.sha and not f.across_versions
+        if f.baseline_sha and f.sha and not f.across_versions and f.comparison != "point"
     }
     data.simulated = _simulated(store, set_hash, data.models)
     if include_prompts:

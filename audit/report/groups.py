@@ -158,10 +158,12 @@ def _group(
             group_id, model, comparison, baseline_model, kind, None, tuple(members),
             members[0].summary, None,
         )  # fmt: skip
-    text = (
-        f"{_kind_word(kind)} {_where(data, model, comparison, baseline_model, members)}: "
-        f"{_change_range(members)} ({_q_bound(members)})"
-    )
+    where = _where(data, model, comparison, baseline_model, members)
+    if comparison == "point":
+        # A finding about one point (a rate whose bound fell under 1%): no change was tested.
+        text = f"{_kind_word(kind)} {where}"
+    else:
+        text = f"{_kind_word(kind)} {where}: {_change_range(members)} ({_q_bound(members)})"
     if cause and cause != "regression":
         text += f", primary cause {CAUSE_NAMES.get(cause, cause)}"
     detail: str | None = None
@@ -232,6 +234,8 @@ def _where(
         possible = _shared_revisions(data, baseline_model, model)
         return f"vs {baseline_model} at {count} of {max(possible, count)} spec revisions"
     labels = _labels(data, [f.sha for f in members])
+    if comparison == "point":
+        return f"at {labels}" if count == 1 else f"at {count} revisions ({labels})"
     if comparison == "consecutive":
         if count == 1:
             return f"vs the previous spec revision at {labels}"

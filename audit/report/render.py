@@ -282,6 +282,8 @@ def _compared(data: ReportData, finding: Finding) -> str:
         return revision.label if revision else ref[:7]
 
     at = label(finding.sha, finding.rev)
+    if finding.comparison == "point":
+        return f"at {at} (this point alone)"
     if finding.across_versions:
         return f"{finding.baseline_model} → {finding.model} at {at}"
     return f"{label(finding.baseline_sha, finding.baseline_rev)} → {at}"
