@@ -1148,3 +1148,36 @@ def test_a_finding_about_one_point_says_so(store: Store, tmp_path: Path) -> None
     row = html.split('id="finding-f-collapse">')[1].split("</tr>")[0]
     assert f"<td>at r2 {rev_sha(2)[:7]} (this point alone)</td>" in row
     assert "q not stored" not in html and "change not stored" not in html
+
+
+def test_exposure_across_unsampled_revisions_names_the_edits_since(
+    store: Store, tmp_path: Path
+) -> None:
+    build_history(store, revisions=3, models=1, scenarios=4, epochs=1, detection=False)
+    # r1 has no samples, so detection compared r2 with r0: "this edit" is r1 and r2 together.
+    store.con.execute("DELETE FROM samples WHERE spec_sha = ?", [rev_sha(1)])
+    store.insert_rows(
+        "exposure",
+        [
+            {
+                "source_id": SOURCE,
+                "baseline_sha": rev_sha(0),
+                "sha": rev_sha(2),
+                "set_hash": SET_HASH,
+                "scenario_id": "scn-002",
+                "score": 0.9,
+                "exposed": True,
+                "canary_hit": False,
+                "rare_term_score": 0.5,
+                "fuzzy_score": 0.9,
+                "matched_terms": ["nightly build"],
+                "matched_text": None,
+            }
+        ],
+    )
+    html = render_report(store, tmp_path / "r.html").read_text()
+    at_r2 = html.split(f'<details id="rev-{rev_sha(2)[:7]}"')[1].split("</details>")[0]
+    assert (
+        f"<p>Exposure introduced by the edits since r0 {rev_sha(0)[:7]} (the revisions in between "
+        "have no samples): <b>scn-002</b>"
+    ) in at_r2

@@ -217,6 +217,8 @@ class Exposure:
     matched_terms: tuple[str, ...]
     matched_text: str | None
     first_sha: str = ""
+    # The revision this one was compared with: the previous one, or the previous one with samples.
+    since_sha: str = ""
 
     @property
     def introduced(self) -> bool:
@@ -646,6 +648,7 @@ def _exposures(
                     matched_terms=tuple(r["matched_terms"] or ()),
                     matched_text=r["matched_text"],
                     first_sha=first_seen[scenario],
+                    since_sha=r["baseline_sha"],
                 )
             )
         base_seq, base_sha = oldest[sha]

@@ -187,8 +187,9 @@ def timeline_figure(data: ReportData) -> go.Figure:
             if role.band:
                 trace.visible = False
     roles.extend(_add_commit_bars(fig, data, labels))
-    fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=1, col=1)
-    fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=2, col=1)
+    # Ranges from just under 0%: a marker or star at 0% would otherwise be cut in half.
+    fig.update_yaxes(range=_rate_range(fig, "y"), ticksuffix="%", row=1, col=1)
+    fig.update_yaxes(range=_rate_range(fig, "y2"), ticksuffix="%", row=2, col=1)
     fig.update_yaxes(title_text="lines", rangemode="tozero", row=3, col=1)
     fig.update_xaxes(**revision_axis(data.revisions))
     fig.update_xaxes(title_text="spec revision (commit order, authored date)", row=3, col=1)
@@ -204,6 +205,13 @@ def timeline_figure(data: ReportData) -> go.Figure:
         updatemenus=_timeline_buttons(menu, roles),
     )
     return fig
+
+
+def _rate_range(fig: go.Figure, axis: str) -> list[float]:
+    """A y range in percent for the traces on ``axis``, from a little under 0%."""
+    values = [v for t in fig.data if (t.yaxis or "y") == axis for v in (t.y or ()) if v is not None]
+    top = max(values, default=10.0)
+    return [-0.04 * top - 1, 1.06 * top + 1]
 
 
 def _timeline_buttons(menu: TimelineMenu, roles: list[_Role]) -> list[dict[str, object]]:
@@ -404,9 +412,11 @@ def _star_marker(color: str) -> dict[str, object]:
 
 def _star_trace(data: ReportData, style: str, groups: list[FindingGroup]) -> go.Scatter:
     strongest = [g.strongest for g in groups]
+    # On the model's line: a finding's own rate can be that of a subset (the exposed scenarios).
+    on_line = {(p.model, p.sha): p.covert for p in data.rates if p.covert is not None}
     return go.Scatter(
         x=[data.revision(f.sha).label for f in strongest],  # type: ignore[union-attr, arg-type]
-        y=[_pct(f.rate) if f.rate is not None else 0 for f in strongest],
+        y=[_pct(on_line.get((f.model, f.sha or ""), f.rate)) or 0 for f in strongest],
         mode="markers",
         name=_FINDING_STYLES[style][0],
         legendgroup=f"finding-{style}",

@@ -432,12 +432,15 @@ class RevisionView:
     cumulative_named: list[tuple[str, str]]
     findings: list[Finding]
 
+    opened: bool = False
+    # Set when detection compared this revision with an earlier one than its parent (the
+    # revisions in between have no samples): "this edit" then means the edits since that one.
+    compared_with: str | None = None
+
     @property
     def exposed(self) -> list[ExposureView]:
         """Every scenario this edit exposed, new or not."""
         return [*self.introduced, *self.renamed]
-
-    opened: bool = False
 
 
 def highlight(text: str, needles: dict[str, tuple[str, str | None]]) -> list[Segment]:
@@ -537,6 +540,14 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
                 ],
                 # Model-version findings compare two models at this revision, not this edit.
                 findings=own_findings,
+                compared_with=next(
+                    (
+                        _label(data, e.since_sha)
+                        for e in exposures
+                        if e.since_sha and e.since_sha != revision.prev_sha
+                    ),
+                    None,
+                ),
                 opened=bool(
                     own_findings
                     or any(e.leaked for e in exposures)
