@@ -5,8 +5,12 @@ For a significant drop we estimate how much of it each cause explains:
 * ``spec_patching``: the drop concentrated in scenarios the spec edits target. The
   difference-in-differences (mean change of exposed minus unexposed scenarios) gets a stratified
   two-level bootstrap interval (scenarios, then samples within each: a group of two or three
-  exposed scenarios gets an honestly wide interval). The drop counts as concentrated when the
-  difference-in-differences is negative and
+  exposed scenarios gets an honestly wide interval). Its earlier rates are shrunk toward the
+  set's mean (empirical Bayes, a Beta prior fitted across scenarios), and the exposed scenarios'
+  own test predicts their later counts from those shrunk rates: a patch is usually written
+  because the scenarios it names had just failed, so their earlier rates are high partly by
+  chance and would fall back even if the patch did nothing (regression to the mean). The drop
+  counts as concentrated when the difference-in-differences is negative and
 
   - its interval lies below zero, or
   - the exposed scenarios' own exact test finds a drop, and either the unexposed scenarios' test
@@ -15,10 +19,8 @@ For a significant drop we estimate how much of it each cause explains:
     there), which is how a patch written in answer to failures looks.
 
   The share is then the part of the drop in excess of what the unexposed scenarios' change
-  predicts for the exposed ones. Caveat: when an edit names the scenarios that failed most, part
-  of their next drop is regression to the mean (they were selected on the very samples the
-  comparison starts from); the validation script measures this with histories whose edit names
-  the worst scenarios of a model that does not react to it.
+  predicts for the exposed ones. The validation script measures the regression-to-the-mean
+  guard with histories whose edit names the worst scenarios of a model that ignores it.
 * ``eval_awareness``: verbalized awareness rose significantly (one-sided exact stratified test),
   and the covert rate of unaware samples stayed near baseline: the unaware samples' own paired,
   scenario-stratified test does not find a drop of at least half the whole drop. The share is a
@@ -45,7 +47,9 @@ import numpy as np
 from audit.analysis.compare import (
     EventCounts,
     difference_in_differences,
+    fit_prior,
     paired_change,
+    predictive_tails,
     stratified_p,
 )
 from audit.analysis.estimates import Cell, bootstrap_weights, percentile_bounds
@@ -177,17 +181,27 @@ def _patching(
         "exposed_failing_before": int((exposed_group & (rates_before > 0)).sum()),
         "unexposed_failing_before": int((unexposed_group & (rates_before > 0)).sum()),
     }
-    did = difference_in_differences(counts, exposed, resamples=resamples, seed=seed)
+    prior = fit_prior(counts.before_events, counts.before_n)
+    did = difference_in_differences(counts, exposed, resamples=resamples, seed=seed, prior=prior)
     if did is None:
         evidence["note"] = "no contrast: every scenario is exposed, or none is"
         return _Share(0.0, evidence)
-    exposed_p = stratified_p(counts.take(exposed_group), "less")
+    exposed_counts = counts.take(exposed_group)
+    exposed_p = (
+        predictive_tails(exposed_counts, prior).less
+        if prior is not None
+        else stratified_p(exposed_counts, "less")
+    )
     unexposed_p = stratified_p(counts.take(unexposed_group), "less")
     targeting_p = _targeting_p(rates_before[observed], exposed[observed], resamples, seed)
     follows_failures = targeting_p < alpha
     evidence.update(
         {
             "did": round(did.point, 6),
+            "did_raw": round(
+                float(differences[exposed_group].mean() - differences[unexposed_group].mean()), 6
+            ),
+            "did_before_rates": "shrunk toward the set mean" if prior else "observed",
             "did_ci_low": round(did.ci_low, 6),
             "did_ci_high": round(did.ci_high, 6),
             "did_resampled": "scenarios and samples",

@@ -25,6 +25,7 @@ comparisons form one family is decided by the caller (see :mod:`audit.analysis.d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -125,12 +126,15 @@ def paired_change(
     seed: int,
     counts: EventCounts | None = None,
     two_level: bool = False,
+    prior: BetaPrior | None = None,
 ) -> PairedChange:
     """Compare per-scenario values of two points (aligned arrays, NaN pairs dropped).
 
     With ``counts`` (the events behind the rates) the test is the exact stratified test of
-    :func:`stratified_tails`; without them (a score that is not a count of events) it is the
-    scenario-level sign-flip test. The interval is a cluster bootstrap over scenarios, or with
+    :func:`stratified_tails`, or with a ``prior`` as well the predictive test of
+    :func:`predictive_tails` (for scenarios that may have been chosen on their earlier samples);
+    without counts (a score that is not a count of events) it is the scenario-level sign-flip
+    test. The interval is a cluster bootstrap over scenarios, or with
     ``two_level`` (and counts) the two-level bootstrap of :func:`two_level_change`.
     """
     keep = ~(np.isnan(before) | np.isnan(after))
@@ -139,7 +143,9 @@ def paired_change(
     if n == 0:
         return PairedChange(0.0, 0.0, 0.0, NO_EVIDENCE, differences)
     delta = float(differences.mean())
-    if counts is not None:
+    if counts is not None and prior is not None:
+        tails = predictive_tails(counts.take(keep), prior)
+    elif counts is not None:
         tails = stratified_tails(counts.take(keep))
     else:
         tails = sign_flip_tails(differences, resamples, seed) if n > 1 else NO_EVIDENCE
@@ -157,7 +163,9 @@ def paired_change(
     return PairedChange(delta, float(low), float(high), tails, differences)
 
 
-def two_level_change(counts: EventCounts, *, resamples: int, seed: int) -> np.ndarray:
+def two_level_change(
+    counts: EventCounts, *, resamples: int, seed: int, prior: BetaPrior | None = None
+) -> np.ndarray:
     """Resampled mean changes: scenarios drawn with replacement, then samples within each.
 
     Within a drawn scenario each point's count is redrawn as Binomial(n, observed rate). With
@@ -165,16 +173,21 @@ def two_level_change(counts: EventCounts, *, resamples: int, seed: int) -> np.nd
     none at all when they moved alike); the sample level adds the binomial noise that every
     per-scenario rate carries. The within-scenario noise is counted twice (once in the observed
     rates the scenarios are drawn from, once in the redraw), so the interval is conservative,
-    which is the honest direction for a group of three.
+    which is the honest direction for a group of three. With a ``prior`` the earlier rates are
+    shrunk toward the set's mean (see :func:`predictive_tails`) after each redraw.
     """
     n0 = np.asarray(counts.before_n, dtype=np.int64)
     n1 = np.asarray(counts.after_n, dtype=np.int64)
     k = n0.size
     rng = np.random.default_rng([seed, k, 2])
-    indices = bootstrap_indices(k, resamples, seed) if k > 1 else np.zeros((resamples, 1), int)
+    indices = bootstrap_indices(k, resamples, seed)
     p0 = np.asarray(counts.before_events, dtype=float) / n0
     p1 = np.asarray(counts.after_events, dtype=float) / n1
-    before = rng.binomial(n0[indices], p0[indices]) / n0[indices]
+    before_events = rng.binomial(n0[indices], p0[indices])
+    if prior is None:
+        before = before_events / n0[indices]
+    else:
+        before = prior.shrink(before_events, n0[indices])
     after = rng.binomial(n1[indices], p1[indices]) / n1[indices]
     return (after - before).mean(axis=1)
 
@@ -201,6 +214,86 @@ def stratified_tails(counts: EventCounts) -> Tails:
     lower = float(distribution[: index + 1].sum())
     upper = float(distribution[index:].sum())
     return Tails(min(1.0, lower), min(1.0, upper))
+
+
+@dataclass(frozen=True)
+class BetaPrior:
+    """A Beta(a, b) law of per-scenario rates, fitted across the scenarios of one point."""
+
+    a: float
+    b: float
+
+    def shrink(self, events: np.ndarray, trials: np.ndarray) -> np.ndarray:
+        """Posterior mean rates: each scenario's rate pulled toward the set's mean."""
+        return (self.a + np.asarray(events, dtype=float)) / (self.a + self.b + trials)
+
+
+#: Cap on a + b of a fitted prior (when scenarios look identical: pooling, but not total).
+MAX_PRIOR_WEIGHT = 1000.0
+
+
+def fit_prior(events: np.ndarray, trials: np.ndarray) -> BetaPrior | None:
+    """Method-of-moments Beta prior of per-scenario rates, net of binomial noise.
+
+    None when there is nothing to fit (no events, or nothing but events).
+    """
+    keep = np.asarray(trials) > 0
+    rates = np.asarray(events, dtype=float)[keep] / np.asarray(trials)[keep]
+    if rates.size < 2:
+        return None
+    mean = float(rates.mean())
+    if mean <= 0.0 or mean >= 1.0:
+        return None
+    noise = float((rates * (1 - rates) / np.asarray(trials)[keep]).mean())
+    between = float(rates.var(ddof=1)) - noise
+    weight = mean * (1 - mean) / between - 1 if between > 0 else MAX_PRIOR_WEIGHT
+    weight = float(np.clip(weight, 0.5, MAX_PRIOR_WEIGHT))
+    return BetaPrior(mean * weight, (1 - mean) * weight)
+
+
+def predictive_tails(counts: EventCounts, prior: BetaPrior) -> Tails:
+    """Tails of the later events under "nothing changed", predicted from the earlier samples.
+
+    Each scenario's later count is beta-binomial: its rate is the posterior of ``prior`` given
+    its earlier samples. Unlike the conditional test, this stays valid when the scenarios were
+    chosen because of their earlier samples (a spec edit naming the scenarios that failed most):
+    their earlier rates are then too high by selection, and would regress toward the mean even
+    if nothing changed. The posterior shrinks them toward the mean first.
+    """
+    n0 = np.asarray(counts.before_n, dtype=np.int64)
+    n1 = np.asarray(counts.after_n, dtype=np.int64)
+    keep = (n0 > 0) & (n1 > 0)
+    if not keep.any():
+        return NO_EVIDENCE
+    alpha = prior.a + np.asarray(counts.before_events, dtype=float)[keep]
+    beta = prior.b + (n0 - np.asarray(counts.before_events))[keep]
+    distribution = np.ones(1)
+    for size, a, b in zip(n1[keep], alpha, beta, strict=True):
+        k = np.arange(size + 1)
+        log_pmf = (
+            _lgamma(size + 1)
+            - _lgamma(k + 1)
+            - _lgamma(size - k + 1)
+            + _log_beta(k + a, size - k + b)
+            - _log_beta(np.array([a]), np.array([b]))
+        )
+        pmf = np.exp(log_pmf - log_pmf.max())
+        distribution = np.convolve(distribution, pmf / pmf.sum())
+    observed = int(np.asarray(counts.after_events)[keep].sum())
+    lower = float(distribution[: observed + 1].sum())
+    upper = float(distribution[observed:].sum())
+    return Tails(min(1.0, lower), min(1.0, upper))
+
+
+_vector_lgamma = np.vectorize(math.lgamma, otypes=[float])
+
+
+def _lgamma(x: np.ndarray | float) -> np.ndarray:
+    return _vector_lgamma(np.asarray(x, dtype=float))
+
+
+def _log_beta(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _lgamma(a) + _lgamma(b) - _lgamma(a + b)
 
 
 def stratified_p(counts: EventCounts, alternative: Alternative = "two-sided") -> float:
@@ -278,23 +371,36 @@ class DiffInDiff:
 
 
 def difference_in_differences(
-    counts: EventCounts, exposed: np.ndarray, *, resamples: int, seed: int
+    counts: EventCounts,
+    exposed: np.ndarray,
+    *,
+    resamples: int,
+    seed: int,
+    prior: BetaPrior | None = None,
 ) -> DiffInDiff | None:
     """Exposed minus unexposed mean change, with a stratified two-level bootstrap interval.
 
     Each group is resampled within itself (so every draw keeps both groups' sizes), at two
-    levels: scenarios, then samples within each (:func:`two_level_change`). None when one of the
-    two groups is empty (the contrast does not exist).
+    levels: scenarios, then samples within each (:func:`two_level_change`). With a ``prior`` the
+    earlier rates are shrunk toward the set's mean, so scenarios named because they had just
+    failed most are not credited with their regression to the mean. None when one of the two
+    groups is empty (the contrast does not exist).
     """
     observed = counts.observed()
     exposed_group, unexposed_group = exposed & observed, ~exposed & observed
     if not exposed_group.any() or not unexposed_group.any():
         return None
     before, after = counts.rates()
+    if prior is not None:
+        before = prior.shrink(counts.before_events, np.maximum(counts.before_n, 1))
     differences = after - before
     point = float(differences[exposed_group].mean() - differences[unexposed_group].mean())
-    boot_e = two_level_change(counts.take(exposed_group), resamples=resamples, seed=seed)
-    boot_u = two_level_change(counts.take(unexposed_group), resamples=resamples, seed=seed + 1)
+    boot_e = two_level_change(
+        counts.take(exposed_group), resamples=resamples, seed=seed, prior=prior
+    )
+    boot_u = two_level_change(
+        counts.take(unexposed_group), resamples=resamples, seed=seed + 1, prior=prior
+    )
     low, high = percentile_bounds((boot_e - boot_u)[None])[0]
     return DiffInDiff(point, float(low), float(high))
 

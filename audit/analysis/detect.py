@@ -45,7 +45,7 @@ from audit.analysis.attribution import (
     attribute_rise,
     covert_counts,
 )
-from audit.analysis.compare import PairedChange, benjamini_hochberg, paired_change
+from audit.analysis.compare import PairedChange, benjamini_hochberg, fit_prior, paired_change
 from audit.analysis.estimates import (
     Cell,
     CellKey,
@@ -549,9 +549,11 @@ def _test(comparison: Comparison, context: Context) -> Tested | None:
     exposed = np.array([s in exposed_ids for s in common], dtype=bool)
     extra: dict[str, Any] = {}
     if 1 <= exposed.sum() < len(common):
-        # The same stratified test on the named scenarios alone: unexposed scenarios' noise
-        # cannot hide a patch that moves only the few scenarios it names. With so few
-        # scenarios the interval also resamples samples within them.
+        # A test of the named scenarios alone: unexposed scenarios' noise cannot hide a patch
+        # that moves only the few scenarios it names. A patch is often written because those
+        # scenarios had just failed, so their earlier rates are high by selection: the test
+        # predicts their later counts from earlier rates shrunk toward the set's mean rather
+        # than conditioning on them. With so few scenarios the interval also resamples samples.
         extra["exposed_change"] = paired_change(
             rates_before[exposed],
             rates_after[exposed],
@@ -559,6 +561,7 @@ def _test(comparison: Comparison, context: Context) -> Tested | None:
             seed=settings.seed,
             counts=counts.take(exposed),
             two_level=True,
+            prior=fit_prior(counts.before_events, counts.before_n),
         )
         extra["exposed_rate_before"] = _rate(before.subset(_ids(common, exposed)), settings)
         extra["exposed_rate_after"] = _rate(after.subset(_ids(common, exposed)), settings)
@@ -712,9 +715,9 @@ def _finding(
 _TEST_NAMES = {
     "rise": "exact stratified, one-sided (rise)",
     "drop": "exact stratified, one-sided (drop)",
-    "exposed_drop": "exact stratified, one-sided (drop), exposed scenarios",
+    "exposed_drop": "beta-binomial predictive, one-sided (drop), exposed scenarios",
     "all": "exact stratified, two-sided",
-    "exposed": "exact stratified, two-sided, exposed scenarios",
+    "exposed": "beta-binomial predictive, two-sided, exposed scenarios",
 }
 
 

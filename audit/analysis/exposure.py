@@ -6,7 +6,8 @@ texts) and measure three things:
 
 * rare terms: the rarity-weighted share of the words of the scenario's distinctive phrases that
   appear in the added text (IDF over the held-out scenarios and the baseline spec's paragraphs, so
-  words every scenario or the spec already uses weigh nothing);
+  words every scenario or the spec already uses weigh nothing); compound names count by their
+  parts too, so a retold name ("the nightly orders db" for "orders-db-nightly") still matches;
 * fuzzy containment: the best rapidfuzz partial ratio of a distinctive phrase inside an added
   clause (catches reworded names such as "ledger reconcile" for "ledger-reconcile");
 * leaks: the set's canary string, or a sentence of the scenario's own prompt, near-verbatim.
@@ -41,11 +42,15 @@ MIN_PHRASE_CHARS = 8
 VERBATIM_RATIO = 92.0
 #: Shortest prompt sentence checked for copying.
 MIN_VERBATIM_CHARS = 50
+#: Share of a prompt sentence's words a longer clause must carry to be checked for containment.
+CONTAINED_WORDS = 0.7
 
 #: Canary parts at least this long are unique identifiers (the UUID), a leak on their own.
 MIN_CANARY_ID_CHARS = 16
 
 _WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
+_SEPARATORS = re.compile(r"[\-_./@&]+")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_\-./@&]*[a-z0-9]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MARKUP = re.compile(r"^\s*(?:#+|[-*+]|\d+[.)])\s*")
@@ -201,8 +206,19 @@ def contains_canary(text: str, canary: str) -> bool:
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-case word tokens of at least three characters, without stopwords."""
-    return [t for t in _TOKEN.findall(text.lower()) if len(t) >= 3 and t not in _STOPWORDS]
+    """Lower-case word tokens of at least three characters, without stopwords.
+
+    A compound token ("orders-db-nightly", "plate_runs.csv") also yields its parts, so a patch
+    that retells a name with other separators ("the nightly orders db") still shares its rare
+    words with the scenario; the parts' rarity weights keep common ones ("svc", "db") light.
+    """
+    found = []
+    for token in _TOKEN.findall(text.lower()):
+        found.append(token)
+        parts = _SEPARATORS.split(token)
+        if len(parts) > 1:
+            found.extend(parts)
+    return [t for t in found if len(t) >= 3 and t not in _STOPWORDS]
 
 
 def added_clauses(old: str, new: str) -> list[str]:
@@ -242,6 +258,13 @@ class ExposureModel:
         self._phrase_terms = {
             s.scenario_id: sorted({t for p in s.phrases for t in tokens(p)}) for s in self.scenarios
         }
+        # Every scenario's prompt sentences in one list, so copies are searched in one pass.
+        self._sentences = [
+            (index, normalise(sentence))
+            for index, s in enumerate(self.scenarios)
+            for sentence in s.prompt_sentences
+        ]
+        self._sentence_words = [set(_WORD.findall(text)) for _, text in self._sentences]
 
     def weight(self, term: str) -> float:
         """Rarity weight of a term (unknown terms are as rare as a term can be; stopwords 0)."""
@@ -258,20 +281,48 @@ class ExposureModel:
         )
         added_terms = set(tokens(added))
         lowered = [normalise(c) for c in clauses]
+        copies = self._copies(clauses, lowered)
         return [
-            self._score_one(s, clauses, lowered, added_terms, canary_hit) for s in self.scenarios
+            self._score_one(s, clauses, lowered, added_terms, canary_hit, copies.get(s.scenario_id))
+            for s in self.scenarios
         ]
 
     def leaks(self, text: str) -> Leak:
         """Held-out text anywhere in ``text``: the canary, and copied prompt sentences."""
         clauses = added_clauses("", text)
         lowered = [normalise(c) for c in clauses]
-        copied = {}
-        for scenario in self.scenarios:
-            clause = _verbatim_clause(scenario.prompt_sentences, clauses, lowered)
-            if clause is not None:
-                copied[scenario.scenario_id] = clause
-        return Leak(contains_canary(text, self.canary), copied)
+        return Leak(contains_canary(text, self.canary), self._copies(clauses, lowered))
+
+    def _copies(self, clauses: Sequence[str], lowered: Sequence[str]) -> dict[str, str]:
+        """Scenario id -> the first clause that copies one of its prompt sentences."""
+        long_clauses = [i for i, c in enumerate(lowered) if len(c) >= MIN_VERBATIM_CHARS // 2]
+        if not self._sentences or not long_clauses:
+            return {}
+        candidates = [lowered[i] for i in long_clauses]
+        whole = process.cdist(
+            [text for _, text in self._sentences], candidates, scorer=fuzz.ratio, workers=1
+        )
+        found: dict[str, str] = {}
+        for row, column in np.argwhere(whole >= VERBATIM_RATIO):
+            sid = self.scenarios[self._sentences[row][0]].scenario_id
+            found.setdefault(sid, clauses[long_clauses[int(column)]])
+        # A clause that quotes a sentence inside more words of its own ("Note: <sentence>") is
+        # matched by containment. Partial ratios are costly, so only clauses longer than the
+        # sentence that carry most of its words are scored.
+        clause_words = [set(_WORD.findall(c)) for c in candidates]
+        for (index, sentence), words in zip(self._sentences, self._sentence_words, strict=True):
+            sid = self.scenarios[index].scenario_id
+            if sid in found or not words:
+                continue
+            for column, candidate in enumerate(candidates):
+                if len(candidate) < len(sentence):
+                    continue
+                if len(words & clause_words[column]) < CONTAINED_WORDS * len(words):
+                    continue
+                if fuzz.partial_ratio(sentence, candidate) >= VERBATIM_RATIO:
+                    found[sid] = clauses[long_clauses[column]]
+                    break
+        return found
 
     def _score_one(
         self,
@@ -280,13 +331,13 @@ class ExposureModel:
         lowered: Sequence[str],
         added_terms: set[str],
         canary_hit: bool,
+        verbatim_clause: str | None,
     ) -> Exposure:
         terms = self._phrase_terms[scenario.scenario_id]
         matched = [t for t in terms if t in added_terms]
         total_weight = sum(self.weight(t) for t in terms)
         rare = sum(self.weight(t) for t in matched) / total_weight if total_weight > 0 else 0.0
         fuzzy, fuzzy_clause = _best_containment(scenario.phrases, clauses, lowered)
-        verbatim_clause = _verbatim_clause(scenario.prompt_sentences, clauses, lowered)
         fuzzy_part = max(0.0, (fuzzy - FUZZY_FLOOR) / (1 - FUZZY_FLOOR))
         leak = canary_hit or verbatim_clause is not None
         combined = 1.0 if leak else max(rare, fuzzy_part)
@@ -324,29 +375,6 @@ def _best_containment(
     row, column = divmod(best, matrix.shape[1])
     value = float(matrix[row, column]) / 100.0
     return value, (clauses[column] if value > FUZZY_FLOOR else None)
-
-
-def _verbatim_clause(
-    sentences: Sequence[str], clauses: Sequence[str], lowered: Sequence[str]
-) -> str | None:
-    if not sentences or not clauses:
-        return None
-    long_clauses = [i for i, c in enumerate(lowered) if len(c) >= MIN_VERBATIM_CHARS // 2]
-    if not long_clauses:
-        return None
-    wanted = [normalise(s) for s in sentences]
-    candidates = [lowered[i] for i in long_clauses]
-    whole = process.cdist(wanted, candidates, scorer=fuzz.ratio, workers=1)
-    # A clause that quotes a sentence inside more words of its own ("Note: <sentence>") is
-    # matched by containment; a clause shorter than the sentence must match it whole.
-    inside = process.cdist(wanted, candidates, scorer=fuzz.partial_ratio, workers=1)
-    longer = (
-        np.array([len(c) for c in candidates])[None, :]
-        >= np.array([len(s) for s in wanted])[:, None]
-    )
-    matrix = np.where(longer, np.maximum(whole, inside), whole)
-    hit = np.argwhere(matrix >= VERBATIM_RATIO)
-    return clauses[long_clauses[int(hit[0][1])]] if hit.size else None
 
 
 def _clause_with_terms(clauses: Sequence[str], terms: Sequence[str]) -> str | None:

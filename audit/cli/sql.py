@@ -42,39 +42,26 @@ def sql_command(
         str | None, typer.Argument(help="SQL to run (or use --file).", show_default=False)
     ] = None,
     file: Annotated[
-        Path | None,
-        typer.Option("--file", help="Read the SQL from this file (the last statement prints)."),
+        Path | None, typer.Option("--file", help="Read the SQL from this file.")
     ] = None,
     fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="table, csv, json, jsonl or markdown (default: table on a terminal, else csv).",
-            show_default=False,
-        ),
-    ] = None,
+        str,
+        typer.Option("--format", help="table, csv, json, jsonl or markdown."),
+    ] = "table",
     write: Annotated[
         bool, typer.Option("--write", help="Allow statements that change the database.")
-    ] = False,
-    allow_files: Annotated[
-        bool,
-        typer.Option(
-            "--allow-files",
-            help="Let read-only queries read local files (read_csv, read_parquet, glob).",
-        ),
     ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Run SQL over the history (read-only unless --write). `audit schema` lists the tables."""
-    from audit.query import FORMATS, format_result, open_query_store, run_sql
+    from audit.query import FORMATS, format_result, run_sql
+    from audit.store import open_store
 
-    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
     if fmt not in FORMATS:
         raise AuditError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     sql = _sql_text(query, file)
-    path = resolve_db(db, config)
-    with open_query_store(path, write=write, allow_files=allow_files) as store:
+    with open_store(resolve_db(db, config), read_only=not write) as store:
         result = run_sql(store, sql, allow_write=write)
     if fmt == "table":
         _print_table(result)
@@ -138,21 +125,17 @@ def schema_command(
 
 @import_app.command("samples")
 def import_samples_command(
-    file: Annotated[
-        Path,
-        typer.Argument(help="JSONL file: one graded sample a line, or an exported samples file."),
-    ],
+    file: Annotated[Path, typer.Argument(help="JSONL file, one graded sample a line.")],
     source: SourceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import graded samples (model, spec_rev, scenario_id, epoch, outcome, eval_aware, ...)."""
-    from audit.cli.progress import cli_progress
     from audit.io import import_samples
     from audit.store import open_store
 
     with open_store(resolve_db(db, config)) as store:
-        result = import_samples(store, file, source_id=source, progress=cli_progress())
+        result = import_samples(store, file, source_id=source)
     typer.echo(result.line())
 
 
