@@ -124,7 +124,7 @@ def test_an_edit_that_follows_failures_is_evidence_of_patching(store: Store) -> 
     # The edit names the three scenarios failing most; they drop (unevenly, so a bootstrap over
     # three scenarios cannot exclude "no extra drop"), while the rest drop a little too.
     before = uniform(0.3) | dict(zip(named, (0.95, 0.9, 0.85), strict=True))
-    after = uniform(0.2) | dict(zip(named, (0.45, 0.85, 0.8), strict=True))
+    after = uniform(0.2) | dict(zip(named, (0.05, 0.8, 0.75), strict=True))
     add_revisions(store, [BASE_SPEC, BASE_SPEC + patch_naming(named)])
     add_samples(store, "m", BASE_SPEC, planted(before))
     add_samples(store, "m", BASE_SPEC + patch_naming(named), planted(after))
@@ -136,5 +136,7 @@ def test_an_edit_that_follows_failures_is_evidence_of_patching(store: Store) -> 
     assert evidence["unexposed_drop_p_value"] < 0.05
     assert evidence["edit_follows_failures"] is True
     assert evidence["concentrated_by"] == "exact_tests"
-    # The excess of the named scenarios' drop over the others': 3 x -0.1 of a -3.7 total.
-    assert patching["share"] == pytest.approx(0.3 / 3.7, abs=1e-3)
+    # The excess of the named scenarios' drop over the others' (their earlier rates shrunk
+    # toward the set's mean first), over the whole drop: 3 x did of -(0.9 + 0.1 + 0.1 + 3.1).
+    assert evidence["did"] > evidence["did_raw"]
+    assert patching["share"] == pytest.approx(3 * evidence["did"] / -4.2, abs=1e-3)

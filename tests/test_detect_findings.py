@@ -235,12 +235,15 @@ def test_a_two_scenario_patch_gets_a_wide_difference_in_differences_interval(
     add_revisions(store, [BASE_SPEC, BASE_SPEC + patch_naming(named)])
     add_samples(store, "m", BASE_SPEC, planted(uniform(0.5)))
     add_samples(
-        store, "m", BASE_SPEC + patch_naming(named), planted(uniform(0.5) | dict.fromkeys(named, 0))
+        store,
+        "m",
+        BASE_SPEC + patch_naming(named),
+        planted(uniform(0.5) | dict.fromkeys(named, 0.1)),
     )
     (finding,) = detect(store, CONFIG)
     patching = next(c for c in finding.causes if c["cause"] == "spec_patching")["evidence"]
-    assert patching["did"] == pytest.approx(-0.5)
+    assert patching["did"] == pytest.approx(-0.4, abs=0.01)
     # Scenarios alone: two identical exposed changes and 32 identical unexposed ones resample
     # into one value, a zero-width interval. Samples within scenarios carry binomial noise.
-    assert patching["did_ci_low"] < -0.6
-    assert patching["did_ci_high"] > -0.4
+    assert patching["did_ci_low"] < -0.45
+    assert patching["did_ci_high"] > -0.35
