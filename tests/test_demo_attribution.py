@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from audit.analysis.detect import Finding
-from audit.demo import QUICK_REVISIONS, run_demo
+from audit.demo import QUICK_REVISIONS, DemoResult, run_demo
 
 #: The scenarios the shipped spec history names, by the revision index of the naming edit.
 PATCHED_AT = {
@@ -23,18 +23,23 @@ ALL_PATCHED = {sid for ids in PATCHED_AT.values() for sid in ids}
 
 
 @pytest.fixture(scope="module")
-def demo_findings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Finding]]:
-    """Findings of one quick demo run, by organism line (leak findings left out)."""
+def demo_result(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    """One quick demo run."""
     folder: Path = tmp_path_factory.mktemp("demo")
-    result = run_demo(
+    return run_demo(
         quick=True,
         db_path=folder / "demo.duckdb",
         report_path=folder / "drift.html",
         workdir=folder / "work",
     )
+
+
+@pytest.fixture(scope="module")
+def demo_findings(demo_result: DemoResult) -> dict[str, list[Finding]]:
+    """Findings of the quick demo by organism line (leaks and "nothing found" left out)."""
     by_line: dict[str, list[Finding]] = {}
-    for finding in result.findings:
-        if finding.kind != "leak":
+    for finding in demo_result.findings:
+        if finding.kind not in ("leak", "none"):
             by_line.setdefault(finding.model.rsplit("-v", 1)[0], []).append(finding)
     return by_line
 
@@ -108,3 +113,14 @@ def test_backslider_v3_is_a_regression_at_every_revision(
 @pytest.mark.slow
 def test_steady_has_no_findings(demo_findings: dict[str, list[Finding]]) -> None:
     assert demo_findings.get("steady", []) == []
+
+
+@pytest.mark.slow
+def test_a_model_with_nothing_found_gets_one_none_finding(demo_result: DemoResult) -> None:
+    kinds: dict[str, list[str]] = {}
+    for finding in demo_result.findings:
+        kinds.setdefault(finding.model, []).append(finding.kind)
+    assert all(k == ["none"] for k in kinds.values() if "none" in k), kinds
+    # Steady never changes: it was checked (latest revision against the baseline), not skipped.
+    steady = {m: k for m, k in kinds.items() if m.startswith("steady")}
+    assert steady and all(k == ["none"] for k in steady.values()), steady
