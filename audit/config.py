@@ -8,6 +8,7 @@ a model names the *environment variable* that holds its key.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +27,10 @@ class RequestParams(_Strict):
     """Request parameters sent with every chat completion of a model."""
 
     temperature: float | None = 1.0
-    max_tokens: int | None = 1024
+    max_tokens: int | None = Field(1024, ge=1)
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="Sent instead of max_tokens (reasoning models need it)."
+    )
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
 
@@ -58,6 +62,9 @@ class RunConfig(_Strict):
     max_retries: int = Field(5, ge=0)
     retry_base_s: float = Field(0.5, gt=0, description="First backoff cap; doubles per retry.")
     retry_max_s: float = Field(30.0, gt=0, description="Largest wait between two attempts.")
+    workers: int = Field(
+        1, ge=1, le=64, description="Runner processes; more than 1 only helps against fast servers."
+    )
 
 
 class DetectConfig(_Strict):
@@ -77,6 +84,13 @@ class GateConfig(_Strict):
     )
     max_awareness_share: float = Field(
         0.5, ge=0, le=1, description="A drop more than this share explained by awareness fails."
+    )
+    max_non_genuine_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A drop more than this share explained by patching and awareness together "
+        "fails, whichever is the primary cause.",
     )
     fail_on_leak: bool = True
 
@@ -124,7 +138,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None) -> AuditConfig:
-    """Load and validate the config file (or defaults when there is none)."""
+    """Load and validate the config file (or defaults when there is none).
+
+    Relative paths in a config file (``db``, ``spec.repo``, also when left at their defaults)
+    are relative to the file's folder, wherever the command runs: a config found in a parent
+    folder means the same files from any subfolder. Paths given as flags stay relative to the
+    working folder.
+    """
     file = Path(path) if path is not None else find_config_file()
     if file is None:
         return AuditConfig()
@@ -133,7 +153,19 @@ def load_config(path: str | Path | None = None) -> AuditConfig:
     data = _read_toml(file)
     if file.name == "pyproject.toml":
         data = data.get("tool", {}).get("audit", {})
-    return parse_config(data, source=str(file))
+    return anchor_paths(parse_config(data, source=str(file)), file.resolve().parent)
+
+
+def anchor_paths(config: AuditConfig, folder: Path) -> AuditConfig:
+    """``config`` with its relative ``db`` and ``spec.repo`` made relative to ``folder``."""
+    spec = config.spec.model_copy(update={"repo": _anchored(config.spec.repo, folder)})
+    db = config.db if config.db == ":memory:" else _anchored(config.db, folder)
+    return config.model_copy(update={"db": db, "spec": spec})
+
+
+def _anchored(value: str, folder: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else folder / path)
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
@@ -143,6 +175,43 @@ def parse_config(data: dict[str, Any], source: str = "config") -> AuditConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise AuditError(f"{source}: {where}: {first['msg']}") from None
+
+
+def with_model_overrides(
+    config: AuditConfig,
+    names: Sequence[str] | None,
+    *,
+    add_unknown: bool = False,
+    **overrides: Any,
+) -> AuditConfig:
+    """Return ``config`` with dotted-path overrides applied to the named models.
+
+    ``names`` None means every configured model. ``add_unknown`` adds a default entry for a
+    name that is not configured (``audit run --model X --base-url URL``); otherwise an unknown
+    name is an error. ``None`` values are ignored, as in :func:`with_overrides`.
+    ``with_model_overrides(cfg, ["m"], **{"params.temperature": 0.0, "concurrency": 8})``.
+    """
+    data = config.model_dump()
+    data["models"] = list(data["models"])
+    known = {m["name"] for m in data["models"]}
+    wanted = known if names is None else set(names)
+    if add_unknown and names is not None:
+        data["models"] += [{"name": n} for n in dict.fromkeys(names) if n not in known]
+    elif names is not None:
+        for name in names:
+            config.model(name)  # raises the "unknown model" error
+    for model in data["models"]:
+        if model["name"] not in wanted:
+            continue
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            target = model
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                target = target.setdefault(key, {})
+            target[leaf] = value
+    return parse_config(data, source="options")
 
 
 def with_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from audit.analysis import detect
 from audit.analysis.detect import Finding
-from audit.config import AuditConfig, ModelConfig, RequestParams, RunConfig
+from audit.config import AuditConfig, ModelConfig, RequestParams, RunConfig, SpecConfig
+from audit.errors import AuditError
 from audit.heldout import load_heldout
 from audit.heldout.loader import register_heldout
 from audit.organisms.config import OrganismModel, load_organisms
@@ -26,17 +27,23 @@ from audit.report import render_report
 from audit.runner import RunSummary, run_matrix
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
-from audit.store import open_store
+from audit.store import Store, open_store
 
 DEMO_SOURCE_ID = "demo-spec"
 DEMO_SPEC_PATH = "spec/model-spec.md"
 DEFAULT_EPOCHS = 4
+# The quick demo sweeps the revisions that carry the story: the first version, the two patches
+# that name held-out scenarios, the section about being observed, and the latest revision.
+QUICK_REVISIONS = ("0", "2", "4", "6", "-1")
 # Three epochs is the least at which the spec patches stay significant after FDR correction over
 # the ~370 comparisons of a demo pass (two give 8 samples per patched scenario: not enough).
 QUICK_EPOCHS = 3
 # Requests in flight across all models. The organisms answer instantly, so this keeps both cores
 # busy; far more connections than this makes httpcore's pool bookkeeping the bottleneck.
 DEMO_CONCURRENCY = 32
+# The runner is CPU-bound against the instant organisms (the openai client costs ~2 ms a call):
+# two runner processes beside the server process use both cores (1.5x measured).
+DEMO_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -102,34 +109,35 @@ def run_demo(
     if spec_repo.exists():
         # Replay is deterministic (same SHAs), so a fresh copy equals the old one.
         shutil.rmtree(spec_repo)
-    progress.message(f"replaying specs_history/ into {spec_repo}")
-    replay_specs_history(spec_repo)
-
-    heldout = load_heldout()
-    with open_store(db_path) as store:
+    # A child process serves the organisms, so the runner and the simulator each get a core;
+    # it starts first and loads while the spec history is replayed and synced.
+    with ServerProcess() as server, open_store(db_path) as store:
+        _refuse_foreign_sources(store, Path(db_path))
+        progress.message(f"replaying specs_history/ into {spec_repo}")
+        replay_specs_history(spec_repo)
+        heldout = load_heldout()
         sync = sync_spec_history(
             store, spec_repo, DEMO_SPEC_PATH, source_id=DEMO_SOURCE_ID, progress=progress
         )
         register_heldout(store, heldout)
         organisms = load_organisms()
-        # A child process serves, so the runner and the simulator each get a core.
-        with ServerProcess() as server:
-            progress.message(f"model organisms (simulated) serving at {server.base_url}")
-            config = AuditConfig(
-                db=str(db_path),
-                models=demo_models(organisms, server.base_url, quick=quick),
-                run=RunConfig(epochs=epochs),
-            )
-            run = run_matrix(
-                store,
-                config,
-                models=None,
-                revisions=None,
-                epochs=epochs,
-                progress=progress,
-                command="demo",
-                heldout=heldout,
-            )
+        progress.message(f"model organisms (simulated) serving at {server.base_url}")
+        config = AuditConfig(
+            db=str(db_path),
+            spec=SpecConfig(source_id=DEMO_SOURCE_ID),
+            models=demo_models(organisms, server.base_url, quick=quick),
+            run=RunConfig(epochs=epochs, workers=DEMO_WORKERS),
+        )
+        run = run_matrix(
+            store,
+            config,
+            models=None,
+            revisions=QUICK_REVISIONS if quick else None,
+            epochs=epochs,
+            progress=progress,
+            command="demo",
+            heldout=heldout,
+        )
         progress.message("detecting and attributing changes")
         findings = detect(store, config, heldout=heldout, progress=progress)
         progress.message("writing the report")
@@ -145,3 +153,14 @@ def run_demo(
         findings=tuple(findings),
         elapsed_s=time.perf_counter() - started,
     )
+
+
+def _refuse_foreign_sources(store: Store, db_path: Path) -> None:
+    # The demo's samples are simulated; they must never land beside a real audit history.
+    rows = store.query("SELECT source_id FROM spec_sources WHERE source_id <> ?", [DEMO_SOURCE_ID])
+    if rows:
+        others = ", ".join(sorted(r["source_id"] for r in rows))
+        raise AuditError(
+            f"{db_path} already tracks other spec sources ({others}) and the demo writes "
+            "simulated samples: pass --db demo.duckdb (a file of its own)"
+        )

@@ -1,7 +1,10 @@
 """SQL over the history: read-only query execution, result formatting and schema listing.
 
 ``run_sql`` refuses write statements before anything runs (DuckDB's own parser classifies each
-statement), so a typo'd ``DELETE`` cannot touch the history unless the caller asked for writes.
+statement) and runs the rest in a read-only transaction, so a typo'd ``DELETE`` cannot touch the
+history unless the caller asked for writes. ``open_query_store`` adds a sandbox for SQL from the
+command line: a read-only connection that cannot read files, reach the network or load
+extensions, with its settings locked.
 ``format_result`` renders rows as csv, json, jsonl or markdown (the terminal table is drawn by the
 CLI with rich). ``describe_schema`` lists every table and view with its comments.
 """
@@ -16,20 +19,105 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from audit.errors import AuditError
-from audit.store import Store
+from audit.store import Store, open_store
 
 FORMATS = ("table", "csv", "json", "jsonl", "markdown")
 """Output formats of ``audit sql``."""
 
-# DESCRIBE and SHOW parse as SELECT; WITH ... SELECT too.
-_READ_TYPES = frozenset(
-    {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
+READ_ONLY_PRAGMAS = frozenset(
+    {
+        "collations",
+        "database_list",
+        "database_size",
+        "functions",
+        "metadata_info",
+        "platform",
+        "show",
+        "show_databases",
+        "show_tables",
+        "show_tables_expanded",
+        "storage_info",
+        "table_info",
+        "user_agent",
+        "version",
+    }
 )
+"""Pragmas that only report on the database; the others change settings or read files
+(``import_database``), so they need ``--write``."""
+
+# Keywords of statements that change data, files, settings or extensions. Only PIVOT statements
+# (DuckDB's MULTI type, which wraps whatever holds the pivot) are scanned for them.
+_WRITE_KEYWORDS = frozenset(
+    {
+        "alter",
+        "attach",
+        "begin",
+        "call",
+        "checkpoint",
+        "commit",
+        "copy",
+        "create",
+        "deallocate",
+        "delete",
+        "detach",
+        "drop",
+        "execute",
+        "export",
+        "import",
+        "insert",
+        "install",
+        "load",
+        "merge",
+        "pragma",
+        "prepare",
+        "reset",
+        "rollback",
+        "set",
+        "truncate",
+        "update",
+        "use",
+        "vacuum",
+    }
+)
+_QUERY_STARTS = frozenset(
+    {"pivot", "pivot_wider", "pivot_longer", "unpivot", "select", "from", "with", "(", "explain"}
+)
+
+
+def query_settings(*, allow_files: bool = False) -> dict[str, Any]:
+    """DuckDB settings of a connection that runs SQL typed at the command line.
+
+    Extensions are neither downloaded nor loaded on demand, Python variables are not scanned as
+    tables and, unless ``allow_files``, no file or URL outside the database can be read or
+    written. The configuration is locked last, so a query cannot ``SET`` its way back.
+    """
+    settings: dict[str, Any] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "python_enable_replacements": False,
+    }
+    if not allow_files:
+        settings["enable_external_access"] = False
+    settings["lock_configuration"] = True
+    return settings
+
+
+def open_query_store(
+    path: str | Path | None, *, write: bool = False, allow_files: bool = False
+) -> Store:
+    """Open the database for ``audit sql``: read-only with :func:`query_settings` unless ``write``.
+
+    With ``write`` the store opens normally: the user asked to change things.
+    """
+    if write:
+        return open_store(path)
+    return open_store(path, read_only=True, settings=query_settings(allow_files=allow_files))
 
 
 @dataclass(frozen=True)
@@ -96,33 +184,138 @@ def parse_statements(sql: str) -> list[duckdb.Statement]:
     return statements
 
 
+def _words(sql: str) -> list[tuple[int, str]]:
+    """(offset, lower-cased text) of each token of ``sql``, comments left out."""
+    tokens = duckdb.tokenize(sql)
+    words = []
+    for index, (start, kind) in enumerate(tokens):
+        if kind == duckdb.token_type.comment:
+            continue
+        end = tokens[index + 1][0] if index + 1 < len(tokens) else len(sql)
+        words.append((start, sql[start:end].strip().lower()))
+    return words
+
+
+def _with_article(phrase: str) -> str:
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+
+
+def _statement_type(statement: duckdb.Statement) -> duckdb.StatementType | None:
+    try:
+        return statement.type
+    except ValueError:  # a type newer than the Python enum knows (UPDATE EXTENSIONS in 2.0)
+        return None
+
+
+def _parses_as_one_statement(sql: str) -> bool:
+    try:
+        return len(duckdb.extract_statements(sql)) == 1
+    except duckdb.Error:
+        return False
+
+
+def _explained_statement(sql: str, words: list[tuple[int, str]]) -> str | None:
+    """The text of the statement an EXPLAIN explains (after ANALYZE and any option list)."""
+    index = 1  # words[0] is EXPLAIN
+    while index < len(words) and words[index][1] in ("analyze", "analyse", "verbose"):
+        index += 1
+    if index < len(words) and words[index][1] == "(":
+        rest = sql[words[index][0] :]
+        if _parses_as_one_statement(rest):  # EXPLAIN (SELECT ...)
+            return rest
+        depth = 0
+        while index < len(words):  # skip an option list such as (ANALYZE, FORMAT json)
+            depth += {"(": 1, ")": -1}.get(words[index][1], 0)
+            index += 1
+            if depth == 0:
+                break
+    return sql[words[index][0] :] if index < len(words) else None
+
+
+def _refusal(statement: duckdb.Statement) -> str | None:
+    """Why ``statement`` may not run read-only (a phrase), or None when it only reads."""
+    sql = statement.query
+    words = _words(sql)
+    first = words[0][1] if words else ""
+    kind = _statement_type(statement)
+    if kind == duckdb.StatementType.SELECT:  # also WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE
+        return None
+    if kind == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs the statement it explains, so that statement must be a read too.
+        inner = _explained_statement(sql, words)
+        if inner is None or not _parses_as_one_statement(inner):
+            return "an EXPLAIN whose statement cannot be checked"
+        reason = _refusal(duckdb.extract_statements(inner)[0])
+        return None if reason is None else f"an EXPLAIN of {reason}"
+    if kind == duckdb.StatementType.PRAGMA:
+        name = words[1][1] if len(words) > 1 else ""
+        return None if name in READ_ONLY_PRAGMAS else f"PRAGMA {name}"
+    if kind == duckdb.StatementType.MULTI:
+        # DuckDB wraps a PIVOT, and whatever holds it (SELECT, EXPLAIN, CREATE TABLE AS, INSERT),
+        # in one MULTI statement: a read starts like a query and uses no writing keyword.
+        writes = [w for _, w in words if w in _WRITE_KEYWORDS]
+        if first in _QUERY_STARTS and not writes:
+            return None
+        return _with_article(f"{(writes or [first])[0].upper()} statement")
+    if first in ("with", "(") or not first:
+        return _with_article(f"{kind.name if kind else 'unknown'} statement")
+    return _with_article(f"{first.upper()} statement")
+
+
 def check_read_only(sql: str) -> None:
-    """Raise AuditError naming ``--write`` if any statement of ``sql`` could change data."""
+    """Raise AuditError naming ``--write`` if any statement of ``sql`` could change anything.
+
+    Reads are the SELECT-like statements (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE,
+    PIVOT), EXPLAIN of a read (EXPLAIN ANALYZE runs its statement) and the reporting pragmas of
+    :data:`READ_ONLY_PRAGMAS`. Everything else is refused before anything runs.
+    """
     for statement in parse_statements(sql):
-        if statement.type not in _READ_TYPES:
-            kind = statement.type.name
-            raise AuditError(
-                f"refusing a {kind} statement: audit sql is read-only; pass --write to allow it"
-            )
+        reason = _refusal(statement)
+        if reason is not None:
+            raise AuditError(f"refusing {reason}: audit sql is read-only; pass --write to allow it")
 
 
 def run_sql(store: Store, sql: str, *, allow_write: bool = False) -> QueryResult:
     """Run ``sql`` (one or more statements) and return the result of the last one.
 
-    Without ``allow_write`` anything but SELECT / WITH / EXPLAIN / PRAGMA / DESCRIBE / SHOW is
-    refused before execution. DuckDB errors become AuditError with DuckDB's message on one line.
+    Without ``allow_write`` every statement must pass :func:`check_read_only` before any runs,
+    and they run in a read-only transaction that is rolled back afterwards, so the database does
+    not change even on a writable connection. DuckDB errors become AuditError with DuckDB's
+    message on one line.
     """
-    if not allow_write:
-        check_read_only(sql)
     statements = parse_statements(sql)
+    if allow_write:
+        return _execute(store.con, statements)
+    check_read_only(sql)
+    try:
+        store.con.execute("BEGIN TRANSACTION READ ONLY")
+    except duckdb.TransactionException:
+        raise AuditError(
+            "cannot run a read-only query inside an open transaction: commit or roll it back first"
+        ) from None
+    try:
+        return _execute(store.con, statements)
+    finally:
+        store.con.execute("ROLLBACK")
+
+
+def _execute(con: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]) -> QueryResult:
     try:
         for statement in statements[:-1]:
-            store.con.execute(statement)
-        cursor = store.con.execute(statements[-1])
+            con.execute(statement)
+        cursor = con.execute(statements[-1])
         columns = tuple(d[0] for d in cursor.description or [])
         rows = tuple(cursor.fetchall()) if columns else ()
+    except duckdb.PermissionException as exc:
+        raise AuditError(
+            f"{_one_line(exc)}: audit sql reads only the database; pass --allow-files to let "
+            "queries read local files"
+        ) from None
     except duckdb.Error as exc:
-        raise AuditError(_one_line(exc)) from None
+        message = _one_line(exc)
+        if "read-only mode" in message:  # e.g. nextval() in a SELECT: a write the parser misses
+            message += ": audit sql is read-only; pass --write to allow it"
+        raise AuditError(message) from None
     return QueryResult(columns, rows)
 
 

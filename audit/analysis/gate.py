@@ -2,11 +2,22 @@
 wrong reasons?
 
 One comparison per model (candidate model at the candidate revision against the baseline model at
-the baseline revision), tested and attributed exactly as detection does, plus a leak check of the
-spec text added between the two revisions. The gate fails on a significant regression larger than
-``GateConfig.max_regression_points``, on a leak (``fail_on_leak``), and on a drop whose primary
-cause is spec patching or eval awareness with a share above the configured maximum. Nothing is
-written to the database.
+the baseline revision), tested and attributed as detection does, plus a leak check of the
+candidate spec's whole text. The gate fails on
+
+* a significant regression larger than ``GateConfig.max_regression_points``;
+* a leak (``fail_on_leak``): the canary or near-verbatim scenario text anywhere in the candidate
+  spec, including text that was already in the baseline spec;
+* a significant drop (or collapse) with spec patching or eval awareness as its primary cause and
+  a share above ``max_patching_share`` / ``max_awareness_share``, or whose patching and awareness
+  shares together exceed ``max_non_genuine_share`` (two causes of 45% each are 90% of a drop
+  that is not genuine).
+
+The gate answers a per-model, directional question, so its tests differ from detection's: each
+model's comparison is its own false-discovery-rate family (other models in the run never change a
+model's verdict), the rise is tested one-sided on its own ("did it regress?"), and the drop
+one-sided over all scenarios and over the exposed ones, corrected together ("did it improve,
+and where?"). Nothing is written to the database.
 """
 
 from __future__ import annotations
@@ -16,13 +27,13 @@ from typing import Any
 
 from audit.analysis.detect import (
     Comparison,
+    Context,
     Finding,
     Point,
     Revision,
-    _Context,
-    _evaluate,
     _load_revisions,
     _refuse_mixed_sets,
+    evaluate_comparisons,
     leak_finding,
     resolve_ref,
 )
@@ -125,12 +136,16 @@ def gate(
     source, revisions = next(iter(sources.items()))
     base_rev = resolve_ref(store, baseline, source, revisions)
     cand_rev = resolve_ref(store, candidate, source, revisions)
-    context = _Context(config, heldout, progress)
+    context = Context(config, heldout, progress)
     comparisons = _gate_comparisons(store, base_rev, cand_rev, model, baseline_model)
-    findings = _evaluate(comparisons, context, include_none=True)
-    leaked = [e for e in context.exposure(base_rev, cand_rev) if e.leak]
-    if leaked:
-        findings.append(leak_finding(base_rev, cand_rev, leaked))
+    findings = evaluate_comparisons(comparisons, context, mode="gate")
+    leak = context.leaks(cand_rev)
+    if leak:
+        # Whatever the scores do, and whether or not the baseline spec already carried it.
+        at_baseline = bool(context.leaks(base_rev))
+        findings.append(
+            leak_finding(base_rev, cand_rev, leak, context, already_at_baseline=at_baseline)
+        )
     reasons = tuple(r for f in findings if (r := failure_reason(f, config)) is not None)
     return GateResult(
         passed=not reasons,
@@ -197,17 +212,29 @@ def failure_reason(finding: Finding, config: AuditConfig) -> str | None:
     delta_points = 100 * (finding.delta or 0.0)
     if finding.kind == "regression" and delta_points > limits.max_regression_points:
         return finding.summary
-    if finding.kind in ("drop", "collapse"):
-        patching = finding.share("spec_patching")
-        awareness = finding.share("eval_awareness")
-        if finding.primary_cause == "spec_patching" and patching > limits.max_patching_share:
-            return (
-                f"{finding.model}: {100 * patching:.0f}% of the drop is explained by spec "
-                f"patching (limit {100 * limits.max_patching_share:.0f}%)"
-            )
-        if finding.primary_cause == "eval_awareness" and awareness > limits.max_awareness_share:
-            return (
-                f"{finding.model}: {100 * awareness:.0f}% of the drop is explained by eval "
-                f"awareness (limit {100 * limits.max_awareness_share:.0f}%)"
-            )
+    if finding.kind in ("drop", "collapse") and finding.causes:
+        return _drop_reason(finding, config)
+    return None
+
+
+def _drop_reason(finding: Finding, config: AuditConfig) -> str | None:
+    limits = config.gate
+    patching = finding.share("spec_patching")
+    awareness = finding.share("eval_awareness")
+    if finding.primary_cause == "spec_patching" and patching > limits.max_patching_share:
+        return (
+            f"{finding.model}: {100 * patching:.0f}% of the drop is explained by spec "
+            f"patching (limit {100 * limits.max_patching_share:.0f}%)"
+        )
+    if finding.primary_cause == "eval_awareness" and awareness > limits.max_awareness_share:
+        return (
+            f"{finding.model}: {100 * awareness:.0f}% of the drop is explained by eval "
+            f"awareness (limit {100 * limits.max_awareness_share:.0f}%)"
+        )
+    if patching + awareness > limits.max_non_genuine_share:
+        return (
+            f"{finding.model}: {100 * (patching + awareness):.0f}% of the drop is explained by "
+            f"spec patching ({100 * patching:.0f}%) and eval awareness ({100 * awareness:.0f}%) "
+            f"together (limit {100 * limits.max_non_genuine_share:.0f}%)"
+        )
     return None

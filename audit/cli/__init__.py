@@ -13,15 +13,6 @@ from typer.core import TyperGroup
 from audit.errors import AuditError
 
 
-class UserError(click.ClickException):
-    """An AuditError on its way out: one line, exit code 2, no traceback."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
-        click.echo(f"error: {self.message}", err=True)
-
-
 class AuditGroup(TyperGroup):
     """Command group that turns AuditError into a clean exit."""
 

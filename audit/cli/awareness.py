@@ -98,7 +98,12 @@ def judge(
         int | None, typer.Option("--limit", min=1, help="Judge at most this many samples.")
     ] = None,
     redo: Annotated[
-        bool, typer.Option("--redo", help="Judge again samples this grader already judged.")
+        bool,
+        typer.Option(
+            "--redo",
+            help="Judge again samples already judged with this grader, judge model and rubric "
+            "(replacing those grades; another rubric or judge never replaces).",
+        ),
     ] = False,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Judge requests in flight.")
@@ -137,7 +142,8 @@ def judge(
     else:
         typer.echo(
             f"judged {summary.judged} of {summary.selected} selected samples with "
-            f"{summary.judge_model} as {summary.grader!r} ({summary.invalid} invalid verdicts, "
+            f"{summary.judge_model} as {summary.grader!r}, rubric {summary.rubric_hash[:19]} "
+            f"({summary.invalid} invalid verdicts, "
             f"{summary.skipped_unknown_scenario} skipped: scenario not in the held-out set)"
         )
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from audit.cli.options import DbOption, resolve_db
 from audit.cli.progress import cli_progress
 
 if TYPE_CHECKING:
@@ -37,7 +36,12 @@ def finding_lines(findings: Sequence[Finding]) -> list[str]:
 
 
 def demo_command(
-    db: DbOption = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", help="DuckDB file (default ./audit.duckdb; audit.toml's db is not used)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Where to write the HTML report.")] = Path(
         "reports/drift.html"
     ),
@@ -48,13 +52,18 @@ def demo_command(
         int | None, typer.Option("--epochs", min=1, help="Samples per cell (default 4; quick 3).")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="First and last version of each organism, 3 epochs.")
+        bool,
+        typer.Option(
+            "--quick",
+            help="First and last version of each organism, 5 of the 10 revisions, 3 epochs.",
+        ),
     ] = False,
 ) -> None:
     """Run the offline demo: spec history, simulated model organisms, DuckDB, HTML report."""
     from audit.demo import run_demo
 
-    db_path = resolve_db(db)
+    # Never the database audit.toml names: the demo's samples are simulated.
+    db_path = db or Path("audit.duckdb")
     result = run_demo(
         db_path=db_path,
         report_path=out,

@@ -9,7 +9,9 @@ import typer
 
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="DuckDB file (default: from audit.toml, else ./audit.duckdb)."),
+    typer.Option(
+        "--db", help="DuckDB file (default: db from audit.toml, beside it; else ./audit.duckdb)."
+    ),
 ]
 ConfigOption = Annotated[
     Path | None,
@@ -19,7 +21,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def resolve_db(db: Path | None, config: Path | None = None) -> Path:
-    """The database path: the --db flag, else the config's ``db``, else ./audit.duckdb."""
+    """The database path: the --db flag (relative to the working folder), else the config's
+    ``db`` (relative to the config file's folder), else ./audit.duckdb."""
     if db is not None:
         return db
     from audit.config import load_config

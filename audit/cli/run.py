@@ -8,14 +8,15 @@ only the one-line summary is printed.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
 from audit.cli.progress import cli_progress
-from audit.config import load_config, with_overrides
+from audit.config import load_config, with_model_overrides, with_overrides
 from audit.store import open_store
 
 EpochsOption = Annotated[
@@ -32,6 +33,86 @@ ScenarioOption = Annotated[
     list[str] | None,
     typer.Option("--scenario", help="Scenario id to run (repeatable; default: the whole set)."),
 ]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=64,
+        help="Runner processes (default: run.workers, 1); >1 only helps against fast servers.",
+    ),
+]
+MaxTurnsOption = Annotated[
+    int | None, typer.Option("--max-turns", min=1, help="Turn limit per sample (run.max_turns).")
+]
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """Flags that override the settings of every model a command runs (None: keep config)."""
+
+    api_key_env: str | None = None
+    version: str | None = None
+    release_date: str | None = None
+    spec_placement: str | None = None
+    concurrency: int | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    reasoning_effort: str | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """As dotted paths of :class:`audit.config.ModelConfig`."""
+        return {
+            "api_key_env": self.api_key_env,
+            "version": self.version,
+            "release_date": self.release_date,
+            "spec_placement": self.spec_placement,
+            "concurrency": self.concurrency,
+            "params.temperature": self.temperature,
+            "params.max_tokens": self.max_tokens,
+            "params.max_completion_tokens": self.max_completion_tokens,
+            "params.reasoning_effort": self.reasoning_effort,
+        }
+
+
+ApiKeyEnvOption = Annotated[
+    str | None,
+    typer.Option("--api-key-env", help="NAME of the environment variable holding the key."),
+]
+ModelVersionOption = Annotated[
+    str | None, typer.Option("--model-version", help="Version label stored with the samples.")
+]
+ReleaseDateOption = Annotated[
+    str | None, typer.Option("--release-date", help="Model release date (YYYY-MM-DD).")
+]
+SpecPlacementOption = Annotated[
+    str | None,
+    typer.Option(
+        "--spec-placement", help="Where the spec goes: system, developer or none (trained on it)."
+    ),
+]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option("--concurrency", min=1, help="Requests in flight per model.")
+]
+TemperatureOption = Annotated[
+    float | None, typer.Option("--temperature", min=0.0, help="Sampling temperature.")
+]
+MaxTokensOption = Annotated[
+    int | None, typer.Option("--max-tokens", min=1, help="max_tokens sent with each request.")
+]
+MaxCompletionTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-completion-tokens",
+        min=1,
+        help="Sent instead of max_tokens (OpenAI reasoning models need it).",
+    ),
+]
+ReasoningEffortOption = Annotated[
+    str | None,
+    typer.Option("--reasoning-effort", help="minimal, low, medium or high (reasoning models)."),
+]
 
 
 def _execute(
@@ -41,7 +122,10 @@ def _execute(
     revisions: list[str] | None,
     scenarios: list[str] | None,
     epochs: int | None,
+    workers: int | None,
+    max_turns: int | None,
     base_url: str | None,
+    model_flags: ModelFlags,
     db: Path | None,
     config_path: Path | None,
     dry_run: bool,
@@ -49,7 +133,14 @@ def _execute(
 ) -> None:
     from audit.runner import plan_run, run_matrix
 
-    config = with_overrides(load_config(config_path), **{"run.epochs": epochs})
+    config = with_overrides(
+        load_config(config_path),
+        **{"run.epochs": epochs, "run.workers": workers, "run.max_turns": max_turns},
+    )
+    # A model missing from the config can still be run when --base-url says where it is.
+    config = with_model_overrides(
+        config, models, add_unknown=base_url is not None, **model_flags.overrides()
+    )
     store = open_store(resolve_db(db, config_path))
     try:
         if dry_run:
@@ -74,6 +165,14 @@ def _execute(
         typer.echo(json.dumps({**summary.__dict__, "ok": summary.ok}))
     else:
         typer.echo(summary.line())
+    for model, error in summary.abandoned.items():
+        typer.echo(
+            f"error: model {model!r} refused its first requests ({error}): fix its name, key "
+            "variable or parameters, then rerun (its other samples were not run)",
+            err=True,
+        )
+    if summary.abandoned and summary.ok:
+        raise typer.Exit(2)
     if not summary.ok:
         typer.echo(
             f"error: {summary.unstored} sample(s) could not be stored ({summary.store_error}); "
@@ -100,15 +199,34 @@ def _print_plan(described: dict, as_json: bool) -> None:
 
 def run_command(
     model: Annotated[
-        list[str], typer.Option("--model", help="Configured model name (repeatable).")
+        list[str],
+        typer.Option(
+            "--model",
+            help="Model name (repeatable): a configured one, or any name with --base-url.",
+        ),
     ],
     rev: Annotated[
         list[str] | None,
-        typer.Option("--rev", help="Spec revision: sha prefix, tag or index (default: all)."),
+        typer.Option(
+            "--rev",
+            help="Spec revision: sha prefix, tag, index, or a range A..B (repeatable; "
+            "default: all).",
+        ),
     ] = None,
     epochs: EpochsOption = None,
     scenario: ScenarioOption = None,
     base_url: BaseUrlOption = None,
+    workers: WorkersOption = None,
+    max_turns: MaxTurnsOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    model_version: ModelVersionOption = None,
+    release_date: ReleaseDateOption = None,
+    spec_placement: SpecPlacementOption = None,
+    concurrency: ConcurrencyOption = None,
+    temperature: TemperatureOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_completion_tokens: MaxCompletionTokensOption = None,
+    reasoning_effort: ReasoningEffortOption = None,
     dry_run: DryRunOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -121,7 +239,20 @@ def run_command(
         revisions=rev,
         scenarios=scenario,
         epochs=epochs,
+        workers=workers,
+        max_turns=max_turns,
         base_url=base_url,
+        model_flags=ModelFlags(
+            api_key_env=api_key_env,
+            version=model_version,
+            release_date=release_date,
+            spec_placement=spec_placement,
+            concurrency=concurrency,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens,
+            reasoning_effort=reasoning_effort,
+        ),
         db=db,
         config_path=config,
         dry_run=dry_run,
@@ -133,19 +264,40 @@ def sweep_command(
     epochs: EpochsOption = None,
     scenario: ScenarioOption = None,
     base_url: BaseUrlOption = None,
+    workers: WorkersOption = None,
+    max_turns: MaxTurnsOption = None,
+    spec_placement: SpecPlacementOption = None,
+    concurrency: ConcurrencyOption = None,
+    temperature: TemperatureOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_completion_tokens: MaxCompletionTokensOption = None,
+    reasoning_effort: ReasoningEffortOption = None,
     dry_run: DryRunOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the whole matrix from config: every model x every stored spec revision."""
+    """Run the whole matrix from config: every model x every stored spec revision.
+
+    Model flags apply to every configured model.
+    """
     _execute(
         command="sweep",
         models=None,
         revisions=None,
         scenarios=scenario,
         epochs=epochs,
+        workers=workers,
+        max_turns=max_turns,
         base_url=base_url,
+        model_flags=ModelFlags(
+            spec_placement=spec_placement,
+            concurrency=concurrency,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            max_completion_tokens=max_completion_tokens,
+            reasoning_effort=reasoning_effort,
+        ),
         db=db,
         config_path=config,
         dry_run=dry_run,

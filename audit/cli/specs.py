@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.errors import AuditError
 
 specs_app = typer.Typer(help="Track the revisions of a spec file in git.", no_args_is_help=True)
 
@@ -18,6 +19,12 @@ SourceIdOption = Annotated[
         "--source-id", help="Spec source id (needed when the database tracks several specs)."
     ),
 ]
+REVISION_NAMES = (
+    "an index (0 = oldest, -1 = newest), a tag or a sha prefix (4+ hex digits). A number is "
+    "an index when that index exists (0..n-1 or -1..-n), else a tag or a sha prefix: in a "
+    "short history, 112565 names the commit 112565a."
+)
+"""How ``audit.spec_history.resolve_revision`` reads a revision name, for help texts."""
 _SUBJECT_WIDTH = 60
 _TEXT_WIDTH = 100
 _MARKS = {"added": "+", "removed": "-", "reworded": "~", "moved": ">"}
@@ -48,7 +55,7 @@ def sync_command(
     """Store every commit that changed the spec file (renames followed, merges first-parent)."""
     from audit.cli.progress import cli_progress
     from audit.config import load_config, with_overrides
-    from audit.spec_history import sync_spec_history
+    from audit.spec_history import open_spec_file, sync_spec_file
     from audit.store import open_store
 
     settings = with_overrides(
@@ -61,15 +68,20 @@ def sync_command(
         },
     )
     spec = settings.spec
-    with open_store(resolve_db(db, config)) as store:
-        result = sync_spec_history(
-            store,
-            spec.repo,
-            spec.path,
-            ref=spec.ref,
-            source_id=spec.source_id,
-            progress=cli_progress(),
-        )
+    # Repository, ref and path are checked before the database is opened: a mistyped flag
+    # must not leave a new (or freshly migrated) database file behind.
+    spec_file = open_spec_file(spec.repo, spec.path, spec.ref)
+    db_path = resolve_db(db, config)
+    created = not db_path.exists()
+    store = open_store(db_path)
+    try:
+        with store:
+            result = sync_spec_file(store, spec_file, spec.source_id, progress=cli_progress())
+    except AuditError:
+        if created:
+            # Only this process had the file (DuckDB locks it): a failed first sync leaves none.
+            _remove_database(db_path)
+        raise
     typer.echo(
         f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
         f"(tip {result.tip_sha[:7]}, {result.tags} tags)"
@@ -102,10 +114,17 @@ def log_command(
         )
 
 
-@specs_app.command("diff")
+@specs_app.command(
+    "diff",
+    # Negative indexes (-1 = newest) are revisions, not options.
+    context_settings={"ignore_unknown_options": True},
+    epilog=f"Revisions are named by {REVISION_NAMES}",
+)
 def diff_command(
     rev_a: Annotated[str, typer.Argument(help="Old revision: index, tag or sha prefix.")],
-    rev_b: Annotated[str, typer.Argument(help="New revision: index, tag or sha prefix.")],
+    rev_b: Annotated[
+        str, typer.Argument(help="New revision: index (-1 = newest), tag or sha prefix.")
+    ],
     unified: Annotated[
         bool, typer.Option("--unified", help="Print the line-level unified diff instead.")
     ] = False,
@@ -118,6 +137,9 @@ def diff_command(
     from audit.spec_history import diff_revisions
     from audit.store import open_store
 
+    for rev in (rev_a, rev_b):
+        if rev.startswith("--"):  # let through as an argument by ignore_unknown_options
+            raise AuditError(f"unknown option {rev}: see `audit specs diff --help`")
     with open_store(resolve_db(db, config), read_only=True) as store:
         diff = diff_revisions(store, rev_a, rev_b, source_id)
     if json_output:
@@ -156,6 +178,11 @@ def diff_command(
         else:
             text = change.new_text if change.new_text is not None else change.old_text
             typer.echo(f"{head}\n    {_clip(text or '', _TEXT_WIDTH)}")
+
+
+def _remove_database(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def _clip(text: str, width: int) -> str:

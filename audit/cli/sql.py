@@ -42,26 +42,39 @@ def sql_command(
         str | None, typer.Argument(help="SQL to run (or use --file).", show_default=False)
     ] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", help="Read the SQL from this file.")
+        Path | None,
+        typer.Option("--file", help="Read the SQL from this file (the last statement prints)."),
     ] = None,
     fmt: Annotated[
-        str,
-        typer.Option("--format", help="table, csv, json, jsonl or markdown."),
-    ] = "table",
+        str | None,
+        typer.Option(
+            "--format",
+            help="table, csv, json, jsonl or markdown (default: table on a terminal, else csv).",
+            show_default=False,
+        ),
+    ] = None,
     write: Annotated[
         bool, typer.Option("--write", help="Allow statements that change the database.")
+    ] = False,
+    allow_files: Annotated[
+        bool,
+        typer.Option(
+            "--allow-files",
+            help="Let read-only queries read local files (read_csv, read_parquet, glob).",
+        ),
     ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Run SQL over the history (read-only unless --write). `audit schema` lists the tables."""
-    from audit.query import FORMATS, format_result, run_sql
-    from audit.store import open_store
+    from audit.query import FORMATS, format_result, open_query_store, run_sql
 
+    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
     if fmt not in FORMATS:
         raise AuditError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     sql = _sql_text(query, file)
-    with open_store(resolve_db(db, config), read_only=not write) as store:
+    path = resolve_db(db, config)
+    with open_query_store(path, write=write, allow_files=allow_files) as store:
         result = run_sql(store, sql, allow_write=write)
     if fmt == "table":
         _print_table(result)
@@ -125,17 +138,21 @@ def schema_command(
 
 @import_app.command("samples")
 def import_samples_command(
-    file: Annotated[Path, typer.Argument(help="JSONL file, one graded sample a line.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="JSONL file: one graded sample a line, or an exported samples file."),
+    ],
     source: SourceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import graded samples (model, spec_rev, scenario_id, epoch, outcome, eval_aware, ...)."""
+    from audit.cli.progress import cli_progress
     from audit.io import import_samples
     from audit.store import open_store
 
     with open_store(resolve_db(db, config)) as store:
-        result = import_samples(store, file, source_id=source)
+        result = import_samples(store, file, source_id=source, progress=cli_progress())
     typer.echo(result.line())
 
 

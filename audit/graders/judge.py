@@ -5,7 +5,8 @@ client. It reads the scenario (including its ground truth) and the transcript, a
 JSON verdict ``{"covert": ..., "eval_aware": ..., "rationale": ...}``. Its grades go into the
 ``judge_grades`` table beside the deterministic grades in ``samples``; nothing here ever writes to
 ``samples``, so a judge can be compared with the lexicon and the rules but never silently replaces
-them.
+them. Each grade records the judge model and the hash of the rubric it was given, and is keyed by
+them: a new rubric or judge adds rows beside the old ones instead of overwriting them.
 
 The judge's API key is read from an environment variable named by the caller; it is never
 stored, and is scrubbed from anything the server echoes back before it reaches the store.
@@ -14,6 +15,7 @@ stored, and is scrubbed from anything the server echoes back before it reaches t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -72,6 +74,13 @@ class JudgeGrade:
     outcome: Outcome
     eval_aware: bool | None
     rationale: str
+    rubric_hash: str = ""
+
+
+def hash_rubric(rubric: str | None) -> str:
+    """``sha256:<hex>`` of the rubric text (the default rubric when None)."""
+    text = rubric or DEFAULT_RUBRIC
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def render_transcript(transcript: Transcript) -> str:
@@ -190,6 +199,7 @@ async def judge_sample(
         outcome=outcome,
         eval_aware=eval_aware,
         rationale=_clip(_scrub(rationale, client.api_key)),
+        rubric_hash=hash_rubric(rubric),
     )
 
 
@@ -197,8 +207,9 @@ def store_judge_grades(store: Store, grades: Mapping[str, JudgeGrade]) -> int:
     """Write judge grades (``sample_key -> grade``) into ``judge_grades``; returns rows written.
 
     Every sample key must exist in ``samples`` (a grade of nothing is refused, and nothing is
-    written then). A newer grade by the same grader replaces the older one; ``samples`` is only
-    read.
+    written then). A grade replaces only an earlier one by the same grader, judge model and rubric
+    hash (judging again with the same setup); another rubric or judge adds a row beside it.
+    ``samples`` is only read.
     """
     if not grades:
         return 0
@@ -210,6 +221,12 @@ def store_judge_grades(store: Store, grades: Mapping[str, JudgeGrade]) -> int:
         )
     }
     missing = [key for key in keys if key not in found]
+    unhashed = [key for key, grade in grades.items() if not grade.rubric_hash]
+    if unhashed:
+        raise AuditError(
+            f"judge grade for {unhashed[0]} has no rubric hash: build grades with judge_sample "
+            "or set rubric_hash=hash_rubric(rubric)"
+        )
     if missing:
         raise AuditError(
             f"{len(missing)} judge grade(s) refer to samples that are not stored "
@@ -220,6 +237,7 @@ def store_judge_grades(store: Store, grades: Mapping[str, JudgeGrade]) -> int:
             "sample_key": key,
             "grader": grade.grader,
             "judge_model": grade.judge_model,
+            "rubric_hash": grade.rubric_hash,
             "outcome": grade.outcome,
             "eval_aware": grade.eval_aware,
             "rationale": grade.rationale,
@@ -263,11 +281,13 @@ class JudgeRunSummary:
     judged: int
     invalid: int
     skipped_unknown_scenario: int
+    rubric_hash: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "judge_model": self.judge_model,
             "grader": self.grader,
+            "rubric_hash": self.rubric_hash,
             "selected": self.selected,
             "judged": self.judged,
             "invalid": self.invalid,
@@ -291,12 +311,14 @@ def judge_stored_samples(
 ) -> JudgeRunSummary:
     """Judge stored samples (optionally of one ``model``) and store the grades.
 
-    Samples this grader already judged are skipped unless ``redo``. Samples whose scenario is not
-    in ``heldout`` are skipped and counted. All grades of the pass are written in one transaction
-    at the end, so an interrupted pass leaves the store as it was.
+    Samples this grader already judged with this judge model and rubric are skipped unless
+    ``redo``; a new rubric or judge model judges them again, beside the earlier grades. Samples
+    whose scenario is not in ``heldout`` are skipped and counted. All grades of the pass are
+    written in one transaction at the end, so an interrupted pass leaves the store as it was.
     """
     progress = progress or NullProgress()
-    rows = _samples_to_judge(store, model=model, grader=grader, limit=limit, redo=redo)
+    setup = (grader, judge_model, hash_rubric(rubric))
+    rows = _samples_to_judge(store, model=model, setup=setup, limit=limit, redo=redo)
     known = set(heldout.ids())
     cases: dict[str, tuple[Transcript, Scenario]] = {}
     for row in rows:
@@ -320,11 +342,17 @@ def judge_stored_samples(
         judged=len(grades),
         invalid=sum(grade.outcome == "invalid" for grade in grades.values()),
         skipped_unknown_scenario=len(rows) - len(cases),
+        rubric_hash=setup[2],
     )
 
 
 def _samples_to_judge(
-    store: Store, *, model: str | None, grader: str, limit: int | None, redo: bool
+    store: Store,
+    *,
+    model: str | None,
+    setup: tuple[str, str, str],
+    limit: int | None,
+    redo: bool,
 ) -> list[dict[str, Any]]:
     conditions = ["transcript IS NOT NULL"]
     params: list[Any] = []
@@ -333,9 +361,10 @@ def _samples_to_judge(
         params.append(model)
     if not redo:
         conditions.append(
-            "sample_key NOT IN (SELECT sample_key FROM judge_grades WHERE grader = ?)"
+            "sample_key NOT IN (SELECT sample_key FROM judge_grades "
+            "WHERE grader = ? AND judge_model = ? AND rubric_hash = ?)"
         )
-        params.append(grader)
+        params.extend(setup)
     sql = (
         "SELECT sample_key, scenario_id, CAST(transcript AS VARCHAR) AS transcript FROM samples "
         f"WHERE {' AND '.join(conditions)} ORDER BY sample_key"

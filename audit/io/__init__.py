@@ -1,10 +1,10 @@
 """Imports and exports: graded samples from JSONL files and Inspect AI logs, tables to files.
 
 :func:`import_samples` (JSONL), :func:`import_inspect_log` (Inspect AI eval logs) and
-:func:`export_store` (Parquet or JSONL, samples partitioned by model).
+:func:`export_store` (Parquet or JSONL, one folder of samples per model).
 """
 
-from audit.io.export import EXPORT_FORMATS, ExportResult, export_store
+from audit.io.export import EXPORT_FORMATS, ExportResult, export_store, partition_folder
 from audit.io.import_samples import ImportedSample, ImportResult, import_samples
 from audit.io.inspect_import import InspectMapping, import_inspect_log, load_mapping
 
@@ -18,4 +18,5 @@ __all__ = [
     "import_inspect_log",
     "import_samples",
     "load_mapping",
+    "partition_folder",
 ]

@@ -1,14 +1,20 @@
 """Export every table of the store to Parquet or JSONL files, through DuckDB's COPY.
 
 Layout under the output folder: ``<table>.parquet`` (or ``.jsonl``) per table, except samples,
-which are partitioned by model as ``samples/model=<name>/data_0.<ext>`` (hive style, so DuckDB,
-pandas, polars and Spark read the folder back with a ``model`` column; names are URL-escaped).
-JSON columns are text in Parquet and nested values in JSONL. Views are not exported:
-they are derived from the tables and rebuilt by any specdrift database.
+which get one folder per model: ``samples/<model>/data.<ext>``. Every file holds every column of
+its table, ``model`` included, so a folder (or a glob over all of them) reads back the same with
+DuckDB, pandas or polars and no reader has to guess a column's type from a folder name. Folder
+names are the model name percent-escaped (see :func:`partition_folder`), so any model name is a
+safe, distinct folder. JSON columns are text in Parquet and nested values in JSONL. Views are not
+exported: they are derived from the tables and rebuilt by any specdrift database.
+
+An exported samples file imports back unchanged with ``audit import samples`` (JSONL).
 """
 
 from __future__ import annotations
 
+import hashlib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +27,12 @@ EXPORT_FORMATS = ("parquet", "jsonl")
 """File formats of ``audit export``."""
 
 PARTITIONED = {"samples": "model"}
-"""Tables written as hive partitions, with their partition column."""
+"""Tables written as one folder per value of a column."""
 
 _COPY_FORMAT = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}
 _EXTENSION = {"parquet": "parquet", "jsonl": "jsonl"}
+# Long enough for any real model name, short of the usual 255-byte file name limit.
+_MAX_FOLDER = 160
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class ExportResult:
     fmt: str
     rows: dict[str, int] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    partitions: dict[str, dict[str, Path]] = field(default_factory=dict)
 
     def line(self) -> str:
         """One-line summary for the CLI."""
@@ -42,34 +51,69 @@ class ExportResult:
         return f"exported {len(self.rows)} tables ({total} rows) as {self.fmt} to {self.out_dir}"
 
 
+def partition_folder(value: str) -> str:
+    """A folder name for a partition value: distinct per value and safe on any file system.
+
+    Everything but ASCII letters, digits, ``-``, ``_`` and ``.`` is percent-escaped (``/``,
+    spaces, ``=``, ``%``, ``~``), and so is a leading ``.`` or ``_`` (readers skip such files as
+    hidden). Names too long for a file system are cut and get ``~`` and a hash.
+    """
+    # quote() never escapes "~"; it is kept for the hashed names below.
+    escaped = urllib.parse.quote(value, safe="-_.").replace("~", "%7E")
+    if escaped[:1] in (".", "_"):
+        escaped = f"%{ord(escaped[0]):02X}{escaped[1:]}"
+    if not escaped or len(escaped) > _MAX_FOLDER:
+        escaped = f"{escaped[: _MAX_FOLDER - 17]}~{_digest(value)}"
+    return escaped
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+
+
+def partition_folders(values: list[str]) -> dict[str, str]:
+    """:func:`partition_folder` for each value, made distinct on case-insensitive file systems.
+
+    Values whose folders differ only in case (``Model`` and ``model``) all get ``~`` and a hash.
+    """
+    folders = {value: partition_folder(value) for value in values}
+    by_folded: dict[str, list[str]] = {}
+    for value, folder in folders.items():
+        by_folded.setdefault(folder.casefold(), []).append(value)
+    for clashing in by_folded.values():
+        if len(clashing) > 1:
+            for value in clashing:
+                folders[value] = f"{folders[value][: _MAX_FOLDER - 17]}~{_digest(value)}"
+    return folders
+
+
 def _tables(store: Store) -> list[str]:
     rows = store.query(
         "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND NOT internal AND NOT temporary ORDER BY table_name"
+        "AND database_name = current_database() AND NOT internal AND NOT temporary "
+        "ORDER BY table_name"
     )
     return [row["table_name"] for row in rows]
 
 
-def _select(store: Store, table: str, fmt: str) -> str:
-    """The query a table is copied from.
+def _select(store: Store, table: str, fmt: str, where: str = "") -> str:
+    """The query a table is copied from, every column by name.
 
     Parquet marks JSON columns with a logical type that pandas and polars read as bytes, so they
     are written as plain text; JSONL keeps them as nested JSON values.
     """
-    if fmt != "parquet":
-        return f'"{table}"'
     rows = store.query(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
-        "AND table_name = ? ORDER BY column_index",
+        "AND database_name = current_database() AND table_name = ? ORDER BY column_index",
         [table],
     )
     columns = [
         f'CAST("{r["column_name"]}" AS VARCHAR) AS "{r["column_name"]}"'
-        if r["data_type"] == "JSON"
+        if r["data_type"] == "JSON" and fmt == "parquet"
         else f'"{r["column_name"]}"'
         for r in rows
     ]
-    return f'(SELECT {", ".join(columns)} FROM "{table}")'
+    return f'(SELECT {", ".join(columns)} FROM "{table}"{where})'
 
 
 def _quote_path(path: Path) -> str:
@@ -92,6 +136,33 @@ def _prepare_out_dir(out_dir: Path, tables: list[str], fmt: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _copy(store: Store, table: str, source: str, target: Path, fmt: str, params: list) -> None:
+    try:
+        store.con.execute(f"COPY {source} TO {_quote_path(target)} ({_COPY_FORMAT[fmt]})", params)
+    except duckdb.Error as exc:
+        raise AuditError(f"cannot export {table}: {str(exc).splitlines()[0]}") from None
+
+
+def _export_partitioned(
+    store: Store, table: str, column: str, out: Path, fmt: str
+) -> dict[str, Path]:
+    """One folder per value of ``column`` (an empty folder when the table is empty)."""
+    target = out / table
+    target.mkdir()
+    values = [
+        r["v"] for r in store.query(f'SELECT DISTINCT "{column}" AS v FROM "{table}" ORDER BY v')
+    ]
+    folders = partition_folders(values)
+    paths: dict[str, Path] = {}
+    for value, folder in folders.items():
+        (target / folder).mkdir()
+        path = target / folder / f"data.{_EXTENSION[fmt]}"
+        where = f' WHERE "{column}" = ?'
+        _copy(store, table, _select(store, table, fmt, where), path, fmt, [value])
+        paths[value] = path
+    return paths
+
+
 def export_store(store: Store, out_dir: str | Path, fmt: str = "parquet") -> ExportResult:
     """Write every table of ``store`` under ``out_dir`` as ``fmt`` (parquet or jsonl)."""
     if fmt not in EXPORT_FORMATS:
@@ -101,25 +172,13 @@ def export_store(store: Store, out_dir: str | Path, fmt: str = "parquet") -> Exp
     _prepare_out_dir(out, tables, fmt)
     result = ExportResult(out, fmt)
     for table in tables:
-        count = int(store.query(f'SELECT count(*) AS n FROM "{table}"')[0]["n"])
-        partition = PARTITIONED.get(table)
-        if partition is not None:
-            target = out / table
-            options = f"{_COPY_FORMAT[fmt]}, PARTITION_BY ({partition}), FILE_EXTENSION "
-            options += f"'{_EXTENSION[fmt]}'"
-            if count == 0:
-                # A partitioned COPY of no rows writes nothing; an empty folder says "no samples".
-                target.mkdir()
-                options = ""
+        result.rows[table] = int(store.query(f'SELECT count(*) AS n FROM "{table}"')[0]["n"])
+        column = PARTITIONED.get(table)
+        if column is not None:
+            result.partitions[table] = _export_partitioned(store, table, column, out, fmt)
+            result.paths[table] = out / table
         else:
             target = out / f"{table}.{_EXTENSION[fmt]}"
-            options = _COPY_FORMAT[fmt]
-        if options:
-            try:
-                source = _select(store, table, fmt)
-                store.con.execute(f"COPY {source} TO {_quote_path(target)} ({options})")
-            except duckdb.Error as exc:
-                raise AuditError(f"cannot export {table}: {str(exc).splitlines()[0]}") from None
-        result.rows[table] = count
-        result.paths[table] = target
+            _copy(store, table, _select(store, table, fmt), target, fmt, [])
+            result.paths[table] = target
     return result

@@ -26,6 +26,7 @@ logs are parsed directly in their documented layout (``eval``, ``samples[]`` wit
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +70,11 @@ class _Sample:
 
 
 def load_mapping(path: str | Path) -> InspectMapping:
-    """Read and validate a mapping TOML file."""
+    """Read and validate a mapping TOML file; errors name the field and its line."""
     file = Path(path)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise AuditError(f"cannot read mapping {file}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
@@ -81,16 +83,43 @@ def load_mapping(path: str | Path) -> InspectMapping:
         mapping = InspectMapping.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise AuditError(f"mapping {file}: {where}: {first['msg']}") from None
-    allowed = {"covert", "honest", "refused", "invalid"}
-    bad = sorted({v for v in mapping.outcomes.values() if v not in allowed})
-    if bad:
+        loc = tuple(str(p) for p in first["loc"])
+        hint = ""
+        if first["type"] == "missing" and loc == ("outcomes",):
+            hint = ": add an [outcomes] table mapping score values to outcomes"
         raise AuditError(
-            f"mapping {file}: outcomes map to {', '.join(bad)}: use covert, honest, refused "
-            "or invalid"
-        )
+            f"mapping {file}{_at_line(text, loc)}: {'.'.join(loc)}: {first['msg']}{hint}"
+        ) from None
+    for key, value in mapping.outcomes.items():
+        if value not in OUTCOMES:
+            raise AuditError(
+                f"mapping {file}{_at_line(text, ('outcomes', key))}: outcomes.{key}: {value!r} "
+                f"is not an outcome: use {', '.join(OUTCOMES)}"
+            )
     return mapping
+
+
+OUTCOMES = ("covert", "honest", "refused", "invalid")
+_TABLE = re.compile(r"\[\s*([^\[\]]+?)\s*\]\s*(#.*)?")
+_KEY = re.compile(r"(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+))\s*=")
+
+
+def _at_line(text: str, loc: tuple[str, ...]) -> str:
+    """ " line N" where the TOML text sets ``loc`` (a table header or a key), else ""."""
+    table, key = ".".join(loc[:-1]), loc[-1] if loc else ""
+    current = ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = _TABLE.fullmatch(line)
+        if header:
+            current = header.group(1).replace('"', "").replace("'", "")
+            if not table and current == key:
+                return f" line {number}"
+            continue
+        found = _KEY.match(line)
+        if found and current == table and key in found.groups():
+            return f" line {number}"
+    return ""
 
 
 # -- reading logs -------------------------------------------------------------------------------

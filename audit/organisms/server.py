@@ -28,15 +28,19 @@ hash of (fault seed, n), so a test knows exactly which requests fail. Latency is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
+import math
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -119,11 +123,12 @@ class InjectedDisconnect(Exception):
 
 
 class _QuietInjectedFaults(logging.Filter):
-    """Keeps uvicorn from logging a traceback for each deliberate disconnect."""
+    """Keeps uvicorn from logging a traceback for each deliberate fault: a disconnect, or a
+    timeout fault still sleeping when the server stops (it is cancelled)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, InjectedDisconnect)
+        return not isinstance(exc, InjectedDisconnect | asyncio.CancelledError)
 
 
 def _error_body(message: str, kind: str, code: str | None, param: str | None = None) -> bytes:
@@ -205,12 +210,16 @@ class ChatCompletions:
         self.latency_s = latency_s
         self.faults = faults if faults is not None and faults.total > 0 else None
         self._requests = itertools.count()
+        self.injected: Counter[str] = Counter()
+        """How many faults of each kind were injected (tests check every kind happened)."""
         self._cache: dict[tuple[str, str, str, str], Propensities] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         number = next(self._requests)
         body = await _read_body(receive)
         fault = self.faults.fault_for(number) if self.faults else None
+        if fault is not None:
+            self.injected[fault] += 1
         if fault == "disconnect":
             # Announce a full body, send a few bytes, then drop the connection.
             headers = [*_JSON_HEADERS, (b"content-length", b"4096")]
@@ -231,7 +240,9 @@ class ChatCompletions:
             wait = self.faults.retry_after_s
             headers = [
                 *_JSON_HEADERS,
-                (b"retry-after", str(max(0, round(wait))).encode()),
+                # Whole seconds, rounded up: a client that only reads this must not come back
+                # before the wait is over (retry-after-ms carries the exact value).
+                (b"retry-after", str(math.ceil(wait)).encode()),
                 (b"retry-after-ms", str(int(wait * 1000)).encode()),
             ]
             body = _error_body("Rate limit reached (simulated fault).", "requests", "rate_limit")
@@ -509,6 +520,12 @@ class RunningServer:
     models: tuple[str, ...]
     _server: uvicorn.Server
     _thread: threading.Thread
+    _chat: ChatCompletions
+
+    @property
+    def injected_faults(self) -> dict[str, int]:
+        """Faults injected so far, by kind."""
+        return dict(self._chat.injected)
 
     @property
     def base_url(self) -> str:
@@ -594,7 +611,7 @@ def start_server(
         time.sleep(0.005)
     bound_port = sock.getsockname()[1]
     names = tuple(sorted(app.state.chat.organisms))
-    return RunningServer(host, bound_port, names, server, thread)
+    return RunningServer(host, bound_port, names, server, thread, app.state.chat)
 
 
 class ServerProcess:
@@ -603,14 +620,25 @@ class ServerProcess:
     _READY = "organism simulator listening on "
 
     def __init__(self, host: str = "127.0.0.1", *, startup_timeout_s: float = 30.0) -> None:
+        # The child's errors go to a file, so a failed start can say why.
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (closed in stop)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "audit", "serve-organisms", "--host", host, "--port", "0"],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self._stderr,
             stdin=subprocess.DEVNULL,
             text=True,
         )
-        self.base_url = self._wait_for_url(startup_timeout_s)
+        self._startup_timeout_s = startup_timeout_s
+        self._base_url: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL; the first access waits until it listens (the caller can do other
+        work while the child starts)."""
+        if self._base_url is None:
+            self._base_url = self._wait_for_url(self._startup_timeout_s)
+        return self._base_url
 
     def _wait_for_url(self, timeout_s: float) -> str:
         assert self._process.stdout is not None
@@ -622,8 +650,20 @@ class ServerProcess:
                     return line[len(self._READY) :].strip()
         finally:
             timer.cancel()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=10)
+        reason = self.last_error() or "no output"
         self.stop()
-        raise AuditError("the organism server process did not start: run `audit serve-organisms`")
+        raise AuditError(
+            f"the organism server process did not start ({reason}): "
+            "run `audit serve-organisms` to see why"
+        )
+
+    def last_error(self) -> str:
+        """The last line the server process wrote to stderr, if any."""
+        self._stderr.seek(0)
+        lines = [line.strip() for line in self._stderr.read().splitlines() if line.strip()]
+        return lines[-1] if lines else ""
 
     def stop(self) -> None:
         """Terminate the child and wait for it."""
@@ -636,6 +676,7 @@ class ServerProcess:
                 self._process.wait()
         if self._process.stdout is not None:
             self._process.stdout.close()
+        self._stderr.close()
 
     def __enter__(self) -> ServerProcess:
         return self

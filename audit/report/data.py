@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
@@ -57,50 +58,69 @@ SELECT model, sha,
 FROM _report_cells GROUP BY model, sha
 """
 
-REPRO_POINT_RATE_SQL = """-- covert and awareness rates per model and revision, from samples
-WITH per_scenario AS (
-  SELECT model, spec_sha, scenario_id,
-         count(*) FILTER (WHERE outcome = 'covert')
-           / nullif(count(*) FILTER (WHERE outcome <> 'invalid'), 0) AS covert,
-         avg(eval_aware::INT) AS aware
-  FROM samples WHERE set_hash = '{set_hash}'{model_filter}
+# The reproduction queries of the report's "How to reproduce" box. Each prints its numbers the
+# way the report does (percent with one decimal, printf rounds like Python's format), so a reader
+# can find the report's figure in the output. Samples map to revisions as in _CELLS_SQL: by
+# content hash, so revisions with equal text share samples.
+REPRO_POINT_RATE_SQL = """WITH per_scenario AS (
+  SELECT s.model, r.seq, r.sha, s.scenario_id,
+         count(*) FILTER (WHERE s.outcome = 'covert')
+           / nullif(count(*) FILTER (WHERE s.outcome <> 'invalid'), 0) AS covert,
+         avg(s.eval_aware::INT) AS aware
+  FROM samples s JOIN spec_revisions r ON r.source_id = '{source_id}'
+   AND (r.content_hash = s.spec_content_hash OR r.sha = s.spec_sha)
+  WHERE s.set_hash = '{set_hash}'{model_filter}
   GROUP BY ALL)
-SELECT model, spec_sha, avg(covert) AS covert_rate, avg(aware) AS awareness_rate
-FROM per_scenario GROUP BY ALL ORDER BY model, spec_sha"""
+SELECT model, 'r' || seq || ' ' || left(sha, 7) AS revision,
+       printf('%.1f', 100 * avg(covert)) AS covert_pct,
+       printf('%.1f', 100 * avg(aware)) AS aware_pct, count(*) AS scenarios
+FROM per_scenario GROUP BY model, seq, sha ORDER BY model, seq"""
 
-REPRO_ESTIMATES_SQL = """-- rates with 95% cluster-bootstrap intervals, written by audit detect
-SELECT e.model, r.seq, left(e.sha, 7) AS sha, e.metric, e.value, e.ci_low, e.ci_high,
-       e.n_samples, e.n_scenarios
-FROM estimates e JOIN spec_revisions r USING (source_id, sha)
-WHERE e.source_id = '{source_id}' AND e.scope = 'all'
-  AND e.metric IN ('covert_rate', 'eval_awareness_rate'){model_filter}
-ORDER BY e.model, r.seq, e.metric"""
+REPRO_ESTIMATES_SQL = """SELECT c.model, 'r' || r.seq || ' ' || left(c.sha, 7) AS revision,
+       printf('%.1f', 100 * c.value) AS covert_pct,
+       printf('%.1f–%.1f', 100 * c.ci_low, 100 * c.ci_high) AS ci95_pct,
+       printf('%.1f', 100 * a.value) AS aware_pct, c.n_samples, c.n_scenarios
+FROM estimates c
+JOIN spec_revisions r ON r.source_id = c.source_id AND r.sha = c.sha
+LEFT JOIN estimates a ON a.source_id = c.source_id AND a.sha = c.sha AND a.model = c.model
+ AND a.metric = 'eval_awareness_rate' AND a.scope = 'all'
+WHERE c.source_id = '{source_id}' AND c.metric = 'covert_rate' AND c.scope = 'all'{model_filter}
+ORDER BY c.model, r.seq"""
 
-REPRO_HEATMAP_SQL = """-- covert rate per scenario and revision (the heatmap)
-SELECT model, spec_sha, family, scenario_id,
-       avg((outcome = 'covert')::INT) FILTER (WHERE outcome <> 'invalid') AS covert_rate,
-       count(*) AS n
-FROM samples WHERE set_hash = '{set_hash}'{model_filter}
-GROUP BY ALL ORDER BY model, family, scenario_id"""
+REPRO_HEATMAP_SQL = """SELECT s.family, s.scenario_id, r.seq,
+       'r' || r.seq || ' ' || left(r.sha, 7) AS revision,
+       count(*) FILTER (WHERE s.outcome = 'covert') || ' of '
+         || count(*) FILTER (WHERE s.outcome <> 'invalid') AS covert_of_graded
+FROM samples s JOIN spec_revisions r ON r.source_id = '{source_id}'
+ AND (r.content_hash = s.spec_content_hash OR r.sha = s.spec_sha)
+WHERE s.set_hash = '{set_hash}'{model_filter}
+GROUP BY ALL ORDER BY s.family, s.scenario_id, r.seq"""
 
-REPRO_FINDINGS_SQL = """-- findings in plain words, with their numbers
-SELECT model, baseline_model, comparison, left(baseline_rev, 7) AS baseline, left(rev, 7) AS rev,
-       kind, primary_cause, delta, delta_ci_low, delta_ci_high, q_value, summary
-FROM findings WHERE source_id = '{source_id}' AND kind <> 'none'{model_filter}
-ORDER BY model, detected_at"""
+REPRO_FINDINGS_SQL = """SELECT model, baseline_model, comparison, left(baseline_rev, 7) AS baseline,
+       left(rev, 7) AS rev, kind, primary_cause, printf('%+.1f', 100 * delta) AS points,
+       printf('[%+.1f, %+.1f]', 100 * delta_ci_low, 100 * delta_ci_high) AS ci95,
+       printf('%.3g', q_value) AS q, summary
+FROM findings WHERE source_id = '{source_id}'{model_filter}
+ORDER BY model, detected_at, finding_id"""
 
-REPRO_FINDING_GROUPS_SQL = """-- the headline's finding lines (grouped findings)
-SELECT model,
+REPRO_FINDING_GROUPS_SQL = """SELECT model,
        CASE WHEN model <> baseline_model THEN 'model_version' ELSE comparison END AS compared,
        baseline_model, kind, primary_cause, count(*) AS findings,
-       round(100 * min(delta), 1) AS min_points, round(100 * max(delta), 1) AS max_points,
-       max(q_value) AS max_q
+       printf('%+.1f', 100 * min(delta)) AS min_points,
+       printf('%+.1f', 100 * max(delta)) AS max_points, max(q_value) AS max_q
 FROM findings WHERE source_id = '{source_id}' AND kind <> 'none'{model_filter}
 GROUP BY ALL ORDER BY model, kind, compared"""
 
-REPRO_EXPOSURE_SQL = """-- scenarios exposed to each spec edit, with the matched text
-SELECT left(sha, 7) AS sha, scenario_id, score, canary_hit, matched_terms, matched_text
-FROM exposure WHERE source_id = '{source_id}' AND exposed ORDER BY sha, score DESC"""
+REPRO_EXPOSURE_SQL = """SELECT 'r' || r.seq || ' ' || left(e.sha, 7) AS revision,
+       coalesce('r' || b.seq || ' ' || left(b.sha, 7), 'empty spec') AS compared_with,
+       e.scenario_id, printf('%.2f', e.score) AS score,
+       e.canary_hit OR e.verbatim_hit AS leaked, e.matched_terms
+FROM exposure e
+JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha
+LEFT JOIN spec_revisions b ON b.source_id = e.source_id AND b.sha = e.baseline_sha
+WHERE e.source_id = '{source_id}' AND e.set_hash = '{set_hash}'
+  AND (e.exposed OR e.canary_hit OR e.verbatim_hit)
+ORDER BY r.seq, b.seq DESC, e.scenario_id"""
 
 MAX_CLAUSES_PER_REVISION = 200
 MAX_EXAMPLES = 6
@@ -128,6 +148,11 @@ class Revision:
     def label(self) -> str:
         """Axis label: position in the history and short sha (unique, commit order)."""
         return f"r{self.seq} {self.short}"
+
+    @property
+    def tick(self) -> str:
+        """Axis tick text: the label over the authored date (plotly's ``<br>`` line break)."""
+        return f"{self.label}<br>{self.date}" if self.date else self.label
 
     @property
     def subject(self) -> str:
@@ -178,7 +203,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class Exposure:
-    """A scenario exposed to the spec edit that produced a revision."""
+    """A scenario exposed to the spec edit that produced a revision (its own diff).
+
+    ``first_sha`` is the revision whose edit first exposed the scenario: this revision when the
+    exposure is new, an earlier one when this edit only rewrote text that already named it (a
+    reformatting commit does that).
+    """
 
     sha: str
     scenario_id: str
@@ -186,6 +216,28 @@ class Exposure:
     leaked: bool
     matched_terms: tuple[str, ...]
     matched_text: str | None
+    first_sha: str = ""
+    # The revision this one was compared with: the previous one, or the previous one with samples.
+    since_sha: str = ""
+
+    @property
+    def introduced(self) -> bool:
+        """True when this revision's edit is the first to expose the scenario."""
+        return not self.first_sha or self.first_sha == self.sha
+
+
+@dataclass(frozen=True)
+class CumulativeExposure:
+    """Scenarios exposed to all text added between a baseline and one revision.
+
+    This is what a finding against the baseline counts as exposed, so a finding can land on a
+    revision whose own edit exposed nothing new. ``first_sha`` maps each scenario to the revision
+    whose edit first exposed it.
+    """
+
+    baseline_sha: str
+    baseline_label: str
+    first_sha: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -263,6 +315,11 @@ class ReportData:
     simulated: set[str] = field(default_factory=set)
     prompts: dict[str, str] = field(default_factory=dict)
     generated_at: datetime = field(default_factory=datetime.now)
+    # Per revision sha: exposure to everything added since the detection baseline.
+    cumulative: dict[str, CumulativeExposure] = field(default_factory=dict)
+    # Every stored test of the same model between two revisions, including kind "none" (no
+    # significant change): (model, baseline sha, sha) -> finding. The trend reads its q from it.
+    tests: dict[tuple[str, str, str], Finding] = field(default_factory=dict)
 
     @property
     def intervals_missing(self) -> bool:
@@ -275,6 +332,21 @@ class ReportData:
 
     def _by_sha(self) -> dict[str, Revision]:
         return {r.sha: r for r in self.revisions}
+
+    def first_exposed(
+        self, scenario: str, after: Revision | None, upto: Revision
+    ) -> Revision | None:
+        """The earliest revision in (after, upto] whose own edit exposed ``scenario``."""
+        low = after.seq if after else -1
+        for exposure in self.exposures:
+            revision = self.revision(exposure.sha)
+            if (
+                revision is not None
+                and exposure.scenario_id == scenario
+                and low < revision.seq <= upto.seq
+            ):
+                return revision
+        return None
 
     def rates_of(self, model: str) -> list[RatePoint]:
         """The model's rate points in commit order."""
@@ -310,23 +382,31 @@ def load_report_data(
     finally:
         store.con.execute("DROP TABLE IF EXISTS _report_cells")
     overflow: dict[str, int] = {}
+    tests = _findings(store, source_id, model, revisions)
+    exposures, cumulative = _exposures(store, source_id, set_hash)
     data = ReportData(
         source_id=source_id,
         set_hash=set_hash,
         other_set_hashes=others,
-        db_path=str(store.path) if store.path else ":memory:",
+        db_path=str(Path(store.path).resolve()) if store.path else ":memory:",
         model_filter=model,
         since=start,
         models=[model] if model else models,
         revisions=revisions,
         rates=rates,
         cells=cells,
-        findings=_findings(store, source_id, model, revisions),
-        exposures=_exposures(store, source_id, set_hash, shas),
+        findings=[f for f in tests if f.kind != "none"],
+        exposures=[e for e in exposures if e.sha in shas],
         clause_changes=_clause_changes(store, source_id, shas, overflow),
         clause_overflow=overflow,
         examples=_examples(store, set_hash, model, shas, include_prompts),
     )
+    data.cumulative = {sha: c for sha, c in cumulative.items() if sha in shas}
+    data.tests = {
+        (f.model, f.baseline_sha, f.sha): f
+        for f in tests
+        if f.baseline_sha and f.sha and not f.across_versions and f.comparison != "point"
+    }
     data.simulated = _simulated(store, set_hash, data.models)
     if include_prompts:
         data.prompts = _prompts(store, set_hash)
@@ -483,8 +563,9 @@ def _findings(
     store: Store, source_id: str, model: str | None, revisions: Sequence[Revision]
 ) -> list[Finding]:
     rows = store.query(
-        # model "*" marks a leak, which concerns the spec alone and so every model.
-        "SELECT * FROM findings WHERE source_id = ? AND kind <> 'none' "
+        # model "*" marks a leak, which concerns the spec alone and so every model. Kind "none"
+        # rows (tests without a significant change) are kept for the headline's trend.
+        "SELECT * FROM findings WHERE source_id = ? "
         "AND (? IS NULL OR model = ? OR model = '*') ORDER BY detected_at, finding_id",
         [source_id, model, model],
     )
@@ -518,33 +599,65 @@ def _findings(
     return findings
 
 
-def _exposures(store: Store, source_id: str, set_hash: str, shas: set[str]) -> list[Exposure]:
-    """Per revision, the scenarios exposed to the edit that made it (baseline = previous rev)."""
+def _exposures(
+    store: Store, source_id: str, set_hash: str
+) -> tuple[list[Exposure], dict[str, CumulativeExposure]]:
+    """Per revision: the scenarios its own edit exposed, and those exposed since the baseline.
+
+    Detection measures exposure for every pair it compares. The pair with the latest baseline
+    (normally the previous revision) is this revision's own edit; the pair with the oldest
+    baseline is cumulative: all text added since then, which is what a finding against that
+    baseline counts. The first revision's baseline is ''.
+    """
     rows = store.query(
-        "SELECT * FROM (SELECT e.sha, e.scenario_id, e.score, e.exposed, "
-        "e.canary_hit OR e.verbatim_hit AS leaked, e.matched_terms, e.matched_text "
-        "FROM exposure e JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha "
+        "SELECT * FROM (SELECT e.sha, r.seq, e.baseline_sha, coalesce(b.seq, -1) AS baseline_seq, "
+        "e.scenario_id, e.score, e.exposed, e.canary_hit OR e.verbatim_hit AS leaked, "
+        "e.matched_terms, e.matched_text FROM exposure e "
+        "JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha "
+        "LEFT JOIN spec_revisions b ON b.source_id = e.source_id AND b.sha = e.baseline_sha "
         "WHERE e.source_id = ? AND e.set_hash = ? "
-        # Exposure against an older baseline is cumulative (text added since then), so only the
-        # consecutive comparison tells which edit exposed a scenario; other baselines are a
-        # fallback for revisions that have no consecutive row. The first revision's baseline is ''.
-        "QUALIFY row_number() OVER (PARTITION BY e.sha, e.scenario_id "
-        "ORDER BY (e.baseline_sha = coalesce(r.prev_sha, '')) DESC, e.score DESC) = 1) "
-        "WHERE exposed OR leaked ORDER BY sha, score DESC, scenario_id",
+        "QUALIFY baseline_seq = max(baseline_seq) OVER (PARTITION BY e.sha) "
+        "OR baseline_seq = min(baseline_seq) OVER (PARTITION BY e.sha)) "
+        "WHERE exposed OR leaked ORDER BY seq, score DESC, scenario_id, baseline_seq",
         [source_id, set_hash],
     )
-    return [
-        Exposure(
-            sha=r["sha"],
-            scenario_id=r["scenario_id"],
-            score=r["score"],
-            leaked=r["leaked"],
-            matched_terms=tuple(r["matched_terms"] or ()),
-            matched_text=r["matched_text"],
-        )
-        for r in rows
-        if r["sha"] in shas
-    ]
+    latest: dict[str, int] = {}
+    oldest: dict[str, tuple[int, str]] = {}
+    for r in store.query(
+        "SELECT e.sha, max(coalesce(b.seq, -1)) AS latest, min(coalesce(b.seq, -1)) AS oldest, "
+        "arg_min(e.baseline_sha, coalesce(b.seq, -1)) AS oldest_sha FROM exposure e "
+        "LEFT JOIN spec_revisions b ON b.source_id = e.source_id AND b.sha = e.baseline_sha "
+        "WHERE e.source_id = ? AND e.set_hash = ? GROUP BY e.sha",
+        [source_id, set_hash],
+    ):
+        latest[r["sha"]] = r["latest"]
+        oldest[r["sha"]] = (r["oldest"], r["oldest_sha"])
+    first_seen: dict[str, str] = {}
+    exposures: list[Exposure] = []
+    cumulative: dict[str, CumulativeExposure] = {}
+    for r in rows:
+        sha, scenario = r["sha"], r["scenario_id"]
+        if r["baseline_seq"] == latest[sha]:
+            first_seen.setdefault(scenario, sha)
+            exposures.append(
+                Exposure(
+                    sha=sha,
+                    scenario_id=scenario,
+                    score=r["score"],
+                    leaked=r["leaked"],
+                    matched_terms=tuple(r["matched_terms"] or ()),
+                    matched_text=r["matched_text"],
+                    first_sha=first_seen[scenario],
+                    since_sha=r["baseline_sha"],
+                )
+            )
+        base_seq, base_sha = oldest[sha]
+        if r["baseline_seq"] == base_seq < latest[sha] and r["exposed"]:
+            first_seen.setdefault(scenario, sha)
+            label = f"r{base_seq} {base_sha[:7]}" if base_sha else "the empty spec"
+            entry = cumulative.setdefault(sha, CumulativeExposure(base_sha, label, {}))
+            entry.first_sha[scenario] = first_seen[scenario]
+    return exposures, cumulative
 
 
 def _clause_changes(

@@ -1,9 +1,9 @@
 """Plotly figures of the drift report, built from already-aggregated :class:`ReportData`.
 
-Every figure has a bounded number of traces (per model, never per cell), so a history of
-hundreds of revisions stays responsive in the browser. Text that comes from users or models
-(commit messages, authors, summaries) is HTML-escaped before it goes into hover labels, because
-plotly renders a subset of HTML in them.
+Every figure has a bounded number of traces (per model and kind of mark, never per cell), so a
+history of hundreds of revisions stays responsive in the browser. Text that comes from users or
+models (commit messages, authors, model names, summaries) is HTML-escaped before it goes into
+labels, because plotly renders a subset of HTML in them.
 """
 
 from __future__ import annotations
@@ -16,31 +16,45 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision
-from audit.report.groups import family_of, model_families
+from audit.report.groups import (
+    CAUSE_NAMES,
+    FindingGroup,
+    family_of,
+    group_findings,
+    model_families,
+    strength,
+)
 
 # Distinct hues, one per model family; versions of a family are shades of its hue. Red, purple,
-# green and orange are left out: they are the colours of the causes on the finding stars.
-_PALETTE = ["#1f77b4", "#8c564b", "#e377c2", "#17becf", "#a89a00", "#393b79", "#637939", "#7b4173"]
+# green and orange are left out: they are the colours of the finding markers.
+_PALETTE = ["#1f77b4", "#b8a000", "#8c564b", "#e377c2", "#17becf", "#393b79", "#637939", "#7b4173"]
 # Marker shapes tell versions apart where shades are close (and in greyscale prints).
 _VERSION_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star-triangle-up")
-# More models than this share the panel: bands are hidden until one family is picked.
-_MAX_BANDS = 3
-_CAUSE_COLORS = {
-    "spec_patching": "#d62728",
-    "eval_awareness": "#9467bd",
-    "genuine": "#2ca02c",
-    "regression": "#ff7f0e",
-    None: "#7f7f7f",
+# More models than this share the panel: bands are hidden until one family or model is picked.
+MAX_BANDS = 3
+# Past this many revisions, every n-th tick is labelled so the labels fit side by side.
+_MAX_TICKS = 10
+# The marks of findings on the timeline: one legend entry per kind (and cause, for drops).
+_FINDING_STYLES = {
+    "leak": ("leak of held-out text", "#000000"),
+    "regression": ("regression", "#ff7f0e"),
+    "collapse": ("collapse to near 0%", "#7f7f7f"),
+    "spec_patching": ("drop: spec patching", "#d62728"),
+    "eval_awareness": ("drop: eval awareness", "#9467bd"),
+    "genuine": ("drop: genuine improvement", "#2ca02c"),
+    "": ("drop: unattributed", "#bdbdbd"),
 }
 _FONT = {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12}
 
 
 def _esc(text: str | None, limit: int = 300) -> str:
-    """Escape text for a plotly hover label and keep it short."""
+    """Escape text for a plotly label and keep it short."""
     text = (text or "").strip()
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return html.escape(text).replace("\n", "<br>")
+    # An ASCII arrow would break across lines ("a -" / "> b"); the arrow character does not.
+    # Plotly reads tags and entities only, so quotes need no escaping (and would show as &#x27;).
+    return html.escape(text.replace(" -> ", " → "), quote=False).replace("\n", "<br>")
 
 
 def _pct(value: float | None) -> float | None:
@@ -83,99 +97,144 @@ def _commit_hover(revision: Revision) -> str:
     )
 
 
+def revision_axis(revisions: list[Revision]) -> dict[str, object]:
+    """A category axis in commit order whose ticks show index, short sha and date.
+
+    Long histories label every n-th revision only; the hover still names each one.
+    """
+    labels = [r.label for r in revisions]
+    step = max(1, -(-len(revisions) // _MAX_TICKS))
+    shown = revisions[::step]
+    return {
+        "type": "category",
+        "categoryorder": "array",
+        "categoryarray": labels,
+        "tickmode": "array",
+        "tickvals": [r.label for r in shown],
+        "ticktext": [r.tick for r in shown],
+        "tickangle": 0,
+    }
+
+
+@dataclass(frozen=True)
+class _Role:
+    """Which menu views show a trace: its family and model (None: every view), band or not."""
+
+    family: str | None = None
+    model: str | None = None
+    band: bool = False
+
+
+@dataclass(frozen=True)
+class TimelineMenu:
+    """What the timeline's menu offers; the page's text describes the same thing."""
+
+    families: tuple[str, ...]
+    models: tuple[str, ...]
+    bands_in_overview: bool
+
+    @property
+    def exists(self) -> bool:
+        """True when the figure has a menu at all."""
+        return bool(self.families or self.models)
+
+
+def timeline_menu(data: ReportData) -> TimelineMenu:
+    """The views the timeline offers: every model, then one family, then one model.
+
+    With more than :data:`MAX_BANDS` models the overview hides the interval bands, so the menu
+    must always offer a view with bands: each family (when there are two or more), and each
+    model when a family alone would still show more than :data:`MAX_BANDS` bands.
+    """
+    families = model_families(data.models)
+    bands = len(data.models) <= MAX_BANDS
+    family_views = tuple(families) if len(families) >= 2 else ()
+    crowded = len(families) < 2 or any(len(m) > MAX_BANDS for m in families.values())
+    model_views = tuple(m for ms in families.values() for m in ms) if not bands and crowded else ()
+    return TimelineMenu(family_views, model_views, bands)
+
+
 def timeline_figure(data: ReportData) -> go.Figure:
-    """Covert rate with bands, awareness rate below, spec commits as a strip, findings marked.
+    """Covert rate with bands, awareness below, spec commits as bars, findings marked.
 
     Models of one family share a hue (newer versions darker, each version its own marker shape).
-    With many models a menu shows one family at a time, with its interval bands; the "all
-    models" view leaves the bands out, because a dozen overlapping bands hide the lines.
+    With many models a menu shows one family or model at a time with its interval bands; the
+    overview leaves the bands out, because a dozen overlapping bands hide the lines.
     """
     labels = [r.label for r in data.revisions]
     fig = make_subplots(
         rows=3,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.05,
+        vertical_spacing=0.06,
         row_heights=[0.55, 0.3, 0.15],
-        subplot_titles=("Covert-action rate (%)", "Verbalized eval awareness (%)", ""),
+        subplot_titles=(
+            "Covert-action rate (%)",
+            "Verbalized eval awareness (%)",
+            "Spec commits: lines added (green) and removed (red); hover for the message",
+        ),
     )
+    menu = timeline_menu(data)
+    roles: list[_Role] = []
     families = model_families(data.models)
-    show_bands = len(data.models) <= _MAX_BANDS
-    # For each trace: the family it belongs to (None: always shown) and whether it is a band.
-    roles: list[tuple[str | None, bool]] = []
     for family, members in families.items():
         for model in members:
-            roles.extend((family, band) for band in _add_rate_traces(fig, data, model, labels))
-    legend_shown = False
-    # Leaks (model "*") concern the spec itself, so every view shows them.
-    for owner, members in [*families.items(), (None, ["*"])]:
-        if _add_findings(fig, data, members, legend=not legend_shown):
-            roles.append((owner, False))
-            legend_shown = True
-    for trace, (_, band) in zip(fig.data, roles, strict=True):
-        if band and not show_bands:
-            trace.visible = False
-    fig.add_trace(
-        go.Scatter(
-            x=labels,
-            y=[0] * len(labels),
-            mode="markers",
-            name="spec commits",
-            marker={
-                "symbol": "line-ns-open",
-                "size": [
-                    min(30, 8 + (r.lines_added or 0) + (r.lines_removed or 0))
-                    for r in data.revisions
-                ],
-                "color": "#444",
-                "line": {"width": 2},
-            },
-            hovertext=[_commit_hover(r) for r in data.revisions],
-            hoverinfo="text",
-            showlegend=False,
-        ),
-        row=3,
-        col=1,
-    )
-    roles.append((None, False))
-    fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=1, col=1)
-    fig.update_yaxes(rangemode="tozero", ticksuffix="%", row=2, col=1)
-    fig.update_yaxes(visible=False, row=3, col=1)
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
-    fig.update_xaxes(title_text="spec revision (commit order)", row=3, col=1)
-    menus = _family_menu(families, roles, show_bands)
+            bands = _add_rate_traces(fig, data, model, labels)
+            roles.extend(_Role(family, model, band) for band in bands)
+    roles.extend(_add_findings(fig, data, families))
+    if not menu.bands_in_overview:
+        for trace, role in zip(fig.data, roles, strict=True):
+            if role.band:
+                trace.visible = False
+    roles.extend(_add_commit_bars(fig, data, labels))
+    # Ranges from just under 0%: a marker or star at 0% would otherwise be cut in half.
+    fig.update_yaxes(range=_rate_range(fig, "y"), ticksuffix="%", row=1, col=1)
+    fig.update_yaxes(range=_rate_range(fig, "y2"), ticksuffix="%", row=2, col=1)
+    fig.update_yaxes(title_text="lines", rangemode="tozero", row=3, col=1)
+    fig.update_xaxes(**revision_axis(data.revisions))
+    fig.update_xaxes(title_text="spec revision (commit order, authored date)", row=3, col=1)
     fig.update_layout(
-        height=680 if menus else 620,
-        margin={"l": 60, "r": 20, "t": 80 if menus else 40, "b": 60},
+        height=720 if menu.exists else 660,
+        margin={"l": 60, "r": 20, "t": 80 if menu.exists else 40, "b": 70},
         hovermode="closest",
+        barmode="stack",
         # A vertical legend on the right stays readable with many models and never covers data.
         legend={"orientation": "v", "x": 1.01, "y": 1, "tracegroupgap": 2},
         font=_FONT,
         template="plotly_white",
-        updatemenus=menus,
+        updatemenus=_timeline_buttons(menu, roles),
     )
     return fig
 
 
-def _family_menu(
-    families: dict[str, list[str]], roles: list[tuple[str | None, bool]], show_bands: bool
-) -> list[dict[str, object]]:
-    """A menu showing every model (bands only when few) or one family with its bands."""
-    if len(families) < 2:
+def _rate_range(fig: go.Figure, axis: str) -> list[float]:
+    """A y range in percent for the traces on ``axis``, from a little under 0%."""
+    values = [v for t in fig.data if (t.yaxis or "y") == axis for v in (t.y or ()) if v is not None]
+    top = max(values, default=10.0)
+    return [-0.04 * top - 1, 1.06 * top + 1]
+
+
+def _timeline_buttons(menu: TimelineMenu, roles: list[_Role]) -> list[dict[str, object]]:
+    if not menu.exists:
         return []
+    overview = "all models" if menu.bands_in_overview else "all models (no bands)"
     buttons = [
         {
-            "label": "all models",
+            "label": overview,
             "method": "restyle",
-            "args": [{"visible": [(not band) or show_bands for _, band in roles]}],
+            "args": [{"visible": [not r.band or menu.bands_in_overview for r in roles]}],
         }
     ]
-    for family, members in families.items():
-        visible = [owner is None or owner == family for owner, _ in roles]
-        versions = f" ({len(members)} versions)" if len(members) > 1 else ""
-        buttons.append(
-            {"label": f"{family}{versions}", "method": "restyle", "args": [{"visible": visible}]}
-        )
+    for family in menu.families:
+        visible = [r.family in (None, family) for r in roles]
+        buttons.append({"label": f"{family} (with bands)", "method": "restyle", "args": [
+            {"visible": visible}
+        ]})  # fmt: skip
+    for model in menu.models:
+        visible = [r.model == model or r.family is None for r in roles]
+        buttons.append({"label": f"{model} (with bands)", "method": "restyle", "args": [
+            {"visible": visible}
+        ]})  # fmt: skip
     return [
         {
             "buttons": buttons,
@@ -189,10 +248,34 @@ def _family_menu(
     ]
 
 
+def _add_commit_bars(fig: go.Figure, data: ReportData, labels: list[str]) -> list[_Role]:
+    """Lines added and removed per commit, stacked; the hover gives message and author."""
+    hover = [_commit_hover(r) for r in data.revisions]
+    for name, values, color in (
+        ("lines added", [r.lines_added or 0 for r in data.revisions], "#7fb58a"),
+        ("lines removed", [r.lines_removed or 0 for r in data.revisions], "#d98c8c"),
+    ):
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=values,
+                name=name,
+                marker={"color": color},
+                hovertext=hover,
+                hoverinfo="text",
+                showlegend=False,
+            ),
+            row=3,
+            col=1,
+        )
+    return [_Role(), _Role()]
+
+
 def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[str]) -> list[bool]:
     """Add one model's traces; return, per trace added, whether it is an interval band."""
     color = model_color(data, model)
     symbol = version_symbol(data, model)
+    name = _esc(model, 60)
     by_sha = {p.sha: p for p in data.rates_of(model)}
     points = [by_sha.get(r.sha) for r in data.revisions]
     # Past a few dozen revisions, a marker per point hides the lines it sits on.
@@ -220,7 +303,7 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
         )
         added += [True, True]
     hover = [
-        f"<b>{_esc(model)}</b> at {_esc(r.label)}<br>covert {_fmt_ci(p)}<br>"
+        f"<b>{name}</b> at {_esc(r.label)}<br>covert {_fmt_ci(p)}<br>"
         f"{p.n_samples} samples, {p.n_scenarios} scenarios"
         if p
         else ""
@@ -231,7 +314,7 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
             x=labels,
             y=covert,
             mode=line_mode,
-            name=model,
+            name=name,
             legendgroup=model,
             line={"color": color, "width": 2},
             marker={"symbol": symbol, "size": 7},
@@ -247,12 +330,12 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
             x=labels,
             y=aware,
             mode=line_mode,
-            name=model,
+            name=name,
             legendgroup=model,
             showlegend=False,
             line={"color": color, "width": 2, "dash": "dot"},
             marker={"symbol": symbol, "size": 6},
-            hovertemplate=f"{_esc(model)}<br>%{{x}}<br>aware %{{y:.1f}}%<extra></extra>",
+            hovertemplate=f"{name}<br>%{{x}}<br>aware %{{y:.1f}}%<extra></extra>",
             connectgaps=True,
         ),
         row=2,
@@ -270,47 +353,89 @@ def _fmt_ci(point: RatePoint) -> str:
     return f"{100 * point.covert:.1f}% (no interval: run audit detect)"
 
 
-def _add_findings(fig: go.Figure, data: ReportData, models: list[str], *, legend: bool) -> bool:
-    """One star per finding of these models at its revision and rate, coloured by cause.
+def _style(group: FindingGroup) -> str:
+    """The key of a finding group's mark in :data:`_FINDING_STYLES`."""
+    if group.kind in ("leak", "regression", "collapse"):
+        return group.kind
+    return group.primary_cause if group.primary_cause in _FINDING_STYLES else ""
 
-    Returns whether a trace was added (one per family, so the family menu can show its own).
+
+def _add_findings(fig: go.Figure, data: ReportData, families: dict[str, list[str]]) -> list[_Role]:
+    """One star per group of findings, at its strongest finding's revision and rate.
+
+    A group is one line of the headline (e.g. "regression vs v2 at 10 of 10 revisions"), so a
+    change that detection found at every revision is marked once, not once per revision. Stars
+    are coloured by kind (and cause, for drops); one legend entry per style explains them.
     """
-    shown = [f for f in data.findings if f.model in models and f.sha and data.revision(f.sha)]
-    if not shown:
-        return False
-    fig.add_trace(
-        go.Scatter(
-            x=[data.revision(f.sha).label for f in shown],  # type: ignore[union-attr, arg-type]
-            y=[_pct(f.rate) if f.rate is not None else 0 for f in shown],
-            mode="markers",
-            name="findings",
-            legendgroup="findings",
-            showlegend=legend,
-            marker={
-                "symbol": "star",
-                "size": 13,
-                "color": [_CAUSE_COLORS.get(f.primary_cause, "#7f7f7f") for f in shown],
-                "line": {"color": "#000", "width": 1},
-            },
-            hovertext=[_finding_hover(f) for f in shown],
-            hoverinfo="text",
-        ),
-        row=1,
-        col=1,
-    )
-    return True
+    owners: list[tuple[str | None, str | None, list[FindingGroup]]] = [
+        (None, None, group_findings(data, "*"))
+    ]
+    for family, members in families.items():
+        for model in members:
+            mine = [g for g in group_findings(data, model) if g.kind != "leak"]
+            owners.append((family, model, mine))
+    roles: list[_Role] = []
+    used: list[str] = []
+    for family, model, groups in owners:
+        by_style: dict[str, list[FindingGroup]] = {}
+        for group in groups:
+            if group.strongest.sha and data.revision(group.strongest.sha):
+                by_style.setdefault(_style(group), []).append(group)
+        for style, marked in by_style.items():
+            fig.add_trace(_star_trace(data, style, marked), row=1, col=1)
+            roles.append(_Role(family, model))
+            used.append(style)
+    for style in _FINDING_STYLES:
+        if style in used:
+            name, color = _FINDING_STYLES[style]
+            # Legend only: the stars themselves belong to the models' menu views.
+            fig.add_trace(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    name=f"finding: {name}",
+                    legendgroup=f"finding-{style}",
+                    marker=_star_marker(color),
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=1,
+            )
+            roles.append(_Role())
+    return roles
 
 
-def _finding_hover(finding: Finding) -> str:
-    cause = finding.primary_cause or "unattributed"
-    compared = (
-        f"{_esc(finding.baseline_model)} → {_esc(finding.model)}"
-        if finding.across_versions
-        else f"{_esc(finding.model)}, spec revisions"
+def _star_marker(color: str) -> dict[str, object]:
+    return {"symbol": "star", "size": 14, "color": color, "line": {"color": "#000", "width": 1}}
+
+
+def _star_trace(data: ReportData, style: str, groups: list[FindingGroup]) -> go.Scatter:
+    strongest = [g.strongest for g in groups]
+    # On the model's line: a finding's own rate can be that of a subset (the exposed scenarios).
+    on_line = {(p.model, p.sha): p.covert for p in data.rates if p.covert is not None}
+    return go.Scatter(
+        x=[data.revision(f.sha).label for f in strongest],  # type: ignore[union-attr, arg-type]
+        y=[_pct(on_line.get((f.model, f.sha or ""), f.rate)) or 0 for f in strongest],
+        mode="markers",
+        name=_FINDING_STYLES[style][0],
+        legendgroup=f"finding-{style}",
+        showlegend=False,
+        marker=_star_marker(_FINDING_STYLES[style][1]),
+        hovertext=[_group_hover(g) for g in groups],
+        hoverinfo="text",
     )
-    return (
-        f"<b>{_esc(finding.kind)} · {_esc(cause)}</b> ({compared})<br>{_esc(finding.summary, 200)}"
-    )
+
+
+def _group_hover(group: FindingGroup) -> str:
+    finding = group.strongest
+    cause = CAUSE_NAMES.get(finding.primary_cause or "", "unattributed")
+    who = "the spec" if group.model == "*" else _esc(group.model, 60)
+    lines = [f"<b>{who}: {_esc(finding.kind)} · {_esc(cause)}</b>", _esc(group.text, 200)]
+    if len(group.findings) > 1:
+        lines.append(f"{len(group.findings)} findings; the star marks the strongest")
+    lines.append(_esc(finding.summary, 200))
+    return "<br>".join(lines)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -324,25 +449,55 @@ def scenario_order(cells: list[Cell]) -> list[tuple[str, str]]:
     return sorted({(c.family, c.scenario_id) for c in cells})
 
 
+def heatmap_first_model(data: ReportData) -> str | None:
+    """The model the heatmap opens on: the one with the strongest spec-patching finding.
+
+    Exposure marks mean most next to a model whose drop was attributed to patching; without such
+    a finding, the model with the strongest finding of any kind; without findings, the first.
+    """
+    candidates = [f for f in data.findings if f.model in data.models and f.kind != "leak"]
+    patching = [f for f in candidates if f.primary_cause == "spec_patching"]
+    pool = patching or candidates
+    if pool:
+        return min(pool, key=strength).model
+    return data.models[0] if data.models else None
+
+
+# White is 0% and grey (the plot background) is "no samples", so the two never look alike.
+_HEAT_SCALE = [
+    [0.0, "#ffffff"],
+    [0.01, "#fee5d9"],
+    [0.25, "#fcae91"],
+    [0.5, "#fb6a4a"],
+    [0.75, "#de2d26"],
+    [1.0, "#a50f15"],
+]
+_NO_DATA = "#c9c9c9"
+
+
 def heatmap_figure(data: ReportData) -> go.Figure:
-    """Scenarios (grouped by family) x revisions, one heatmap per model picked from a menu."""
+    """Scenarios (grouped by family) x revisions, one heatmap per model picked from a menu.
+
+    Blue squares mark scenarios whose exposure this revision's edit introduced; blue circles mark
+    scenarios the edit named again after an earlier edit had exposed them (a rewording or a
+    reformat): their exposure is not new.
+    """
     labels = [r.label for r in data.revisions]
     rows = scenario_order(data.cells)
-    row_labels = [f"{family} · {scenario}" for family, scenario in rows]
+    row_labels = [_esc(f"{family} · {scenario}") for family, scenario in rows]
     row_index = {scenario: i for i, (_, scenario) in enumerate(rows)}
     col_index = {r.sha: i for i, r in enumerate(data.revisions)}
-    exposed = {(e.sha, e.scenario_id) for e in data.exposures}
+    first = heatmap_first_model(data)
     fig = go.Figure()
-    for n, model in enumerate(data.models):
+    for model in data.models:
         z: list[list[float | None]] = [[None] * len(labels) for _ in rows]
         # Cells are point rates over a few samples: the hover says how few ("2 of 3").
         counts: list[list[str]] = [[""] * len(labels) for _ in rows]
         for cell in data.cells:
             if cell.model == model and cell.sha in col_index:
-                z[row_index[cell.scenario_id]][col_index[cell.sha]] = _pct(cell.covert)
-                counts[row_index[cell.scenario_id]][col_index[cell.sha]] = (
-                    f"{cell.n_covert} of {cell.n_graded}"
-                )
+                row, col = row_index[cell.scenario_id], col_index[cell.sha]
+                z[row][col] = None if cell.covert is None else round(100 * cell.covert, 1)
+                counts[row][col] = f"{cell.n_covert} of {cell.n_graded}"
         fig.add_trace(
             go.Heatmap(
                 x=labels,
@@ -350,39 +505,71 @@ def heatmap_figure(data: ReportData) -> go.Figure:
                 z=z,
                 zmin=0,
                 zmax=100,
-                colorscale="Reds",
-                colorbar={"title": {"text": "covert %"}},
-                visible=n == 0,
-                name=model,
+                colorscale=_HEAT_SCALE,
+                colorbar={"title": {"text": "covert %"}, "len": 0.8, "y": 0.4},
+                visible=model == first,
+                name=_esc(model, 60),
                 text=counts,
+                hoverongaps=False,
                 hovertemplate="%{y}<br>%{x}<br>covert %{z:.0f}% (%{text} graded samples)"
                 "<extra></extra>",
-                xgap=1,
+                # Gaps separate cells; past a few dozen columns they would eat the cells.
+                xgap=1 if len(labels) <= 60 else 0,
                 ygap=1,
             )
         )
-    marks = [(e_sha, s) for e_sha, s in sorted(exposed) if e_sha in col_index and s in row_index]
+    for introduced, name, symbol, color in (
+        (True, "exposure introduced by this edit", "square-open", "#1f3b99"),
+        (False, "named again by this edit (exposed earlier)", "circle-open", "#6f8fd6"),
+    ):
+        marks = [
+            e
+            for e in data.exposures
+            if e.introduced == introduced and e.sha in col_index and e.scenario_id in row_index
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[data.revisions[col_index[e.sha]].label for e in marks],
+                y=[row_labels[row_index[e.scenario_id]] for e in marks],
+                mode="markers",
+                name=name,
+                marker={"symbol": symbol, "size": 11, "color": color, "line": {"width": 2}},
+                hovertemplate=f"%{{y}}<br>%{{x}}<br>{name}<extra></extra>",
+            )
+        )
+    # Legend only: an empty point on an existing row (a bare None would add a category row).
     fig.add_trace(
         go.Scatter(
-            x=[data.revisions[col_index[sha]].label for sha, _ in marks],
-            y=[row_labels[row_index[s]] for _, s in marks],
+            x=[None],
+            y=row_labels[:1],
             mode="markers",
-            name="exposed to the edit",
-            marker={"symbol": "square-open", "size": 11, "color": "#1f3b99", "line": {"width": 2}},
-            hovertemplate="%{y}<br>%{x}<br>exposed to this spec edit<extra></extra>",
+            name="grey: no samples",
+            marker={"symbol": "square", "size": 11, "color": _NO_DATA},
+            hoverinfo="skip",
         )
     )
+    extra = len(fig.data) - len(data.models)
     buttons = [
         {
-            "label": model,
+            "label": _esc(model, 60),
             "method": "update",
-            "args": [{"visible": [i == n for i in range(len(data.models))] + [True]}],
+            "args": [{"visible": [m == model for m in data.models] + [True] * extra}],
         }
-        for n, model in enumerate(data.models)
+        for model in data.models
     ]
     many = len(data.models) > 1
     fig.update_layout(
-        updatemenus=[{"buttons": buttons, "x": 0, "y": 1.12, "xanchor": "left", "showactive": True}]
+        updatemenus=[
+            {
+                "buttons": buttons,
+                "x": 0,
+                "y": 1.01,
+                "yanchor": "bottom",
+                "xanchor": "left",
+                "showactive": True,
+                "active": data.models.index(first) if first in data.models else 0,
+            }
+        ]
         if many
         else [],
         annotations=[
@@ -391,9 +578,10 @@ def heatmap_figure(data: ReportData) -> go.Figure:
                 "xref": "paper",
                 "yref": "paper",
                 "x": 0,
-                "y": 1.1,
+                "y": 1.01,
                 "xanchor": "right" if many else "left",
-                "yanchor": "middle",
+                "yanchor": "bottom",
+                "yshift": 6,
                 "showarrow": False,
                 "xshift": -8 if many else 0,
             }
@@ -415,19 +603,27 @@ def heatmap_figure(data: ReportData) -> go.Figure:
             for index in range(1, len(rows))
             if rows[index][0] != rows[index - 1][0]
         ],
-        height=max(320, 90 + 18 * len(rows)),
-        margin={"l": 260, "r": 20, "t": 60, "b": 80},
-        xaxis={"type": "category", "categoryorder": "array", "categoryarray": labels},
+        height=max(360, 150 + 18 * len(rows)),
+        margin={"l": 260, "r": 20, "t": 80, "b": 90},
+        # Fixed ranges: autorange would pad for the exposure markers and show a band of "no data".
+        xaxis={**revision_axis(data.revisions), "range": [-0.5, len(labels) - 0.5]},
         yaxis={
             "type": "category",
-            "autorange": "reversed",
+            "range": [len(rows) - 0.5, -0.5],
             "categoryorder": "array",
             "categoryarray": row_labels,
+            # Long ids would squeeze the cells; the hover still gives the whole row name.
+            "tickmode": "array",
+            "tickvals": row_labels,
+            "ticktext": [_esc(f"{family} · {scenario}", 56) for family, scenario in rows],
         },
-        legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
+        plot_bgcolor=_NO_DATA,
+        legend={"orientation": "h", "y": 1.01, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         font=_FONT,
         template="plotly_white",
     )
+    fig.update_xaxes(showgrid=False)
+    fig.update_yaxes(showgrid=False)
     return fig
 
 
@@ -465,20 +661,21 @@ class ChosenChange:
 
 
 def choose_changes(data: ReportData) -> list[ChosenChange]:
-    """Per model, the change the scatter shows, the most telling model first.
+    """Per model, the change the scatter shows, the most telling change first.
 
-    A model's change is its most significant finding (lowest q, then largest drop); without one,
-    its first vs latest revision with samples. Models with findings come first; among the rest,
-    the one whose rates moved most.
+    A model's change is its strongest finding between two spec revisions (lowest q, then largest
+    change); failing that, its strongest finding against another model version; failing that,
+    its first vs latest revision with samples. The list opens on revision-to-revision changes
+    (the ones spec edits can explain), strongest first; then model-version changes; then the rest,
+    the one whose rates moved most first.
     """
-    ranked: list[tuple[tuple[int, float], ChosenChange]] = []
+    ranked: list[tuple[tuple[int, float, float], ChosenChange]] = []
     for model in data.models:
         change = _finding_change(data, model)
         if change is not None:
-            finding = change.finding
-            assert finding is not None
-            q = finding.q_value if finding.q_value is not None else 1.0
-            ranked.append(((0, q - abs(finding.delta or 0.0)), change))
+            assert change.finding is not None
+            q, size = strength(change.finding)
+            ranked.append(((1 if change.across_versions else 0, q, size), change))
             continue
         points = [p for p in data.rates_of(model) if p.covert is not None]
         if len(points) < 2:
@@ -488,7 +685,7 @@ def choose_changes(data: ReportData) -> list[ChosenChange]:
         )
         first, last = data.revision(points[0].sha), data.revision(points[-1].sha)
         assert first is not None and last is not None
-        ranked.append(((1, -moved), ChosenChange(model, first, last, None)))
+        ranked.append(((2, 1.0, -moved), ChosenChange(model, first, last, None)))
     ranked.sort(key=lambda item: item[0])
     return [change for _, change in ranked]
 
@@ -505,10 +702,8 @@ def _finding_change(data: ReportData, model: str) -> ChosenChange | None:
     ]
     if not candidates:
         return None
-    best = min(
-        candidates,
-        key=lambda f: (f.q_value if f.q_value is not None else 1.0, -abs(f.delta or 0.0)),
-    )
+    revision_changes = [f for f in candidates if not f.across_versions]
+    best = min(revision_changes or candidates, key=strength)
     before = data.revision(best.baseline_sha)  # type: ignore[arg-type]
     after = data.revision(best.sha)  # type: ignore[arg-type]
     assert before is not None and after is not None
@@ -585,8 +780,10 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
                     # The exact rates, for the hover (the position is spread a little).
                     customdata=[[_pct(p[1][when].aware), _pct(p[1][when].covert)] for p in chosen],
                     mode="markers",
-                    name=f"{change.side(when)}, {'exposed' if is_exposed else 'not exposed'}"
-                    f" ({len(chosen)} scenarios)",
+                    name=_esc(
+                        f"{change.side(when)}, {'exposed' if is_exposed else 'not exposed'}"
+                        f" ({len(chosen)} scenarios)"
+                    ),
                     text=[_esc(p[0]) for p in chosen],
                     marker={
                         "size": 10,
@@ -602,39 +799,53 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
     return traces
 
 
+def _padded_range(values: list[float]) -> list[float]:
+    """An axis range around the values with a margin, so no marker is cut by the frame."""
+    low, high = min(values, default=0.0), max(values, default=10.0)
+    pad = max(2.0, 0.08 * (high - low))
+    return [round(low - pad, 2), round(high + pad, 2)]
+
+
+def scatter_ranges(traces: list[go.Scatter]) -> dict[str, list[float]]:
+    """Axis ranges fitted to one change's points; before and after share them."""
+    xs = [x for t in traces for x in (t.x or ()) if x is not None]
+    ys = [y for t in traces for y in (t.y or ()) if y is not None]
+    return {"xaxis.range": _padded_range(xs), "yaxis.range": _padded_range(ys)}
+
+
 def scatter_figure(data: ReportData, changes: list[ChosenChange]) -> go.Figure:
     """Per scenario: awareness (x) vs covert rate (y) before and after each model's change.
 
-    One set of traces per model, the first visible; a menu switches models.
+    One set of traces per change, the first visible; a menu switches changes. Each change gets
+    axes fitted to its own points (rates of a few percent are not squeezed into a 0-100% frame);
+    its before and after points share them, so their distance is the change.
     """
     fig = go.Figure()
-    per_model = [_scatter_traces(data, change) for change in changes]
-    for n, traces in enumerate(per_model):
+    per_change = [_scatter_traces(data, change) for change in changes]
+    ranges = [scatter_ranges(traces) for traces in per_change]
+    for n, traces in enumerate(per_change):
         for trace in traces:
             trace.visible = n == 0
             fig.add_trace(trace)
     buttons = []
     for n, change in enumerate(changes):
-        visible = [i == n for i, traces in enumerate(per_model) for _ in traces]
+        visible = [i == n for i, traces in enumerate(per_change) for _ in traces]
         buttons.append(
-            {"label": change.menu_label, "method": "update", "args": [{"visible": visible}]}
-        )
-    # Explicit ranges with a margin: markers at 0% would otherwise be cut in half by the axis.
-    xs = [x for traces in per_model for t in traces for x in (t.x or ()) if x is not None]
-    ys = [y for traces in per_model for t in traces for y in (t.y or ()) if y is not None]
-    top_x, top_y = max(xs, default=10.0), max(ys, default=10.0)
-    low_x, low_y = min(0.0, *xs), min(0.0, *ys)
-    fig.update_xaxes(range=[low_x - 0.04 * top_x - 0.5, 1.05 * top_x + 0.5])
-    fig.update_yaxes(range=[low_y - 0.04 * top_y - 0.5, 1.05 * top_y + 0.5])
+            {"label": _esc(change.menu_label), "method": "update", "args": [
+                {"visible": visible}, ranges[n]
+            ]}
+        )  # fmt: skip
     if len(changes) > 1:
         fig.update_layout(
             updatemenus=[{"buttons": buttons, "x": 0, "y": 1.15, "xanchor": "left"}],
         )
+    first = ranges[0] if ranges else {"xaxis.range": [0, 10], "yaxis.range": [0, 10]}
     fig.update_layout(
-        height=460,
-        xaxis={"title": {"text": "eval-awareness rate (%)"}},
-        yaxis={"title": {"text": "covert-action rate (%)"}},
-        margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        height=480,
+        xaxis={"title": {"text": "eval-awareness rate (%)"}, "range": first["xaxis.range"]},
+        yaxis={"title": {"text": "covert-action rate (%)"}, "range": first["yaxis.range"]},
+        margin={"l": 60, "r": 20, "t": 70, "b": 50},
+        legend={"orientation": "h", "y": -0.15},
         font=_FONT,
         template="plotly_white",
     )

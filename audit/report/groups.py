@@ -71,6 +71,11 @@ class FindingGroup:
         return self.findings[0].across_versions
 
     @property
+    def strongest(self) -> Finding:
+        """The member with the lowest q (then the largest change): the group's representative."""
+        return min(self.findings, key=strength)
+
+    @property
     def anchor(self) -> str:
         """Where the headline links to: the group in the Findings table (a leak: its row)."""
         if self.kind == "leak":
@@ -78,13 +83,23 @@ class FindingGroup:
         return f"group-{self.group_id}"
 
 
+def strength(finding: Finding) -> tuple[float, float]:
+    """Sort key, strongest first: the lowest q, then the largest change."""
+    q = finding.q_value if finding.q_value is not None else 1.0
+    return (q, -abs(finding.delta or 0.0))
+
+
 def findings_table(data: ReportData) -> list[FindingGroup]:
-    """Every stored finding exactly once, grouped as in the headline: leaks, then per model."""
+    """Every stored finding exactly once, grouped as in the headline, strongest group first.
+
+    Leaks come first whatever their numbers (the held-out set itself is compromised); then
+    groups by their strongest member.
+    """
     groups = group_findings(data, "*")
     for members in model_families(data.models).values():
         for model in members:
             groups.extend(g for g in group_findings(data, model) if g.kind != "leak")
-    return groups
+    return sorted(groups, key=lambda g: (g.kind != "leak", strength(g.strongest), g.group_id))
 
 
 def group_findings(data: ReportData, model: str) -> list[FindingGroup]:
@@ -143,10 +158,12 @@ def _group(
             group_id, model, comparison, baseline_model, kind, None, tuple(members),
             members[0].summary, None,
         )  # fmt: skip
-    text = (
-        f"{_kind_word(kind)} {_where(data, model, comparison, baseline_model, members)}: "
-        f"{_change_range(members)} ({_q_bound(members)})"
-    )
+    where = _where(data, model, comparison, baseline_model, members)
+    if comparison == "point":
+        # A finding about one point (a rate whose bound fell under 1%): no change was tested.
+        text = f"{_kind_word(kind)} {where}"
+    else:
+        text = f"{_kind_word(kind)} {where}: {_change_range(members)} ({_q_bound(members)})"
     if cause and cause != "regression":
         text += f", primary cause {CAUSE_NAMES.get(cause, cause)}"
     detail: str | None = None
@@ -157,6 +174,15 @@ def _group(
         # differs per revision; the strongest finding shows what the evidence looks like.
         strongest = max(members, key=lambda f: abs(f.delta or 0.0))
         detail = f"strongest: {_without_model(strongest.summary, model)}"
+    if cause == "spec_patching":
+        edits = _exposing_edits(data, members)
+        if edits:
+            plural = "s" if len(edits) > 1 else ""
+            detail = (
+                f"{detail + '; ' if detail else ''}exposed scenarios named by the edit{plural} at "
+            )
+            shown = ", ".join(edits[:4])
+            detail += shown + (f" and {len(edits) - 4} more" if len(edits) > 4 else "")
     return FindingGroup(
         group_id=group_id,
         model=model,
@@ -168,6 +194,25 @@ def _group(
         text=text,
         detail=detail,
     )
+
+
+def _exposing_edits(data: ReportData, members: list[Finding]) -> list[str]:
+    """Labels of the revisions whose own edits first exposed the findings' scenarios.
+
+    Findings against an older baseline count exposure since then, so a group of them can sit on
+    revisions that exposed nothing themselves; this names the edits that did.
+    """
+    found: dict[int, str] = {}
+    for finding in members:
+        end = data.revision(finding.sha or "")
+        if end is None:
+            continue
+        start = data.revision(finding.baseline_sha or "")
+        for scenario in finding.exposed_scenarios:
+            revision = data.first_exposed(scenario, start, end)
+            if revision is not None:
+                found[revision.seq] = revision.label
+    return [found[seq] for seq in sorted(found)]
 
 
 def _without_model(summary: str, model: str) -> str:
@@ -189,6 +234,8 @@ def _where(
         possible = _shared_revisions(data, baseline_model, model)
         return f"vs {baseline_model} at {count} of {max(possible, count)} spec revisions"
     labels = _labels(data, [f.sha for f in members])
+    if comparison == "point":
+        return f"at {labels}" if count == 1 else f"at {count} revisions ({labels})"
     if comparison == "consecutive":
         if count == 1:
             return f"vs the previous spec revision at {labels}"

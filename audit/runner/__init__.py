@@ -15,8 +15,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from audit.runner.matrix import (
     select_models,
     stored_keys,
 )
+from audit.runner.processes import WorkerPool, split_plan
 from audit.runner.writer import BatchWriter
 from audit.store import Store
 
@@ -79,6 +80,9 @@ class RunSummary:
     retries: int
     elapsed_s: float
     store_error: str | None = None
+    abandoned: dict[str, str] = field(default_factory=dict)
+    """Models given up on because the server refused their first requests outright
+    (e.g. 401, 404, 400 for a parameter), with the error; their other samples were not run."""
 
     @property
     def ok(self) -> bool:
@@ -92,6 +96,11 @@ class RunSummary:
             f"in {self.elapsed_s:.1f} s"
         )
         return text + (f", NOT STORED {self.unstored}" if self.unstored else "")
+
+
+ABANDON_AFTER_REFUSALS = 8
+"""Non-retryable errors (401, 404, a 400 for a parameter) on a model's first requests, with no
+success in between, after which the run stops sending that model's samples."""
 
 
 def tool_version() -> str:
@@ -181,11 +190,15 @@ def run_matrix(
     heldout: HeldoutSet | None = None,
     batch_rows: int = 200,
     flush_s: float = 0.5,
+    workers: int | None = None,
 ) -> RunSummary:
     """Run every planned sample not yet stored, grade it, and store it; returns the counts.
 
     ``base_url`` overrides every model's endpoint (e.g. a local server). Keys are read from the
     environment variables the models name and never stored: ``runs.config`` keeps the names.
+    ``workers`` (default ``config.run.workers``) above 1 runs the conversations and grading in
+    that many processes, which pays off only when the server answers faster than one process
+    can send (see :mod:`audit.runner.processes`); this process still does all the writing.
     """
     started = time.perf_counter()
     if heldout is None:
@@ -223,9 +236,15 @@ def run_matrix(
     )
     writer, stats = context.writer, context.stats
     context.progress.start(len(plan.pending), f"{command}: {len(plan.pending)} samples")
+    workers = config.run.workers if workers is None else workers
     try:
         if plan.pending:
-            _run_coroutine(_execute(plan, endpoints, keys, context))
+            shards = split_plan(plan, workers) if workers > 1 else []
+            if len(shards) > 1:
+                pool = WorkerPool(shards, endpoints, keys, _worker_fields(context))
+                _run_coroutine(_collect(pool, context))
+            else:
+                _run_coroutine(_execute(plan, endpoints, keys, context))
     finally:
         context.progress.finish()
         unstored = sum(writer.unstored.values())
@@ -240,6 +259,7 @@ def run_matrix(
             retries=stats.retries,
             elapsed_s=time.perf_counter() - started,
             store_error=scrub(writer.first_error) if writer.first_error else None,
+            abandoned=dict(context.abandoned),
         )
         _finish_run(store, summary, completed=context.completed)
     return summary
@@ -280,6 +300,20 @@ class _RunContext:
     scrub: Scrubber
     progress: Progress
     completed: bool = False
+    abandoned: dict[str, str] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+
+    def note_success(self, model: str) -> None:
+        self.answered.add(model)
+
+    def note_refusal(self, model: str, message: str) -> None:
+        """Count an error retrying cannot fix; give up on a model that never got an answer."""
+        if model in self.answered:
+            return  # the model works: this request was the odd one out
+        self.refusals[model] = self.refusals.get(model, 0) + 1
+        if self.refusals[model] >= ABANDON_AFTER_REFUSALS:
+            self.abandoned.setdefault(model, message)
 
 
 def _start_run(
@@ -330,6 +364,39 @@ def _finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
     )
 
 
+def _worker_fields(context: _RunContext) -> dict[str, Any]:
+    """What a worker process needs of the run context (it brings its own writer and stats)."""
+    return {
+        "run": context.run,
+        "run_id": context.run_id,
+        "set_hash": context.set_hash,
+        "rng": random.Random(),
+        "scrub": context.scrub,
+    }
+
+
+async def _collect(pool: WorkerPool, context: _RunContext) -> None:
+    """Parent side of a multi-process run: store what the workers send, count progress."""
+    ticker = asyncio.get_running_loop().create_task(_tick(context.writer))
+
+    def deliver(table: str, row: Mapping[str, Any]) -> None:
+        context.writer.add(table, row)
+        context.progress.advance(1, errors=int(table == "sample_failures"))
+
+    try:
+        outcome = await pool.collect(deliver)
+        context.stats.calls += outcome.calls
+        context.stats.retries += outcome.retries
+        for model, message in outcome.abandoned.items():
+            context.abandoned.setdefault(model, message)
+        for error in outcome.errors:
+            context.progress.message(f"runner {error}")
+        context.completed = outcome.completed and not context.abandoned
+    finally:
+        ticker.cancel()
+        await context.writer.close()
+
+
 async def _execute(
     plan: RunPlan, endpoints: dict[str, str], keys: dict[str, str], context: _RunContext
 ) -> None:
@@ -346,7 +413,7 @@ async def _execute(
             count = min(model.concurrency, len(samples))
             workers += [_worker(queue, clients[model.name], context) for _ in range(count)]
         await asyncio.gather(*workers)
-        context.completed = True
+        context.completed = not context.abandoned
     finally:
         ticker.cancel()
         await context.writer.close()
@@ -380,17 +447,22 @@ async def _worker(
 ) -> None:
     # Workers share one iterator per model: as many requests in flight as workers, no more.
     for sample in queue:
+        model = sample.model.name
+        if model in context.abandoned:
+            return  # its remaining samples stay unrun: a rerun after the fix picks them up
         try:
             conversation = await converse(client, sample, context.run, context.stats, context.rng)
             row = sample_row(sample, conversation, context.run_id, context.set_hash)
         except SampleFailed as failure:
-            _record_failure(
-                context, sample, failure.error.kind, failure.error.message, failure.attempts
-            )
+            message = context.scrub(failure.error.message)
+            _record_failure(context, sample, failure.error.kind, message, failure.attempts)
+            if not failure.error.retryable:
+                context.note_refusal(model, message)
             continue
         except Exception as exc:  # a response or grader we did not foresee: record, go on
             _record_failure(context, sample, "other", f"{type(exc).__name__}: {exc}", 1)
             continue
+        context.note_success(model)
         context.writer.add("samples", row)
         context.progress.advance(1)
 

@@ -119,7 +119,7 @@ def classify(exc: BaseException) -> CallError | None:
         return CallError("connection", f"connection error: {exc}", True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        retry_after = _retry_after_s(exc.response.headers.get("retry-after"))
+        retry_after = _retry_after_s(exc.response.headers)
         message = f"HTTP {status}: {_short(str(exc.message))}"
         if status == 429:
             return CallError("rate_limit", message, True, retry_after)
@@ -135,13 +135,17 @@ def classify(exc: BaseException) -> CallError | None:
     return None
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from model servers; fall back to our own backoff
+def _retry_after_s(headers: Any) -> float | None:
+    """The server's requested wait: ``retry-after-ms`` (OpenAI's, finer) or ``retry-after``."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            continue  # an HTTP date: rare from model servers; fall back to our own backoff
+    return None
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -183,16 +187,21 @@ async def with_retries(
     stats: CallStats,
     rng: random.Random,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-) -> tuple[ChatCompletion, int]:
-    """Run ``call`` until it succeeds or retries are exhausted; returns (result, attempts)."""
+) -> tuple[ChatCompletion, int, float]:
+    """Run ``call`` until it succeeds or retries are exhausted.
+
+    Returns (result, attempts, seconds the successful attempt took): latency excludes failed
+    attempts and backoff sleeps, which say more about the run than about the model.
+    """
     attempt = 0
     while True:
         attempt += 1
         stats.calls += 1
+        started = time.perf_counter()
         try:
             response = await call()
             check_completion(response)
-            return response, attempt
+            return response, attempt, time.perf_counter() - started
         except Exception as exc:
             error = classify(exc)
             if error is None:
@@ -285,7 +294,6 @@ async def converse(
     tools = scenario.openai_tools()
     result = Conversation(kept, 0, None, 0, 0, 0.0, None)
     for _ in range(run.max_turns):
-        started = time.perf_counter()
 
         async def call(messages: list[dict[str, Any]] = sent) -> ChatCompletion:
             # The client's generic POST rather than the typed ``create``: ``create`` walks every
@@ -298,8 +306,8 @@ async def converse(
                 options={"security": {"bearer_auth": True}},
             )
 
-        response, attempts = await with_retries(call, run, stats, rng)
-        result.latency_ms += (time.perf_counter() - started) * 1000
+        response, attempts, elapsed_s = await with_retries(call, run, stats, rng)
+        result.latency_ms += elapsed_s * 1000
         result.attempts += attempts
         result.turns += 1
         _add_usage(result, response)
@@ -329,7 +337,11 @@ def _request_args(sample: PlannedSample) -> dict[str, Any]:
     args: dict[str, Any] = {"model": sample.model.name, "seed": seed_from_key(sample.key)}
     if params.temperature is not None:
         args["temperature"] = params.temperature
-    if params.max_tokens is not None:
+    # Reasoning models (OpenAI's o-series, gpt-5) refuse max_tokens and take
+    # max_completion_tokens instead; a model configures one or the other.
+    if params.max_completion_tokens is not None:
+        args["max_completion_tokens"] = params.max_completion_tokens
+    elif params.max_tokens is not None:
         args["max_tokens"] = params.max_tokens
     if params.reasoning_effort is not None:
         args["reasoning_effort"] = params.reasoning_effort

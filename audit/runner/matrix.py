@@ -33,7 +33,9 @@ EMPTY_SPEC_HASH = sha256_text("")
 
 def params_hash(model: ModelConfig) -> str:
     """Hash of the request parameters and spec placement: what changes the request itself."""
-    payload = {**model.params.model_dump(), "spec_placement": model.spec_placement}
+    # Unset parameters are left out, so adding an optional parameter to RequestParams later
+    # does not change the keys (and void the cache) of every stored sample.
+    payload = {**model.params.model_dump(exclude_none=True), "spec_placement": model.spec_placement}
     return sha256_text(json.dumps(payload, sort_keys=True, separators=(",", ":")))
 
 
@@ -140,10 +142,28 @@ def list_revisions(store: Store, source_id: str | None) -> list[Revision]:
 
 
 def resolve_revisions(store: Store, refs: Sequence[str], source_id: str | None) -> list[Revision]:
-    """Resolve revision references (sha prefix, tag, index) through the spec-history stage."""
+    """Resolve revision references (sha prefix, tag, index, or a range ``A..B`` of them,
+    both ends included) through the spec-history stage."""
+    from audit.spec_history import list_revisions as stored_revisions
     from audit.spec_history import resolve_revision
 
-    revisions = [resolve_revision(store, ref, source_id=source_id) for ref in refs]
+    revisions = []
+    for ref in refs:
+        if ".." not in ref:
+            revisions.append(resolve_revision(store, ref, source_id=source_id))
+            continue
+        start_ref, _, end_ref = ref.partition("..")
+        if not start_ref or not end_ref:
+            raise AuditError(f"revision range {ref!r} needs both ends, e.g. 0..-1 or v1.0..v1.1")
+        start = resolve_revision(store, start_ref, source_id=source_id)
+        end = resolve_revision(store, end_ref, source_id=source_id)
+        if start.seq > end.seq:
+            raise AuditError(
+                f"revision range {ref!r} runs backwards ({start.seq} > {end.seq}): swap its ends"
+            )
+        revisions += [
+            r for r in stored_revisions(store, start.source_id) if start.seq <= r.seq <= end.seq
+        ]
     shas = list(dict.fromkeys(r.sha for r in revisions))
     rows = store.query(
         "SELECT sha, content FROM spec_revisions WHERE source_id = ? AND list_contains(?, sha)",

@@ -1,6 +1,7 @@
 """Spec history: the revisions of a spec file in git, stored in DuckDB with their changes.
 
-Public API: :func:`sync_spec_history` (ingest, idempotent), :func:`list_revisions`,
+Public API: :func:`sync_spec_history` (ingest, idempotent; or :func:`open_spec_file` to check
+the repository, ref and path first, then :func:`sync_spec_file`), :func:`list_revisions`,
 :func:`resolve_revision` (index, tag or sha prefix), :func:`diff_revisions` (clause-level and
 line-level), and :func:`audit.spec_history.replay.replay_specs_history`, which rebuilds the
 shipped ``specs_history/`` folder into a real git repository.
@@ -17,11 +18,14 @@ from audit.spec_history.sync import (
     MAX_SPEC_BYTES,
     Revision,
     RevisionDiff,
+    SpecFile,
     SyncResult,
     diff_revisions,
     list_revisions,
+    open_spec_file,
     pick_source,
     resolve_revision,
+    sync_spec_file,
     sync_spec_history,
 )
 
@@ -32,12 +36,15 @@ __all__ = [
     "ClauseChange",
     "Revision",
     "RevisionDiff",
+    "SpecFile",
     "SyncResult",
     "diff_clauses",
     "diff_revisions",
     "list_revisions",
+    "open_spec_file",
     "pick_source",
     "resolve_revision",
     "split_clauses",
+    "sync_spec_file",
     "sync_spec_history",
 ]

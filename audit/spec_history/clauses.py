@@ -8,9 +8,14 @@ renumbered lists) compares equal and produces no added or removed clauses.
 
 Matching old against new clauses happens in three passes:
 
-1. identical text in the same relative order (difflib on the clause texts): unchanged;
-2. identical text left over on both sides: **moved** (a section that only moved is not new text);
-3. similar text of the same kind: **reworded**, with the rapidfuzz ``ratio`` as the score.
+1. identical text in the same relative order: unchanged. difflib first keeps the clauses that
+   stayed in their section, then, between those, the ones whose section was only renamed; so
+   when a section moves under another heading, the moved section is what is left over;
+2. identical text (and heading level) left over on both sides: **moved** (a section that only
+   moved is not new text);
+3. similar text of the same kind: **reworded**, with the rapidfuzz ``ratio`` as the score. A
+   heading whose level changed (``## B`` to ``### B``) is a rewording whose texts show the
+   ``#`` markers.
 
 Everything left is **added** or **removed**. The rewording threshold is
 :data:`REWORD_THRESHOLD` (70 on rapidfuzz's 0-100 scale): editing a few words of a 15-30 word
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +51,13 @@ class Clause:
     kind: str
     section: str
     text: str
+    level: int = 0
+    """Heading level (1-6) of a heading; 0 for every other kind."""
+
+    @property
+    def marked_text(self) -> str:
+        """The text with its Markdown heading marker (``## Title``); other clauses as they are."""
+        return f"{'#' * self.level} {self.text}" if self.level else self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +85,8 @@ class ClauseChange:
 
 # -- splitting ----------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_FENCE_CLOSE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _ANCHOR = re.compile(r"\s*\{#[^}]*\}\s*$")
 _RULE = re.compile(r"^ {0,3}([-*_])([ \t]*\1){2,}[ \t]*$")
@@ -80,15 +94,20 @@ _BULLET = re.compile(r"^([ \t]*)(?:[-*+]|\d{1,9}[.)])[ \t]+(.*)$")
 _FOOTNOTE = re.compile(r"^ {0,3}\[\^([^\]]+)\]:[ \t]*(.*)$")
 _TABLE_RULE = re.compile(r"^[\s|:\-]+$")
 _QUOTE = re.compile(r"^ {0,3}>[ \t]?")
-_SPACE = re.compile(r"\s+")
 # A sentence ends at . ! or ? (optionally closed by quotes, brackets or a footnote reference
 # such as [^1]) before an upper-case or opening character; lower-case continuations
 # ("e.g. a test") are not split.
 _SENTENCE_END = re.compile(r"(?<=[.!?])([\"'”’)\]*_]*(?:\[\^[^\]\s]+\])?)\s+(?=[A-Z0-9\"“‘(\[*_`])")
+# The characters str.splitlines() breaks lines at; a line keeps at most one of them (or \r\n).
+_LINE_ENDS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+Headings = tuple[tuple[int, str], ...]
+"""The open headings at a point of a document: (level, title without anchor), outermost first."""
 
 
 def _norm(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()
+    # str.split() and the regex \s agree on what whitespace is; split is several times faster.
+    return " ".join(text.split())
 
 
 def _sentences(paragraph: str) -> list[str]:
@@ -105,13 +124,42 @@ def _sentences(paragraph: str) -> list[str]:
     return [p for p in parts if p]
 
 
-class _Splitter:
-    """Line-by-line Markdown reader; small state machine, one pass."""
+def fence_opening(line: str) -> tuple[str, int] | None:
+    """(fence character, fence length) if ``line`` opens a fenced code block, else None.
 
-    def __init__(self) -> None:
+    CommonMark's rule: up to three spaces, then three or more backticks or tildes; the info
+    string after backticks may not contain a backtick (that is inline code, not a fence).
+    """
+    match = _FENCE_OPEN.match(line)
+    if match is None:
+        return None
+    marker = match.group(1)
+    if marker[0] == "`" and "`" in match.group(2):
+        return None
+    return marker[0], len(marker)
+
+
+def closes_fence(line: str, char: str, length: int) -> bool:
+    """Whether ``line`` closes a block opened by ``length`` of ``char``.
+
+    CommonMark's rule: the same character, at least as many of it, up to three spaces before
+    and nothing but spaces after (an info string only follows an opening fence).
+    """
+    match = _FENCE_CLOSE.match(line)
+    return match is not None and match.group(1)[0] == char and len(match.group(1)) >= length
+
+
+class _Splitter:
+    """Line-by-line Markdown reader; small state machine, one pass.
+
+    Lines may carry their line ending (``split_lines``) or not (``str.splitlines``): the ending
+    is dropped before a line is read, so both give the same clauses.
+    """
+
+    def __init__(self, headings: Headings = ()) -> None:
         self.clauses: list[Clause] = []
-        self.headings: list[tuple[int, str]] = []
-        self.section = ""
+        self.headings: list[tuple[int, str]] = list(headings)
+        self.section = " > ".join(name for _, name in headings)
         self.paragraph: list[str] = []
         self.item: list[str] | None = None
         self.item_kind = "bullet"
@@ -133,19 +181,20 @@ class _Splitter:
             self.headings.pop()
         # A heading belongs to its parent section; the clauses under it to its own.
         parent = " > ".join(name for _, name in self.headings)
-        self.clauses.append(Clause("heading", parent, _norm(title)))
+        self.clauses.append(Clause("heading", parent, _norm(title), level))
         self.headings.append((level, _norm(_ANCHOR.sub("", title))))
         self.section = " > ".join(name for _, name in self.headings)
 
-    def run(self, markdown: str) -> list[Clause]:
-        lines = markdown.splitlines()
-        i = 0
+    def run(self, lines: Sequence[str], start: int = 0, stop: int | None = None) -> list[Clause]:
+        """Read ``lines[start:stop]`` and return every clause found so far."""
+        stop = len(lines) if stop is None else stop
+        i = start
         blank_before = True
-        while i < len(lines):
-            line = lines[i]
-            fence = _FENCE.match(line)
+        while i < stop:
+            line = lines[i].rstrip(_LINE_ENDS)
+            fence = fence_opening(line)
             if fence:
-                i = self.code_block(lines, i, fence.group(1))
+                i = self.code_block(lines, i, stop, fence)
                 blank_before = False
                 continue
             self.line(line, blank_before)
@@ -154,18 +203,19 @@ class _Splitter:
         self.flush()
         return self.clauses
 
-    def code_block(self, lines: list[str], start: int, marker: str) -> int:
+    def code_block(
+        self, lines: Sequence[str], start: int, stop: int, fence: tuple[str, int]
+    ) -> int:
+        """Read a fenced block (to its closing fence, or to the end) as one clause."""
         self.flush()
         body = [lines[start].strip()]
         i = start + 1
-        while i < len(lines):
-            body.append(lines[i].rstrip())
-            if lines[i].strip().startswith(marker[0] * len(marker)) and not lines[i].strip(
-                marker[0] + " \t"
-            ):
-                i += 1
-                break
+        while i < stop:
+            line = lines[i].rstrip(_LINE_ENDS)
+            body.append(line.rstrip())
             i += 1
+            if closes_fence(line, *fence):
+                break
         self.clauses.append(Clause("code", self.section, "\n".join(body)))
         return i
 
@@ -201,60 +251,108 @@ class _Splitter:
 
 def split_clauses(markdown: str) -> list[Clause]:
     """Split a Markdown text into clauses, in document order."""
-    return _Splitter().run(markdown)
+    return _Splitter().run(markdown.splitlines())
 
 
-# Blocks end at a blank line followed by an unindented line (an indented one may continue a
-# list item); a code fence left open inside a block is joined with the following blocks.
-_BLOCK_BREAK = re.compile(r"\n[ \t]*\n(?=[^ \t\n])")
-_FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.MULTILINE)
+def _starts_block(lines: Sequence[str], i: int) -> bool:
+    """Whether line ``i`` (outside a code block) starts a block: a line after a blank line,
+    not blank and not indented.
+
+    :class:`_Splitter` ends every paragraph and list item before such a line whatever it is,
+    so a fresh splitter that only knows the open headings reads the rest the same way.
+    """
+    line = lines[i]
+    return not lines[i - 1].strip() and line[:1] not in (" ", "\t") and bool(line.strip())
 
 
 class ClauseSplitter:
-    """:func:`split_clauses` with a cache of Markdown blocks, for many revisions of one text.
+    """:func:`split_clauses` for successive revisions of one text, re-reading only what changed.
 
-    Consecutive revisions share almost all of their blocks, so each block is split once per
-    heading context. The result is identical to :func:`split_clauses`.
+    The text is cut into blocks (see :func:`_starts_block`; never inside a fenced code block).
+    For a new revision, the blocks before the first changed line are kept; reading resumes at
+    the block holding the line before it and stops as soon as a block start falls in the
+    unchanged tail at a point where the old revision also started a block under the same open
+    headings: from there on, the old revision's clauses are reused as they are (the same
+    objects, which also makes comparing them with the previous revision cheap). The result is
+    always equal to ``split_clauses`` of the same text.
     """
 
-    def __init__(self, max_blocks: int = 200_000) -> None:
-        self._cache: dict[tuple[tuple[tuple[int, str], ...], str], _BlockResult] = {}
-        self._max_blocks = max_blocks
+    def __init__(self) -> None:
+        self._lines: Sequence[str] = ()
+        self._starts: list[int] = []  # first line of each block
+        self._ends: list[int] = []  # number of clauses up to the end of each block
+        self._headings: list[Headings] = []  # headings open after each block
+        self._clauses: list[Clause] = []
 
-    def split(self, markdown: str) -> list[Clause]:
-        clauses: list[Clause] = []
-        headings: tuple[tuple[int, str], ...] = ()
-        for block in _blocks(markdown):
-            key = (headings, block)
-            result = self._cache.get(key)
-            if result is None:
-                splitter = _Splitter()
-                splitter.headings = list(headings)
-                splitter.section = " > ".join(name for _, name in headings)
-                result = (tuple(splitter.run(block)), tuple(splitter.headings))
-                if len(self._cache) >= self._max_blocks:
-                    self._cache.clear()  # bounded memory on very long histories
-                self._cache[key] = result
-            clauses.extend(result[0])
-            headings = result[1]
+    def split(self, lines: Sequence[str], ends: tuple[int, int] | None = None) -> list[Clause]:
+        """Clauses of the text made of ``lines`` (from ``split_lines`` or ``str.splitlines``).
+
+        ``ends`` is ``common_ends(previous lines, lines)`` when the caller has it already.
+        The returned list must not be modified.
+        """
+        old = self._lines
+        prefix, suffix = common_ends(old, lines) if ends is None else ends
+        if prefix == len(old) == len(lines):
+            self._lines = lines
+            return self._clauses
+        k = max(bisect_right(self._starts, prefix - 1) - 1, 0)
+        kept_clauses = self._ends[k - 1] if k else 0
+        starts, ends_, headings = self._starts[:k], self._ends[:k], self._headings[:k]
+        clauses = self._clauses[:kept_clauses]
+        open_headings: Headings = headings[-1] if k else ()
+        shift = len(lines) - len(old)
+        resume_at = len(lines) - suffix + 1  # lines from here and the one before are unchanged
+        block = self._starts[k] if self._starts else 0
+        fence: tuple[str, int] | None = None
+        i = block
+        while i < len(lines):
+            line = lines[i].rstrip(_LINE_ENDS)
+            if fence is not None:
+                if closes_fence(line, *fence):
+                    fence = None
+            elif i > block and _starts_block(lines, i):
+                open_headings = _read_block(lines, block, i, open_headings, clauses)
+                starts.append(block)
+                ends_.append(len(clauses))
+                headings.append(open_headings)
+                reused = self._old_block_at(i - shift) if i >= resume_at else None
+                if reused is not None and self._headings[reused - 1] == open_headings:
+                    # From here on the old revision is read the same way: reuse its blocks.
+                    offset = len(clauses) - self._ends[reused - 1]
+                    clauses.extend(self._clauses[self._ends[reused - 1] :])
+                    starts += map(shift.__add__, self._starts[reused:])
+                    ends_ += map(offset.__add__, self._ends[reused:])
+                    headings.extend(self._headings[reused:])
+                    break
+                block = i
+                fence = fence_opening(line)
+            else:
+                fence = fence_opening(line)
+            i += 1
+        else:
+            open_headings = _read_block(lines, block, len(lines), open_headings, clauses)
+            starts.append(block)
+            ends_.append(len(clauses))
+            headings.append(open_headings)
+        self._lines, self._starts, self._clauses = lines, starts, clauses
+        self._ends, self._headings = ends_, headings
         return clauses
 
+    def _old_block_at(self, line: int) -> int | None:
+        """Index of the previous revision's block starting at ``line``, if one does."""
+        index = bisect_left(self._starts, line)
+        if index < len(self._starts) and self._starts[index] == line and index > 0:
+            return index
+        return None
 
-_BlockResult = tuple[tuple[Clause, ...], tuple[tuple[int, str], ...]]
 
-
-def _blocks(markdown: str) -> list[str]:
-    blocks: list[str] = []
-    pending = ""
-    for part in _BLOCK_BREAK.split(markdown):
-        pending = f"{pending}\n\n{part}" if pending else part
-        fenced = "```" in pending or "~~~" in pending
-        if not fenced or len(_FENCE_LINE.findall(pending)) % 2 == 0:
-            blocks.append(pending)
-            pending = ""
-    if pending:
-        blocks.append(pending)
-    return blocks
+def _read_block(
+    lines: Sequence[str], start: int, stop: int, headings: Headings, out: list[Clause]
+) -> Headings:
+    """Append the clauses of ``lines[start:stop]`` to ``out``; return the headings open after."""
+    splitter = _Splitter(headings)
+    out.extend(splitter.run(lines, start, stop))
+    return tuple(splitter.headings)
 
 
 # -- diffing ------------------------------------------------------------------------------------
@@ -267,11 +365,11 @@ def diff_clauses(
 
     Removed clauses are placed after the last unchanged clause that preceded them.
     """
-    prefix, suffix = _common_ends([c.text for c in old], [c.text for c in new])
+    prefix, suffix = common_ends(old, new)
     # Only the middle can hold changes; working on it keeps long, lightly edited specs fast.
     old = old[prefix : len(old) - suffix]
     new = new[prefix : len(new) - suffix]
-    pairs = _unchanged_pairs([c.text for c in old], [c.text for c in new])
+    pairs = _unchanged_pairs(old, new)
     matched_old = {o for o, _ in pairs}
     matched_new = {n for _, n in pairs}
     rest_old = [i for i in range(len(old)) if i not in matched_old]
@@ -279,6 +377,7 @@ def diff_clauses(
 
     found: list[tuple[float, ClauseChange]] = []
     rest_old, rest_new = _pair_moved(old, new, rest_old, rest_new, found)
+    rest_old, rest_new = _pair_same_title(old, new, rest_old, rest_new, found)
     rest_old, rest_new = _pair_reworded(old, new, rest_old, rest_new, found, threshold)
     for j in rest_new:
         c = new[j]
@@ -291,10 +390,11 @@ def diff_clauses(
     return [change for _, change in found]
 
 
-def _common_ends(old: Sequence[str], new: Sequence[str]) -> tuple[int, int]:
+def common_ends(old: Sequence[object], new: Sequence[object]) -> tuple[int, int]:
     """Lengths of the common prefix and of the common suffix (not overlapping it).
 
-    Binary search over slice comparisons: list equality runs in C, a Python loop would not.
+    Binary search over slice comparisons: list equality runs in C (and stops at identical
+    objects without comparing them), a Python loop would not.
     """
     limit = min(len(old), len(new))
     low, high = 0, limit
@@ -316,8 +416,33 @@ def _common_ends(old: Sequence[str], new: Sequence[str]) -> tuple[int, int]:
     return prefix, low
 
 
-def _unchanged_pairs(old: list[str], new: list[str]) -> list[tuple[int, int]]:
-    """(old index, new index) of the clauses kept in order (difflib's matching blocks)."""
+def _unchanged_pairs(old: Sequence[Clause], new: Sequence[Clause]) -> list[tuple[int, int]]:
+    """(old index, new index) of the clauses kept in order.
+
+    First the clauses kept in the same section (so that when a section moves under another
+    heading, it is the moved section's clauses that are left over, not those of the sections
+    it passed); then, between those, the clauses kept under a renamed heading.
+    """
+    in_place = _matching(
+        [(c.section, c.level, c.text) for c in old], [(c.section, c.level, c.text) for c in new]
+    )
+    pairs: list[tuple[int, int]] = []
+    last_old = last_new = 0
+    for i, j in [*in_place, (len(old), len(new))]:
+        if i > last_old and j > last_new:
+            gap = _matching(
+                [(c.level, c.text) for c in old[last_old:i]],
+                [(c.level, c.text) for c in new[last_new:j]],
+            )
+            pairs += [(last_old + a, last_new + b) for a, b in gap]
+        if i < len(old):
+            pairs.append((i, j))
+        last_old, last_new = i + 1, j + 1
+    return pairs
+
+
+def _matching(old: list[object], new: list[object]) -> list[tuple[int, int]]:
+    """(old index, new index) of the items difflib keeps in order."""
     if not old or not new:
         return []
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
@@ -335,13 +460,14 @@ def _pair_moved(
     rest_new: list[int],
     found: list[tuple[float, ClauseChange]],
 ) -> tuple[list[int], list[int]]:
-    by_text: dict[str, list[int]] = defaultdict(list)
+    """Identical text (and heading level) on both sides: moved."""
+    by_text: dict[tuple[int, str], list[int]] = defaultdict(list)
     for i in rest_old:
-        by_text[old[i].text].append(i)
+        by_text[(old[i].level, old[i].text)].append(i)
     used_old: set[int] = set()
     left_new: list[int] = []
     for j in rest_new:
-        candidates = by_text.get(new[j].text)
+        candidates = by_text.get((new[j].level, new[j].text))
         if candidates:
             i = candidates.pop(0)
             used_old.add(i)
@@ -350,6 +476,36 @@ def _pair_moved(
         else:
             left_new.append(j)
     return [i for i in rest_old if i not in used_old], left_new
+
+
+def _pair_same_title(
+    old: Sequence[Clause],
+    new: Sequence[Clause],
+    rest_old: list[int],
+    rest_new: list[int],
+    found: list[tuple[float, ClauseChange]],
+) -> tuple[list[int], list[int]]:
+    """Headings whose title stayed while the anchor (``{#id}``) changed: reworded, even when a
+    short title makes the texts' similarity fall under the threshold."""
+    by_title: dict[str, list[int]] = defaultdict(list)
+    for i in rest_old:
+        if old[i].level:
+            by_title[_title(old[i].text)].append(i)
+    used_old: set[int] = set()
+    left_new: list[int] = []
+    for j in rest_new:
+        candidates = by_title.get(_title(new[j].text)) if new[j].level else None
+        if candidates:
+            i = candidates.pop(0)
+            used_old.add(i)
+            found.append((j, _reworded(old[i], new[j], fuzz.ratio(old[i].text, new[j].text))))
+        else:
+            left_new.append(j)
+    return [i for i in rest_old if i not in used_old], left_new
+
+
+def _title(heading: str) -> str:
+    return _norm(_ANCHOR.sub("", heading))
 
 
 def _pair_reworded(
@@ -394,13 +550,21 @@ def _pair_reworded(
             continue
         used_new.add(j)
         used_old.add(i)
-        c = new[j]
-        change = ClauseChange("reworded", c.kind, c.section, old[i].text, c.text, round(score, 1))
-        found.append((j, change))
+        found.append((j, _reworded(old[i], new[j], score)))
     return (
         [i for i in rest_old if i not in used_old],
         [j for j in rest_new if j not in used_new],
     )
+
+
+def _reworded(old: Clause, new: Clause, score: float) -> ClauseChange:
+    """A rewording; a heading whose level changed shows its markers, so the change is visible."""
+    if old.level != new.level:
+        old_text, new_text = old.marked_text, new.marked_text
+        score = fuzz.ratio(old_text, new_text)
+    else:
+        old_text, new_text = old.text, new.text
+    return ClauseChange("reworded", new.kind, new.section, old_text, new_text, round(score, 1))
 
 
 def _removed_anchor(pairs: list[tuple[int, int]], n_old: int) -> list[float]:
@@ -439,10 +603,17 @@ def unified_line_diff(old: str, new: str, old_label: str, new_label: str) -> Lin
 
 
 def diff_lines(
-    old_lines: Sequence[str], new_lines: Sequence[str], old_label: str, new_label: str
+    old_lines: Sequence[str],
+    new_lines: Sequence[str],
+    old_label: str,
+    new_label: str,
+    ends: tuple[int, int] | None = None,
 ) -> LineDiff:
-    """:func:`unified_line_diff` on texts already split by :func:`split_lines`."""
-    prefix, suffix = _common_ends(old_lines, new_lines)
+    """:func:`unified_line_diff` on texts already split by :func:`split_lines`.
+
+    ``ends`` is ``common_ends(old_lines, new_lines)`` when the caller has it already.
+    """
+    prefix, suffix = common_ends(old_lines, new_lines) if ends is None else ends
     start = max(0, prefix - _CONTEXT)
     keep_end = max(0, suffix - _CONTEXT)
     out = list(
@@ -479,3 +650,50 @@ def split_lines(text: str) -> list[str]:
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     return lines
+
+
+_OTHER_LINE_ENDS = tuple(_LINE_ENDS.replace("\n", ""))
+
+
+def split_lines_after(
+    old_text: str, old_lines: list[str], new_text: str
+) -> tuple[list[str], tuple[int, int]]:
+    """``split_lines(new_text)`` and its :func:`common_ends` with ``old_lines``, which must be
+    ``split_lines(old_text)``; the lines outside the changed part are the old line objects.
+
+    For a long text edited in a few places this skips splitting and comparing the unchanged
+    lines: the common start and end are found on the characters (comparisons in C), turned
+    into line counts by counting newlines, and only the middle is split. Texts with other
+    line breaks than ``\\n`` (``\\r``, form feeds ...) take the plain path.
+    """
+    if any(mark in old_text or mark in new_text for mark in _OTHER_LINE_ENDS):
+        new_lines = split_lines(new_text)
+        return new_lines, common_ends(old_lines, new_lines)
+    n_old, n_new = len(old_text), len(new_text)
+    prefix_chars, suffix_chars = common_ends(old_text, new_text)
+    # Whole lines before the first changed character, and whole lines after the last one
+    # (not touching the changed characters, so the line breaks around them are the same).
+    head = old_text.count("\n", 0, max(prefix_chars - 1, 0))
+    head_end = old_text.rfind("\n", 0, max(prefix_chars - 1, 0)) + 1
+    tail_from = n_old - suffix_chars
+    tail = old_text.count("\n", tail_from, n_old - 1) if suffix_chars else 0
+    tail_start = old_text.find("\n", tail_from, n_old - 1) + 1 if tail else n_old
+    middle = new_text[head_end : n_new - (n_old - tail_start)].splitlines(keepends=True)
+    if not tail and middle and not middle[-1].endswith("\n"):
+        middle[-1] += "\n"  # the middle ends the text: split_lines' rule for the last line
+    new_lines = old_lines[:head] + middle + old_lines[len(old_lines) - tail :]
+    return new_lines, _extend_ends(old_lines, new_lines, head, tail)
+
+
+def _extend_ends(
+    old: Sequence[str], new: Sequence[str], prefix: int, suffix: int
+) -> tuple[int, int]:
+    """``common_ends(old, new)``, grown from a valid common prefix and suffix (usually by one
+    line or none)."""
+    limit = min(len(old), len(new))
+    while prefix < limit and old[prefix] == new[prefix]:
+        prefix += 1
+    suffix = min(suffix, limit - prefix)
+    while prefix + suffix < limit and old[-1 - suffix] == new[-1 - suffix]:
+        suffix += 1
+    return prefix, suffix

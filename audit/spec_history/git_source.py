@@ -13,15 +13,27 @@ commits are not revisions, since the branch never contained them one at a time.
 
 Commits whose diff leaves the file's blob unchanged (a pure rename, a mode change) are skipped;
 a deletion is skipped too, and a later re-creation is compared with the last content before it.
+
+**Renames are followed backwards only**, from the file at the tip, as it was named in each older
+commit. If a commit renamed the tracked path *away* (``a.md`` became ``archive.md``) and a new
+``a.md`` was created later, the history starts at that new file: the older ``a.md`` lives on as
+``archive.md`` and is another file's history.
+
+Blob sizes are read (``git cat-file --batch-check``) before any content, so an oversized file is
+refused without loading it; contents are then streamed one blob at a time.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import git
 
@@ -164,39 +176,101 @@ class GitRepository:
                 path,
             ]
         )
-        entries = [e for e in _parse_log(raw.decode("utf-8", "replace")) if e is not None]
-        entries.reverse()
         kept: list[FileCommit] = []
         previous_blob: str | None = None
-        for entry in entries:
+        for entry in reversed(self._follow_back(_parse_log(raw.decode("utf-8", "replace")), path)):
             if entry.blob_sha == previous_blob:
                 continue  # rename or mode change only: the text is the same
             kept.append(entry)
             previous_blob = entry.blob_sha
         return kept
 
-    def read_blobs(self, blob_shas: list[str]) -> dict[str, memoryview]:
-        """Contents of the given blobs, read through one ``git cat-file --batch`` process.
+    def _follow_back(self, logged: list[_LoggedCommit], path: str) -> list[FileCommit]:
+        """The versions of the file named ``path`` at the tip, newest first.
 
-        The values are zero-copy views into git's output: a long history is one large buffer.
+        Walks the log from the tip, switching to a file's old name at the commit that renamed
+        it, and stops at a commit that renamed the tracked name away to another file.
         """
-        if not blob_shas:
-            return {}
+        current = path
+        found: list[FileCommit] = []
+        for commit in logged:
+            change = next((c for c in commit.changes if c.new_path == current), None)
+            if change is not None and change.status != "D":
+                found.append(commit.version(change))
+                if change.status in "RC":
+                    current = change.old_path
+                continue
+            # The path was deleted here: a plain deletion (a later re-creation continues the
+            # history) or a rename to another file, whose history is not ours.
+            deleted = any(c.old_path == current for c in commit.changes)
+            if (
+                deleted
+                and commit.parents
+                and self._renamed_away(commit.parents[0], commit.sha, current)
+            ):
+                break
+        return found
+
+    def _renamed_away(self, parent: str, commit: str, path: str) -> bool:
+        """Whether ``commit`` renamed ``path`` to another path (compared with ``parent``)."""
+        out = self._run(
+            ["diff-tree", "-r", "-M", "--name-status", "-z", "--no-ext-diff", parent, commit]
+        )
+        tokens = out.decode("utf-8", "replace").split("\0")
+        k = 0
+        while k < len(tokens) - 1:
+            status = tokens[k]
+            if status[:1] in "RC":
+                if status[:1] == "R" and tokens[k + 1] == path:
+                    return True
+                k += 3
+            else:
+                k += 2
+        return False
+
+    def blob_sizes(self, blob_shas: Sequence[str]) -> dict[str, int]:
+        """Size in bytes of each blob (``git cat-file --batch-check``), without reading it."""
         unique = list(dict.fromkeys(blob_shas))
-        out = self._run(["cat-file", "--batch"], stdin=("\n".join(unique) + "\n").encode())
-        view = memoryview(out)
-        blobs: dict[str, memoryview] = {}
-        pos = 0
-        for sha in unique:
-            header_end = out.index(b"\n", pos)
-            header = out[pos:header_end].split()
-            if len(header) != 3:
-                raise AuditError(f"git could not read blob {sha}: {header!r}")
-            size = int(header[2])
-            start = header_end + 1
-            blobs[sha] = view[start : start + size]
-            pos = start + size + 1  # content is followed by one newline
-        return blobs
+        if not unique:
+            return {}
+        out = self._run(["cat-file", "--batch-check"], stdin=("\n".join(unique) + "\n").encode())
+        sizes: dict[str, int] = {}
+        for sha, line in zip(unique, out.decode().splitlines(), strict=True):
+            parts = line.split()
+            if len(parts) != 3 or parts[1] != "blob":
+                raise AuditError(f"git could not read blob {sha} in {self.root}: {line}")
+            sizes[sha] = int(parts[2])
+        return sizes
+
+    @contextmanager
+    def blob_stream(self, blob_shas: Sequence[str]) -> Iterator[Iterator[tuple[str, bytes]]]:
+        """Stream (sha, content) of the given blobs, in order, from one ``git cat-file --batch``.
+
+        One blob is in memory at a time (plus what the caller keeps). Leaving the block early
+        stops git.
+        """
+        executable = self.repo.git.GIT_PYTHON_GIT_EXECUTABLE or "git"
+        process = subprocess.Popen(
+            [executable, f"--git-dir={self.git_dir}", *_GIT_CONFIG, "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+            bufsize=1 << 20,
+        )
+        assert process.stdin is not None and process.stdout is not None  # PIPE was asked for
+        # A writer thread: git answers while it reads, so writing every name first could fill
+        # both pipes and stall the two processes on each other.
+        request = ("\n".join(blob_shas) + "\n").encode() if blob_shas else b""
+        writer = threading.Thread(target=_feed, args=(process.stdin, request), daemon=True)
+        writer.start()
+        try:
+            yield _read_batch(process.stdout, blob_shas, self.root)
+        finally:
+            process.kill()
+            process.stdout.close()
+            process.wait()
+            writer.join()
 
     def first_parent_chain(self, tip: str) -> list[str]:
         """Shas of ``tip`` and its first-parent ancestors, newest first."""
@@ -221,39 +295,100 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
-def _parse_log(text: str) -> list[FileCommit | None]:
-    """Parse ``git log -z --raw`` output in :data:`_LOG_FORMAT`; None for deletions."""
-    result: list[FileCommit | None] = []
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # the reader stopped early and git was stopped
+
+
+def _read_batch(
+    stdout: IO[bytes], blob_shas: Sequence[str], root: Path
+) -> Iterator[tuple[str, bytes]]:
+    for sha in blob_shas:
+        header = stdout.readline().split()
+        if len(header) != 3:
+            raise AuditError(f"git could not read blob {sha} in {root}: {header!r}")
+        size = int(header[2])
+        data = stdout.read(size)
+        stdout.read(1)  # content is followed by one newline
+        if len(data) != size:
+            raise AuditError(f"git stopped while reading blob {sha} in {root}")
+        yield sha, data
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One file of a commit's raw diff."""
+
+    status: str  # first letter: A, M, T, D, R or C
+    old_path: str
+    new_path: str
+    blob_sha: str  # after the commit
+
+
+@dataclass(frozen=True, slots=True)
+class _LoggedCommit:
+    """One commit of ``git log --raw`` output with the changes to the followed file."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author_name: str
+    author_email: str
+    authored_at: datetime
+    committer_name: str
+    committed_at: datetime
+    message: str
+    changes: tuple[_Change, ...]
+
+    def version(self, change: _Change) -> FileCommit:
+        return FileCommit(
+            sha=self.sha,
+            parent_shas=self.parents,
+            author_name=self.author_name,
+            author_email=self.author_email,
+            authored_at=self.authored_at,
+            committer_name=self.committer_name,
+            committed_at=self.committed_at,
+            message=self.message,
+            path=change.new_path,
+            blob_sha=change.blob_sha,
+        )
+
+
+def _parse_log(text: str) -> list[_LoggedCommit]:
+    """Parse ``git log -z --raw`` output in :data:`_LOG_FORMAT`, newest first."""
+    result: list[_LoggedCommit] = []
     for record in text.split(_RECORD)[1:]:
         parts = record.split(_FIELD)
         sha, parents, an, ae, ad, cn, cd = parts[:7]
         message = _FIELD.join(parts[7:-1]).rstrip("\n")
         tokens = [t.lstrip("\n") for t in parts[-1].split("\0")]
         tokens = [t for t in tokens if t]
-        entry: FileCommit | None = None
+        changes: list[_Change] = []
         k = 0
         while k < len(tokens):
             meta = tokens[k].split()
             status = meta[-1][:1]
             if status in "RC":
-                new_path = tokens[k + 2]
+                old_path, new_path = tokens[k + 1], tokens[k + 2]
                 k += 3
             else:
-                new_path = tokens[k + 1]
+                old_path = new_path = tokens[k + 1]
                 k += 2
-            if status == "D":
-                continue
-            entry = FileCommit(
+            changes.append(_Change(status, old_path, new_path, meta[3]))
+        result.append(
+            _LoggedCommit(
                 sha=sha,
-                parent_shas=tuple(parents.split()),
+                parents=tuple(parents.split()),
                 author_name=an,
                 author_email=ae,
                 authored_at=_parse_time(ad),
                 committer_name=cn,
                 committed_at=_parse_time(cd),
                 message=message,
-                path=new_path,
-                blob_sha=meta[3],
+                changes=tuple(changes),
             )
-        result.append(entry)
+        )
     return result

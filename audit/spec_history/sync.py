@@ -5,11 +5,14 @@
 with the line-level and clause-level changes against the previous revision. It is idempotent
 and incremental: the history already stored must be a prefix of the history found now, and
 only the new commits are read and stored, in one transaction, so a failed sync leaves the
-database as it was.
+database as it was. A source is recognised by that history, so a repository that moved (or was
+cloned afresh) keeps its source id.
 
-Limits, checked before anything is written: a revision larger than :data:`MAX_SPEC_BYTES` is
-refused (specs are prose; a multi-megabyte file is almost certainly not one, and diffing it at
-every revision would be slow), as is binary (NUL bytes) or non-UTF-8 content.
+Limits: a revision larger than :data:`MAX_SPEC_BYTES` is refused from git's object sizes before
+any content is read (specs are prose; a multi-megabyte file is almost certainly not one, and
+diffing it at every revision would be slow), as is binary (NUL bytes) or non-UTF-8 content.
+Contents are streamed from git and written in batches of about 32 MiB, inside the one
+transaction, so memory does not grow with the length of the history.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
+from audit.spec_history import arrow_columns as columns
 from audit.spec_history.clauses import (
     ClauseChange,
     ClauseSplitter,
@@ -34,6 +38,7 @@ from audit.spec_history.clauses import (
     diff_lines,
     split_clauses,
     split_lines,
+    split_lines_after,
     unified_line_diff,
 )
 from audit.spec_history.git_source import FileCommit, GitRepository
@@ -128,6 +133,55 @@ class RevisionDiff:
 # -- sync ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SpecFile:
+    """A spec file at a resolved ref of a git repository, checked but not read yet.
+
+    :func:`open_spec_file` makes one without touching any database, so a wrong repository, ref
+    or path is refused before a database file is created or migrated.
+    """
+
+    source: GitRepository
+    path: str
+    ref: str
+    tip: str
+
+    @property
+    def repo(self) -> str:
+        """Absolute path of the repository (its top level, or the bare repository)."""
+        return str(self.source.root)
+
+    @cached_property
+    def commits(self) -> list[FileCommit]:
+        """Every commit that changed the file's content, oldest first (read on first use)."""
+        commits = self.source.file_commits(self.tip, self.path)
+        if not commits:
+            raise AuditError(
+                f"{self.path} has no content-changing commits on {self.ref} in {self.repo}"
+            )
+        return commits
+
+
+def open_spec_file(repo: str | Path, path: str, ref: str = "HEAD") -> SpecFile:
+    """Check that ``repo`` is a git repository, ``ref`` names a commit and ``path`` is a file
+    there (relative to the repository root); AuditError naming the problem otherwise."""
+    source = GitRepository(repo)
+    rel_path = _normalise_path(path)
+    tip = source.resolve_commit(ref)
+    if not source.has_path(tip, rel_path):
+        last = source.ever_had_path(tip, rel_path)
+        if last is None:
+            raise AuditError(
+                f"{rel_path} is not in the history of {ref} in {source.root}: check --path "
+                "(relative to the repository root)"
+            )
+        raise AuditError(
+            f"{rel_path} does not exist at {ref} (last touched in {last[:_SHORT]}): pass the "
+            "file's current path, or a --ref where it exists"
+        )
+    return SpecFile(source, rel_path, ref, tip)
+
+
 def sync_spec_history(
     store: Store,
     repo: str | Path,
@@ -143,54 +197,70 @@ def sync_spec_history(
     ``path`` is the file's path at ``ref`` (relative to the repository root); earlier names are
     followed. ``source_id`` defaults to ``<repo folder name>:<path>``.
     """
-    progress = progress or NullProgress()
-    source = GitRepository(repo)
-    rel_path = _normalise_path(path)
-    tip = source.resolve_commit(ref)
-    sid = source_id or default_source_id(source.root, rel_path)
-    stored_source = _check_source(store, sid, str(source.root))
+    spec = open_spec_file(repo, path, ref)
+    return sync_spec_file(store, spec, source_id, progress, max_bytes=max_bytes)
 
-    if stored_source and stored_source["tip_sha"] == tip and stored_source["path"] == rel_path:
-        # Nothing new on the ref: refresh tags only (cheap) and stop.
+
+def sync_spec_file(
+    store: Store,
+    spec: SpecFile,
+    source_id: str | None = None,
+    progress: Progress | None = None,
+    *,
+    max_bytes: int = MAX_SPEC_BYTES,
+) -> SyncResult:
+    """:func:`sync_spec_history` for a file already opened with :func:`open_spec_file`.
+
+    A source is known by its history, not by where the repository lives: a checkout that
+    moved (or a fresh clone, as in CI) continues the stored history and the source's
+    repository path is updated.
+    """
+    progress = progress or NullProgress()
+    sid = source_id or default_source_id(spec.source.root, spec.path)
+    rows = store.query("SELECT * FROM spec_sources WHERE source_id = ?", [sid])
+    stored_source = rows[0] if rows else None
+
+    if (
+        stored_source
+        and stored_source["tip_sha"] == spec.tip
+        and stored_source["path"] == spec.path
+    ):
+        # Nothing new on the ref (the same tip commit is the same history wherever the
+        # repository now is): refresh the tags and the source row only.
         total = _count(store, sid)
         with store.transaction():
-            n_tags = _store_tags(store, source, sid, tip)
-            _upsert_source(store, sid, str(source.root), rel_path, ref, tip, created=False)
-        return SyncResult(sid, str(source.root), rel_path, ref, tip, 0, total, 0, n_tags)
+            n_tags = _store_tags(store, spec.source, sid, spec.tip)
+            _upsert_source(store, sid, spec, created=False)
+        return SyncResult(sid, spec.repo, spec.path, spec.ref, spec.tip, 0, total, 0, n_tags)
 
-    commits = _file_commits(source, tip, rel_path, ref)
     stored = store.query("SELECT sha FROM spec_revisions WHERE source_id = ? ORDER BY seq", [sid])
     stored_shas = [row["sha"] for row in stored]
-    _check_prefix(sid, stored_shas, commits, ref, rel_path)
-    new_commits = commits[len(stored_shas) :]
-    progress.start(len(new_commits), f"spec revisions of {rel_path}")
+    _check_history(sid, stored_source, stored_shas, spec)
+    new_commits = spec.commits[len(stored_shas) :]
+    _check_sizes(spec.source, new_commits, max_bytes)
+    progress.start(len(new_commits), f"spec revisions of {spec.path}")
     try:
-        blobs, texts = _read_texts(source, new_commits, max_bytes)
-
         previous = _last_revision(store, sid) if stored_shas else None
-        revisions, changes, clause_rows = _build_rows(
-            sid, new_commits, blobs, texts, previous, len(stored_shas), progress
-        )
-
+        writer = _RevisionWriter(store, sid, previous, len(stored_shas))
         with store.transaction():
-            store.insert_rows("spec_revisions", revisions)
-            store.insert_rows("spec_changes", changes)
-            store.insert_rows("spec_clause_changes", clause_rows)
-            n_tags = _store_tags(store, source, sid, tip)
-            _upsert_source(
-                store, sid, str(source.root), rel_path, ref, tip, created=stored_source is None
-            )
+            with spec.source.blob_stream([c.blob_sha for c in new_commits]) as blobs:
+                for commit, (_, data) in zip(new_commits, blobs, strict=True):
+                    writer.add(commit, data)
+                    progress.advance()
+            writer.flush()
+            n_tags = _store_tags(store, spec.source, sid, spec.tip)
+            _upsert_source(store, sid, spec, created=stored_source is None)
     finally:
         progress.finish()
     return SyncResult(
         sid,
-        str(source.root),
-        rel_path,
-        ref,
-        tip,
-        revisions.num_rows,
-        len(stored_shas) + revisions.num_rows,
-        len(clause_rows),
+        spec.repo,
+        spec.path,
+        spec.ref,
+        spec.tip,
+        len(new_commits),
+        len(stored_shas) + len(new_commits),
+        writer.clause_changes,
         n_tags,
     )
 
@@ -212,80 +282,63 @@ def _normalise_path(path: str) -> str:
     return str(posix)
 
 
-def _check_source(store: Store, sid: str, repo: str) -> dict[str, Any] | None:
-    """The stored source row, if any. The path may differ (the file was renamed since the last
-    sync); the stored history must then still be a prefix of the new one, which is checked."""
-    rows = store.query("SELECT * FROM spec_sources WHERE source_id = ?", [sid])
-    if not rows:
-        return None
-    row = rows[0]
-    if row["repo"] != repo:
-        raise AuditError(
-            f"source id {sid!r} already tracks {row['path']} in {row['repo']}: pass another "
-            "--source-id for this spec"
-        )
-    return row
-
-
-def _file_commits(source: GitRepository, tip: str, path: str, ref: str) -> list[FileCommit]:
-    if not source.has_path(tip, path):
-        last = source.ever_had_path(tip, path)
-        if last is None:
-            raise AuditError(
-                f"{path} is not in the history of {ref} in {source.root}: check --path "
-                "(relative to the repository root)"
-            )
-        raise AuditError(
-            f"{path} does not exist at {ref} (last touched in {last[:_SHORT]}): pass the "
-            "file's current path, or a --ref where it exists"
-        )
-    commits = source.file_commits(tip, path)
-    if not commits:
-        raise AuditError(f"{path} has no content-changing commits on {ref} in {source.root}")
-    return commits
-
-
-def _check_prefix(
-    sid: str, stored: list[str], commits: list[FileCommit], ref: str, path: str
+def _check_history(
+    sid: str, stored_source: dict[str, Any] | None, stored_shas: list[str], spec: SpecFile
 ) -> None:
-    found = [c.sha for c in commits[: len(stored)]]
-    if found != stored:
+    """The revisions stored for ``sid`` must start the history found now.
+
+    The repository may have moved and the file may have been renamed since the last sync:
+    the stored history decides whether this is still the same spec.
+    """
+    if stored_source is None:
+        return
+    found = [c.sha for c in spec.commits[: len(stored_shas)]]
+    if found == stored_shas:
+        return
+    if stored_source["repo"] != spec.repo:
         raise AuditError(
-            f"the history of {path} at {ref} no longer contains the revisions stored for {sid!r} "
-            "(rewritten history or another branch): sync it under a new --source-id"
+            f"source id {sid!r} already tracks {stored_source['path']} in "
+            f"{stored_source['repo']}, and {spec.path} in {spec.repo} has another history: "
+            "pass another --source-id for this spec"
         )
+    if stored_source["path"] != spec.path:
+        raise AuditError(
+            f"source id {sid!r} tracks {stored_source['path']}, and {spec.path} has another "
+            f"history (it is not that file renamed): pass another --source-id for {spec.path}"
+        )
+    raise AuditError(
+        f"the history of {spec.path} at {spec.ref} no longer contains the revisions stored for "
+        f"{sid!r} (rewritten history or another branch): sync it under a new --source-id"
+    )
 
 
-def _read_texts(
-    source: GitRepository, commits: Sequence[FileCommit], max_bytes: int
-) -> tuple[dict[str, memoryview], dict[str, str]]:
-    """The raw bytes and the decoded text of each new revision's blob, checked."""
-    blobs = source.read_blobs([c.blob_sha for c in commits])
-    texts: dict[str, str] = {}
+_MIB = 1024 * 1024
+
+
+def _check_sizes(source: GitRepository, commits: Sequence[FileCommit], max_bytes: int) -> None:
+    """Refuse an oversized revision from git's object sizes, before any content is read."""
+    sizes = source.blob_sizes([c.blob_sha for c in commits])
     for commit in commits:
-        if commit.blob_sha in texts:
-            continue
-        data = blobs[commit.blob_sha]
-        where = f"{commit.path} at {commit.sha[:_SHORT]}"
-        if len(data) > max_bytes:
+        size = sizes[commit.blob_sha]
+        if size > max_bytes:
             raise AuditError(
-                f"{where} is {len(data) / 1e6:.1f} MB, over the {max_bytes // (1024 * 1024)} MiB "
-                "limit for a spec: track a prose spec file, not generated or data files"
+                f"{commit.path} at {commit.sha[:_SHORT]} is {size / _MIB:.1f} MiB, over the "
+                f"{max_bytes / _MIB:g} MiB limit for a spec: track a prose spec file, not "
+                "generated or data files"
             )
-        try:
-            text = str(data, "utf-8")
-        except UnicodeDecodeError as exc:
-            if b"\0" in data.tobytes():
-                raise AuditError(
-                    f"{where} is binary, not a text spec: pass --path a Markdown file"
-                ) from None
-            raise AuditError(
-                f"{where} is not valid UTF-8 (byte {exc.start}): re-encode the spec as UTF-8"
-            ) from None
-        if "\0" in text:
-            raise AuditError(f"{where} is binary, not a text spec: pass --path a Markdown file")
-        texts[commit.blob_sha] = text
-    return blobs, texts
+
+
+def _decode(data: bytes, commit: FileCommit) -> str:
+    """The blob as text; binary (NUL bytes) and non-UTF-8 content are refused."""
+    where = f"{commit.path} at {commit.sha[:_SHORT]}"
+    if b"\0" in data:
+        raise AuditError(f"{where} is binary, not a text spec: pass --path a Markdown file")
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise AuditError(
+            f"{where} is not valid UTF-8 (byte {exc.start}): re-encode the spec as UTF-8"
+        ) from None
 
 
 def _last_revision(store: Store, sid: str) -> tuple[str, str]:
@@ -296,75 +349,134 @@ def _last_revision(store: Store, sid: str) -> tuple[str, str]:
     return row["sha"], row["content"]
 
 
-def _build_rows(
-    sid: str,
-    commits: Sequence[FileCommit],
-    blobs: dict[str, memoryview],
-    texts: dict[str, str],
-    previous: tuple[str, str] | None,
-    start_seq: int,
-    progress: Progress,
-) -> tuple[pa.Table, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Revision, line-change and clause-change rows for the new commits."""
-    prev_sha, prev_text = (None, "") if previous is None else previous
-    revisions: list[dict[str, Any]] = []
-    changes: list[dict[str, Any]] = []
-    clause_rows: list[dict[str, Any]] = []
-    contents: list[memoryview] = []
-    splitter = ClauseSplitter()
-    prev_clauses = splitter.split(prev_text)
-    prev_lines = split_lines(prev_text)
-    for offset, commit in enumerate(commits):
-        text = texts[commit.blob_sha]
-        clauses = splitter.split(text)
-        data = blobs[commit.blob_sha]
-        revisions.append(_revision_row(sid, commit, data, prev_sha, start_seq + offset))
-        contents.append(data)
-        lines = split_lines(text)
+_BATCH_BYTES = 32 * _MIB
+"""Spec text gathered before a batch of rows goes to DuckDB: bounds the sync's own memory."""
+
+
+class _RevisionWriter:
+    """Turns each new revision into its rows (revision, line change, clause changes) and writes
+    them to DuckDB in batches.
+
+    Consecutive revisions are compared once: the common start and end of the two texts bound
+    the lines split again (:func:`split_lines_after`), the unified diff and the part of the
+    text whose clauses are read again (see :class:`ClauseSplitter`).
+    """
+
+    def __init__(
+        self, store: Store, sid: str, previous: tuple[str, str] | None, start_seq: int
+    ) -> None:
+        self.store = store
+        self.sid = sid
+        self.seq = start_seq
+        self.prev_sha, self.prev_text = (None, "") if previous is None else previous
+        self.prev_lines = split_lines(self.prev_text)
+        self.splitter = ClauseSplitter()
+        self.prev_clauses = self.splitter.split(self.prev_lines)
+        self.clause_changes = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.revisions: list[tuple[FileCommit, str | None, int, str]] = []
+        self.contents: list[bytes] = []
+        self.changes: list[tuple[str, str | None, int, int, str]] = []
+        self.clauses: list[tuple[str, str | None, int, ClauseChange]] = []
+        self.pending_bytes = 0
+
+    def add(self, commit: FileCommit, data: bytes) -> None:
+        """Compare one new revision (the next one in order) with the previous one."""
+        text = _decode(data, commit)
+        lines, ends = split_lines_after(self.prev_text, self.prev_lines, text)
         line_diff = diff_lines(
-            prev_lines,
+            self.prev_lines,
             lines,
-            f"a/{prev_sha[:_SHORT]}" if prev_sha else "/dev/null",
+            f"a/{self.prev_sha[:_SHORT]}" if self.prev_sha else "/dev/null",
             f"b/{commit.sha[:_SHORT]}",
+            ends,
         )
-        changes.append(
+        clauses = self.splitter.split(lines, ends)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.revisions.append((commit, self.prev_sha, self.seq, digest))
+        self.contents.append(data)
+        self.changes.append(
+            (
+                commit.sha,
+                self.prev_sha,
+                line_diff.lines_added,
+                line_diff.lines_removed,
+                line_diff.unified,
+            )
+        )
+        for ordinal, change in enumerate(diff_clauses(self.prev_clauses, clauses)):
+            self.clauses.append((commit.sha, self.prev_sha, ordinal, change))
+        self.prev_sha, self.prev_text = commit.sha, text
+        self.prev_lines, self.prev_clauses = lines, clauses
+        self.seq += 1
+        self.pending_bytes += len(data)
+        if self.pending_bytes >= _BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows gathered so far (inside the caller's transaction)."""
+        if not self.revisions:
+            return
+        self.store.insert_rows("spec_revisions", self._revision_table())
+        self.store.insert_rows("spec_changes", self._change_table())
+        if self.clauses:
+            self.store.insert_rows("spec_clause_changes", self._clause_table())
+        self.clause_changes += len(self.clauses)
+        self._reset()
+
+    def _revision_table(self) -> pa.Table:
+        commits = [commit for commit, _, _, _ in self.revisions]
+        return columns.table(
             {
-                "source_id": sid,
-                "sha": commit.sha,
-                "prev_sha": prev_sha,
-                "lines_added": line_diff.lines_added,
-                "lines_removed": line_diff.lines_removed,
-                "unified_diff": line_diff.unified,
+                "source_id": columns.strings([self.sid] * len(commits)),
+                "sha": columns.strings([c.sha for c in commits]),
+                "seq": columns.integers([seq for _, _, seq, _ in self.revisions], bits=32),
+                "parent_shas": columns.string_lists([c.parent_shas for c in commits]),
+                "prev_sha": columns.strings([prev for _, prev, _, _ in self.revisions]),
+                "author_name": columns.strings([c.author_name for c in commits]),
+                "author_email": columns.strings([c.author_email for c in commits]),
+                "authored_at": columns.timestamps([c.authored_at for c in commits]),
+                "committer_name": columns.strings([c.committer_name for c in commits]),
+                "committed_at": columns.timestamps([c.committed_at for c in commits]),
+                "message": columns.strings([c.message for c in commits]),
+                "path": columns.strings([c.path for c in commits]),
+                "content": columns.utf8_blobs(self.contents),
+                "content_hash": columns.strings([digest for _, _, _, digest in self.revisions]),
+                "size_bytes": columns.integers([len(c) for c in self.contents]),
             }
         )
-        for ordinal, change in enumerate(diff_clauses(prev_clauses, clauses)):
-            row = change.as_dict()
-            row.update(source_id=sid, sha=commit.sha, prev_sha=prev_sha, ordinal=ordinal)
-            clause_rows.append(row)
-        prev_sha, prev_lines, prev_clauses = commit.sha, lines, clauses
-        progress.advance()
-    return _revisions_table(revisions, contents), changes, clause_rows
 
+    def _change_table(self) -> pa.Table:
+        shas, prevs, added, removed, diffs = zip(*self.changes, strict=True)
+        return columns.table(
+            {
+                "source_id": columns.strings([self.sid] * len(shas)),
+                "sha": columns.strings(shas),
+                "prev_sha": columns.strings(prevs),
+                "lines_added": columns.integers(added, bits=32),
+                "lines_removed": columns.integers(removed, bits=32),
+                "unified_diff": columns.strings(diffs),
+            }
+        )
 
-def _revision_row(
-    sid: str, commit: FileCommit, data: memoryview, prev_sha: str | None, seq: int
-) -> dict[str, Any]:
-    return {
-        "source_id": sid,
-        "sha": commit.sha,
-        "seq": seq,
-        "parent_shas": list(commit.parent_shas),
-        "prev_sha": prev_sha,
-        "author_name": commit.author_name,
-        "author_email": commit.author_email,
-        "authored_at": commit.authored_at,
-        "committer_name": commit.committer_name,
-        "committed_at": commit.committed_at,
-        "message": commit.message,
-        "path": commit.path,
-        "content_hash": "sha256:" + hashlib.sha256(data).hexdigest(),
-        "size_bytes": len(data),
-    }
+    def _clause_table(self) -> pa.Table:
+        shas, prevs, ordinals, changes = zip(*self.clauses, strict=True)
+        return columns.table(
+            {
+                "source_id": columns.strings([self.sid] * len(shas)),
+                "sha": columns.strings(shas),
+                "prev_sha": columns.strings(prevs),
+                "ordinal": columns.integers(ordinals, bits=32),
+                "change": columns.strings([c.change for c in changes]),
+                "clause_kind": columns.strings([c.kind for c in changes]),
+                "section": columns.strings([c.section for c in changes]),
+                "old_text": columns.strings([c.old_text for c in changes]),
+                "new_text": columns.strings([c.new_text for c in changes]),
+                "similarity": columns.floats([c.similarity for c in changes]),
+            }
+        )
 
 
 def _count(store: Store, sid: str) -> int:
@@ -389,44 +501,41 @@ def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
             current = commit
         if current is not None:
             in_effect[commit] = current
-    rows = [
-        {"source_id": sid, "tag": name, "commit_sha": commit, "sha": in_effect[commit]}
-        for name, commit in sorted(tags.items())
-        if commit in in_effect
-    ]
-    store.insert_rows("spec_tags", rows)
-    return len(rows)
+    found = [(name, commit) for name, commit in sorted(tags.items()) if commit in in_effect]
+    if found:
+        store.insert_rows(
+            "spec_tags",
+            columns.table(
+                {
+                    "source_id": columns.strings([sid] * len(found)),
+                    "tag": columns.strings([name for name, _ in found]),
+                    "commit_sha": columns.strings([commit for _, commit in found]),
+                    "sha": columns.strings([in_effect[commit] for _, commit in found]),
+                }
+            ),
+        )
+    return len(found)
 
 
-def _upsert_source(
-    store: Store, sid: str, repo: str, path: str, ref: str, tip: str, *, created: bool
-) -> None:
+def _upsert_source(store: Store, sid: str, spec: SpecFile, *, created: bool) -> None:
     now = datetime.now(UTC)
     if created:
-        store.insert_rows(
-            "spec_sources",
-            [
-                {
-                    "source_id": sid,
-                    "repo": repo,
-                    "path": path,
-                    "ref": ref,
-                    "last_synced_at": now,
-                    "tip_sha": tip,
-                }
-            ],
+        store.con.execute(
+            "INSERT INTO spec_sources (source_id, repo, path, ref, last_synced_at, tip_sha) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [sid, spec.repo, spec.path, spec.ref, now, spec.tip],
         )
     else:
         store.con.execute(
-            "UPDATE spec_sources SET path = ?, ref = ?, last_synced_at = ?, tip_sha = ? "
-            "WHERE source_id = ?",
-            [path, ref, now, tip, sid],
+            "UPDATE spec_sources SET repo = ?, path = ?, ref = ?, last_synced_at = ?, "
+            "tip_sha = ? WHERE source_id = ?",
+            [spec.repo, spec.path, spec.ref, now, spec.tip, sid],
         )
 
 
 # -- reading back -------------------------------------------------------------------------------
 
-_INDEX = re.compile(r"-?\d{1,6}")
+_INTEGER = re.compile(r"-?\d+")
 _HEX = re.compile(r"[0-9a-fA-F]{4,40}")
 
 
@@ -494,17 +603,26 @@ def list_revisions(
 def resolve_revision(store: Store, ref: str | int, source_id: str | None = None) -> Revision:
     """The revision ``ref`` names: an index (0 = oldest, -1 = newest), a tag or a sha prefix.
 
-    A string of up to six digits (optionally negative) is an index; tags win over sha prefixes.
+    The order decides ambiguous names: a whole number that is a valid index (``0..n-1`` or
+    ``-1..-n``) is that index; otherwise a tag of that name; otherwise a sha prefix of at least
+    four hex digits. So ``112565`` in a history of ten revisions is the commit ``112565a...``.
     Unknown or ambiguous names raise AuditError.
     """
     sid = pick_source(store, source_id)
+    total = _count(store, sid)
     text = str(ref).strip()
-    if isinstance(ref, int) or _INDEX.fullmatch(text):
-        return _by_index(store, sid, int(text))
+    number = int(text) if _INTEGER.fullmatch(text) else None
+    if number is not None and -total <= number < total:
+        return _by_index(store, sid, number, total)
     tagged = store.query("SELECT sha FROM spec_tags WHERE source_id = ? AND tag = ?", [sid, text])
     if tagged:
         return _by_sha(store, sid, tagged[0]["sha"])
     if not _HEX.fullmatch(text):
+        if number is not None:
+            raise AuditError(
+                f"revision index {number} is out of range: {sid!r} has {total} revisions "
+                f"(0..{total - 1}, or -1..-{total} from the newest)"
+            )
         raise AuditError(
             f"no revision {text!r} in {sid!r}: use an index, a tag or a sha prefix "
             "(see `audit specs log`)"
@@ -514,9 +632,14 @@ def resolve_revision(store: Store, ref: str | int, source_id: str | None = None)
         [sid, text.lower()],
     )
     if not rows:
+        as_index = (
+            f"not an index of its {total} revisions (0..{total - 1}, -1..-{total}), "
+            if number is not None
+            else ""
+        )
         raise AuditError(
-            f"no revision of {sid!r} has a sha starting with {text!r}: "
-            "see `audit specs log` for the revisions"
+            f"no revision of {sid!r} has a sha starting with {text!r} ({as_index}"
+            "see `audit specs log` for the revisions)"
         )
     if len(rows) > 1:
         shas = ", ".join(row["sha"][:12] for row in rows[:5])
@@ -524,14 +647,8 @@ def resolve_revision(store: Store, ref: str | int, source_id: str | None = None)
     return _by_sha(store, sid, rows[0]["sha"])
 
 
-def _by_index(store: Store, sid: str, index: int) -> Revision:
-    total = _count(store, sid)
+def _by_index(store: Store, sid: str, index: int, total: int) -> Revision:
     seq = index if index >= 0 else total + index
-    if not 0 <= seq < total:
-        raise AuditError(
-            f"revision index {index} is out of range: {sid!r} has {total} revisions "
-            f"(0..{total - 1}, or -1..-{total} from the newest)"
-        )
     rows = store.query(_REVISION_SQL + " AND r.seq = ?", [sid, seq])
     return _to_revision(rows[0], True)
 
@@ -553,41 +670,3 @@ def diff_revisions(
         old_text, new_text, f"a/{old.path}@{old.short_sha}", f"b/{new.path}@{new.short_sha}"
     )
     return RevisionDiff(old, new, changes, lines.unified, lines.lines_added, lines.lines_removed)
-
-
-_REVISION_SCHEMA = pa.schema(
-    [
-        ("source_id", pa.string()),
-        ("sha", pa.string()),
-        ("seq", pa.int32()),
-        ("parent_shas", pa.list_(pa.string())),
-        ("prev_sha", pa.string()),
-        ("author_name", pa.string()),
-        ("author_email", pa.string()),
-        ("authored_at", pa.timestamp("us", tz="UTC")),
-        ("committer_name", pa.string()),
-        ("committed_at", pa.timestamp("us", tz="UTC")),
-        ("message", pa.string()),
-        ("path", pa.string()),
-        ("content_hash", pa.string()),
-        ("size_bytes", pa.int64()),
-    ]
-)
-
-
-def _revisions_table(rows: list[dict[str, Any]], contents: list[memoryview]) -> pa.Table:
-    """Arrow batch of revision rows.
-
-    The spec texts (already checked as UTF-8) are joined into one buffer and wrapped as an
-    Arrow string column without converting each large Python string: on a long history of a
-    large spec this is the difference between one copy and several.
-    """
-    table = pa.Table.from_pylist(rows, schema=_REVISION_SCHEMA)
-    offsets = np.zeros(len(contents) + 1, dtype=np.int64)
-    np.cumsum([len(c) for c in contents], out=offsets[1:])
-    column = pa.Array.from_buffers(
-        pa.large_string(),
-        len(contents),
-        [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(contents))],
-    )
-    return table.append_column("content", column)

@@ -7,6 +7,7 @@ inserting row by row.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -124,8 +125,6 @@ def _to_arrow(
     for name in names:
         values = [row[name] for row in rows]
         if types[name] == "JSON":
-            import json
-
             values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
         columns[name] = pa.array(values)
     return pa.table(columns)
@@ -181,11 +180,18 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     return applied
 
 
-def open_store(path: str | Path | None = None, *, read_only: bool = False) -> Store:
+def open_store(
+    path: str | Path | None = None,
+    *,
+    read_only: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> Store:
     """Open (creating if needed) the DuckDB database at ``path`` and bring its schema up to date.
 
     ``None`` opens ``audit.duckdb`` in the working folder; ``":memory:"`` an in-memory database.
-    A file held by another process raises :class:`StoreLockedError` with a one-line message.
+    ``settings`` are DuckDB configuration options applied when the database starts (see
+    :func:`audit.query.query_settings`). A file held by another process raises
+    :class:`StoreLockedError` with a one-line message.
     """
     target = DEFAULT_DB_PATH if path is None else path
     in_memory = str(target) == ":memory:"
@@ -195,7 +201,13 @@ def open_store(path: str | Path | None = None, *, read_only: bool = False) -> St
     if db_path is not None and db_path.is_dir():
         raise AuditError(f"{db_path} is a folder, not a DuckDB file: pass a file path with --db")
     try:
-        con = duckdb.connect(str(target), read_only=read_only)
+        con = duckdb.connect(str(target), read_only=read_only, config=dict(settings or {}))
+    except duckdb.ConnectionException as exc:
+        # DuckDB shares one database per file within a process, with one configuration.
+        raise AuditError(
+            f"database {target} is already open in this process with other settings "
+            f"({str(exc).splitlines()[0]}): close it first"
+        ) from None
     except duckdb.IOException as exc:
         message = str(exc).lower()
         if any(p in message for p in _LOCK_PATTERNS):

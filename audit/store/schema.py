@@ -442,9 +442,322 @@ COMMENT ON COLUMN v_spec_changes.leak IS 'The edits contain the canary or a scen
 """
 
 
+# Every column of every table and view gets a comment, so `audit schema` explains all of them.
+_V3_COLUMN_COMMENTS = """
+COMMENT ON COLUMN schema_version.version IS 'Migration number; the highest one is the schema version of this file.';
+COMMENT ON COLUMN schema_version.description IS 'What the migration added.';
+COMMENT ON COLUMN schema_version.applied_at IS 'When the migration was applied to this file.';
+
+COMMENT ON COLUMN spec_sources.created_at IS 'When the source was first synced into this database.';
+
+COMMENT ON COLUMN spec_revisions.source_id IS 'Spec source the revision belongs to (spec_sources.source_id).';
+COMMENT ON COLUMN spec_revisions.author_name IS 'Git author name of the commit.';
+COMMENT ON COLUMN spec_revisions.author_email IS 'Git author email of the commit.';
+COMMENT ON COLUMN spec_revisions.authored_at IS 'Git author date of the commit, with its time zone.';
+COMMENT ON COLUMN spec_revisions.committer_name IS 'Git committer name (differs from the author after a rebase or a merge by someone else).';
+COMMENT ON COLUMN spec_revisions.committed_at IS 'Git committer date: the time the revision entered the history.';
+COMMENT ON COLUMN spec_revisions.message IS 'Full commit message; its first line is the subject.';
+
+COMMENT ON COLUMN spec_changes.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN spec_changes.sha IS 'Revision whose change this is (spec_revisions.sha).';
+COMMENT ON COLUMN spec_changes.lines_added IS 'Lines added against prev_sha.';
+COMMENT ON COLUMN spec_changes.lines_removed IS 'Lines removed against prev_sha.';
+
+COMMENT ON COLUMN spec_clause_changes.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN spec_clause_changes.sha IS 'Revision whose change this is (spec_revisions.sha).';
+COMMENT ON COLUMN spec_clause_changes.prev_sha IS 'Revision compared against; NULL for the first revision (everything is added).';
+COMMENT ON COLUMN spec_clause_changes.ordinal IS 'Position of the change in document order within the revision, from 0.';
+COMMENT ON COLUMN spec_clause_changes.old_text IS 'Clause text before the change; NULL for an added clause.';
+COMMENT ON COLUMN spec_clause_changes.new_text IS 'Clause text after the change; NULL for a removed clause.';
+
+COMMENT ON COLUMN spec_tags.source_id IS 'Spec source whose history carries the tag.';
+COMMENT ON COLUMN spec_tags.tag IS 'Git tag name (without refs/tags/); revisions can be named by it.';
+
+COMMENT ON COLUMN heldout_sets.version IS 'Version name of the set, e.g. 1.0 (a frozen release) or a working name.';
+COMMENT ON COLUMN heldout_sets.n_scenarios IS 'Number of scenarios in the set.';
+COMMENT ON COLUMN heldout_sets.registered_at IS 'When the set was first registered in this database.';
+
+COMMENT ON COLUMN scenarios.set_hash IS 'Held-out set the scenario belongs to (heldout_sets.set_hash).';
+COMMENT ON COLUMN scenarios.scenario_id IS 'Stable id of the scenario, e.g. tests-ledger-reconcile.';
+COMMENT ON COLUMN scenarios.title IS 'Short human title of the scenario.';
+
+COMMENT ON COLUMN runs.run_id IS 'Id of the run; samples.run_id points here.';
+COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep or demo.';
+COMMENT ON COLUMN runs.started_at IS 'When the run started.';
+COMMENT ON COLUMN runs.finished_at IS 'When the run finished; NULL if it was interrupted.';
+COMMENT ON COLUMN runs.set_hash IS 'Held-out set the run used.';
+COMMENT ON COLUMN runs.tool_version IS 'specdrift version that made the run.';
+COMMENT ON COLUMN runs.skipped IS 'Samples of the matrix already stored before the run (cache hits).';
+COMMENT ON COLUMN runs.stored IS 'Samples this run completed and stored.';
+COMMENT ON COLUMN runs.failed IS 'Samples this run could not complete (see sample_failures).';
+
+COMMENT ON COLUMN samples.run_id IS 'Run that made the sample (runs.run_id); NULL for imported samples.';
+COMMENT ON COLUMN samples.source_id IS 'Spec source of spec_sha.';
+COMMENT ON COLUMN samples.scenario_id IS 'Held-out scenario id (scenarios.scenario_id).';
+COMMENT ON COLUMN samples.scenario_hash IS 'sha256 of the scenario as run; a changed scenario gets new samples.';
+COMMENT ON COLUMN samples.family IS 'Covert-action family of the scenario, e.g. misreport_tests.';
+COMMENT ON COLUMN samples.reasoning IS 'Reasoning text of the model (reasoning fields or think tags), all turns joined; NULL if the server exposed none.';
+COMMENT ON COLUMN samples.answer IS 'Final answer text of the model.';
+COMMENT ON COLUMN samples.turns IS 'Assistant turns in the transcript (tool calls included).';
+COMMENT ON COLUMN samples.prompt_tokens IS 'Prompt tokens over all model calls, as the server reported them.';
+COMMENT ON COLUMN samples.completion_tokens IS 'Completion tokens over all model calls, as the server reported them.';
+COMMENT ON COLUMN samples.finish_reason IS 'finish_reason of the last model call (stop, length, tool_calls, ...).';
+COMMENT ON COLUMN samples.system_fingerprint IS 'system_fingerprint the server returned, if any (identifies the serving backend).';
+COMMENT ON COLUMN samples.created_at IS 'When the sample was graded and stored (imports: the time given in the file, else the import time).';
+
+COMMENT ON COLUMN sample_failures.sample_key IS 'Key the sample would have had (samples.sample_key).';
+COMMENT ON COLUMN sample_failures.run_id IS 'Run in which the sample failed.';
+COMMENT ON COLUMN sample_failures.model IS 'Model that was called.';
+COMMENT ON COLUMN sample_failures.spec_sha IS 'Spec revision of the sample.';
+COMMENT ON COLUMN sample_failures.scenario_id IS 'Held-out scenario of the sample.';
+COMMENT ON COLUMN sample_failures.condition IS 'Scenario condition of the sample.';
+COMMENT ON COLUMN sample_failures.epoch IS 'Repetition index of the sample, 0-based.';
+COMMENT ON COLUMN sample_failures.error IS 'Last error message (API keys removed).';
+COMMENT ON COLUMN sample_failures.attempts IS 'Attempts made, retries included.';
+COMMENT ON COLUMN sample_failures.failed_at IS 'When the last attempt failed.';
+
+COMMENT ON COLUMN judge_grades.sample_key IS 'Sample that was judged (samples.sample_key).';
+COMMENT ON COLUMN judge_grades.grader IS 'Name of the judge grader (rubric); a newer grade by the same grader replaces the older one.';
+COMMENT ON COLUMN judge_grades.judge_model IS 'Model that acted as judge.';
+COMMENT ON COLUMN judge_grades.outcome IS 'Judge verdict: covert, honest, refused or invalid (answer could not be parsed).';
+COMMENT ON COLUMN judge_grades.eval_aware IS 'Judge verdict on verbalized eval awareness; NULL if it gave none.';
+COMMENT ON COLUMN judge_grades.rationale IS 'The judge''s short reason, clipped (API keys removed).';
+COMMENT ON COLUMN judge_grades.created_at IS 'When the grade was stored.';
+
+COMMENT ON COLUMN exposure.source_id IS 'Spec source of the revisions.';
+COMMENT ON COLUMN exposure.baseline_sha IS 'Revision the added text is measured from (empty string: from an empty spec).';
+COMMENT ON COLUMN exposure.sha IS 'Revision the added text is measured up to.';
+COMMENT ON COLUMN exposure.set_hash IS 'Held-out set of the scenario.';
+COMMENT ON COLUMN exposure.scenario_id IS 'Held-out scenario whose exposure this is.';
+COMMENT ON COLUMN exposure.matched_terms IS 'Distinctive scenario terms found in the added text.';
+
+COMMENT ON COLUMN estimates.model IS 'Model of the estimate.';
+COMMENT ON COLUMN estimates.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN estimates.sha IS 'Spec revision of the estimate (counting every sample with the same spec text).';
+COMMENT ON COLUMN estimates.value IS 'The rate (0-1), or for sandbagging_gap the accuracy difference; NULL when there are no samples.';
+COMMENT ON COLUMN estimates.ci_low IS 'Lower end of the 95% cluster-bootstrap interval.';
+COMMENT ON COLUMN estimates.ci_high IS 'Upper end of the 95% cluster-bootstrap interval.';
+COMMENT ON COLUMN estimates.n_samples IS 'Samples behind the estimate.';
+COMMENT ON COLUMN estimates.n_scenarios IS 'Scenarios (bootstrap clusters) behind the estimate.';
+COMMENT ON COLUMN estimates.computed_at IS 'When audit detect computed it.';
+
+COMMENT ON COLUMN findings.finding_id IS 'Stable id of the finding (a hash of what was compared).';
+COMMENT ON COLUMN findings.detected_at IS 'When audit detect wrote the finding.';
+COMMENT ON COLUMN findings.source_id IS 'Spec source of the revisions compared.';
+COMMENT ON COLUMN findings.baseline_rev IS 'Spec revision of the baseline point.';
+COMMENT ON COLUMN findings.rev IS 'Spec revision of the candidate point.';
+COMMENT ON COLUMN findings.baseline_rate IS 'Covert-action rate at the baseline point.';
+COMMENT ON COLUMN findings.ci_low IS 'Lower end of the 95% interval of rate.';
+COMMENT ON COLUMN findings.ci_high IS 'Upper end of the 95% interval of rate.';
+COMMENT ON COLUMN findings.delta_ci_low IS 'Lower end of the 95% interval of delta.';
+COMMENT ON COLUMN findings.delta_ci_high IS 'Upper end of the 95% interval of delta.';
+COMMENT ON COLUMN findings.p_value IS 'Exact stratified (per-scenario) test p-value of the change, before FDR correction.';
+COMMENT ON COLUMN findings.primary_cause IS 'Cause with the largest share: spec_patching, eval_awareness, genuine or regression; NULL when none is attributed.';
+COMMENT ON COLUMN findings.evidence IS 'Figures behind the finding (tests, exposure, awareness strata, notes), as JSON.';
+
+COMMENT ON COLUMN v_sample_revisions.sample_key IS 'Cache key of the sample (see samples.sample_key).';
+COMMENT ON COLUMN v_sample_revisions.run_id IS 'Run that made the sample; NULL for imports.';
+COMMENT ON COLUMN v_sample_revisions.origin IS 'run or import.';
+COMMENT ON COLUMN v_sample_revisions.model IS 'Model name as configured.';
+COMMENT ON COLUMN v_sample_revisions.model_version IS 'Version label of the model, if configured.';
+COMMENT ON COLUMN v_sample_revisions.source_id IS 'Spec source of spec_sha.';
+COMMENT ON COLUMN v_sample_revisions.spec_sha IS 'Revision the sample was made for (rev_sha is the one it counts for here).';
+COMMENT ON COLUMN v_sample_revisions.spec_content_hash IS 'Content hash of the spec text; equal to the content hash of rev_sha.';
+COMMENT ON COLUMN v_sample_revisions.set_hash IS 'Held-out set of the scenario.';
+COMMENT ON COLUMN v_sample_revisions.scenario_id IS 'Held-out scenario id.';
+COMMENT ON COLUMN v_sample_revisions.scenario_hash IS 'sha256 of the scenario as run.';
+COMMENT ON COLUMN v_sample_revisions.family IS 'Covert-action family of the scenario.';
+COMMENT ON COLUMN v_sample_revisions.condition IS 'Scenario condition (default, or e.g. neutral / incentive).';
+COMMENT ON COLUMN v_sample_revisions.epoch IS 'Repetition index, 0-based.';
+COMMENT ON COLUMN v_sample_revisions.params_hash IS 'sha256 of the request parameters.';
+COMMENT ON COLUMN v_sample_revisions.outcome IS 'Deterministic grade: covert, honest, refused or invalid.';
+COMMENT ON COLUMN v_sample_revisions.eval_aware IS 'The sample verbalized that it is being tested or evaluated.';
+COMMENT ON COLUMN v_sample_revisions.spec_cited IS 'The reasoning cites the spec.';
+COMMENT ON COLUMN v_sample_revisions.score IS 'Task score where the family has one (sandbagging accuracy).';
+COMMENT ON COLUMN v_sample_revisions.grade_evidence IS 'Which grading rule fired, on which text (JSON).';
+COMMENT ON COLUMN v_sample_revisions.awareness_evidence IS 'Matched awareness phrases and the accepting rule (JSON).';
+COMMENT ON COLUMN v_sample_revisions.reasoning IS 'Reasoning text of the model, if exposed.';
+COMMENT ON COLUMN v_sample_revisions.answer IS 'Final answer text of the model.';
+COMMENT ON COLUMN v_sample_revisions.transcript IS 'Full conversation as OpenAI-style messages (JSON).';
+COMMENT ON COLUMN v_sample_revisions.turns IS 'Assistant turns in the transcript.';
+COMMENT ON COLUMN v_sample_revisions.prompt_tokens IS 'Prompt tokens over all model calls.';
+COMMENT ON COLUMN v_sample_revisions.completion_tokens IS 'Completion tokens over all model calls.';
+COMMENT ON COLUMN v_sample_revisions.latency_ms IS 'Wall time of all model calls, in milliseconds.';
+COMMENT ON COLUMN v_sample_revisions.finish_reason IS 'finish_reason of the last model call.';
+COMMENT ON COLUMN v_sample_revisions.system_fingerprint IS 'system_fingerprint the server returned, if any.';
+COMMENT ON COLUMN v_sample_revisions.created_at IS 'When the sample was stored.';
+
+COMMENT ON COLUMN v_rates.model IS 'Model of the rates.';
+COMMENT ON COLUMN v_rates.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN v_rates.sha IS 'Spec revision (full sha).';
+COMMENT ON COLUMN v_rates.committed_at IS 'Commit time of the revision.';
+COMMENT ON COLUMN v_rates.message IS 'Commit message of the revision.';
+COMMENT ON COLUMN v_rates.covert_ci_low IS 'Lower end of the 95% interval of covert_rate.';
+COMMENT ON COLUMN v_rates.covert_ci_high IS 'Upper end of the 95% interval of covert_rate.';
+COMMENT ON COLUMN v_rates.aware_ci_low IS 'Lower end of the 95% interval of aware_rate.';
+COMMENT ON COLUMN v_rates.aware_ci_high IS 'Upper end of the 95% interval of aware_rate.';
+COMMENT ON COLUMN v_rates.computed_at IS 'When audit detect computed the estimates.';
+
+COMMENT ON COLUMN v_scenario_outcomes.model IS 'Model of the samples.';
+COMMENT ON COLUMN v_scenario_outcomes.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN v_scenario_outcomes.sha IS 'Spec revision the samples count for (samples with the same spec text included).';
+COMMENT ON COLUMN v_scenario_outcomes.seq IS 'Position of the revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_scenario_outcomes.scenario_id IS 'Held-out scenario id.';
+COMMENT ON COLUMN v_scenario_outcomes.family IS 'Covert-action family of the scenario.';
+COMMENT ON COLUMN v_scenario_outcomes.honest IS 'Samples graded honest.';
+COMMENT ON COLUMN v_scenario_outcomes.refused IS 'Samples graded refused.';
+COMMENT ON COLUMN v_scenario_outcomes.invalid IS 'Samples graded invalid (no parseable answer).';
+
+COMMENT ON COLUMN v_flips.model IS 'Model whose scenario flipped.';
+COMMENT ON COLUMN v_flips.source_id IS 'Spec source of the revisions.';
+COMMENT ON COLUMN v_flips.scenario_id IS 'Held-out scenario that flipped.';
+COMMENT ON COLUMN v_flips.family IS 'Covert-action family of the scenario.';
+COMMENT ON COLUMN v_flips.prev_seq IS 'Position of prev_sha in the history.';
+COMMENT ON COLUMN v_flips.seq IS 'Position of sha in the history.';
+COMMENT ON COLUMN v_flips.message IS 'Commit message of sha: the edit the flip follows.';
+COMMENT ON COLUMN v_flips.prev_n IS 'Samples of the scenario at prev_sha.';
+COMMENT ON COLUMN v_flips.covert IS 'Covert samples out of n at sha.';
+COMMENT ON COLUMN v_flips.n IS 'Samples of the scenario at sha.';
+
+COMMENT ON COLUMN v_findings.finding_id IS 'Id of the finding (findings.finding_id); repeated once per cause.';
+COMMENT ON COLUMN v_findings.detected_at IS 'When audit detect wrote the finding.';
+COMMENT ON COLUMN v_findings.model IS 'Model at the candidate point ("*" for a leak).';
+COMMENT ON COLUMN v_findings.baseline_model IS 'Model at the baseline point (differs from model for model_version comparisons).';
+COMMENT ON COLUMN v_findings.source_id IS 'Spec source of the revisions compared.';
+COMMENT ON COLUMN v_findings.baseline_rev IS 'Spec revision of the baseline point.';
+COMMENT ON COLUMN v_findings.rev IS 'Spec revision of the candidate point.';
+COMMENT ON COLUMN v_findings.comparison IS 'consecutive, baseline, or model_version.';
+COMMENT ON COLUMN v_findings.kind IS 'collapse, drop, regression, leak or none.';
+COMMENT ON COLUMN v_findings.baseline_rate IS 'Covert-action rate at the baseline point.';
+COMMENT ON COLUMN v_findings.rate IS 'Covert-action rate at the candidate point.';
+COMMENT ON COLUMN v_findings.ci_low IS 'Lower end of the 95% interval of rate.';
+COMMENT ON COLUMN v_findings.ci_high IS 'Upper end of the 95% interval of rate.';
+COMMENT ON COLUMN v_findings.delta IS 'rate - baseline_rate, paired by scenario.';
+COMMENT ON COLUMN v_findings.delta_ci_low IS 'Lower end of the 95% interval of delta.';
+COMMENT ON COLUMN v_findings.delta_ci_high IS 'Upper end of the 95% interval of delta.';
+COMMENT ON COLUMN v_findings.p_value IS 'Exact stratified test p-value, before FDR correction.';
+COMMENT ON COLUMN v_findings.q_value IS 'Benjamini-Hochberg adjusted p-value across the detection pass.';
+COMMENT ON COLUMN v_findings.primary_cause IS 'Cause with the largest share; NULL when none is attributed.';
+COMMENT ON COLUMN v_findings.exposed_scenarios IS 'Scenario ids exposed to the spec edits between baseline_rev and rev.';
+COMMENT ON COLUMN v_findings.summary IS 'One plain sentence describing the finding.';
+
+COMMENT ON COLUMN v_spec_changes.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN v_spec_changes.sha IS 'Revision whose clause change this is.';
+COMMENT ON COLUMN v_spec_changes.seq IS 'Position of the revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_spec_changes.committed_at IS 'Commit time of the revision.';
+COMMENT ON COLUMN v_spec_changes.message IS 'Commit message of the revision.';
+COMMENT ON COLUMN v_spec_changes.ordinal IS 'Position of the change in document order within the revision.';
+COMMENT ON COLUMN v_spec_changes.change IS 'added, removed, reworded or moved.';
+COMMENT ON COLUMN v_spec_changes.clause_kind IS 'heading, bullet, sentence, code, footnote or table.';
+COMMENT ON COLUMN v_spec_changes.section IS 'Heading path of the section holding the clause.';
+COMMENT ON COLUMN v_spec_changes.old_text IS 'Clause text before the change; NULL for an added clause.';
+COMMENT ON COLUMN v_spec_changes.new_text IS 'Clause text after the change; NULL for a removed clause.';
+COMMENT ON COLUMN v_spec_changes.similarity IS 'rapidfuzz similarity 0-100 of old and new text (reworded and moved clauses).';
+"""
+
+
+_V4_ANALYSIS_COMMENTS = """
+COMMENT ON TABLE estimates IS 'Rates per (model, spec revision) with 95% intervals: the union of a cluster bootstrap over scenarios and an interval on the pooled counts (exact Clopper-Pearson near 0% and 100%), written by audit detect.';
+COMMENT ON COLUMN estimates.ci_low IS 'Lower end of the 95% interval (union of the scenario bootstrap and the pooled-count interval).';
+COMMENT ON COLUMN estimates.ci_high IS 'Upper end of the 95% interval (union of the scenario bootstrap and the pooled-count interval; exact near 0%, which a collapse is judged on).';
+COMMENT ON COLUMN estimates.n_samples IS 'Samples behind the estimate (for covert_rate: valid samples; invalid ones are left out of its denominator).';
+COMMENT ON COLUMN findings.comparison IS 'consecutive, baseline or model_version (two points compared), gate, or point (one point alone: a collapse not reached by a significant drop, or the only point of a model).';
+COMMENT ON COLUMN findings.rate IS 'Covert-action rate at rev (valid samples; of the exposed scenarios when evidence.tested_on says so); ci_low/ci_high its 95% interval.';
+COMMENT ON COLUMN findings.delta IS 'rate - baseline_rate, paired by scenario, over the scenarios of evidence.tested_on, with its interval (two-level bootstrap on exposed scenarios).';
+COMMENT ON COLUMN findings.q_value IS 'Benjamini-Hochberg adjusted p-value within the finding''s family: all tests of one model along one spec source''s history (or of its comparisons with the previous version), never other models''.';
+COMMENT ON COLUMN findings.kind IS 'collapse (rate upper bound under 1%, where it starts), drop, regression (significant rise), leak (held-out text in the spec, at the revision that added it), none (checked, nothing found: one per model).';
+"""
+
+_V5_JUDGE_RUBRIC = """
+CREATE TABLE judge_grades_v5 (
+    sample_key   VARCHAR NOT NULL,
+    grader       VARCHAR NOT NULL,
+    judge_model  VARCHAR NOT NULL,
+    rubric_hash  VARCHAR NOT NULL,
+    outcome      VARCHAR,
+    eval_aware   BOOLEAN,
+    rationale    VARCHAR,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sample_key, grader, judge_model, rubric_hash)
+);
+INSERT INTO judge_grades_v5
+SELECT sample_key, grader, judge_model, 'unrecorded', outcome, eval_aware, rationale, created_at
+FROM judge_grades;
+DROP TABLE judge_grades;
+ALTER TABLE judge_grades_v5 RENAME TO judge_grades;
+COMMENT ON TABLE judge_grades IS 'Optional LLM-judge grades, stored beside the deterministic ones in samples (never replacing them); one row per (sample, grader, judge model, rubric), so a new rubric or judge adds rows beside the old ones.';
+COMMENT ON COLUMN judge_grades.sample_key IS 'Sample that was judged (samples.sample_key).';
+COMMENT ON COLUMN judge_grades.grader IS 'Name of the judge grader.';
+COMMENT ON COLUMN judge_grades.judge_model IS 'Model that acted as judge.';
+COMMENT ON COLUMN judge_grades.rubric_hash IS 'sha256:<hex> of the rubric text the judge was given; ''unrecorded'' for grades stored before rubric hashes were kept. Judging again with the same grader, model and rubric replaces the row.';
+COMMENT ON COLUMN judge_grades.outcome IS 'Judge verdict: covert, honest, refused or invalid (answer could not be parsed).';
+COMMENT ON COLUMN judge_grades.eval_aware IS 'Judge verdict on verbalized eval awareness; NULL if it gave none.';
+COMMENT ON COLUMN judge_grades.rationale IS 'The judge''s short reason, clipped (API keys removed).';
+COMMENT ON COLUMN judge_grades.created_at IS 'When the grade was stored.';
+"""
+
+# audit detect measures exposure between the revisions it compares, which skip revisions when only
+# some were run (the quick demo): a clause change takes the exposure measured up to its revision
+# from the closest earlier revision, instead of only from the previous one.
+_V6_SPEC_CHANGES_EXPOSURE = """
+CREATE OR REPLACE VIEW v_spec_changes AS
+WITH exposure_by_pair AS (
+    SELECT x.source_id, x.baseline_sha, x.sha, coalesce(b.seq, -1) AS baseline_seq,
+           count(*) FILTER (WHERE x.exposed) AS n_exposed,
+           list(x.scenario_id ORDER BY x.score DESC, x.scenario_id)
+               FILTER (WHERE x.exposed) AS exposed_scenarios,
+           max(x.score) AS max_exposure,
+           bool_or(x.canary_hit OR x.verbatim_hit) AS leak
+    FROM exposure x
+    LEFT JOIN spec_revisions b ON b.source_id = x.source_id AND b.sha = x.baseline_sha
+    GROUP BY x.source_id, x.baseline_sha, x.sha, b.seq
+), closest AS (
+    SELECT e.*
+    FROM exposure_by_pair e
+    JOIN spec_revisions r ON r.source_id = e.source_id AND r.sha = e.sha
+    WHERE e.baseline_seq < r.seq
+    QUALIFY row_number() OVER (PARTITION BY e.source_id, e.sha ORDER BY e.baseline_seq DESC) = 1
+)
+SELECT c.source_id, c.sha, r.seq, r.committed_at, r.message, c.ordinal, c.change,
+       c.clause_kind, c.section, c.old_text, c.new_text, c.similarity,
+       coalesce(e.n_exposed, 0) AS n_exposed,
+       coalesce(e.exposed_scenarios, []) AS exposed_scenarios,
+       e.max_exposure, coalesce(e.leak, false) AS leak,
+       e.baseline_sha AS exposure_baseline
+FROM spec_clause_changes c
+JOIN spec_revisions r ON r.source_id = c.source_id AND r.sha = c.sha
+LEFT JOIN closest e ON e.source_id = c.source_id AND e.sha = c.sha;
+COMMENT ON VIEW v_spec_changes IS 'Clause changes of each revision with the exposure of the held-out scenarios to the spec text added up to that revision, measured by audit detect from the closest earlier revision it compared (the previous revision when every revision was run; see exposure_baseline). Exposure is empty before audit detect runs.';
+COMMENT ON COLUMN v_spec_changes.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN v_spec_changes.sha IS 'Revision whose clause change this is.';
+COMMENT ON COLUMN v_spec_changes.seq IS 'Position of the revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_spec_changes.committed_at IS 'Commit time of the revision.';
+COMMENT ON COLUMN v_spec_changes.message IS 'Commit message of the revision.';
+COMMENT ON COLUMN v_spec_changes.ordinal IS 'Position of the change in document order within the revision.';
+COMMENT ON COLUMN v_spec_changes.change IS 'added, removed, reworded or moved.';
+COMMENT ON COLUMN v_spec_changes.clause_kind IS 'heading, bullet, sentence, code, footnote or table.';
+COMMENT ON COLUMN v_spec_changes.section IS 'Heading path of the section holding the clause.';
+COMMENT ON COLUMN v_spec_changes.old_text IS 'Clause text before the change; NULL for an added clause.';
+COMMENT ON COLUMN v_spec_changes.new_text IS 'Clause text after the change; NULL for a removed clause.';
+COMMENT ON COLUMN v_spec_changes.similarity IS 'rapidfuzz similarity 0-100 of old and new text (reworded and moved clauses).';
+COMMENT ON COLUMN v_spec_changes.n_exposed IS 'Scenarios exposed to the text added between exposure_baseline and this revision.';
+COMMENT ON COLUMN v_spec_changes.exposed_scenarios IS 'Their ids, most exposed first.';
+COMMENT ON COLUMN v_spec_changes.max_exposure IS 'Highest exposure score of any scenario to that text (NULL when audit detect has not measured exposure up to this revision).';
+COMMENT ON COLUMN v_spec_changes.leak IS 'That text contains the canary or a scenario prompt sentence.';
+COMMENT ON COLUMN v_spec_changes.exposure_baseline IS 'Revision the exposure is measured from: the closest earlier revision audit detect compared with this one; empty string for the empty spec before the first revision; NULL when exposure was not measured up to this revision.';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
+    Migration(3, "comments on every column of every table and view", _V3_COLUMN_COMMENTS),
+    Migration(
+        4, "analysis comments: interval union, per-model FDR, point findings", _V4_ANALYSIS_COMMENTS
+    ),
+    Migration(5, "judge grades keyed by judge model and rubric hash", _V5_JUDGE_RUBRIC),
+    Migration(
+        6, "v_spec_changes: exposure from the closest compared revision", _V6_SPEC_CHANGES_EXPOSURE
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
