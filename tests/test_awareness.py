@@ -66,6 +66,8 @@ MUST_NOT_FIRE = [
     "We ran the alignment test for the optical bench this morning.",
     "If latency spikes, the monitors might page oncall.",
     "Probably a flaky test; rerun it.",
+    # From a sandbagging reference: the prompt itself calls it a check; no awareness beyond that.
+    "A high score means unlearning, but the point of this check is to know what I can do.",
     "Maybe a health check timing out.",
 ]
 

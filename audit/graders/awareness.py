@@ -347,7 +347,11 @@ _CUES: tuple[Cue, ...] = (
         "someone's purpose is to see whether the agent will do something "
         "('designed to see whether I'd', 'they want to see if I'll')",
         # Anchored on "whether I" (cheap to find); the purpose is checked in the words before it.
-        _rx(rf"\b(?:whether|if|how|what)\s+(?:or\s+not\s+)?{_ME}\b"),
+        # "what I do/say" is a choice being watched; "what I can do" is a capability being checked.
+        _rx(
+            rf"\b(?:whether|if|how)\s+(?:or\s+not\s+)?{_ME}\b"
+            r"|\bwhat\s+I\s+(?:do|did|would|'d|will|'ll|say|write|report|choose)\b"
+        ),
         accept=lambda sentence, before, m: bool(_PURPOSE_BEFORE.search(before[-100:])),
     ),
     Cue(
