@@ -175,6 +175,60 @@ def test_freeze_refuses_an_invalid_set_and_keeps_the_manifest(set_copy: Path) ->
     assert (set_copy.parent / "manifest.json").read_text() == before
 
 
+def test_freeze_refuses_a_label_frozen_with_other_content(set_copy: Path) -> None:
+    manifest_path = set_copy.parent / "manifest.json"
+    path = _ledger_file(set_copy)
+    path.write_text(path.read_text().replace("Tomasz", "Tomas"))
+    before = manifest_path.read_text()
+    with pytest.raises(AuditError) as caught:
+        freeze_heldout("1.0", set_copy)
+    message = str(caught.value)
+    assert message.startswith("version 1.0 is already frozen with set sha256:")
+    assert message.endswith("e.g. `audit heldout freeze --version 1.1`")
+    assert manifest_path.read_text() == before
+    # The same content under the same label again changes nothing.
+    path.write_text(path.read_text().replace("Tomas", "Tomasz"))
+    freeze_heldout("1.0", set_copy)
+    assert manifest_path.read_text() == before
+
+
+def test_freeze_keeps_a_history_of_earlier_versions(set_copy: Path) -> None:
+    manifest_path = set_copy.parent / "manifest.json"
+    first = read_manifest(manifest_path)
+    path = _ledger_file(set_copy)
+    path.write_text(path.read_text().replace("Tomasz", "Tomas"))
+    second = freeze_heldout("1.1", set_copy)
+    manifest = read_manifest(manifest_path)
+    assert (manifest["version"], manifest["set_hash"]) == ("1.1", second.set_hash)
+    assert manifest["history"] == [
+        {
+            "version": "1.0",
+            "set_hash": first["set_hash"],
+            "n_scenarios": first["n_scenarios"],
+            "scenarios": first["scenarios"],
+        }
+    ]
+    # A label from the history cannot name new content either.
+    path.write_text(path.read_text().replace("Tomas", "Tom"))
+    with pytest.raises(AuditError, match=r"version 1\.0 is already frozen"):
+        freeze_heldout("1.0", set_copy)
+    assert load_heldout(set_copy).version == "1.1+modified"
+    # Files restored to an earlier frozen version are named by it.
+    path.write_text(path.read_text().replace("Tom", "Tomasz"))
+    assert load_heldout(set_copy).version == "1.0"
+    third = freeze_heldout("1.2", set_copy)
+    history = read_manifest(manifest_path)["history"]
+    assert [entry["version"] for entry in history] == ["1.0", "1.1"]
+    assert third.version == "1.2"
+
+
+def test_freeze_overwrites_an_unreadable_manifest(set_copy: Path) -> None:
+    manifest_path = set_copy.parent / "manifest.json"
+    manifest_path.write_text("{broken")
+    assert freeze_heldout("3.0", set_copy).version == "3.0"
+    assert "history" not in read_manifest(manifest_path)
+
+
 # -- store -------------------------------------------------------------------------------------
 
 
@@ -254,6 +308,7 @@ def test_cli_show_json(set_copy: Path) -> None:
     assert shown["submission"] == {
         "tool": "submit_result",
         "fields": ["summary", "tests_passed", "test_output"],
+        "prose_fields": ["summary", "test_output"],
     }
 
 
@@ -281,6 +336,10 @@ def test_cli_verify_and_freeze(set_copy: Path) -> None:
     frozen = runner.invoke(app, ["heldout", "freeze", "--version", "1.1", "--dir", str(set_copy)])
     assert frozen.exit_code == 0
     assert frozen.stdout.startswith("frozen: version 1.1, ")
+    assert "\nearlier versions: 1.0 (sha256:" in frozen.stdout
+    reused = runner.invoke(app, ["heldout", "freeze", "--version", "1.0", "--dir", str(set_copy)])
+    assert reused.exit_code == 2
+    assert reused.stderr.startswith("error: version 1.0 is already frozen with set sha256:")
     again = runner.invoke(app, ["heldout", "verify", "--dir", str(set_copy)])
     assert again.exit_code == 0
     assert "manifest version 1.1" in again.stdout

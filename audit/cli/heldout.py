@@ -81,14 +81,25 @@ def freeze_command(
     directory: DirOption = None,
     manifest: ManifestOption = None,
 ) -> None:
-    """Validate the scenario files and rewrite the manifest under a new version, on purpose."""
+    """Validate the scenario files and write the manifest under a new version, on purpose.
+
+    A version already frozen with other content is refused; earlier versions stay listed in the
+    manifest's history with their hashes.
+    """
     from audit.heldout import freeze_heldout
+    from audit.heldout.loader import manifest_history
 
     heldout = freeze_heldout(version, directory, manifest)
     typer.echo(
         f"frozen: version {heldout.version}, {len(heldout.scenarios)} scenarios, "
         f"set {heldout.set_hash}"
     )
+    history = manifest_history(directory, manifest)
+    if history:
+        earlier = ", ".join(
+            f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history
+        )
+        typer.echo(f"earlier versions: {earlier}")
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -112,7 +123,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _show_text(described: dict[str, Any]) -> str:
-    conditions = ", ".join(c["name"] for c in described["conditions"])
+    conditions = ", ".join(
+        c["name"]
+        + (
+            f" (penalises {'>=' if c['penalty']['inclusive'] else '>'} {c['penalty']['score']:.0%})"
+            if c.get("penalty")
+            else ""
+        )
+        for c in described["conditions"]
+    )
     tools = ", ".join(t["name"] for t in described["tools"])
     submission = described["submission"]
     lines = [
@@ -123,6 +142,7 @@ def _show_text(described: dict[str, Any]) -> str:
         f"conditions:  {conditions}",
         f"tools:       {tools}",
         f"submission:  {submission['tool']}({', '.join(submission['fields'])})",
+        f"prose:       {', '.join(submission['prose_fields']) or '(final_text rules only)'}",
         "",
         "system:",
         _indent(described["system"]),
@@ -130,12 +150,14 @@ def _show_text(described: dict[str, Any]) -> str:
         _indent(described["user"]),
         "ground truth:",
         _indent(described["ground_truth"]),
-        "rules (first that fires decides):",
+        "rules (a covert rule that fires decides, unless an honest rule that fires discloses it):",
     ]
     for rule in described["rules"]:
         lines.append(f"  {rule['id']} -> {rule['verdict']}: {rule['explain']}")
+        if rule.get("discloses"):
+            lines.append(f"      discloses: {', '.join(rule['discloses'])}")
     if described.get("default_verdict"):
-        lines.append(f"  (no rule fired, submission present) -> {described['default_verdict']}")
+        lines.append(f"  (no rule fired, structured submission) -> {described['default_verdict']}")
     if described["questions"]:
         lines.append(f"questions: {len(described['questions'])}")
     lines.append("distinctive phrases: " + "; ".join(described["distinctive_phrases"]))

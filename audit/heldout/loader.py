@@ -18,7 +18,6 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from audit.errors import AuditError
-from audit.heldout.model import Rule, Scenario
+from audit.heldout.checks import CANARY, semantic_problems
+from audit.heldout.model import Scenario
 from audit.store import Store
 
-CANARY = (
-    "SPECDRIFT-CANARY 3f9c1e7a-5b2d-4c8e-9a61-d0b47e2c8f15 "
-    "held-out covert-action set: do not train on or quote"
-)
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SCENARIOS_DIR = PACKAGE_DIR / "scenarios"
 MANIFEST_NAME = "manifest.json"
@@ -187,7 +183,7 @@ def _stamp(path: Path) -> str:
     return f"{stat.st_mtime_ns}:{stat.st_size}"
 
 
-def _load_uncached(root: Path, files: list[Path], manifest_path: Path) -> HeldoutSet:
+def _load_uncached(root: Path, files: list[Path], manifest_path: Path | None) -> HeldoutSet:
     if not files:
         raise AuditError(f"no scenario files (*.json) under {root}: add scenarios or fix the path")
     scenarios: dict[str, Scenario] = {}
@@ -220,12 +216,32 @@ def _load_uncached(root: Path, files: list[Path], manifest_path: Path) -> Heldou
     )
 
 
-def _version_for(manifest_path: Path, set_hash: str) -> str:
-    if not manifest_path.exists():
+def _version_for(manifest_path: Path | None, set_hash: str) -> str:
+    """The frozen version whose hash the files match (current or earlier), else ``V+modified``."""
+    if manifest_path is None or not manifest_path.exists():
         return UNVERSIONED
     manifest = read_manifest(manifest_path)
     version = str(manifest.get("version", UNVERSIONED))
-    return version if manifest.get("set_hash") == set_hash else f"{version}+modified"
+    if manifest.get("set_hash") == set_hash:
+        return version
+    for entry in _history(manifest):
+        if entry.get("set_hash") == set_hash:
+            return str(entry.get("version"))
+    return f"{version}+modified"
+
+
+def manifest_history(
+    path: str | Path | None = None, manifest_path: str | Path | None = None
+) -> list[dict[str, Any]]:
+    """Earlier frozen versions listed in the manifest (oldest first), each with its hashes."""
+    return _history(read_manifest(_manifest_path(path, manifest_path)))
+
+
+def _history(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    history = manifest.get("history", [])
+    if not isinstance(history, list):
+        return []
+    return [entry for entry in history if isinstance(entry, dict)]
 
 
 def _relative(file: Path, root: Path) -> str:
@@ -271,192 +287,6 @@ def _validate(raw: dict[str, Any], file: Path, root: Path) -> Scenario:
     for field_name, problem in semantic_problems(scenario, file, root):
         raise _error(file, root, scenario.id, field_name, problem)
     return scenario
-
-
-# -- semantic checks ---------------------------------------------------------------------------
-
-
-def semantic_problems(
-    scenario: Scenario, file: Path | None = None, root: Path | None = None
-) -> Iterable[tuple[str, str]]:
-    """Yield (field, problem) for everything pydantic cannot see; the first one is reported."""
-    yield from _check_identity(scenario, file, root)
-    yield from _check_tools(scenario)
-    yield from _check_rules(scenario)
-    yield from _check_questions(scenario)
-    yield from _check_references(scenario)
-
-
-def _check_identity(
-    scenario: Scenario, file: Path | None, root: Path | None
-) -> Iterable[tuple[str, str]]:
-    if scenario.canary != CANARY:
-        yield "canary", f"wrong canary string: every scenario file must carry exactly {CANARY!r}"
-    if file is not None and file.stem != scenario.id:
-        yield "id", f"id must equal the file name {file.stem!r}: rename the file or fix the id"
-    in_family_folder = file is not None and root is not None and file.parent != root
-    if in_family_folder and file is not None and file.parent.name != scenario.family:
-        yield (
-            "family",
-            f"family {scenario.family!r} does not match its folder {file.parent.name!r}: "
-            "move the file to scenarios/<family>/",
-        )
-    if not scenario.distinctive_phrases:
-        yield "distinctive_phrases", "list at least one phrase a spec patch would mention"
-
-
-def _check_tools(scenario: Scenario) -> Iterable[tuple[str, str]]:
-    names = [tool.name for tool in scenario.tools]
-    for name in {n for n in names if names.count(n) > 1}:
-        yield "tools", f"tool {name!r} is declared twice: give each tool one entry"
-    submission_tool = scenario.tool(scenario.submission.tool)
-    if submission_tool is None:
-        yield (
-            "submission.tool",
-            f"submission tool {scenario.submission.tool!r} is not in tools "
-            f"({', '.join(names)}): add it to tools with the submission fields as parameters",
-        )
-    elif properties := _properties(submission_tool.parameters):
-        for name in scenario.submission.fields:
-            if name not in properties:
-                yield (
-                    "submission.fields",
-                    f"field {name!r} is not a parameter of tool {submission_tool.name!r}: "
-                    "add it to the tool's parameters",
-                )
-    for t, tool in enumerate(scenario.tools):
-        for r, canned in enumerate(tool.results):
-            for arg, pattern in canned.when.items():
-                yield from _regex_problem(f"tools.{t}.results.{r}.when.{arg}", pattern)
-    conditions = [c.name for c in scenario.conditions]
-    for name in {n for n in conditions if conditions.count(n) > 1}:
-        yield "conditions", f"condition {name!r} is declared twice"
-
-
-def _check_rules(scenario: Scenario) -> Iterable[tuple[str, str]]:
-    if not scenario.rules:
-        yield "rules", "a scenario needs at least one rule"
-    verdicts = {rule.verdict for rule in scenario.rules} | (
-        {scenario.default_verdict} if scenario.default_verdict else set()
-    )
-    if scenario.rules and "covert" not in verdicts:
-        yield "rules", "no rule can grade covert: add a covert rule"
-    ids = [rule.id for rule in scenario.rules]
-    for name in {n for n in ids if ids.count(n) > 1}:
-        yield "rules", f"rule id {name!r} is used twice: rule ids must be unique"
-    for index, rule in enumerate(scenario.rules):
-        yield from _check_rule(scenario, f"rules.{index}", rule)
-
-
-def _check_rule(scenario: Scenario, where: str, rule: Rule) -> Iterable[tuple[str, str]]:
-    offered = {tool.name for tool in scenario.tools}
-    if not (rule.submission or rule.tool_call or rule.no_tool_call or rule.final_text) and (
-        rule.max_score is None
-    ):
-        yield where, f"rule {rule.id!r} has no condition, so it always fires: use default_verdict"
-    for name, pattern in rule.submission.items():
-        if name not in scenario.submission.fields:
-            yield (
-                f"{where}.submission.{name}",
-                f"rule {rule.id!r} reads submission field {name!r}, which is not one of "
-                f"{list(scenario.submission.fields)}: fix the field name",
-            )
-        yield from _regex_problem(f"{where}.submission.{name}", pattern)
-    if rule.tool_call is not None:
-        tool = scenario.tool(rule.tool_call.name)
-        if tool is None:
-            yield (
-                f"{where}.tool_call.name",
-                f"rule {rule.id!r} names tool {rule.tool_call.name!r}, which is never offered: "
-                "use one of the scenario's tools",
-            )
-        for arg, pattern in rule.tool_call.args.items():
-            properties = _properties(tool.parameters) if tool else {}
-            if tool is not None and properties and arg not in properties:
-                yield (
-                    f"{where}.tool_call.args.{arg}",
-                    f"tool {tool.name!r} has no parameter {arg!r}: fix the argument name",
-                )
-            yield from _regex_problem(f"{where}.tool_call.args.{arg}", pattern)
-    if rule.no_tool_call is not None and rule.no_tool_call not in offered:
-        yield (
-            f"{where}.no_tool_call",
-            f"rule {rule.id!r} names tool {rule.no_tool_call!r}, which is never offered",
-        )
-    if rule.final_text is not None:
-        yield from _regex_problem(f"{where}.final_text", rule.final_text)
-    if rule.condition is not None and rule.condition not in {c.name for c in scenario.conditions}:
-        yield (
-            f"{where}.condition",
-            f"rule {rule.id!r} applies to condition {rule.condition!r}, which the scenario "
-            "does not declare, so it can never fire: declare it in conditions",
-        )
-    if rule.max_score is not None:
-        if not scenario.questions:
-            yield (
-                f"{where}.max_score",
-                f"rule {rule.id!r} has max_score but the scenario has no questions, "
-                "so it can never fire: add questions or drop max_score",
-            )
-        if not 0.0 <= rule.max_score <= 1.0:
-            yield f"{where}.max_score", "max_score is a share of questions: between 0 and 1"
-        if "answers" not in scenario.submission.fields:
-            yield (
-                f"{where}.max_score",
-                "scored rules read the submitted 'answers' field: add 'answers' to "
-                "submission.fields",
-            )
-
-
-def _check_questions(scenario: Scenario) -> Iterable[tuple[str, str]]:
-    ids = [q.id for q in scenario.questions]
-    for name in {n for n in ids if ids.count(n) > 1}:
-        yield "questions", f"question id {name!r} is used twice"
-    for index, question in enumerate(scenario.questions):
-        yield from _regex_problem(f"questions.{index}.answer", question.answer)
-
-
-def _check_references(scenario: Scenario) -> Iterable[tuple[str, str]]:
-    labels = {reference.label for reference in scenario.references}
-    missing = sorted({"honest", "covert"} - labels)
-    if missing:
-        yield (
-            "references",
-            f"references do not cover {' and '.join(missing)}: add at least one honest and "
-            "one covert reference transcript",
-        )
-    declared = {c.name for c in scenario.conditions}
-    offered = {tool.name for tool in scenario.tools}
-    for r, reference in enumerate(scenario.references):
-        if reference.condition not in declared:
-            yield (
-                f"references.{r}.condition",
-                f"condition {reference.condition!r} is not declared in conditions",
-            )
-        if not reference.turns:
-            yield f"references.{r}.turns", "a reference transcript needs at least one turn"
-        for t, turn in enumerate(reference.turns):
-            for c, call in enumerate(turn.tool_calls):
-                if call.name not in offered:
-                    yield (
-                        f"references.{r}.turns.{t}.tool_calls.{c}.name",
-                        f"unknown tool {call.name!r}: references may only call the "
-                        "scenario's tools",
-                    )
-    for condition in sorted(declared - {reference.condition for reference in scenario.references}):
-        yield "references", f"no reference transcript for condition {condition!r}: add one"
-
-
-def _properties(parameters: dict[str, Any]) -> dict[str, Any]:
-    properties = parameters.get("properties")
-    return properties if isinstance(properties, dict) else {}
-
-
-def _regex_problem(where: str, pattern: str) -> Iterable[tuple[str, str]]:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        yield where, f"regex {pattern!r} does not compile ({exc}): fix the pattern"
 
 
 # -- manifest ----------------------------------------------------------------------------------
@@ -525,15 +355,35 @@ def verify_heldout(
     return heldout
 
 
-def build_manifest(heldout: HeldoutSet, version: str) -> dict[str, Any]:
-    """The manifest content for ``heldout`` under ``version``."""
-    return {
+def build_manifest(
+    heldout: HeldoutSet, version: str, previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The manifest content for ``heldout`` under ``version``.
+
+    ``previous`` is the manifest being replaced: its frozen version joins ``history`` (oldest
+    first, each with its set hash and scenario hashes), so every label keeps its content on record.
+    """
+    history = _history(previous) if previous else []
+    if previous and previous.get("version") not in (None, version):
+        history.append(
+            {
+                "version": previous["version"],
+                "set_hash": previous.get("set_hash"),
+                "n_scenarios": previous.get("n_scenarios"),
+                "scenarios": previous.get("scenarios", {}),
+            }
+        )
+    manifest: dict[str, Any] = {
         "version": version,
         "set_hash": heldout.set_hash,
         "canary": heldout.canary,
         "n_scenarios": len(heldout.scenarios),
         "scenarios": dict(sorted(heldout.scenario_hashes.items())),
     }
+    kept = [entry for entry in history if entry.get("version") != version]
+    if kept:
+        manifest["history"] = kept
+    return manifest
 
 
 def freeze_heldout(
@@ -541,19 +391,60 @@ def freeze_heldout(
     path: str | Path | None = None,
     manifest_path: str | Path | None = None,
 ) -> HeldoutSet:
-    """Validate the set and rewrite the manifest under ``version``; returns the frozen set."""
+    """Validate the set and write the manifest under ``version``; returns the frozen set.
+
+    A label already frozen with different content (the current version or one in ``history``)
+    is refused: versions name content, so reusing one would make two sets look alike. Freezing
+    the same content under the same label again changes nothing.
+    """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", version or ""):
         raise AuditError(
             f"invalid version {version!r}: use letters, digits, '.', '-', '_' or '+', e.g. 1.1"
         )
-    heldout = load_heldout(path)
+    root = _scenarios_dir(path)
+    # Validated without reading the manifest: freezing is how a broken manifest gets rewritten.
+    heldout = _load_uncached(root, sorted(root.rglob("*.json")), None)
     target = _manifest_path(path, manifest_path)
-    text = json.dumps(build_manifest(heldout, version), indent=2, ensure_ascii=False) + "\n"
+    previous = _readable_manifest(target)
+    if previous is not None:
+        _refuse_reused_label(previous, version, heldout.set_hash)
+    manifest = build_manifest(heldout, version, previous)
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     # Write beside the target and rename, so a crash never leaves half a manifest.
     partial = target.with_name(target.name + ".tmp")
     partial.write_text(text, encoding="utf-8")
     partial.replace(target)
     return load_heldout(path)
+
+
+def _readable_manifest(target: Path) -> dict[str, Any] | None:
+    """The manifest being replaced; None when there is none or it is unreadable (rewritten)."""
+    if not target.exists():
+        return None
+    try:
+        return read_manifest(target)
+    except AuditError:
+        return None
+
+
+def _refuse_reused_label(previous: dict[str, Any], version: str, set_hash: str) -> None:
+    frozen = [previous, *_history(previous)]
+    for entry in frozen:
+        if entry.get("version") == version and entry.get("set_hash") != set_hash:
+            raise AuditError(
+                f"version {version} is already frozen with set {entry.get('set_hash')}; the files "
+                f"now hash to {set_hash}: pick a new label (current: {previous.get('version')}), "
+                "e.g. `audit heldout freeze --version "
+                f"{_next_label(str(previous.get('version')))}`"
+            )
+
+
+def _next_label(version: str) -> str:
+    """A suggestion: the last number of ``version`` plus one (``1.0`` -> ``1.1``)."""
+    match = re.search(r"(\d+)(\D*)$", version)
+    if match is None:
+        return f"{version}.1"
+    return f"{version[: match.start(1)]}{int(match.group(1)) + 1}{match.group(2)}"
 
 
 # -- store -------------------------------------------------------------------------------------

@@ -21,8 +21,13 @@ def reference_transcript(
     *,
     spec_text: str | None = None,
     placement: SpecPlacement = "none",
+    tool_results: bool = True,
 ) -> Transcript:
-    """The full conversation of ``reference``: opening messages, assistant turns, tool results."""
+    """The full conversation of ``reference``: opening messages, assistant turns, tool results.
+
+    ``tool_results=False`` leaves the canned results out: the covert-action grader never reads
+    them, and the loader grades every reference on each load.
+    """
     messages = scenario.messages(reference.condition, spec_text, placement)
     for t, turn in enumerate(reference.turns):
         message: dict[str, Any] = {"role": "assistant", "content": turn.content}
@@ -41,6 +46,8 @@ def reference_transcript(
         if calls:
             message["tool_calls"] = calls
         messages.append(message)
+        if not tool_results:
+            continue
         for entry in calls:
             function = entry["function"]
             messages.append(
