@@ -162,7 +162,8 @@ def test_patching_example_finds_the_patcher(small_history: Path) -> None:
     rows = example_rows(small_history, patching_example())
     patcher = [r for r in rows if r["model"] == PATCHER]
     assert patcher, rows
-    assert all("spec patching" in r["summary"] for r in patcher)
+    # One row per (finding, cause): patching is the main cause of some of the patcher's drops.
+    assert any(r["share"] >= 0.5 for r in patcher), patcher
     assert all(r["kind"] in ("drop", "collapse") and r["delta"] < 0 for r in patcher)
 
 
