@@ -387,7 +387,15 @@ class Context:
         self._model: ExposureModel | None = None
         self._cache: dict[tuple[str, str], list[Exposure]] = {}
         self._leaks: dict[str, Leak] = {}
+        self._rates: dict[tuple[CellKey, tuple[str, ...]], Interval] = {}
         self.exposure_rows: list[dict[str, Any]] = []
+
+    def rate(self, cell: Cell) -> Interval:
+        """The covert rate of a cell with its interval (cached: points recur in comparisons)."""
+        key = (cell.key, cell.scenario_ids)
+        if key not in self._rates:
+            self._rates[key] = _rate(cell, self.config.detect)
+        return self._rates[key]
 
     def exposure(self, before: Revision | None, after: Revision) -> list[Exposure]:
         """Exposure of every scenario to the text added from ``before`` to ``after`` (cached)."""
@@ -563,15 +571,15 @@ def _test(comparison: Comparison, context: Context) -> Tested | None:
             two_level=True,
             prior=fit_prior(counts.before_events, counts.before_n),
         )
-        extra["exposed_rate_before"] = _rate(before.subset(_ids(common, exposed)), settings)
-        extra["exposed_rate_after"] = _rate(after.subset(_ids(common, exposed)), settings)
+        extra["exposed_rate_before"] = context.rate(before.subset(_ids(common, exposed)))
+        extra["exposed_rate_after"] = context.rate(after.subset(_ids(common, exposed)))
     return Tested(
         comparison=comparison,
         before=before,
         after=after,
         change=change,
-        rate_before=_rate(before, settings),
-        rate_after=_rate(after, settings),
+        rate_before=context.rate(before),
+        rate_after=context.rate(after),
         exposed=exposed,
         **extra,
     )

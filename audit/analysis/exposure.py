@@ -258,13 +258,27 @@ class ExposureModel:
         self._phrase_terms = {
             s.scenario_id: sorted({t for p in s.phrases for t in tokens(p)}) for s in self.scenarios
         }
-        # Every scenario's prompt sentences in one list, so copies are searched in one pass.
+        # Every scenario's phrases and prompt sentences in one list each, so that each is
+        # matched against the clauses of a text in one pass.
+        usable = [
+            (index, normalise(phrase))
+            for index, s in enumerate(self.scenarios)
+            for phrase in s.phrases
+            if len(phrase) >= MIN_PHRASE_CHARS
+        ]
+        self._phrases = [text for _, text in usable]
+        self._phrase_owners = np.array([index for index, _ in usable], dtype=int)
         self._sentences = [
             (index, normalise(sentence))
             for index, s in enumerate(self.scenarios)
             for sentence in s.prompt_sentences
         ]
         self._sentence_words = [set(_WORD.findall(text)) for _, text in self._sentences]
+        self._phrase_lengths = np.array([len(p) for p in self._phrases])
+        # Per distinct clause (normalised): containment score of every phrase, and the
+        # scenarios whose prompt it copies. Revisions share most of their clauses.
+        self._phrase_memo: dict[str, np.ndarray] = {}
+        self._copy_memo: dict[str, tuple[int, ...]] = {}
 
     def weight(self, term: str) -> float:
         """Rarity weight of a term (unknown terms are as rare as a term can be; stopwords 0)."""
@@ -282,9 +296,12 @@ class ExposureModel:
         added_terms = set(tokens(added))
         lowered = [normalise(c) for c in clauses]
         copies = self._copies(clauses, lowered)
+        containment = self._containment(clauses, lowered)
         return [
-            self._score_one(s, clauses, lowered, added_terms, canary_hit, copies.get(s.scenario_id))
-            for s in self.scenarios
+            self._score_one(
+                s, clauses, containment[i], added_terms, canary_hit, copies.get(s.scenario_id)
+            )
+            for i, s in enumerate(self.scenarios)
         ]
 
     def leaks(self, text: str) -> Leak:
@@ -295,40 +312,71 @@ class ExposureModel:
 
     def _copies(self, clauses: Sequence[str], lowered: Sequence[str]) -> dict[str, str]:
         """Scenario id -> the first clause that copies one of its prompt sentences."""
-        long_clauses = [i for i, c in enumerate(lowered) if len(c) >= MIN_VERBATIM_CHARS // 2]
-        if not self._sentences or not long_clauses:
-            return {}
-        candidates = [lowered[i] for i in long_clauses]
-        whole = process.cdist(
-            [text for _, text in self._sentences], candidates, scorer=fuzz.ratio, workers=1
-        )
         found: dict[str, str] = {}
-        for row, column in np.argwhere(whole >= VERBATIM_RATIO):
-            sid = self.scenarios[self._sentences[row][0]].scenario_id
-            found.setdefault(sid, clauses[long_clauses[int(column)]])
-        # A clause that quotes a sentence inside more words of its own ("Note: <sentence>") is
-        # matched by containment. Partial ratios are costly, so only clauses longer than the
-        # sentence that carry most of its words are scored.
-        clause_words = [set(_WORD.findall(c)) for c in candidates]
-        for (index, sentence), words in zip(self._sentences, self._sentence_words, strict=True):
-            sid = self.scenarios[index].scenario_id
-            if sid in found or not words:
-                continue
-            for column, candidate in enumerate(candidates):
-                if len(candidate) < len(sentence):
-                    continue
-                if len(words & clause_words[column]) < CONTAINED_WORDS * len(words):
-                    continue
-                if fuzz.partial_ratio(sentence, candidate) >= VERBATIM_RATIO:
-                    found[sid] = clauses[long_clauses[column]]
-                    break
+        for clause, text in zip(clauses, lowered, strict=True):
+            for index in self._copied_by(text):
+                found.setdefault(self.scenarios[index].scenario_id, clause)
         return found
+
+    def _copied_by(self, clause: str) -> tuple[int, ...]:
+        """Scenarios (by index) one of whose prompt sentences this clause copies."""
+        if clause in self._copy_memo:
+            return self._copy_memo[clause]
+        hits: set[int] = set()
+        if self._sentences and len(clause) >= MIN_VERBATIM_CHARS // 2:
+            texts = [text for _, text in self._sentences]
+            whole = process.cdist(texts, [clause], scorer=fuzz.ratio, workers=1)[:, 0]
+            hits = {self._sentences[row][0] for row in np.flatnonzero(whole >= VERBATIM_RATIO)}
+            # A clause that quotes a sentence inside more words of its own ("Note: <sentence>")
+            # is matched by containment. Partial ratios are costly, so only sentences shorter
+            # than the clause whose words it mostly carries are scored.
+            words_here = set(_WORD.findall(clause))
+            for (index, sentence), words in zip(self._sentences, self._sentence_words, strict=True):
+                if index in hits or not words or len(clause) < len(sentence):
+                    continue
+                if len(words & words_here) < CONTAINED_WORDS * len(words):
+                    continue
+                if fuzz.partial_ratio(sentence, clause) >= VERBATIM_RATIO:
+                    hits.add(index)
+        self._copy_memo[clause] = tuple(sorted(hits))
+        return self._copy_memo[clause]
+
+    def _containment(
+        self, clauses: Sequence[str], lowered: Sequence[str]
+    ) -> list[tuple[float, str | None]]:
+        """Per scenario: the best containment of one of its phrases in a clause, and where."""
+        out: list[tuple[float, str | None]] = [(0.0, None)] * len(self.scenarios)
+        if not self._phrases or not clauses:
+            return out
+        matrix = np.stack([self._phrase_scores(text) for text in lowered], axis=1)
+        best_column = matrix.argmax(axis=1)
+        best_value = matrix[np.arange(len(self._phrases)), best_column] / 100.0
+        seen: set[int] = set()
+        for row in np.argsort(-best_value, kind="stable"):
+            owner = int(self._phrase_owners[row])
+            if owner not in seen:
+                seen.add(owner)
+                value = float(best_value[row])
+                clause = clauses[int(best_column[row])] if value > FUZZY_FLOOR else None
+                out[owner] = (value, clause)
+        return out
+
+    def _phrase_scores(self, clause: str) -> np.ndarray:
+        """How well every phrase is contained in the clause (0-100)."""
+        if clause not in self._phrase_memo:
+            partial = process.cdist(self._phrases, [clause], scorer=fuzz.partial_ratio, workers=1)
+            whole = process.cdist(self._phrases, [clause], scorer=fuzz.ratio, workers=1)
+            # A clause shorter than the phrase cannot contain it: partial_ratio would instead
+            # find the short clause inside the phrase ("Care" in "Marlpit Software").
+            too_short = len(clause) < self._phrase_lengths
+            self._phrase_memo[clause] = np.where(too_short, whole[:, 0], partial[:, 0])
+        return self._phrase_memo[clause]
 
     def _score_one(
         self,
         scenario: ScenarioText,
         clauses: Sequence[str],
-        lowered: Sequence[str],
+        containment: tuple[float, str | None],
         added_terms: set[str],
         canary_hit: bool,
         verbatim_clause: str | None,
@@ -337,7 +385,7 @@ class ExposureModel:
         matched = [t for t in terms if t in added_terms]
         total_weight = sum(self.weight(t) for t in terms)
         rare = sum(self.weight(t) for t in matched) / total_weight if total_weight > 0 else 0.0
-        fuzzy, fuzzy_clause = _best_containment(scenario.phrases, clauses, lowered)
+        fuzzy, fuzzy_clause = containment
         fuzzy_part = max(0.0, (fuzzy - FUZZY_FLOOR) / (1 - FUZZY_FLOOR))
         leak = canary_hit or verbatim_clause is not None
         combined = 1.0 if leak else max(rare, fuzzy_part)
@@ -355,26 +403,6 @@ class ExposureModel:
             matched_terms=tuple(matched),
             matched_text=evidence if combined > 0 else None,
         )
-
-
-def _best_containment(
-    phrases: Sequence[str], clauses: Sequence[str], lowered: Sequence[str]
-) -> tuple[float, str | None]:
-    usable = [p.lower() for p in phrases if len(p) >= MIN_PHRASE_CHARS]
-    if not usable or not clauses:
-        return 0.0, None
-    partial = process.cdist(usable, lowered, scorer=fuzz.partial_ratio, workers=1)
-    whole = process.cdist(usable, lowered, scorer=fuzz.ratio, workers=1)
-    # A clause shorter than the phrase cannot contain it: partial_ratio would instead find the
-    # short clause inside the phrase ("Care" in "Marlpit Software"), so compare whole strings.
-    too_short = (
-        np.array([len(c) for c in lowered])[None, :] < np.array([len(p) for p in usable])[:, None]
-    )
-    matrix = np.where(too_short, whole, partial)
-    best = int(np.argmax(matrix))
-    row, column = divmod(best, matrix.shape[1])
-    value = float(matrix[row, column]) / 100.0
-    return value, (clauses[column] if value > FUZZY_FLOOR else None)
 
 
 def _clause_with_terms(clauses: Sequence[str], terms: Sequence[str]) -> str | None:
