@@ -69,8 +69,8 @@ def detect_command(
     if as_json:
         typer.echo(json.dumps([f.to_json() for f in findings], indent=2))
         return
-    if not findings:
-        typer.echo("no significant change, collapse or leak found")
+    if not findings:  # every model with samples at a stored revision gets at least a "none"
+        typer.echo("no samples were made on a stored spec revision: nothing was compared")
         return
     for finding in findings:
         typer.echo(f"[{finding.kind}] {finding.summary}")
@@ -95,8 +95,9 @@ def gate_command(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Pre-release gate: exit 0 pass, 1 fail (regression, leak, drop explained by patching or
-    awareness), 2 usage error. Prints a Markdown summary for a CI job summary."""
+    """Pre-release gate: exit 0 pass, 1 fail (regression, held-out text anywhere in the
+    candidate spec, drop explained by patching or awareness), 2 usage error. Each model is
+    judged on its own (one-sided tests). Prints a Markdown summary for a CI job summary."""
     from audit.analysis import gate
     from audit.config import load_config
     from audit.store import open_store
