@@ -98,9 +98,12 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
     if changes:
         figs["scatter"] = figures.scatter_figure(data, changes)
     scripts = {"plotly": _plotly_js(), "loader": _loader_js()}
+    families = _headline_families(data)
     context = {
         "data": data,
-        "families": _headline_families(data),
+        "families": families,
+        # Families side by side use the whole width: as many columns as the largest family.
+        "card_columns": max((len(h) for name, h in families if name), default=0),
         "finding_groups": findings_table(data),
         "compared": {f.finding_id: _compared(data, f) for f in data.findings},
         "exposure_notes": {f.finding_id: exposure_note(data, f) for f in data.findings},
