@@ -1181,3 +1181,43 @@ def test_exposure_across_unsampled_revisions_names_the_edits_since(
         f"<p>Exposure introduced by the edits since r0 {rev_sha(0)[:7]} (the revisions in between "
         "have no samples): <b>scn-002</b>"
     ) in at_r2
+
+
+def test_changes_on_the_exposed_scenarios_alone_are_said_so(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=4, models=1, scenarios=6, epochs=2)
+    exposed_only = json.dumps({"tested_on": "exposed scenarios", "n_scenarios": 2})
+    store.insert_rows(
+        "findings",
+        [
+            _finding(
+                f"f-exp-{rev}",
+                "organism-v0",
+                "organism-v0",
+                rev,
+                baseline_rev=rev_sha(0),
+                comparison="baseline",
+                kind="drop",
+                primary_cause="spec_patching",
+                delta=delta,
+                q_value=0.001,
+                evidence=exposed_only,
+            )
+            for rev, delta in ((1, -0.8), (2, -0.55))
+        ],
+    )
+    data = load_report_data(store)
+    (group,) = [g for g in group_findings(data, "organism-v0") if g.kind == "drop"]
+    # f-patch-1 (at r3, -20 points) was measured on every scenario; the others on two.
+    assert group.text.startswith(
+        f"drop vs r0 {rev_sha(0)[:7]} at 3 later revisions ({rev_sha(1)[:7]}"[:0]
+        + f"drop vs r0 {rev_sha(0)[:7]} at 3 later revisions"
+    )
+    assert ": −20.0 points on all scenarios; −55.0 to −80.0 points on the exposed scenarios (" in (
+        group.text
+    )
+    html = render_report(store, tmp_path / "r.html").read_text()
+    row = html.split('id="finding-f-exp-1">')[1].split("</tr>")[0]
+    assert "−" not in row.split("<td")[4] and "on the 2 exposed scenarios only" in row
+    assert (
+        "exposed scenarios only" not in html.split('id="finding-f-patch-1">')[1].split("</tr>")[0]
+    )

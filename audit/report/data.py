@@ -262,6 +262,9 @@ class Finding:
     q_value: float | None
     exposed_scenarios: tuple[str, ...]
     summary: str
+    # The scenarios the change was measured on, when not all of them: detection tests the
+    # exposed scenarios on their own too, and a finding may come from that test.
+    exposed_only: int | None = None
 
     @property
     def across_versions(self) -> bool:
@@ -594,9 +597,19 @@ def _findings(
                 q_value=r["q_value"],
                 exposed_scenarios=tuple(r["exposed_scenarios"] or ()),
                 summary=r["summary"],
+                exposed_only=_exposed_only(r["evidence"]),
             )
         )
     return findings
+
+
+def _exposed_only(evidence: Any) -> int | None:
+    """The number of scenarios a change was measured on, if only the exposed ones."""
+    parsed = _parse_json(evidence)
+    if isinstance(parsed, dict) and parsed.get("tested_on") == "exposed scenarios":
+        count = parsed.get("n_scenarios")
+        return int(count) if isinstance(count, int | float) else 0
+    return None
 
 
 def _exposures(

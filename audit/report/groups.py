@@ -265,7 +265,25 @@ def _points(delta: float) -> str:
 
 
 def _change_range(members: list[Finding]) -> str:
-    """'+19.1 to +36.0 points', smallest change first, or one number for one finding."""
+    """'+19.1 to +36.0 points', smallest change first, or one number for one finding.
+
+    Changes measured on the exposed scenarios alone are a different quantity from changes of
+    the whole set (a patch can move two scenarios by 80 points and the set by 5), so they get
+    their own range, said as such.
+    """
+    whole = [f for f in members if f.exposed_only is None]
+    exposed = [f for f in members if f.exposed_only is not None]
+    parts = []
+    if whole:
+        parts.append(_range(whole))
+    if exposed:
+        parts.append(f"{_range(exposed)} on the exposed scenarios")
+    if whole and exposed:
+        parts[0] += " on all scenarios"
+    return "; ".join(parts)
+
+
+def _range(members: list[Finding]) -> str:
     deltas = sorted((f.delta for f in members if f.delta is not None), key=abs)
     if not deltas:
         return "change not stored"
