@@ -1208,16 +1208,18 @@ def test_changes_on_the_exposed_scenarios_alone_are_said_so(store: Store, tmp_pa
     data = load_report_data(store)
     (group,) = [g for g in group_findings(data, "organism-v0") if g.kind == "drop"]
     # f-patch-1 (at r3, -20 points) was measured on every scenario; the others on two.
-    assert group.text.startswith(
-        f"drop vs r0 {rev_sha(0)[:7]} at 3 later revisions ({rev_sha(1)[:7]}"[:0]
-        + f"drop vs r0 {rev_sha(0)[:7]} at 3 later revisions"
-    )
-    assert ": −20.0 points on all scenarios; −55.0 to −80.0 points on the exposed scenarios (" in (
-        group.text
+    labels = ", ".join(f"r{seq} {rev_sha(seq)[:7]}" for seq in (1, 2, 3))
+    assert group.text == (
+        f"drop vs r0 {rev_sha(0)[:7]} at 3 later revisions ({labels}): −20.0 points on all "
+        "scenarios; −55.0 to −80.0 points on the exposed scenarios (q ≤ 0.004), primary cause "
+        "spec patching"
     )
     html = render_report(store, tmp_path / "r.html").read_text()
     row = html.split('id="finding-f-exp-1">')[1].split("</tr>")[0]
-    assert "−" not in row.split("<td")[4] and "on the 2 exposed scenarios only" in row
+    assert (
+        '<td class="num">-80.0 <span class="muted">[+10.0, +30.0]</span>'
+        '<div class="muted">on the 2 exposed scenarios only</div></td>'
+    ) in row
     assert (
         "exposed scenarios only" not in html.split('id="finding-f-patch-1">')[1].split("</tr>")[0]
     )
