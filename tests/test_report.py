@@ -1000,8 +1000,8 @@ def test_a_reformat_is_not_new_exposure(store: Store, tmp_path: Path) -> None:
     # The finding says where its exposure came from.
     row_html = html.split('id="finding-f-patch-2">')[1].split("</tr>")[0]
     assert (
-        f"Exposure is cumulative since {r0}; {r2}&#39;s own edit exposed none of them. Named by "
-        f"the edit at {r1}: scn-001."
+        f"Exposure is cumulative since {r0}; {r2}&#39;s own edit newly exposed none of them. "
+        f"Named by the edit at {r1}: scn-001."
     ) in row_html
     scenarios = html.split('<section id="scenarios">')[1]
     assert f'<td>{r1} <span class="muted">(named again at {r2})</span></td>' in scenarios

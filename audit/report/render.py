@@ -380,7 +380,7 @@ def exposure_note(data: ReportData, finding: Finding) -> str:
         return f"Named by the {where}."
     since = start.label if start else "the baseline"
     return (
-        f"Exposure is cumulative since {since}; {end.label}'s own edit exposed none of them. "
+        f"Exposure is cumulative since {since}; {end.label}'s own edit newly exposed none of them. "
         f"Named by the {where}."
     )
 
