@@ -932,11 +932,12 @@ def _nothing_found(
                 == (anchor.revision.sha, latest.revision.sha)
             ):
                 return finding
-    note = (
-        "no samples at the baseline revision"
-        if anchor is None
-        else "the only point of this model: nothing to compare"
-    )
+    if anchor is None:
+        note = "no samples at the baseline revision: nothing to compare with"
+    elif anchor is latest:
+        note = "the only point of this model: nothing to compare"
+    else:
+        note = "fewer than two scenarios in common with the baseline: not compared"
     interval = _rate(latest.cell, config.detect)
     return _point_finding(model, latest, None, None, interval, "none", config, note=note)
 

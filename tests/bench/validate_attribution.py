@@ -36,7 +36,10 @@ Figures, each a proportion with a 95% Wilson interval: per cause the detection r
 the right direction on a comparison spanning r2) and the attribution accuracy given detection
 (primary cause of the r1 -> r2 finding, else of the first baseline comparison spanning r2); the
 false-alarm rate (null histories with any finding; cause histories with a finding on r0 -> r1
-or r2 -> r3); the gate's failure rate per cause; and the power for a 5-point regression.
+or r2 -> r3) and the false-discovery proportion (findings on unchanged comparisons over all
+findings: what Benjamini-Hochberg controls; in a history with real changes it lets more
+borderline comparisons through, so "any false finding" is more frequent there); the gate's
+failure rate per cause; and the power for a 5-point regression.
 
 Back of the envelope for the power: at a base rate near 30%, 320 samples per point give a
 standard error of about 3.6 points for a difference, so 5 points is 1.4 standard errors: power
@@ -279,6 +282,9 @@ class Outcome:
     detected: bool
     primary: str | None
     false_alarm: bool
+    #: Findings on comparisons where nothing changed, and on all comparisons.
+    false_findings: int
+    findings: int
     gate_failed: bool
     gate_reason: str | None
 
@@ -387,11 +393,8 @@ def _score(
     ]
     rising = cause == "regression"
     right_way = [f for f in spanning if (f.kind == "regression") == rising]
-    false_alarm = (
-        bool(changes)
-        if _EXPECTED[cause] is None
-        else any((f.baseline_rev, f.rev) in quiet_pairs for f in changes)
-    )
+    truly_null = _EXPECTED[cause] is None
+    false_findings = [f for f in changes if truly_null or (f.baseline_rev, f.rev) in quiet_pairs]
     preferred = sorted(
         right_way,
         key=lambda f: (
@@ -404,7 +407,9 @@ def _score(
     return Outcome(
         detected=bool(right_way),
         primary=primary,
-        false_alarm=false_alarm,
+        false_alarm=bool(false_findings),
+        false_findings=len(false_findings),
+        findings=len(changes),
         gate_failed=not gate_passed,
         gate_reason=_reason_kind(reasons[0]) if reasons else None,
     )
@@ -447,9 +452,14 @@ def summarise(cause: str, outcomes: Sequence[Outcome]) -> dict[str, object]:
     """Detection, attribution given detection, false alarms and gate failures of one cause."""
     expected = _EXPECTED[cause]
     detected = [o for o in outcomes if o.detected]
+    findings = sum(o.findings for o in outcomes)
     figures: dict[str, object] = {
         "histories": len(outcomes),
         "false_alarm": wilson(sum(o.false_alarm for o in outcomes), len(outcomes)),
+        # Benjamini-Hochberg controls this (5%), not the chance of any false finding per history.
+        "false_discovery_proportion": (
+            round(sum(o.false_findings for o in outcomes) / findings, 3) if findings else None
+        ),
         "gate_fail": wilson(sum(o.gate_failed for o in outcomes), len(outcomes)),
     }
     if expected is not None:
