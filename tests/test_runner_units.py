@@ -27,6 +27,7 @@ from audit.runner.client import (
     assistant_entry,
     backoff_s,
     classify,
+    parse_completion,
     split_reasoning,
     with_retries,
 )
@@ -404,3 +405,32 @@ def test_sample_rows_round_trip_through_duckdb(content: str, reasoning: str, epo
         "v9",
     )
     assert stored["outcome"] == row["outcome"]
+
+
+def test_parse_completion_is_strict_first_then_lenient_like_the_client() -> None:
+    full = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "ok", "reasoning_content": "why"},
+            }
+        ],
+    }
+    parsed = parse_completion(json.dumps(full).encode())
+    assert parsed.choices[0].message.content == "ok"
+    assert parsed.choices[0].message.model_extra == {"reasoning_content": "why"}
+    # Some servers leave out fields the schema requires: read leniently, as openai would.
+    sloppy = {"choices": [{"message": {"role": "assistant", "content": "fine"}}]}
+    lenient = parse_completion(json.dumps(sloppy).encode())
+    assert lenient.choices[0].message.content == "fine"
+    with pytest.raises(json.JSONDecodeError):
+        parse_completion(b'{"id": "chatcmpl-malformed", "choices": [{"ind')
+    with pytest.raises(Exception) as not_object:
+        parse_completion(b"[1, 2]")
+    assert classify(not_object.value) is not None
+    assert classify(not_object.value).kind == "malformed_response"
