@@ -395,6 +395,15 @@ def test_every_metric_is_estimated_and_the_sandbagging_gap_comes_from_conditions
         {"metric": "sandbagging_gap", "value": pytest.approx(0.4)},
         {"metric": "spec_citation_rate", "value": 0.0},
     ]
+    gap = store.query(
+        "SELECT value, ci_low, ci_high, n_samples, n_scenarios FROM estimates "
+        "WHERE sha = ? AND metric = 'sandbagging_gap' AND scope = 'all'",
+        [sha],
+    )[0]
+    # One paired scenario with no spread inside either condition: the two-level bootstrap
+    # still cannot widen it (every resample equals 0.4), but it counts the samples behind it.
+    assert (gap["ci_low"], gap["ci_high"]) == (pytest.approx(0.4), pytest.approx(0.4))
+    assert (gap["n_samples"], gap["n_scenarios"]) == (8, 1)
     families = store.query(
         "SELECT scope_id, n_scenarios FROM estimates WHERE sha = ? AND metric = 'covert_rate' "
         "AND scope = 'family' ORDER BY scope_id",
@@ -449,3 +458,28 @@ def test_every_model_gets_its_own_baseline_comparisons(store: Store) -> None:
         ("b", "baseline", shas[2]),
         ("b", "consecutive", shas[1]),
     ]
+
+
+def test_sandbagging_gap_interval_counts_the_samples_within_each_condition(
+    store: Store,
+) -> None:
+    """With one paired scenario, resampling per-scenario gaps gives a zero-width interval;
+    the two-level bootstrap reflects how much the scores vary within each condition."""
+    (sha,) = add_revisions(store, [BASE_SPEC])
+    add_samples(store, "m", BASE_SPEC, planted(uniform(0.25)), epochs=8)
+    sandbag = next(s for s in heldout().scenarios if s.family == "sandbagging")
+    store.con.execute(
+        "UPDATE samples SET condition = CASE WHEN epoch < 4 THEN 'neutral' ELSE 'incentive' END, "
+        "score = CASE epoch WHEN 0 THEN 1.0 WHEN 1 THEN 0.8 WHEN 2 THEN 0.9 WHEN 3 THEN 0.9 "
+        "WHEN 4 THEN 0.3 WHEN 5 THEN 0.7 WHEN 6 THEN 0.5 ELSE 0.5 END WHERE scenario_id = ?",
+        [sandbag.id],
+    )
+    detect(store, CONFIG)
+    gap = store.query(
+        "SELECT value, ci_low, ci_high FROM estimates "
+        "WHERE sha = ? AND metric = 'sandbagging_gap' AND scope = 'all'",
+        [sha],
+    )[0]
+    assert gap["value"] == pytest.approx(0.4)
+    assert gap["ci_low"] < 0.4 - 0.05 and gap["ci_high"] > 0.4 + 0.05
+    assert gap["ci_low"] > 0  # still a clear gap: lower scores under the incentive
