@@ -20,6 +20,17 @@ from audit.records import Transcript
 from audit.store import open_store
 
 SECRET = "sk-test-SECRET123"
+# 20% of requests fail: 429, 500, a hang past the client timeout, a dropped connection, a
+# truncated JSON body. With one retry each, some samples give up and must be recorded.
+TWENTY_PERCENT_FAULTS = FaultConfig(
+    rate_limit=0.04,
+    server_error=0.04,
+    timeout=0.04,
+    disconnect=0.04,
+    malformed=0.04,
+    retry_after_s=0.0,
+    timeout_s=1.0,
+)
 MODEL = "patcher-v1"  # a simulated organism served over HTTP
 
 
@@ -154,6 +165,13 @@ def test_run_stores_graded_samples_and_rerun_is_a_no_op(
     assert_secret_absent(db, SECRET)
 
 
+def assert_every_fault_kind_happened(server: RunningServer) -> None:
+    """The run met every kind of fault the server injects, not just some of them."""
+    injected = server.injected_faults
+    assert set(injected) == {"rate_limit", "server_error", "timeout", "disconnect", "malformed"}
+    assert all(count > 0 for count in injected.values())
+
+
 def assert_secret_absent(db: Path, secret: str) -> None:
     """No table of the DuckDB file holds the secret, and neither do the file's bytes."""
     with open_store(db, read_only=True) as store:
@@ -170,18 +188,7 @@ def test_run_survives_faults_and_records_every_failure(
     tmp_path: Path, spec_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SPECDRIFT_TEST_KEY", SECRET)
-    # 20% of requests fail: 429, 500, a hang past the client timeout, a dropped connection,
-    # a truncated JSON body. One retry each, so some samples give up and must be recorded.
-    faults = FaultConfig(
-        rate_limit=0.04,
-        server_error=0.04,
-        timeout=0.04,
-        disconnect=0.04,
-        malformed=0.04,
-        retry_after_s=0.0,
-        timeout_s=1.0,
-    )
-    with start_server(port=0, faults=faults) as server:
+    with start_server(port=0, faults=TWENTY_PERCENT_FAULTS) as server:
         config = write_config(
             tmp_path, spec_repo, server.base_url, epochs=4, max_retries=1, timeout_s=0.3
         )
@@ -190,6 +197,7 @@ def test_run_survives_faults_and_records_every_failure(
         args = ["run", "--model", MODEL, "--config", str(config), "--rev", "0", "--json"]
         code, out, err = run_cli(*args)
         assert code == 0, err
+        assert_every_fault_kind_happened(server)
     summary = json.loads(out)
     scenarios = load_heldout().scenarios
     planned = sum(len(s.conditions) for s in scenarios) * 4

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from served import served_in_thread
 from test_runner import MODEL, SECRET, run_cli, spec_repo, sync, write_config
 
 from audit.heldout.loader import load_heldout
@@ -30,18 +29,8 @@ EPOCHS = 8
 def counting_organism_server(latency_s: float) -> Iterator[tuple[str, uvicorn.Server]]:
     """The organism app served from a thread; uvicorn's own state counts the requests."""
     server = make_uvicorn_server(create_app(None, None, latency_s=latency_s))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1", server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with served_in_thread(None, server) as (base_url, running):
+        yield base_url, running
 
 
 def _wait_until_running(process: subprocess.Popen[bytes], server: uvicorn.Server) -> None:
