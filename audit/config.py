@@ -201,17 +201,21 @@ def with_model_overrides(
         for name in names:
             config.model(name)  # raises the "unknown model" error
     for model in data["models"]:
-        if model["name"] not in wanted:
-            continue
-        for dotted, value in overrides.items():
-            if value is None:
-                continue
-            target = model
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                target = target.setdefault(key, {})
-            target[leaf] = value
+        if model["name"] in wanted:
+            _set_dotted(model, overrides)
     return parse_config(data, source="options")
+
+
+def _set_dotted(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set ``{"a.b": value}`` paths in nested dicts, skipping ``None`` values."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[leaf] = value
 
 
 def with_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
@@ -220,12 +224,5 @@ def with_overrides(config: AuditConfig, **overrides: Any) -> AuditConfig:
     ``with_overrides(cfg, db="x.duckdb", **{"run.epochs": 5})``.
     """
     data = config.model_dump()
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        target = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            target = target[key]
-        target[leaf] = value
+    _set_dotted(data, overrides)
     return parse_config(data, source="options")

@@ -26,7 +26,7 @@ from test_runner import (
     write_config,
 )
 
-from audit.config import ModelConfig, RunConfig
+from audit.config import ModelConfig
 from audit.heldout.loader import load_heldout
 from audit.organisms.server import RunningServer, start_server
 from audit.runner.matrix import RunPlan, expand
@@ -342,7 +342,3 @@ def test_run_exits_1_when_rows_cannot_be_stored(
     assert f"NOT STORED {planned}" in out
     assert err.startswith(f"error: {planned} sample(s) could not be stored (")
     assert "rerun to redo them" in err
-
-
-def test_run_config_workers_default_is_one() -> None:
-    assert RunConfig().workers == 1

@@ -355,10 +355,6 @@ class _Batch:
         self._rows: list[int | None] = []
         self._resampled: list[np.ndarray] = []
 
-    def add_values(self, per_scenario: np.ndarray) -> int:
-        """A bootstrap-only interval of the macro mean of per-scenario values (NaN left out)."""
-        return self._add(per_scenario[~np.isnan(per_scenario)], None)
-
     def add_rate(self, events: np.ndarray, trials: np.ndarray) -> int:
         """A rate interval: bootstrap over scenarios united with the pooled-count interval."""
         keep = trials > 0

@@ -44,11 +44,6 @@ def matches_anything(pattern: str) -> bool:
     return all(compiled.search(text) for text in _PROBES)
 
 
-def witness_texts(pattern: str, variants: int = _VARIANTS) -> list[str]:
-    """Texts built from ``pattern``: first branches and minimal repeats, then varied choices."""
-    return list(dict.fromkeys(_witnesses(pattern, variants)))
-
-
 def _witnesses(pattern: str, variants: int) -> Iterator[str]:
     # Lazily, so that the common case (the first text matches) builds one text only.
     nodes = list(sre_parse.parse(pattern))

@@ -365,12 +365,12 @@ def _finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
 
 
 def _worker_fields(context: _RunContext) -> dict[str, Any]:
-    """What a worker process needs of the run context (it brings its own writer and stats)."""
+    """What a worker process needs of the run context (it brings its own writer, stats and
+    random generator: forked copies of one generator would jitter their backoffs in step)."""
     return {
         "run": context.run,
         "run_id": context.run_id,
         "set_hash": context.set_hash,
-        "rng": random.Random(),
         "scrub": context.scrub,
     }
 

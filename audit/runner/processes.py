@@ -17,6 +17,7 @@ import asyncio
 import multiprocessing
 import os
 import queue as queue_module
+import random
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -116,6 +117,7 @@ def _worker_main(
         **context_fields,
         writer=QueueSink(queue, shard.index),  # type: ignore[arg-type]
         stats=CallStats(),
+        rng=random.Random(),
         progress=NullProgress(),
     )
 
