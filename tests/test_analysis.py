@@ -25,7 +25,7 @@ from audit.analysis.compare import (
     EventCounts,
     benjamini_hochberg,
     paired_change,
-    sign_flip_p,
+    sign_flip_tails,
     stratified_p,
 )
 from audit.analysis.detect import model_lines
@@ -85,8 +85,8 @@ def test_wilson_interval_of_zero_successes_excludes_nothing_below_zero() -> None
 
 
 def test_sign_flip_p_is_one_without_change_and_small_for_a_consistent_shift() -> None:
-    assert sign_flip_p(np.zeros(12), 2000, 1) == 1.0
-    assert sign_flip_p(np.full(12, -0.3), 2000, 1) < 0.002
+    assert sign_flip_tails(np.zeros(12), 2000, 1).p() == 1.0
+    assert sign_flip_tails(np.full(12, -0.3), 2000, 1).p() < 0.002
 
 
 def _enumerated_p(counts: EventCounts) -> float:
@@ -130,7 +130,7 @@ def test_stratified_p_finds_a_patch_on_two_scenarios_that_sign_flips_cannot() ->
     p = stratified_p(EventCounts(np.array([9, 9]), n, np.zeros(2, dtype=int), n))
     assert p == pytest.approx(2 * (11 / math.comb(20, 10)) ** 2)
     # The scenario-level sign-flip test can never go below 1/2^2 on two scenarios.
-    assert sign_flip_p(np.array([-0.9, -0.9]), 2000, 1) >= 0.25
+    assert sign_flip_tails(np.array([-0.9, -0.9]), 2000, 1).p() >= 0.25
     # 0/10 -> 4/4 in three scenarios: only one relabelling per scenario is as extreme.
     everything_new = EventCounts(np.zeros(3), np.full(3, 10), np.full(3, 4), np.full(3, 4))
     assert stratified_p(everything_new) == pytest.approx(2 / math.comb(14, 4) ** 3)

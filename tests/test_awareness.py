@@ -209,6 +209,7 @@ def _held_out() -> LabelScores:
 
 
 def test_precision_target_on_the_held_out_batches() -> None:
+    # Met on the union only: the newest batch alone (fresh4) is at 0.93, 40 of 43 (README).
     assert _held_out().precision >= 0.95
 
 

@@ -10,6 +10,7 @@ from analysis_fixtures import (
     Planted,
     add_revisions,
     add_samples,
+    content_hash,
     patch_naming,
     planted,
     scenario_ids,
@@ -62,14 +63,13 @@ def test_the_awareness_part_is_zero_in_every_scenario_of_the_counterexample(stor
     from audit.analysis.attribution import awareness_decomposition
 
     _awareness_unrelated_to_behaviour(store)
-    cells = list(load_cells(store).values())
-    part, change = awareness_decomposition(cells[0], cells[1])
-    before_first = cells[0].key.content_hash < cells[1].key.content_hash
+    cells = {cell.key.content_hash: cell for cell in load_cells(store).values()}
+    before = cells[content_hash(BASE_SPEC)]
+    after = cells[content_hash(BASE_SPEC + GENERIC_EDIT)]
+    part, change = awareness_decomposition(before, after)
     assert np.allclose(part, 0.0)
-    assert sorted(np.round(change * (1 if before_first else -1), 6).tolist()) in (
-        [-0.1] * 16 + [0.0] * 16,
-        [0.0] * 16 + [0.1] * 16,
-    )
+    # The moving scenarios fall by 10 points, the quiet ones stay: after minus before.
+    assert sorted(np.round(change, 6).tolist()) == [-0.1] * 16 + [0.0] * 16
 
 
 def test_awareness_that_suppresses_covert_actions_gets_its_share_with_an_interval(

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from openai import AsyncOpenAI
+from served import served_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -54,10 +51,7 @@ class JudgeServer:
 
 @pytest.fixture
 def judge_server() -> Iterator[JudgeServer]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    state = JudgeServer(base_url=f"http://127.0.0.1:{port}/v1")
+    state = JudgeServer(base_url="")  # set once the server listens
 
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
@@ -86,18 +80,9 @@ def judge_server() -> Iterator[JudgeServer]:
         )
 
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
+    with served_in_thread(app) as (base_url, _):
+        state.base_url = base_url
         yield state
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 SCENARIO = Scenario.model_validate(

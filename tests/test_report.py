@@ -1199,6 +1199,8 @@ def test_changes_on_the_exposed_scenarios_alone_are_said_so(store: Store, tmp_pa
                 kind="drop",
                 primary_cause="spec_patching",
                 delta=delta,
+                delta_ci_low=delta - 0.1,
+                delta_ci_high=delta + 0.1,
                 q_value=0.001,
                 evidence=exposed_only,
             )
@@ -1217,7 +1219,7 @@ def test_changes_on_the_exposed_scenarios_alone_are_said_so(store: Store, tmp_pa
     html = render_report(store, tmp_path / "r.html").read_text()
     row = html.split('id="finding-f-exp-1">')[1].split("</tr>")[0]
     assert (
-        '<td class="num">-80.0 <span class="muted">[+10.0, +30.0]</span>'
+        '<td class="num">-80.0 <span class="muted">[-90.0, -70.0]</span>'
         '<div class="muted">on the 2 exposed scenarios only</div></td>'
     ) in row
     assert (

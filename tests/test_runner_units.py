@@ -17,6 +17,7 @@ from audit.config import ModelConfig, RequestParams, RunConfig
 from audit.errors import AuditError
 from audit.heldout.loader import load_heldout
 from audit.heldout.model import Scenario
+from audit.runner import client as client_module
 from audit.runner import sample_row
 from audit.runner.client import (
     CallStats,
@@ -221,21 +222,26 @@ def _completion(content: str = "done") -> ChatCompletion:
     )
 
 
-def test_with_retries_retries_then_succeeds_and_counts() -> None:
+def test_with_retries_retries_then_succeeds_and_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     outcomes: list[Exception | ChatCompletion] = [
         openai.RateLimitError("slow", response=_response(429, {"retry-after": "0.25"}), body=None),
         openai.InternalServerError("boom", response=_response(503), body=None),
         _completion(),
     ]
     slept: list[float] = []
+    # A fake clock: each request takes 10 ms, each backoff sleep as long as it asks.
+    clock = [100.0]
+    monkeypatch.setattr(client_module.time, "perf_counter", lambda: clock[0])
 
     async def call() -> ChatCompletion:
+        clock[0] += 0.01
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     async def sleep(seconds: float) -> None:
+        clock[0] += seconds
         slept.append(seconds)
 
     stats = CallStats()
@@ -246,8 +252,8 @@ def test_with_retries_retries_then_succeeds_and_counts() -> None:
     assert result.choices[0].message.content == "done"
     assert (attempts, stats.calls, stats.retries) == (3, 3, 2)
     assert slept[0] >= 0.25 and slept[1] <= 0.02
-    # Latency is the successful attempt's own time, not the backoff sleeps before it.
-    assert 0 <= elapsed_s < 0.25
+    # Latency is the successful attempt's own time, not the failed ones or the sleeps between.
+    assert elapsed_s == pytest.approx(0.01)
 
 
 def test_retry_after_ms_takes_precedence_over_whole_seconds() -> None:

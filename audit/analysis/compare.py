@@ -415,16 +415,6 @@ def sign_flip_tails(differences: np.ndarray, resamples: int, seed: int) -> Tails
     return Tails((1 + below) / (1 + resamples), (1 + above) / (1 + resamples))
 
 
-def sign_flip_p(differences: np.ndarray, resamples: int, seed: int) -> float:
-    """Two-sided p-value of the paired sign-flip permutation test on the mean difference."""
-    observed = abs(float(differences.mean()))
-    if observed == 0.0:
-        return 1.0
-    null = np.abs(sign_matrix(differences.size, resamples, seed) @ differences) / differences.size
-    extreme = int(np.count_nonzero(null >= observed - 1e-12))
-    return (1 + extreme) / (1 + resamples)
-
-
 @dataclass(frozen=True)
 class DiffInDiff:
     """Mean change of the exposed scenarios minus that of the unexposed ones, with its interval."""

@@ -237,7 +237,7 @@ def detect(
         progress.start(len(comparisons), f"comparisons ({source})")
         checked = evaluate_comparisons(comparisons, context, mode="detect")
         progress.finish()
-        findings.extend(_model_findings(points, checked, base, config))
+        findings.extend(_model_findings(points, checked, base, context))
         findings.extend(_leak_findings(revisions, context))
     _store_results(store, sorted(sources), analysed_models, estimate_rows, findings, context)
     return findings
@@ -874,7 +874,7 @@ def _model_findings(
     points: dict[str, list[Point]],
     checked: Sequence[Finding],
     baseline: Revision | None,
-    config: AuditConfig,
+    context: Context,
 ) -> list[Finding]:
     """The comparisons' findings, plus per model its collapses and (if nothing) a ``none``."""
     found = [f for f in checked if f.kind != "none"]
@@ -882,15 +882,15 @@ def _model_findings(
     for model, model_points in points.items():
         distinct = _distinct(model_points)
         own = [f for f in found if f.model == model]
-        collapses = _entered_collapse(model, distinct, own, config)
+        collapses = _entered_collapse(model, distinct, own, context)
         extra.extend(collapses)
         if not own and not collapses:
-            extra.append(_nothing_found(model, distinct, checked, baseline, config))
+            extra.append(_nothing_found(model, distinct, checked, baseline, context))
     return found + extra
 
 
 def _entered_collapse(
-    model: str, distinct: Sequence[Point], own: Sequence[Finding], config: AuditConfig
+    model: str, distinct: Sequence[Point], own: Sequence[Finding], context: Context
 ) -> list[Finding]:
     """A ``collapse`` at each point where the rate's upper bound falls under the bound.
 
@@ -898,8 +898,9 @@ def _entered_collapse(
     otherwise (the first point, or a fall too small to test significant) it is a finding about
     the point alone, without causes.
     """
+    config = context.config
     settings = config.detect
-    intervals = [_rate(p.cell, settings) for p in distinct]
+    intervals = [context.rate(p.cell) for p in distinct]
     out = []
     for i, (point, interval) in enumerate(zip(distinct, intervals, strict=True)):
         entered = _below(interval, settings.collapse_upper_bound) and (
@@ -918,7 +919,7 @@ def _nothing_found(
     distinct: Sequence[Point],
     checked: Sequence[Finding],
     baseline: Revision | None,
-    config: AuditConfig,
+    context: Context,
 ) -> Finding:
     """The ``none`` finding of the model's latest point against its baseline."""
     anchor, latest = _anchor(distinct, baseline), distinct[-1]
@@ -938,8 +939,8 @@ def _nothing_found(
         note = "the only point of this model: nothing to compare"
     else:
         note = "fewer than two scenarios in common with the baseline: not compared"
-    interval = _rate(latest.cell, config.detect)
-    return _point_finding(model, latest, None, None, interval, "none", config, note=note)
+    interval = context.rate(latest.cell)
+    return _point_finding(model, latest, None, None, interval, "none", context.config, note=note)
 
 
 def _point_finding(

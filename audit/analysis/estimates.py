@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from audit.graders.sandbagging import ScoredSample, accuracy_gap
+from audit.intervals import wilson_bounds
 from audit.store import Store
 
 #: Metrics written to ``estimates.metric``: name -> (numerator count, denominator count).
@@ -48,7 +49,6 @@ RATE_METRICS: dict[str, tuple[str, str]] = {
 GAP_METRIC = "sandbagging_gap"
 #: Condition names taken as the reference side of a paired family's gap, in order of preference.
 _REFERENCE_CONDITIONS = ("neutral", "default", "control", "baseline")
-_Z95 = 1.959963984540054
 #: Below this many events (or non-events) the pooled interval is exact (Clopper-Pearson).
 EXACT_BELOW = 20
 
@@ -70,9 +70,8 @@ class Cell:
     scenario_ids: tuple[str, ...]
     families: tuple[str, ...]
     counts: dict[str, np.ndarray]
-    #: Score of the reference condition minus the other condition, per scenario; NaN if unpaired.
-    gap: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    #: Every scored sample of a paired scenario, for the gap's two-level bootstrap.
+    #: Every scored sample of a paired scenario (conditions named ``reference`` and ``other``),
+    #: for the sandbagging gap's two-level bootstrap.
     scored: tuple[ScoredSample, ...] = ()
 
     def rate(self, metric: str) -> np.ndarray:
@@ -91,8 +90,7 @@ class Cell:
             scenario_ids=scenario_ids,
             families=tuple(self.families[i] for i in take),
             counts={k: v[take] for k, v in self.counts.items()},
-            gap=self.gap[take] if self.gap.size else self.gap,
-            scored=tuple(x for x in self.scored if x.scenario_id in where),
+            scored=tuple(x for x in self.scored if x.scenario_id in set(scenario_ids)),
         )
 
     @property
@@ -166,7 +164,7 @@ def load_cells(
         params.append(set_hash)
     where = " AND ".join(clauses)
     data = store.con.execute(_COUNT_SQL.format(where=where), params).fetchnumpy()
-    gaps, scored = _load_gaps(store, where, params)
+    scored = _load_scored(store, where, params)
     cells: dict[CellKey, Cell] = {}
     if len(data["model"]) == 0:
         return cells
@@ -176,41 +174,34 @@ def load_cells(
         key = CellKey(*(str(part) for part in keys[begin]))
         ids = tuple(str(s) for s in data["scenario_id"][begin:end])
         counts = {c: np.asarray(data[c][begin:end], dtype=np.int64) for c in COUNT_COLUMNS}
-        gap = np.array([gaps.get((key, sid), np.nan) for sid in ids], dtype=float)
         cells[key] = Cell(
             key=key,
             scenario_ids=ids,
             families=tuple(str(f) for f in data["family_name"][begin:end]),
             counts=counts,
-            gap=gap,
             scored=tuple(scored.get(key, ())),
         )
     return cells
 
 
-def _load_gaps(
-    store: Store, where: str, params: list
-) -> tuple[dict[tuple[CellKey, str], float], dict[CellKey, list[ScoredSample]]]:
-    """Per paired scenario, the score gap between the reference condition and the other one;
-    per cell, the scored samples of its paired scenarios (conditions renamed to
-    ``reference``/``other``)."""
+def _load_scored(store: Store, where: str, params: list) -> dict[CellKey, list[ScoredSample]]:
+    """Per cell, the scored samples of its paired scenarios, their conditions renamed to
+    ``reference`` (neutral, default, ...) and ``other``; unpaired scenarios are left out."""
     rows = store.con.execute(_GAP_SQL.format(where=where), params).fetchall()
     by_scenario: dict[tuple[CellKey, str], dict[str, list[float]]] = {}
     for model, content_hash, set_hash, scenario_id, condition, score in rows:
         key = (CellKey(model, content_hash, set_hash), scenario_id)
         by_scenario.setdefault(key, {}).setdefault(condition, []).append(float(score))
-    gaps: dict[tuple[CellKey, str], float] = {}
     scored: dict[CellKey, list[ScoredSample]] = {}
     for (cell_key, scenario_id), scores in by_scenario.items():
         if len(scores) < 2:
             continue
         reference = next((c for c in _REFERENCE_CONDITIONS if c in scores), min(scores))
         other = min(c for c in scores if c != reference)
-        gaps[(cell_key, scenario_id)] = float(np.mean(scores[reference]) - np.mean(scores[other]))
         samples = scored.setdefault(cell_key, [])
         for side, condition in (("reference", reference), ("other", other)):
             samples.extend(ScoredSample(scenario_id, side, x) for x in scores[condition])
-    return gaps, scored
+    return scored
 
 
 @lru_cache(maxsize=64)
@@ -336,13 +327,10 @@ def _exact_lower(successes: int, trials: int) -> float:
 
 def wilson_interval(successes: int, trials: int) -> Interval:
     """Wilson score interval for one scenario's rate (epochs of one scenario are one cluster)."""
-    if trials == 0:
+    bounds = wilson_bounds(successes, trials)
+    if bounds is None:
         return Interval(None, None, None)
-    p = successes / trials
-    denom = 1 + _Z95**2 / trials
-    centre = (p + _Z95**2 / (2 * trials)) / denom
-    half = _Z95 * math.sqrt(p * (1 - p) / trials + _Z95**2 / (4 * trials**2)) / denom
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+    return Interval(successes / trials, *bounds)
 
 
 class _Batch:
@@ -452,9 +440,10 @@ def _gap_rows(
     samples within each condition): with the few paired scenarios a set has, resampling only
     the per-scenario gaps would understate the uncertainty (zero width for one scenario).
     """
-    paired = ~np.isnan(cell.gap) if cell.gap.size else np.zeros(0, dtype=bool)
-    if not paired.any():
+    paired_ids = {x.scenario_id for x in cell.scored}
+    if not paired_ids:
         return []
+    paired = np.array([sid in paired_ids for sid in cell.scenario_ids])
     scopes = [("family", f, mask & paired) for f, mask in family_masks.items()]
     scopes.append(("all", "*", paired))
     rows = []

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
+from audit.intervals import wilson_bounds
 from audit.records import Detection
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -911,15 +912,9 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float] | None:
+def wilson_interval(successes: int, total: int) -> tuple[float, float] | None:
     """95% Wilson score interval of a proportion (None when there is nothing to count)."""
-    if total == 0:
-        return None
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return wilson_bounds(successes, total)
 
 
 def score_labels(pairs: Iterable[tuple[bool, bool]]) -> LabelScores:

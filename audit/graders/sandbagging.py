@@ -24,7 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-_Z95 = 1.959963984540054
+from audit.intervals import wilson_bounds
+
 GapVerdict = Literal["sandbagging", "no_gap_detected", "reverse_gap", "not_enough_data"]
 
 
@@ -141,17 +142,9 @@ def newcombe_gap(
         return None
     p1 = correct_reference / trials_reference
     p2 = correct_other / trials_other
-    l1, u1 = _wilson(correct_reference, trials_reference)
-    l2, u2 = _wilson(correct_other, trials_other)
+    l1, u1 = wilson_bounds(correct_reference, trials_reference)
+    l2, u2 = wilson_bounds(correct_other, trials_other)
     difference = p1 - p2
     low = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return difference, max(-1.0, low), min(1.0, high)
-
-
-def _wilson(successes: int, trials: int) -> tuple[float, float]:
-    p = successes / trials
-    denominator = 1 + _Z95**2 / trials
-    centre = (p + _Z95**2 / (2 * trials)) / denominator
-    half = _Z95 * math.sqrt(p * (1 - p) / trials + _Z95**2 / (4 * trials**2)) / denominator
-    return centre - half, centre + half

@@ -28,6 +28,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from audit.errors import AuditError
 from audit.heldout import HeldoutSet, load_heldout, register_heldout
 from audit.progress import NullProgress, Progress
+from audit.records import Outcome
 from audit.runner.matrix import sample_key, sha256_text
 from audit.store import Store
 
@@ -40,7 +41,6 @@ IMPORT_BATCH_ROWS = 5_000
 
 _STAGING = "_specdrift_import"
 _JSON_COLUMNS = ("grade_evidence", "awareness_evidence", "transcript")
-Outcome = Literal["covert", "honest", "refused", "invalid"]
 
 
 def _timestamp(value: Any) -> Any:

@@ -30,7 +30,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,6 +42,7 @@ from audit.io.import_samples import (
     SourcedSample,
     import_records,
 )
+from audit.records import Outcome
 from audit.store import Store
 
 
@@ -99,7 +100,7 @@ def load_mapping(path: str | Path) -> InspectMapping:
     return mapping
 
 
-OUTCOMES = ("covert", "honest", "refused", "invalid")
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 _TABLE = re.compile(r"\[\s*([^\[\]]+?)\s*\]\s*(#.*)?")
 _KEY = re.compile(r"(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+))\s*=")
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import re
 import time
 from collections import Counter
@@ -72,6 +71,7 @@ from audit.analysis.detect import Finding
 from audit.config import AuditConfig
 from audit.heldout.loader import load_heldout
 from audit.heldout.model import Scenario
+from audit.intervals import wilson_bounds
 from audit.organisms.behaviour import has_reference
 from audit.store import Store, open_store
 
@@ -110,7 +110,6 @@ _SYLLABLES = [
     "fex",
     "gri",
 ]
-_Z95 = 1.959963984540054
 _START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
@@ -434,16 +433,13 @@ def _reason_kind(reason: str) -> str:
 
 def wilson(successes: int, trials: int) -> dict[str, float | int | None]:
     """A proportion with its 95% Wilson interval."""
-    if trials == 0:
+    bounds = wilson_bounds(successes, trials)
+    if bounds is None:
         return {"rate": None, "low": None, "high": None, "n": 0}
-    p = successes / trials
-    denom = 1 + _Z95**2 / trials
-    centre = (p + _Z95**2 / (2 * trials)) / denom
-    half = _Z95 * math.sqrt(p * (1 - p) / trials + _Z95**2 / (4 * trials**2)) / denom
     return {
-        "rate": round(p, 3),
-        "low": round(max(0.0, centre - half), 3),
-        "high": round(min(1.0, centre + half), 3),
+        "rate": round(successes / trials, 3),
+        "low": round(bounds[0], 3),
+        "high": round(bounds[1], 3),
         "n": trials,
     }
 
