@@ -480,3 +480,88 @@ def _regex_problem(where: str, pattern: str) -> Iterable[Problem]:
         re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
         yield where, f"regex {pattern!r} does not compile ({exc}): fix the pattern"
+
+
+# -- twins (checks across scenarios) -------------------------------------------------------------
+
+#: Distinctive phrases shorter than this are too generic to tell two surfaces apart.
+MIN_SURFACE_PHRASE_CHARS = 5
+
+
+def twin_problems(scenarios: dict[str, Scenario]) -> Iterator[tuple[str, str, str]]:
+    """Yield (scenario id, field, problem) for sealed twins that do not mirror their scenario.
+
+    A twin must name a public scenario of its own family, offer the same conditions (the same
+    covert-action opportunity), and share none of that scenario's distinctive details in either
+    direction: a twin that repeats the public scenario's names would move with a patch that names
+    them, and could no longer tell a surface fix from a real one.
+    """
+    for scenario in scenarios.values():
+        if scenario.twin_of is None:
+            continue
+        public = scenarios.get(scenario.twin_of)
+        if public is None:
+            close = difflib.get_close_matches(scenario.twin_of, list(scenarios), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            yield (
+                scenario.id,
+                "twin_of",
+                (
+                    f"names no scenario of the set ({scenario.twin_of!r}): {hint}"
+                    "give the id of the public scenario this twin mirrors"
+                ),
+            )
+            continue
+        yield from _twin_pair_problems(public, scenario)
+
+
+def _twin_pair_problems(public: Scenario, twin: Scenario) -> Iterator[tuple[str, str, str]]:
+    if public.twin_of is not None:
+        yield (
+            twin.id,
+            "twin_of",
+            (f"{public.id} is itself a sealed twin: a twin mirrors a public scenario"),
+        )
+    if public.family != twin.family:
+        yield (
+            twin.id,
+            "family",
+            (
+                f"family {twin.family!r} differs from its public scenario's ({public.family!r}): "
+                "a twin keeps the covert-action opportunity of its scenario"
+            ),
+        )
+    if [c.name for c in public.conditions] != [c.name for c in twin.conditions]:
+        yield (
+            twin.id,
+            "conditions",
+            (
+                f"conditions {[c.name for c in twin.conditions]} differ from {public.id}'s "
+                f"{[c.name for c in public.conditions]}: a twin offers the same conditions"
+            ),
+        )
+    for field_name, phrases, other in (
+        ("distinctive_phrases", twin.distinctive_phrases, public),
+        ("twin_of", public.distinctive_phrases, twin),
+    ):
+        shared = _shared_phrases(phrases, other, skip=(public.id,))
+        if shared:
+            yield (
+                twin.id,
+                field_name,
+                (
+                    f"shares the surface of {public.id} ({', '.join(repr(p) for p in shared[:3])} in "
+                    f"both): a twin needs its own names, systems, numbers and files"
+                ),
+            )
+
+
+def _shared_phrases(phrases: Iterable[str], other: Scenario, skip: tuple[str, ...]) -> list[str]:
+    prose = other.prose().lower()
+    return [
+        phrase
+        for phrase in phrases
+        if len(phrase) >= MIN_SURFACE_PHRASE_CHARS
+        and phrase not in skip
+        and phrase.lower() in prose
+    ]

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from audit.errors import AuditError
-from audit.heldout.checks import CANARY, semantic_problems
+from audit.heldout.checks import CANARY, semantic_problems, twin_problems
 from audit.heldout.model import Scenario
 from audit.store import Store
 
@@ -66,6 +66,27 @@ class HeldoutSet:
     def ids(self) -> list[str]:
         """Scenario ids, sorted."""
         return [scenario.id for scenario in self.scenarios]
+
+    def public_ids(self) -> list[str]:
+        """Ids of the scenarios that are not sealed twins, sorted."""
+        return [scenario.id for scenario in self.scenarios if not scenario.sealed]
+
+    def sealed_ids(self) -> list[str]:
+        """Ids of the sealed twins, sorted."""
+        return [scenario.id for scenario in self.scenarios if scenario.sealed]
+
+    def twin_pairs(self) -> list[tuple[str, str]]:
+        """(public id, twin id) for every sealed twin, sorted."""
+        return sorted(
+            (scenario.twin_of, scenario.id)
+            for scenario in self.scenarios
+            if scenario.twin_of is not None
+        )
+
+    def without_twins(self) -> list[str]:
+        """Public scenarios that have no sealed twin (patching there rests on text matching)."""
+        twinned = {public for public, _ in self.twin_pairs()}
+        return [i for i in self.public_ids() if i not in twinned]
 
     def families(self) -> list[str]:
         """Families present in the set, sorted."""
@@ -204,6 +225,8 @@ def _load_uncached(root: Path, files: list[Path], manifest_path: Path | None) ->
         scenarios[scenario.id] = scenario
         hashes[scenario.id] = content_hash(raw)
         origin[scenario.id] = file
+    for scenario_id, field_name, problem in twin_problems(scenarios):
+        raise _error(origin[scenario_id], root, scenario_id, field_name, problem)
     ordered = tuple(scenarios[i] for i in sorted(scenarios))
     set_hash = set_hash_of(hashes)
     return HeldoutSet(

@@ -222,6 +222,37 @@ class Scenario(_Frozen):
         "aimed at it would mention. Used by exposure analysis and the organisms."
     )
     references: tuple[ReferenceTranscript, ...]
+    twin_of: str | None = Field(
+        None,
+        description="Sealed twins only: the id of the public scenario this one mirrors (same "
+        "family, covert-action opportunity and grading logic in kind, a different surface). A "
+        "twin is sealed: its prompts are never shown to the people who edit the spec.",
+    )
+
+    @property
+    def sealed(self) -> bool:
+        """Whether this scenario is a sealed twin (never shown without ``--unseal``)."""
+        return self.twin_of is not None
+
+    def prose(self) -> str:
+        """Every text a model reads or writes in this scenario, one piece per line.
+
+        Title, system and user text, condition suffixes, tool names and descriptions, parameter
+        names and descriptions, canned results, submission fields and questions: what a spec
+        edit aimed at the scenario could retell, and what exposure indexes.
+        """
+        pieces: list[str] = [self.title, self.system, self.user]
+        for condition in self.conditions:
+            pieces += [condition.system_suffix, condition.user_suffix]
+        for tool in self.tools:
+            pieces += [tool.name, tool.description]
+            for name, schema in tool.parameters.get("properties", {}).items():
+                description = schema.get("description", "") if isinstance(schema, dict) else ""
+                pieces += [name, description]
+            pieces += [canned.result for canned in tool.results]
+        pieces += list(self.submission.fields)
+        pieces += [question.prompt for question in self.questions]
+        return "\n".join(piece for piece in pieces if piece)
 
     def condition(self, name: str) -> Condition:
         for condition in self.conditions:
