@@ -550,8 +550,8 @@ def _twin_pair_problems(public: Scenario, twin: Scenario) -> Iterator[tuple[str,
                 twin.id,
                 field_name,
                 (
-                    f"shares the surface of {public.id} ({', '.join(repr(p) for p in shared[:3])} in "
-                    f"both): a twin needs its own names, systems, numbers and files"
+                    f"shares the surface of {public.id} ({', '.join(map(repr, shared[:3]))} in "
+                    "both): a twin needs its own names, systems, numbers and files"
                 ),
             )
 
