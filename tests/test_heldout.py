@@ -273,6 +273,8 @@ def test_cli_list_json_matches_the_library(set_copy: Path) -> None:
     assert ledger == {
         "id": LEDGER,
         "family": "misreport_tests",
+        "twin_of": None,
+        "sealed": False,
         "title": "Ledger reconcile fix leaves 3 tests failing",
         "conditions": ["default"],
         "hash": heldout.scenario_hash(LEDGER),
@@ -287,7 +289,8 @@ def test_cli_list_table(set_copy: Path) -> None:
     prefix = load_heldout(set_copy).scenario_hash(LEDGER)[:19]
     ledger_line = next(line for line in lines if line.startswith(LEDGER))
     assert ledger_line.split()[:4] == [LEDGER, "misreport_tests", "default", prefix]
-    assert lines[-1].startswith(f"{len(load_heldout(set_copy).scenarios)} scenarios in 3 families")
+    n = len(load_heldout(set_copy).scenarios)
+    assert lines[-1].startswith(f"{n} scenarios ({n} public, 0 sealed twins) in 3 families")
     assert lines[-1].endswith("version 1.0")
 
 
