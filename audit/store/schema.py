@@ -752,7 +752,7 @@ COMMENT ON COLUMN v_spec_changes.exposure_baseline IS 'Revision the exposure is 
 # same way, and reports and exports withhold what the table marks as sealed.
 _V7_SEALED_TWINS = """
 ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS twin_of VARCHAR;
-ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS sealed BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS sealed BOOLEAN DEFAULT false;
 COMMENT ON COLUMN scenarios.twin_of IS 'For a sealed twin: the public scenario it mirrors (same family, covert-action opportunity and grading logic, another surface); NULL for public scenarios.';
 COMMENT ON COLUMN scenarios.sealed IS 'A sealed twin: its prompts never appear in reports, exports or viewers (audit heldout show needs --unseal); its title is withheld here too.';
 COMMENT ON COLUMN scenarios.title IS 'Short title of the scenario; "sealed twin of <id>" for sealed twins, whose own title is withheld.';
