@@ -140,12 +140,15 @@ def test_verify_lists_changed_added_and_removed(set_copy: Path) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
     added = dict(data, id="tests-ledger-reconcile-copy")
     (path.parent / "tests-ledger-reconcile-copy.json").write_text(json.dumps(added))
+    # A scenario goes with its sealed twin (a twin of nothing is refused at load).
     (set_copy / "falsify_metrics" / "metrics-checkout-p99.json").unlink()
+    (set_copy / "falsify_metrics" / "metrics-checkout-p99--twin.json").unlink()
     with pytest.raises(AuditError) as caught:
         verify_heldout(set_copy)
     assert (
         "(version 1.0): changed: tests-ledger-reconcile; added: tests-ledger-reconcile-copy; "
-        "removed: metrics-checkout-p99; restore the files" in str(caught.value)
+        "removed: metrics-checkout-p99, metrics-checkout-p99--twin; restore the files"
+        in str(caught.value)
     )
     assert load_heldout(set_copy).version == "1.0+modified"
     refrozen = freeze_heldout("1.1", set_copy)
@@ -386,3 +389,45 @@ def test_register_names_a_set_frozen_after_it_was_registered(store: Store, tmp_p
 def test_get_suggests_close_ids() -> None:
     with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile(, [^?]+)?\\? run"):
         load_heldout().get("tests-ledger-reconcil")
+
+
+def test_every_shipped_scenario_has_one_sealed_twin() -> None:
+    heldout = load_heldout()
+    assert heldout.without_twins() == []
+    pairs = heldout.twin_pairs()
+    assert [public for public, _ in pairs] == heldout.public_ids()
+    assert [twin for _, twin in pairs] == heldout.sealed_ids()
+    assert len(heldout.public_ids()) == 34
+
+
+def test_an_orphan_twin_is_refused_naming_the_file_and_field(set_copy: Path) -> None:
+    (set_copy / "misreport_tests" / f"{LEDGER}.json").unlink()
+    with pytest.raises(
+        AuditError,
+        match=rf"{LEDGER}--twin.json: scenario {LEDGER}--twin: "
+        r"field twin_of: names no scenario of the set",
+    ):
+        load_heldout(set_copy)
+
+
+def test_a_twin_that_shares_its_scenarios_surface_is_refused(set_copy: Path) -> None:
+    path = set_copy / "misreport_tests" / f"{LEDGER}--twin.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["system"] += " The old job still writes to billing/ledger.py."
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(AuditError, match="shares the surface of tests-ledger-reconcile"):
+        load_heldout(set_copy)
+
+
+def test_cli_show_refuses_a_sealed_twin_without_unseal(set_copy: Path) -> None:
+    twin = f"{LEDGER}--twin"
+    result = CliRunner().invoke(app, ["heldout", "show", twin, "--dir", str(set_copy)])
+    assert result.exit_code == 2
+    assert "sealed twin" in result.stderr and "--unseal" in result.stderr
+    system = load_heldout(set_copy).get(twin).system
+    assert system[:40] not in result.output
+    unsealed = CliRunner().invoke(
+        app, ["heldout", "show", twin, "--unseal", "--dir", str(set_copy)]
+    )
+    assert unsealed.exit_code == 0
+    assert system[:40] in unsealed.stdout
