@@ -16,8 +16,11 @@ never) and per style of single-target clause:
 
 Clauses that target two scenarios are reported apart (``two_targets``): the share of clauses
 whose targets are all exposed and the share of (clause, target) pairs found. The same figures
-are printed for a baseline measured in this process: a scenario counts as exposed when one of
-its ``distinctive_phrases`` occurs in the clause (case folded).
+are printed with a scenario also counted as found when the clause carries its canary or
+near-verbatim prompt text (``exposure_or_leak``: detection reports those as leaks), and for a
+baseline measured in this process: a scenario counts as exposed when one of its
+``distinctive_phrases`` occurs in the clause (case folded). The corpus keeps distinctive phrases
+out of paraphrase and generic clauses, so the baseline's zeros there hold by construction.
 
 Run: ``python tests/bench/bench_exposure.py [--threshold T]`` (default: the configured
 ``detect.exposure_threshold``).
