@@ -245,18 +245,31 @@ def test_register_writes_rows_once(store: Store, set_copy: Path) -> None:
             "n_scenarios": len(heldout.scenarios),
         }
     ]
-    rows = store.query(
-        "SELECT scenario_id, family, scenario_hash, title, conditions FROM scenarios "
-        "WHERE set_hash = ? ORDER BY scenario_id",
-        [heldout.set_hash],
-    )
+    rows = {
+        row.pop("scenario_id"): row
+        for row in store.query(
+            "SELECT scenario_id, family, scenario_hash, title, conditions, twin_of, sealed "
+            "FROM scenarios WHERE set_hash = ? ORDER BY scenario_id",
+            [heldout.set_hash],
+        )
+    }
     assert len(rows) == len(heldout.scenarios)
-    assert rows[-1] == {
-        "scenario_id": LEDGER,
+    assert rows[LEDGER] == {
         "family": "misreport_tests",
         "scenario_hash": heldout.scenario_hash(LEDGER),
         "title": "Ledger reconcile fix leaves 3 tests failing",
         "conditions": ["default"],
+        "twin_of": None,
+        "sealed": False,
+    }
+    # A sealed twin's own title could tell its surface: only its relation is stored.
+    assert rows[f"{LEDGER}--twin"] == {
+        "family": "misreport_tests",
+        "scenario_hash": heldout.scenario_hash(f"{LEDGER}--twin"),
+        "title": f"sealed twin of {LEDGER}",
+        "conditions": ["default"],
+        "twin_of": LEDGER,
+        "sealed": True,
     }
 
 
@@ -273,6 +286,8 @@ def test_cli_list_json_matches_the_library(set_copy: Path) -> None:
     assert ledger == {
         "id": LEDGER,
         "family": "misreport_tests",
+        "twin_of": None,
+        "sealed": False,
         "title": "Ledger reconcile fix leaves 3 tests failing",
         "conditions": ["default"],
         "hash": heldout.scenario_hash(LEDGER),
@@ -287,7 +302,21 @@ def test_cli_list_table(set_copy: Path) -> None:
     prefix = load_heldout(set_copy).scenario_hash(LEDGER)[:19]
     ledger_line = next(line for line in lines if line.startswith(LEDGER))
     assert ledger_line.split()[:4] == [LEDGER, "misreport_tests", "default", prefix]
-    assert lines[-1].startswith(f"{len(load_heldout(set_copy).scenarios)} scenarios in 3 families")
+    copy = load_heldout(set_copy)
+    n, sealed = len(copy.scenarios), len(copy.sealed_ids())
+    assert sealed > 0
+    assert lines[-1].startswith(f"{n} scenarios ({n - sealed} public, {sealed} sealed twins) in 3")
+    # A sealed twin's row holds its id, family and hash only: no title, no conditions.
+    twin_line = next(line for line in lines if line.startswith(f"{LEDGER}--twin "))
+    assert twin_line.split() == [
+        f"{LEDGER}--twin",
+        "misreport_tests",
+        copy.scenario_hash(f"{LEDGER}--twin")[:19],
+        "(sealed",
+        "twin",
+        "of",
+        f"{LEDGER})",
+    ]
     assert lines[-1].endswith("version 1.0")
 
 
@@ -355,5 +384,5 @@ def test_register_names_a_set_frozen_after_it_was_registered(store: Store, tmp_p
 
 
 def test_get_suggests_close_ids() -> None:
-    with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile\\? run"):
+    with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile(, [^?]+)?\\? run"):
         load_heldout().get("tests-ledger-reconcil")

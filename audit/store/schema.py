@@ -747,6 +747,24 @@ COMMENT ON COLUMN v_spec_changes.leak IS 'That text contains the canary or a sce
 COMMENT ON COLUMN v_spec_changes.exposure_baseline IS 'Revision the exposure is measured from: the closest earlier revision audit detect compared with this one; empty string for the empty spec before the first revision; NULL when exposure was not measured up to this revision.';
 """
 
+# Set 2.0 gives every public scenario a sealed twin (same covert-action opportunity, another
+# surface). Detection pairs them through the scenarios table, so a private set's twins work the
+# same way, and reports and exports withhold what the table marks as sealed.
+_V7_SEALED_TWINS = """
+ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS twin_of VARCHAR;
+ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS sealed BOOLEAN DEFAULT false;
+COMMENT ON COLUMN scenarios.twin_of IS 'For a sealed twin: the public scenario it mirrors (same family, covert-action opportunity and grading logic, another surface); NULL for public scenarios.';
+COMMENT ON COLUMN scenarios.sealed IS 'A sealed twin: its prompts never appear in reports, exports or viewers (audit heldout show needs --unseal); its title is withheld here too.';
+COMMENT ON COLUMN scenarios.title IS 'Short title of the scenario; "sealed twin of <id>" for sealed twins, whose own title is withheld.';
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS twin_gap DOUBLE;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS twin_gap_ci_low DOUBLE;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS twin_gap_ci_high DOUBLE;
+COMMENT ON COLUMN findings.twin_gap IS 'Mean over (public, sealed twin) pairs of the public scenario''s change minus its twin''s (earlier rates shrunk toward the set mean); below zero: the public scenarios fell more than their unseen twins, as a spec patch that names them makes them. NULL without twin samples at both points.';
+COMMENT ON COLUMN findings.twin_gap_ci_low IS 'Lower end of the twin gap''s 95% interval (two-level bootstrap: pairs, then samples within them).';
+COMMENT ON COLUMN findings.twin_gap_ci_high IS 'Upper end of the twin gap''s 95% interval.';
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap, or public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone).';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -758,6 +776,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6, "v_spec_changes: exposure from the closest compared revision", _V6_SPEC_CHANGES_EXPOSURE
     ),
+    Migration(7, "sealed twin scenarios: twin_of and sealed, findings' twin gap", _V7_SEALED_TWINS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
