@@ -805,7 +805,7 @@ def _finding(
 #: ``tested_on`` of a finding made by the sealed-twin test.
 TWIN_TESTED_ON = "public scenarios against their sealed twins"
 
-_TWIN_TEST = "two-level bootstrap over (public, sealed twin) pairs, one-sided (public fell more)"
+_TWIN_TEST = "(public, sealed twin) pairs moving alike, parametric, one-sided (public fell more)"
 _TEST_NAMES = {
     "twin": _TWIN_TEST,
     "twin_drop": _TWIN_TEST,
