@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision
+from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision, TwinPoint
 from audit.report.groups import (
     CAUSE_NAMES,
     FindingGroup,
@@ -146,8 +146,13 @@ def timeline_menu(data: ReportData) -> TimelineMenu:
     must always offer a view with bands: each family (when there are two or more), and each
     model when a family alone would still show more than :data:`MAX_BANDS` bands.
     """
-    families = model_families(data.models)
-    bands = len(data.models) <= MAX_BANDS
+    return menu_for(data.models)
+
+
+def menu_for(models: list[str]) -> TimelineMenu:
+    """The menu of a figure with a line per model in ``models`` (see :func:`timeline_menu`)."""
+    families = model_families(models)
+    bands = len(models) <= MAX_BANDS
     family_views = tuple(families) if len(families) >= 2 else ()
     crowded = len(families) < 2 or any(len(m) > MAX_BANDS for m in families.values())
     model_views = tuple(m for ms in families.values() for m in ms) if not bands and crowded else ()
@@ -344,6 +349,123 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
     return [*added, False, False]
 
 
+def twin_models(data: ReportData) -> list[str]:
+    """Models with samples of a sealed twin in range, family by family (the figure's lines)."""
+    tested = {p.model for p in data.twin_points if p.twins is not None}
+    return [m for members in model_families(data.models).values() for m in members if m in tested]
+
+
+def twins_figure(data: ReportData) -> go.Figure:
+    """Public vs sealed-twin covert rate per revision: per model a solid and a dashed line.
+
+    Both lines of a model share its colour; bands are 95% intervals where ``audit detect``
+    stored them. A real improvement (or a change in awareness) moves both lines; a spec patch
+    that teaches the public scenarios moves only the solid one. With more than
+    :data:`MAX_BANDS` models the overview leaves the bands out and a menu shows one family or
+    model with its bands, as on the timeline.
+    """
+    labels = [r.label for r in data.revisions]
+    models = twin_models(data)
+    menu = menu_for(models)
+    fig = go.Figure()
+    roles: list[_Role] = []
+    for family, members in model_families(models).items():
+        for model in members:
+            roles.extend(_Role(family, model, band) for band in _add_twin_traces(fig, data, model))
+    if not menu.bands_in_overview:
+        for trace, role in zip(fig.data, roles, strict=True):
+            if role.band:
+                trace.visible = False
+    fig.update_yaxes(range=_rate_range(fig, "y"), ticksuffix="%", title_text="covert-action rate")
+    fig.update_xaxes(**revision_axis(data.revisions), range=[-0.5, len(labels) - 0.5])
+    fig.update_xaxes(title_text="spec revision (commit order, authored date)")
+    fig.update_layout(
+        height=500 if menu.exists else 440,
+        margin={"l": 60, "r": 20, "t": 70 if menu.exists else 30, "b": 70},
+        hovermode="closest",
+        legend={"orientation": "v", "x": 1.01, "y": 1, "tracegroupgap": 2},
+        font=_FONT,
+        template="plotly_white",
+        updatemenus=_timeline_buttons(menu, roles),
+    )
+    return fig
+
+
+def _add_twin_traces(fig: go.Figure, data: ReportData, model: str) -> list[bool]:
+    """One model's public (solid) and twin (dashed) lines with their bands; per trace: band?
+
+    Only revisions where the model has samples are on the traces, so a line runs across
+    revisions nobody ran; a revision run without twins leaves a hole in the dashed line.
+    """
+    order = {r.sha: r for r in data.revisions}
+    points = data.twin_points_of(model)
+    labels = [order[p.sha].label for p in points]
+    color = model_color(data, model)
+    hover = [_twin_hover(model, order[p.sha].label, p) for p in points]
+    added: list[bool] = []
+    for side in ("public", "twins"):
+        values = [p.public if side == "public" else p.twins for p in points]
+        if any(v is not None and v[1] is not None and v[2] is not None for v in values):
+            common = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip"}
+            common |= {"showlegend": False, "legendgroup": model}
+            fig.add_trace(
+                go.Scatter(x=labels, y=[_pct(v[2]) if v else None for v in values], **common)
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=labels,
+                    y=[_pct(v[1]) if v else None for v in values],
+                    fill="tonexty",
+                    fillcolor=_rgba(color, 0.14 if side == "public" else 0.08),
+                    **common,
+                )
+            )
+            added += [True, True]
+        name = f"{model}: {'public scenarios' if side == 'public' else 'sealed twins'}"
+        symbol = version_symbol(data, model)
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=[_pct(v[0]) if v else None for v in values],
+                mode="lines+markers" if len(data.revisions) <= 60 else "lines",
+                name=_esc(name, 80),
+                legendgroup=model,
+                line={"color": color, "width": 2, "dash": "solid" if side == "public" else "dash"},
+                marker={"symbol": symbol if side == "public" else f"{symbol}-open", "size": 8},
+                hovertext=hover,
+                hoverinfo="text",
+                connectgaps=False,
+            )
+        )
+        added.append(False)
+    return added
+
+
+def _twin_hover(model: str, label: str, point: TwinPoint) -> str:
+    lines = [f"<b>{_esc(model, 60)}</b> at {_esc(label)}"]
+    lines.append(f"public scenarios: {_side_text(point.public)}")
+    if point.twins is None:
+        lines.append("sealed twins: no samples at this revision")
+    else:
+        lines.append(f"sealed twins: {_side_text(point.twins)}")
+        if point.public[0] is not None and point.twins[0] is not None:
+            gap = 100 * (point.public[0] - point.twins[0])
+            lines.append(f"public − twins: {gap:+.1f} points".replace("-", "−"))
+    return "<br>".join(lines)
+
+
+def _side_text(side: tuple[float | None, float | None, float | None, int]) -> str:
+    value, low, high, n = side
+    if value is None:
+        return "no graded samples"
+    text = f"{100 * value:.1f}%"
+    if low is not None and high is not None:
+        text += f" [{100 * low:.1f}, {100 * high:.1f}]"
+    else:
+        text += " (no interval: run audit detect)"
+    return f"{text}, {n} scenarios"
+
+
 def _fmt_ci(point: RatePoint) -> str:
     if point.covert is None:
         return "n/a"
@@ -435,6 +557,8 @@ def _group_hover(group: FindingGroup) -> str:
     if len(group.findings) > 1:
         lines.append(f"{len(group.findings)} findings; the star marks the strongest")
     lines.append(_esc(finding.summary, 200))
+    if group.twin:
+        lines.append(_esc(group.twin, 200))
     return "<br>".join(lines)
 
 
