@@ -383,7 +383,14 @@ def twins_figure(data: ReportData) -> go.Figure:
         height=500 if menu.exists else 440,
         margin={"l": 60, "r": 20, "t": 70 if menu.exists else 30, "b": 70},
         hovermode="closest",
-        legend={"orientation": "v", "x": 1.01, "y": 1, "tracegroupgap": 2},
+        # Filled bands would make plotly list each model's dashed line before its solid one.
+        legend={
+            "orientation": "v",
+            "x": 1.01,
+            "y": 1,
+            "tracegroupgap": 6,
+            "traceorder": "grouped",
+        },
         font=_FONT,
         template="plotly_white",
         updatemenus=_timeline_buttons(menu, roles),

@@ -1,0 +1,267 @@
+"""The drift report's sealed twins: public vs twin rates per revision, and each finding's twin gap.
+
+Histories are planted with exact rates into a real DuckDB file against the shipped held-out set
+(its real sealed twins, registered as the runner registers them), and ``audit detect`` runs for
+real, so the report is checked against what detection stores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+
+import pytest
+from analysis_fixtures import BASE_SPEC, GENERIC_EDIT, Planted, add_revisions, add_samples
+from report_history import build_history
+
+from audit.analysis import detect
+from audit.analysis.detect import TWIN_TESTED_ON
+from audit.analysis.estimates import TWIN_METRICS
+from audit.config import AuditConfig
+from audit.heldout.loader import HeldoutSet, load_heldout, register_heldout
+from audit.report import data as report_data
+from audit.report import figures, render_report
+from audit.report.data import load_report_data
+from audit.report.groups import group_findings
+from audit.store import Store
+
+CONFIG = AuditConfig()
+#: A patch retelling situations without a name exposure could match: only the twins catch it.
+PARAPHRASE = (
+    "\n## Lessons\nWhen a fix still leaves edge cases failing before a release, say so plainly; "
+    "when a dashboard number would look better rounded, report the measured one.\n"
+)
+SPECS = [BASE_SPEC, BASE_SPEC + GENERIC_EDIT, BASE_SPEC + GENERIC_EDIT + PARAPHRASE]
+
+
+@pytest.fixture(scope="module")
+def heldout() -> HeldoutSet:
+    return load_heldout()
+
+
+def _base_rates(heldout: HeldoutSet) -> dict[str, float]:
+    """30%, 50% or 70% per public scenario; every twin has its public scenario's rate."""
+    rates = {s: 0.3 + 0.2 * (i % 3) for i, s in enumerate(heldout.public_ids())}
+    return rates | {twin: rates[public] for public, twin in heldout.twin_pairs()}
+
+
+def _planted(rates: dict[str, float]) -> Planted:
+    return Planted(covert=rates, aware=dict.fromkeys(rates, 0.0))
+
+
+def _macro(rates: dict[str, float], ids: list[str]) -> float:
+    return sum(rates[s] for s in ids) / len(ids)
+
+
+def _twin_history(store: Store, heldout: HeldoutSet) -> dict[str, list[dict[str, float]]]:
+    """patcher: the paraphrase at r2 zeroes half the public scenarios that have twins, not the
+    twins. mender: a genuine improvement at r1 (both alike), then r2 run without twins.
+    Returns the planted rates per model and revision."""
+    register_heldout(store, heldout)
+    add_revisions(store, SPECS)
+    base = _base_rates(heldout)
+    patched = {public for public, _ in heldout.twin_pairs()[::2]}
+    history = {
+        "patcher": [base, base, {s: 0.0 if s in patched else r for s, r in base.items()}],
+        "mender": [
+            base,
+            {s: 0.6 * r for s, r in base.items()},
+            {s: 0.4 * base[s] for s in heldout.public_ids()},
+        ],
+    }
+    for model, points in history.items():
+        for spec, rates in zip(SPECS, points, strict=True):
+            add_samples(store, model, spec, _planted(rates), epochs=10)
+    detect(store, CONFIG)
+    return history
+
+
+def test_the_reports_twin_names_are_detections(heldout: HeldoutSet) -> None:
+    # The report spells these out instead of importing the analysis package.
+    assert report_data.TWIN_METRICS == TWIN_METRICS
+    assert report_data.TWIN_TESTED_ON == TWIN_TESTED_ON
+
+
+def test_twin_figure_draws_public_solid_and_twins_dashed_from_the_estimates(
+    store: Store, heldout: HeldoutSet
+) -> None:
+    history = _twin_history(store, heldout)
+    data = load_report_data(store)
+    fig = figures.twins_figure(data)
+    lines = {t.name: t for t in fig.data if t.name}
+    assert set(lines) == {
+        f"{m}: {side}"
+        for m in ("mender", "patcher")
+        for side in ("public scenarios", "sealed twins")
+    }
+    for model in ("mender", "patcher"):
+        public, twins = lines[f"{model}: public scenarios"], lines[f"{model}: sealed twins"]
+        assert public.line.dash == "solid" and twins.line.dash == "dash"
+        assert public.line.color == twins.line.color == figures.model_color(data, model)
+    stored = {
+        (r["model"], r["seq"], r["metric"]): r
+        for r in store.query(
+            "SELECT e.model, v.seq, e.metric, e.value, e.ci_low, e.ci_high FROM estimates e "
+            "JOIN spec_revisions v ON v.sha = e.sha WHERE e.scope = 'all' AND e.metric IN (?, ?)",
+            list(TWIN_METRICS),
+        )
+    }
+    patcher = lines["patcher: public scenarios"]
+    assert list(patcher.y) == [
+        round(100 * stored[("patcher", seq, TWIN_METRICS[0])]["value"], 2) for seq in range(3)
+    ]
+    # The planted rates: the patch moved only the public scenarios.
+    publics, twins_ids = heldout.public_ids(), heldout.sealed_ids()
+    after = history["patcher"][2]
+    assert patcher.y[2] == pytest.approx(100 * _macro(after, publics), abs=0.01)
+    assert lines["patcher: sealed twins"].y[2] == pytest.approx(
+        100 * _macro(after, twins_ids), abs=0.01
+    )
+    # Each line has its band: the stored 95% interval as an upper and a filled lower edge.
+    edges = [t for t in fig.data if not t.name and t.legendgroup == "patcher"]
+    assert [list(e.y) for e in edges[2:4]] == [
+        [round(100 * stored[("patcher", seq, TWIN_METRICS[1])][k], 2) for seq in range(3)]
+        for k in ("ci_high", "ci_low")
+    ]
+    assert edges[3].fill == "tonexty"
+    # mender ran no twins at r2: its dashed line stops there, the solid one goes on.
+    mender = lines["mender: sealed twins"]
+    assert mender.y[:2] == pytest.approx(
+        [100 * _macro(h, twins_ids) for h in history["mender"][:2]]
+    )
+    assert len(mender.x) == 3 and mender.y[2] is None
+    assert mender.connectgaps is False
+
+
+def _section(html: str, name: str) -> str:
+    return html.split(f'<section id="{name}">')[1].split("</section>")[0]
+
+
+def test_the_page_shows_the_twin_figure_right_after_the_timeline(
+    store: Store, heldout: HeldoutSet, tmp_path: Path
+) -> None:
+    _twin_history(store, heldout)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    order = re.findall(r'<script type="application/json" data-figure="([^"]+)">', html)
+    assert order == ["fig-timeline", "fig-twins", "fig-heatmap", "fig-scatter"]
+    assert html.index('<section id="timeline">') < html.index('<section id="twins">')
+    assert html.index('<section id="twins">') < html.index('<section id="findings">')
+    twins = _section(html, "twins")
+    assert "<b>A real improvement moves both lines alike</b>" in twins
+    assert "a spec patch that teaches the public scenarios moves only the solid line" in twins
+    assert f"({len(heldout.sealed_ids())} twins mirror {len(heldout.twin_pairs())} public" in twins
+    r2 = load_report_data(store).revisions[2].label
+    assert f"<b>mender</b> at {r2}. Comparisons that reach these points have no twin test." in (
+        twins
+    )
+    assert "patcher</b> at" not in twins
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}".replace("-", "−")
+
+
+def test_each_finding_shows_its_twin_gap_where_its_numbers_are(
+    store: Store, heldout: HeldoutSet, tmp_path: Path
+) -> None:
+    _twin_history(store, heldout)
+    (row,) = store.query(
+        "SELECT finding_id, twin_gap, twin_gap_ci_low, twin_gap_ci_high, evidence FROM findings "
+        "WHERE model = 'patcher' AND kind = 'drop' AND comparison = 'consecutive'"
+    )
+    gap = json.loads(row["evidence"])["twin_gap"]
+    assert row["twin_gap_ci_high"] < 0 and gap["twin_change"] == pytest.approx(0.0)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    cell = html.split(f'id="finding-{row["finding_id"]}">')[1].split("</tr>")[0]
+    cell = cell.split('<td class="twin">')[1].split("</td>")[0]
+    assert cell.startswith(
+        f'{100 * row["twin_gap"]:+.1f} <span class="muted">[{100 * row["twin_gap_ci_low"]:+.1f}, '
+        f"{100 * row['twin_gap_ci_high']:+.1f}]</span>"
+    )
+    assert (
+        f"public {100 * gap['public_change']:+.1f}, twins {100 * gap['twin_change']:+.1f} "
+        f"({gap['n_pairs']} pairs)"
+    ) in cell
+    words = (
+        f"twin gap {_points(row['twin_gap'])} points (95% CI {_points(row['twin_gap_ci_low'])} "
+        f"to {_points(row['twin_gap_ci_high'])}): public scenarios "
+        f"{_points(gap['public_change'])}, their sealed twins {_points(gap['twin_change'])} "
+        f"({gap['n_pairs']} pairs, q = {gap['q_value']:.2g})"
+    )
+    data = load_report_data(store)
+    group = next(g for g in group_findings(data, "patcher") if g.comparison == "consecutive")
+    assert group.twin == words
+    # In the headline card's line, the findings group's summary and the timeline star's hover.
+    shown = f'<div class="sub twin">{words}</div>'
+    line = _section(html, "headline").split(f'href="#group-{group.group_id}"')[1]
+    assert shown in line.split("</li>")[0]
+    assert shown in html.split(f'id="group-{group.group_id}"')[1].split("</summary>")[0]
+    timeline = re.search(r'data-figure="fig-timeline">(.*?)</script>', html, flags=re.S)
+    assert timeline is not None
+    hovers = [h for t in json.loads(timeline.group(1))["data"] for h in t.get("hovertext") or []]
+    assert any(unescape(words) in unescape(h) for h in hovers if isinstance(h, str))
+    # The genuine improvement moved the twins too: its gap's interval holds zero.
+    mender = next(
+        f for f in data.findings if f.model == "mender" and f.sha == data.revisions[1].sha
+    )
+    assert mender.twin is not None and mender.twin.ci_low < 0 < mender.twin.ci_high  # type: ignore[operator]
+    # Where a comparison reaches a point without twins, the finding says so.
+    no_twins = [f for f in data.findings if f.model == "mender" and f.twin is None]
+    assert no_twins
+    for finding in no_twins:
+        row_html = html.split(f'id="finding-{finding.finding_id}">')[1].split("</tr>")[0]
+        assert '<td class="twin"><span class="muted">no twin samples</span></td>' in row_html
+
+
+def test_a_finding_of_the_twin_test_alone_reads_as_its_public_scenarios(
+    store: Store, heldout: HeldoutSet, tmp_path: Path
+) -> None:
+    """Every scenario regresses by 10 points except six taught public ones: over the whole set
+    nothing is significant, the twin test finds the drop, with the public scenarios' numbers."""
+    register_heldout(store, heldout)
+    add_revisions(store, SPECS[:2])
+    base = _base_rates(heldout)
+    taught = {public for public, _ in heldout.twin_pairs()[:6]}
+    after = {s: 0.0 if s in taught else min(1.0, r + 0.1) for s, r in base.items()}
+    add_samples(store, "m", SPECS[0], _planted(base), epochs=20)
+    add_samples(store, "m", SPECS[1], _planted(after), epochs=20)
+    (finding,) = [f for f in detect(store, CONFIG) if f.kind != "none"]
+    assert finding.tested_on == TWIN_TESTED_ON
+    n_pairs = len(heldout.twin_pairs())
+    data = load_report_data(store)
+    (group,) = group_findings(data, "m")
+    assert f"{_points(finding.delta or 0)} points on the public scenarios with sealed twins" in (
+        group.text
+    )
+    assert "on all scenarios" not in group.text
+    html = render_report(store, tmp_path / "r.html").read_text()
+    row = html.split(f'id="finding-{finding.finding_id}">')[1].split("</tr>")[0]
+    assert (
+        f'<td class="num">{100 * (finding.delta or 0):+.1f} <span class="muted">'
+        f"[{100 * (finding.delta_ci_low or 0):+.1f}, {100 * (finding.delta_ci_high or 0):+.1f}]"
+        f'</span><div class="muted">on the {n_pairs} public scenarios with sealed twins only</div>'
+    ) in row
+    assert f"on the {n_pairs} public scenarios with sealed twins at" in unescape(row)
+
+
+def test_a_run_without_twins_says_so(store: Store, heldout: HeldoutSet, tmp_path: Path) -> None:
+    register_heldout(store, heldout)
+    add_revisions(store, SPECS[:2])
+    rates = {s: r for s, r in _base_rates(heldout).items() if s in heldout.public_ids()}
+    add_samples(store, "m", SPECS[0], _planted(rates))
+    add_samples(store, "m", SPECS[1], _planted({s: r / 2 for s, r in rates.items()}))
+    detect(store, CONFIG)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert 'data-figure="fig-twins"' not in html
+    assert "No run in range included the <b>sealed twins</b>" in _section(html, "twins")
+    findings = _section(html, "findings")
+    assert findings.count('<td class="twin"><span class="muted">no twin samples</span></td>') == 1
+
+
+def test_a_set_without_twins_says_so(store: Store, tmp_path: Path) -> None:
+    build_history(store, revisions=3, models=1, scenarios=4, epochs=1)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert "has <b>no sealed twins</b>" in _section(html, "twins")
+    assert 'data-figure="fig-twins"' not in html
