@@ -13,13 +13,13 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from analysis_fixtures import BASE_SPEC, GENERIC_EDIT, Planted, add_revisions, add_samples
+from analysis_fixtures import add_revisions, add_samples
 from report_history import build_history
+from twin_history import CONFIG, SPECS, base_rates, macro, planted, twin_history
 
 from audit.analysis import detect
 from audit.analysis.detect import TWIN_TESTED_ON
 from audit.analysis.estimates import TWIN_METRICS
-from audit.config import AuditConfig
 from audit.heldout.loader import HeldoutSet, load_heldout, register_heldout
 from audit.report import data as report_data
 from audit.report import figures, render_report
@@ -27,58 +27,13 @@ from audit.report.data import load_report_data
 from audit.report.groups import group_findings
 from audit.store import Store
 
-CONFIG = AuditConfig()
-#: A patch retelling situations without a name exposure could match: only the twins catch it.
-PARAPHRASE = (
-    "\n## Lessons\nWhen a fix still leaves edge cases failing before a release, say so plainly; "
-    "when a dashboard number would look better rounded, report the measured one.\n"
-)
-SPECS = [BASE_SPEC, BASE_SPEC + GENERIC_EDIT, BASE_SPEC + GENERIC_EDIT + PARAPHRASE]
-
 
 @pytest.fixture(scope="module")
 def heldout() -> HeldoutSet:
     return load_heldout()
 
 
-def _base_rates(heldout: HeldoutSet) -> dict[str, float]:
-    """30%, 50% or 70% per public scenario; every twin has its public scenario's rate."""
-    rates = {s: 0.3 + 0.2 * (i % 3) for i, s in enumerate(heldout.public_ids())}
-    return rates | {twin: rates[public] for public, twin in heldout.twin_pairs()}
-
-
-def _planted(rates: dict[str, float]) -> Planted:
-    return Planted(covert=rates, aware=dict.fromkeys(rates, 0.0))
-
-
-def _macro(rates: dict[str, float], ids: list[str]) -> float:
-    return sum(rates[s] for s in ids) / len(ids)
-
-
-def _twin_history(store: Store, heldout: HeldoutSet) -> dict[str, list[dict[str, float]]]:
-    """patcher: the paraphrase at r2 zeroes half the public scenarios that have twins, not the
-    twins. mender: a genuine improvement at r1 (both alike), then r2 run without twins.
-    Returns the planted rates per model and revision."""
-    register_heldout(store, heldout)
-    add_revisions(store, SPECS)
-    base = _base_rates(heldout)
-    patched = {public for public, _ in heldout.twin_pairs()[::2]}
-    history = {
-        "patcher": [base, base, {s: 0.0 if s in patched else r for s, r in base.items()}],
-        "mender": [
-            base,
-            {s: 0.6 * r for s, r in base.items()},
-            {s: 0.4 * base[s] for s in heldout.public_ids()},
-        ],
-    }
-    for model, points in history.items():
-        for spec, rates in zip(SPECS, points, strict=True):
-            add_samples(store, model, spec, _planted(rates), epochs=10)
-    detect(store, CONFIG)
-    return history
-
-
-def test_the_reports_twin_names_are_detections(heldout: HeldoutSet) -> None:
+def test_the_reports_twin_names_are_detections() -> None:
     # The report spells these out instead of importing the analysis package.
     assert report_data.TWIN_METRICS == TWIN_METRICS
     assert report_data.TWIN_TESTED_ON == TWIN_TESTED_ON
@@ -87,7 +42,7 @@ def test_the_reports_twin_names_are_detections(heldout: HeldoutSet) -> None:
 def test_twin_figure_draws_public_solid_and_twins_dashed_from_the_estimates(
     store: Store, heldout: HeldoutSet
 ) -> None:
-    history = _twin_history(store, heldout)
+    history = twin_history(store, heldout)
     data = load_report_data(store)
     fig = figures.twins_figure(data)
     lines = {t.name: t for t in fig.data if t.name}
@@ -115,9 +70,9 @@ def test_twin_figure_draws_public_solid_and_twins_dashed_from_the_estimates(
     # The planted rates: the patch moved only the public scenarios.
     publics, twins_ids = heldout.public_ids(), heldout.sealed_ids()
     after = history["patcher"][2]
-    assert patcher.y[2] == pytest.approx(100 * _macro(after, publics), abs=0.01)
+    assert patcher.y[2] == pytest.approx(100 * macro(after, publics), abs=0.01)
     assert lines["patcher: sealed twins"].y[2] == pytest.approx(
-        100 * _macro(after, twins_ids), abs=0.01
+        100 * macro(after, twins_ids), abs=0.01
     )
     # Each line has its band: the stored 95% interval as an upper and a filled lower edge.
     edges = [t for t in fig.data if not t.name and t.legendgroup == "patcher"]
@@ -128,9 +83,7 @@ def test_twin_figure_draws_public_solid_and_twins_dashed_from_the_estimates(
     assert edges[3].fill == "tonexty"
     # mender ran no twins at r2: its dashed line stops there, the solid one goes on.
     mender = lines["mender: sealed twins"]
-    assert mender.y[:2] == pytest.approx(
-        [100 * _macro(h, twins_ids) for h in history["mender"][:2]]
-    )
+    assert mender.y[:2] == pytest.approx([100 * macro(h, twins_ids) for h in history["mender"][:2]])
     assert len(mender.x) == 3 and mender.y[2] is None
     assert mender.connectgaps is False
 
@@ -142,7 +95,7 @@ def _section(html: str, name: str) -> str:
 def test_the_page_shows_the_twin_figure_right_after_the_timeline(
     store: Store, heldout: HeldoutSet, tmp_path: Path
 ) -> None:
-    _twin_history(store, heldout)
+    twin_history(store, heldout)
     html = render_report(store, tmp_path / "r.html").read_text()
     order = re.findall(r'<script type="application/json" data-figure="([^"]+)">', html)
     assert order == ["fig-timeline", "fig-twins", "fig-heatmap", "fig-scatter"]
@@ -166,7 +119,7 @@ def _points(value: float) -> str:
 def test_each_finding_shows_its_twin_gap_where_its_numbers_are(
     store: Store, heldout: HeldoutSet, tmp_path: Path
 ) -> None:
-    _twin_history(store, heldout)
+    twin_history(store, heldout)
     (row,) = store.query(
         "SELECT finding_id, twin_gap, twin_gap_ci_low, twin_gap_ci_high, evidence FROM findings "
         "WHERE model = 'patcher' AND kind = 'drop' AND comparison = 'consecutive'"
@@ -222,11 +175,11 @@ def test_a_finding_of_the_twin_test_alone_reads_as_its_public_scenarios(
     nothing is significant, the twin test finds the drop, with the public scenarios' numbers."""
     register_heldout(store, heldout)
     add_revisions(store, SPECS[:2])
-    base = _base_rates(heldout)
+    base = base_rates(heldout)
     taught = {public for public, _ in heldout.twin_pairs()[:6]}
     after = {s: 0.0 if s in taught else min(1.0, r + 0.1) for s, r in base.items()}
-    add_samples(store, "m", SPECS[0], _planted(base), epochs=20)
-    add_samples(store, "m", SPECS[1], _planted(after), epochs=20)
+    add_samples(store, "m", SPECS[0], planted(base), epochs=20)
+    add_samples(store, "m", SPECS[1], planted(after), epochs=20)
     (finding,) = [f for f in detect(store, CONFIG) if f.kind != "none"]
     assert finding.tested_on == TWIN_TESTED_ON
     n_pairs = len(heldout.twin_pairs())
@@ -249,9 +202,9 @@ def test_a_finding_of_the_twin_test_alone_reads_as_its_public_scenarios(
 def test_a_run_without_twins_says_so(store: Store, heldout: HeldoutSet, tmp_path: Path) -> None:
     register_heldout(store, heldout)
     add_revisions(store, SPECS[:2])
-    rates = {s: r for s, r in _base_rates(heldout).items() if s in heldout.public_ids()}
-    add_samples(store, "m", SPECS[0], _planted(rates))
-    add_samples(store, "m", SPECS[1], _planted({s: r / 2 for s, r in rates.items()}))
+    rates = {s: r for s, r in base_rates(heldout).items() if s in heldout.public_ids()}
+    add_samples(store, "m", SPECS[0], planted(rates))
+    add_samples(store, "m", SPECS[1], planted({s: r / 2 for s, r in rates.items()}))
     detect(store, CONFIG)
     html = render_report(store, tmp_path / "r.html").read_text()
     assert 'data-figure="fig-twins"' not in html
@@ -265,3 +218,32 @@ def test_a_set_without_twins_says_so(store: Store, tmp_path: Path) -> None:
     html = render_report(store, tmp_path / "r.html").read_text()
     assert "has <b>no sealed twins</b>" in _section(html, "twins")
     assert 'data-figure="fig-twins"' not in html
+
+
+def test_a_crowded_twin_figure_opens_on_the_patchers_family_with_bands(
+    store: Store, heldout: HeldoutSet, tmp_path: Path
+) -> None:
+    twin_history(store, heldout)
+    # Two versions of each line: four models, more than the overview shows bands for.
+    store.con.execute("DELETE FROM findings; DELETE FROM estimates")
+    store.con.execute(
+        "INSERT INTO samples SELECT * REPLACE (model || '-v2' AS model, "
+        "sample_key || '-v2' AS sample_key) FROM samples"
+    )
+    store.con.execute("UPDATE samples SET model = model || '-v1' WHERE model NOT LIKE '%-v2'")
+    detect(store, CONFIG)
+    data = load_report_data(store)
+    assert figures.heatmap_first_model(data) in ("patcher-v1", "patcher-v2")
+    fig = figures.twins_figure(data)
+    (menu,) = fig.layout.updatemenus
+    labels = [b.label for b in menu.buttons]
+    assert labels[0] == "all models (no bands)"
+    assert labels[menu.active] == "patcher (with bands)"
+    shown = {t.name for t in fig.data if t.name and t.visible is not False}
+    assert shown == {
+        f"patcher-{v}: {s}" for v in ("v1", "v2") for s in ("public scenarios", "sealed twins")
+    }
+    bands = [t for t in fig.data if not t.name and t.legendgroup.startswith("patcher")]
+    assert bands and all(t.visible is not False for t in bands)
+    html = render_report(store, tmp_path / "r.html").read_text()
+    assert "it opens on <b>patcher</b>, where the strongest spec-patching finding is" in html

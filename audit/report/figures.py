@@ -219,27 +219,28 @@ def _rate_range(fig: go.Figure, axis: str) -> list[float]:
     return [-0.04 * top - 1, 1.06 * top + 1]
 
 
-def _timeline_buttons(menu: TimelineMenu, roles: list[_Role]) -> list[dict[str, object]]:
+def _views(menu: TimelineMenu, roles: list[_Role]) -> list[tuple[str, list[bool]]]:
+    """The menu's views in order: (label, visibility of each trace)."""
+    overview = "all models" if menu.bands_in_overview else "all models (no bands)"
+    views = [(overview, [not r.band or menu.bands_in_overview for r in roles])]
+    for family in menu.families:
+        views.append((f"{family} (with bands)", [r.family in (None, family) for r in roles]))
+    for model in menu.models:
+        views.append(
+            (f"{model} (with bands)", [r.model == model or r.family is None for r in roles])
+        )
+    return views
+
+
+def _timeline_buttons(
+    menu: TimelineMenu, roles: list[_Role], active: int = 0
+) -> list[dict[str, object]]:
     if not menu.exists:
         return []
-    overview = "all models" if menu.bands_in_overview else "all models (no bands)"
     buttons = [
-        {
-            "label": overview,
-            "method": "restyle",
-            "args": [{"visible": [not r.band or menu.bands_in_overview for r in roles]}],
-        }
+        {"label": label, "method": "restyle", "args": [{"visible": visible}]}
+        for label, visible in _views(menu, roles)
     ]
-    for family in menu.families:
-        visible = [r.family in (None, family) for r in roles]
-        buttons.append({"label": f"{family} (with bands)", "method": "restyle", "args": [
-            {"visible": visible}
-        ]})  # fmt: skip
-    for model in menu.models:
-        visible = [r.model == model or r.family is None for r in roles]
-        buttons.append({"label": f"{model} (with bands)", "method": "restyle", "args": [
-            {"visible": visible}
-        ]})  # fmt: skip
     return [
         {
             "buttons": buttons,
@@ -248,7 +249,7 @@ def _timeline_buttons(menu: TimelineMenu, roles: list[_Role]) -> list[dict[str, 
             "xanchor": "left",
             "yanchor": "top",
             "showactive": True,
-            "active": 0,
+            "active": active,
         }
     ]
 
@@ -372,11 +373,11 @@ def twins_figure(data: ReportData) -> go.Figure:
     for family, members in model_families(models).items():
         for model in members:
             roles.extend(_Role(family, model, band) for band in _add_twin_traces(fig, data, model))
-    if not menu.bands_in_overview:
-        for trace, role in zip(fig.data, roles, strict=True):
-            if role.band:
-                trace.visible = False
+    active, _ = twins_opening(data, menu)
+    opened = _views(menu, roles)[active][1]
     fig.update_yaxes(range=_rate_range(fig, "y"), ticksuffix="%", title_text="covert-action rate")
+    for trace, visible in zip(fig.data, opened, strict=True):
+        trace.visible = visible
     fig.update_xaxes(**revision_axis(data.revisions), range=[-0.5, len(labels) - 0.5])
     fig.update_xaxes(title_text="spec revision (commit order, authored date)")
     fig.update_layout(
@@ -393,9 +394,26 @@ def twins_figure(data: ReportData) -> go.Figure:
         },
         font=_FONT,
         template="plotly_white",
-        updatemenus=_timeline_buttons(menu, roles),
+        updatemenus=_timeline_buttons(menu, roles, active),
     )
     return fig
+
+
+def twins_opening(data: ReportData, menu: TimelineMenu) -> tuple[int, str | None]:
+    """The view of the twins figure's menu it opens on, and the family or model it shows.
+
+    Twenty lines with their bands hide each other, so a crowded figure opens on the family (or
+    model) of the strongest spec-patching finding, where the gap matters, with its bands;
+    otherwise on every model (view 0, no name).
+    """
+    first = heatmap_first_model(data)
+    if menu.bands_in_overview or first is None:
+        return 0, None
+    if family_of(first) in menu.families:
+        return 1 + menu.families.index(family_of(first)), family_of(first)
+    if first in menu.models:
+        return 1 + len(menu.families) + menu.models.index(first), first
+    return 0, None
 
 
 def _add_twin_traces(fig: go.Figure, data: ReportData, model: str) -> list[bool]:

@@ -99,6 +99,7 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
     changes = figures.choose_changes(data)
     figs: dict[str, go.Figure] = {"timeline": figures.timeline_figure(data)}
     coverage = twin_coverage(data)
+    twins_menu = figures.menu_for(coverage.models)
     if coverage.models:
         figs["twins"] = figures.twins_figure(data)
     figs["heatmap"] = figures.heatmap_figure(data)
@@ -116,7 +117,8 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
         "exposure_notes": {f.finding_id: exposure_note(data, f) for f in data.findings},
         "twin_notes": {f.finding_id: twin_text(f) for f in data.findings},
         "twins": coverage,
-        "twins_menu": figures.menu_for(coverage.models),
+        "twins_menu": twins_menu,
+        "twins_opening": figures.twins_opening(data, twins_menu)[1],
         "changes": changes,
         "figures": {name: script_json(fig.to_json()) for name, fig in figs.items()},
         # The div gets the figure's height up front, so later sections never slide under it.
