@@ -8,7 +8,10 @@ real, so the report is checked against what detection stores.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from html import unescape
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from audit.report import data as report_data
 from audit.report import figures, render_report
 from audit.report.data import load_report_data
 from audit.report.groups import group_findings
-from audit.store import Store
+from audit.store import Store, open_store
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +250,55 @@ def test_a_crowded_twin_figure_opens_on_the_patchers_family_with_bands(
     assert bands and all(t.visible is not False for t in bands)
     html = render_report(store, tmp_path / "r.html").read_text()
     assert "it opens on <b>patcher</b>, where the strongest spec-patching finding is" in html
+
+
+def _paste(command: str, cwd: Path) -> str:
+    """Run a command the way a shell user who pasted it would, and return what it printed."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
+    assert result.returncode == 0, (command, result.stderr)
+    return result.stdout
+
+
+def test_the_twin_numbers_can_be_reproduced_from_the_database(
+    heldout: HeldoutSet, tmp_path: Path
+) -> None:
+    with open_store(tmp_path / "audit.duckdb") as store:
+        twin_history(store, heldout)
+        html = render_report(store, tmp_path / "r.html").read_text()
+        data = load_report_data(store)
+    box = _section(html, "reproduce")
+    commands = {
+        unescape(h): unescape(c)
+        for h, c in re.findall(r"<h3>(.*?)</h3>\s*<pre>(.*?)</pre>", box, flags=re.S)
+    }
+    twins = _paste(
+        next(c for h, c in commands.items() if h.startswith("Public vs sealed")), tmp_path
+    )
+    label = {r.sha: r.label for r in data.revisions}
+    checked = 0
+    for point in data.twin_points:
+        if point.twins is None:
+            continue
+        (pub, pub_low, pub_high, n_pub), (twin, low, high, n_twin) = point.public, point.twins
+        assert None not in (pub, pub_low, pub_high, twin, low, high)
+        line = (
+            f"{point.model},{label[point.sha]},{100 * pub:.1f},{100 * pub_low:.1f}–"  # type: ignore[operator]
+            f"{100 * pub_high:.1f},{100 * twin:.1f},{100 * low:.1f}–{100 * high:.1f},"  # type: ignore[operator]
+            f"{n_pub},{n_twin}"
+        )
+        assert line in twins, (line, twins)
+        checked += 1
+    assert checked == 5  # patcher at three revisions, mender at two
+    findings = _paste(
+        next(c for h, c in commands.items() if h.startswith("Every stored")), tmp_path
+    )
+    for finding in data.findings:
+        if finding.twin is not None:
+            gap = finding.twin
+            assert (
+                f'{100 * gap.gap:+.1f},"[{100 * gap.ci_low:+.1f}, {100 * gap.ci_high:+.1f}]"'  # type: ignore[operator]
+                in findings
+            )

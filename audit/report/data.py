@@ -99,9 +99,25 @@ GROUP BY ALL ORDER BY s.family, s.scenario_id, r.seq"""
 REPRO_FINDINGS_SQL = """SELECT model, baseline_model, comparison, left(baseline_rev, 7) AS baseline,
        left(rev, 7) AS rev, kind, primary_cause, printf('%+.1f', 100 * delta) AS points,
        printf('[%+.1f, %+.1f]', 100 * delta_ci_low, 100 * delta_ci_high) AS ci95,
-       printf('%.3g', q_value) AS q, summary
+       printf('%.3g', q_value) AS q, printf('%+.1f', 100 * twin_gap) AS twin_gap_points,
+       printf('[%+.1f, %+.1f]', 100 * twin_gap_ci_low, 100 * twin_gap_ci_high) AS twin_gap_ci95,
+       summary
 FROM findings WHERE source_id = '{source_id}'{model_filter}
 ORDER BY model, detected_at, finding_id"""
+
+REPRO_TWINS_SQL = """SELECT p.model, 'r' || r.seq || ' ' || left(p.sha, 7) AS revision,
+       printf('%.1f', 100 * p.value) AS public_pct,
+       printf('%.1f–%.1f', 100 * p.ci_low, 100 * p.ci_high) AS public_ci95_pct,
+       printf('%.1f', 100 * t.value) AS twins_pct,
+       printf('%.1f–%.1f', 100 * t.ci_low, 100 * t.ci_high) AS twins_ci95_pct,
+       p.n_scenarios AS public_scenarios, t.n_scenarios AS twin_scenarios
+FROM estimates p
+JOIN spec_revisions r ON r.source_id = p.source_id AND r.sha = p.sha
+JOIN estimates t ON t.source_id = p.source_id AND t.sha = p.sha AND t.model = p.model
+ AND t.metric = 'twin_covert_rate' AND t.scope = 'all'
+WHERE p.source_id = '{source_id}' AND p.metric = 'public_covert_rate'
+  AND p.scope = 'all'{model_filter}
+ORDER BY p.model, r.seq"""
 
 REPRO_FINDING_GROUPS_SQL = """SELECT model,
        CASE WHEN model <> baseline_model THEN 'model_version' ELSE comparison END AS compared,

@@ -32,6 +32,7 @@ from audit.report.data import (
     REPRO_FINDINGS_SQL,
     REPRO_HEATMAP_SQL,
     REPRO_POINT_RATE_SQL,
+    REPRO_TWINS_SQL,
     ClauseChange,
     CumulativeExposure,
     Exposure,
@@ -724,6 +725,17 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
             "The same rates straight from the samples, without intervals (percent)",
             sql_command(db, REPRO_POINT_RATE_SQL.format(**fmt, model_filter=model_filter)),
         ),
+    ]
+    if data.has_twin_samples:
+        twins_filter = f" AND p.model = {_sql_literal(model)}" if model else ""
+        entries.append(
+            Repro(
+                "Public vs sealed twins: covert rate of the public scenarios and of their sealed "
+                "twins with 95% intervals, per model and revision (percent)",
+                sql_command(db, REPRO_TWINS_SQL.format(**fmt, model_filter=twins_filter)),
+            )
+        )
+    entries += [
         Repro(
             f"Heatmap cells of {heatmap_model} (covert of graded samples per scenario and "
             "revision; change the model name for another)",
@@ -741,7 +753,7 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
         ),
         Repro(
             "Every stored test: findings, and kind 'none' for tests without a significant change "
-            "(change and interval in points)",
+            "(change, interval and twin gap in points)",
             sql_command(db, REPRO_FINDINGS_SQL.format(**fmt, model_filter=findings_filter)),
         ),
         Repro(
