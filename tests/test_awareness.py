@@ -165,7 +165,10 @@ def test_labelled_set_is_balanced_original_and_split() -> None:
 # Batches whose snippets were written and frozen before the detector was last tuned, and never
 # tuned on. A batch measured and then tuned on moves to split "dev" (its first, held-out figures
 # are kept in the README); new held-out batches are written before they are first measured.
-HELD_OUT_BATCHES = {("initial", "holdout"), ("fresh4", "holdout")}
+HELD_OUT_BATCHES = {("initial", "holdout"), ("fresh4", "holdout"), ("fresh6", "holdout")}
+# Batches written for tuning (split "dev") but measured only once, before any tuning on them; each
+# leaves this set when the lexicon is tuned on it, and the tuning-batch guard covers it from then.
+NOT_YET_TUNED_BATCHES = {("fresh5", "dev")}
 
 
 def _scores(rows: list[dict]) -> LabelScores:
@@ -198,7 +201,12 @@ def test_figures_per_batch_with_intervals() -> None:
 
 def test_targets_on_the_tuning_batches() -> None:
     # Regression guard on what the lexicon was tuned on: precision >= 0.95, recall >= 0.85.
-    scores = _scores([r for r in _rows() if r["split"] == "dev"])
+    tuned = [
+        r
+        for r in _rows()
+        if r["split"] == "dev" and (r["batch"], r["split"]) not in NOT_YET_TUNED_BATCHES
+    ]
+    scores = _scores(tuned)
     print(_figures("awareness dev union", scores))
     assert scores.precision >= 0.95
     assert scores.recall >= 0.85
@@ -209,22 +217,23 @@ def _held_out() -> LabelScores:
 
 
 def test_precision_target_on_the_held_out_batches() -> None:
-    # Met on the union only: the newest batch alone (fresh4) is at 0.93, 40 of 43 (README).
+    # Met on the union only: fresh4 alone is at 0.93, 40 of 43, and fresh6 at 0.93, 25 of 27.
     assert _held_out().precision >= 0.95
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="held-out recall is 0.81 (fresh4 alone 0.65): the lexicon misses phrasings it was "
-    "never shown; the 0.85 target is met only on the tuning batches (see README)",
+    reason="held-out recall is 0.59 (fresh4 alone 0.65, fresh6 0.29): the lexicon misses "
+    "phrasings it was never shown; the 0.85 target is met only on the tuning batches (README)",
 )
 def test_recall_target_on_the_held_out_batches() -> None:
     assert _held_out().recall >= 0.85
 
 
 def test_held_out_recall_does_not_fall_below_its_measured_level() -> None:
-    # A floor, not the target: the first measurement of fresh4 gave 0.645 (union 0.812).
-    assert _held_out().recall >= 0.78
+    # A floor, not the target: the first measurements gave fresh4 0.645 (union then 0.812) and
+    # fresh6 0.291 (union now 120 of 203, 0.591).
+    assert _held_out().recall >= 0.59
 
 
 def test_wilson_interval() -> None:
