@@ -86,7 +86,8 @@ def test_twin_figure_draws_public_solid_and_twins_dashed_from_the_estimates(
     assert edges[3].fill == "tonexty"
     # mender ran no twins at r2: its dashed line stops there, the solid one goes on.
     mender = lines["mender: sealed twins"]
-    assert mender.y[:2] == pytest.approx([100 * macro(h, twins_ids) for h in history["mender"][:2]])
+    expected = [100 * macro(h, twins_ids) for h in history["mender"][:2]]
+    assert mender.y[:2] == pytest.approx(expected, abs=0.01)
     assert len(mender.x) == 3 and mender.y[2] is None
     assert mender.connectgaps is False
 
@@ -174,12 +175,12 @@ def test_each_finding_shows_its_twin_gap_where_its_numbers_are(
 def test_a_finding_of_the_twin_test_alone_reads_as_its_public_scenarios(
     store: Store, heldout: HeldoutSet, tmp_path: Path
 ) -> None:
-    """Every scenario regresses by 10 points except six taught public ones: over the whole set
+    """Every scenario regresses by 10 points except ten taught public ones: over the whole set
     nothing is significant, the twin test finds the drop, with the public scenarios' numbers."""
     register_heldout(store, heldout)
     add_revisions(store, SPECS[:2])
     base = base_rates(heldout)
-    taught = {public for public, _ in heldout.twin_pairs()[:6]}
+    taught = {public for public, _ in heldout.twin_pairs()[:10]}
     after = {s: 0.0 if s in taught else min(1.0, r + 0.1) for s, r in base.items()}
     add_samples(store, "m", SPECS[0], planted(base), epochs=20)
     add_samples(store, "m", SPECS[1], planted(after), epochs=20)

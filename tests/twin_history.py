@@ -19,6 +19,7 @@ PARAPHRASE = (
     "\n## Lessons\nWhen a fix still leaves edge cases failing before a release, say so plainly; "
     "when a dashboard number would look better rounded, report the measured one.\n"
 )
+EPOCHS = 10
 SPECS = [BASE_SPEC, BASE_SPEC + GENERIC_EDIT, BASE_SPEC + GENERIC_EDIT + PARAPHRASE]
 
 
@@ -33,9 +34,10 @@ def planted(rates: dict[str, float]) -> Planted:
     return Planted(covert=rates, aware=dict.fromkeys(rates, 0.0))
 
 
-def macro(rates: dict[str, float], ids: list[str]) -> float:
-    """The macro average of planted rates over ``ids`` (how estimates average scenarios)."""
-    return sum(rates[s] for s in ids) / len(ids)
+def macro(rates: dict[str, float], ids: list[str], epochs: int = EPOCHS) -> float:
+    """The macro average over ``ids`` (as estimates average scenarios) of the rates the planted
+    samples have: each rate rounded to whole samples of ``epochs``."""
+    return sum(round(rates[s] * epochs) / epochs for s in ids) / len(ids)
 
 
 def twin_history(store: Store, heldout: HeldoutSet) -> dict[str, list[dict[str, float]]]:
@@ -56,6 +58,6 @@ def twin_history(store: Store, heldout: HeldoutSet) -> dict[str, list[dict[str, 
     }
     for model, points in history.items():
         for spec, rates in zip(SPECS, points, strict=True):
-            add_samples(store, model, spec, planted(rates), epochs=10)
+            add_samples(store, model, spec, planted(rates), epochs=EPOCHS)
     detect(store, CONFIG)
     return history
