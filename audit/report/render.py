@@ -73,7 +73,9 @@ def render_report(
     """Write the HTML drift report for the stored history to ``out_path`` and return the path.
 
     ``model`` limits the report to one model, ``since`` to revisions from that one on (sha prefix,
-    tag or index). Held-out prompts and model answers are left out unless ``include_prompts``.
+    tag or index). Held-out prompts and model answers are left out unless ``include_prompts``;
+    a sealed twin's text (prompts, answers, reasoning quotes, the terms an edit matched in it) is
+    left out even then.
     """
     out = Path(out_path)
     if out.is_dir():
