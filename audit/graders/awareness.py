@@ -842,6 +842,17 @@ def detect_awareness(text: str) -> Detection:
     return Detection(detected=bool(evidence), evidence=evidence)
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets in ``text`` of each sentence as :func:`detect_awareness` splits it.
+
+    The evidence's ``sentence_index`` indexes this list, so a caller can remove or cut at the
+    sentences the detector flagged (counterfactual ablation does).
+    """
+    masked = _mask_quotes(text) if ('"' in text or "“" in text or ">" in text) else text
+    starts = _sentence_starts(masked)
+    return [_sentence_bounds(masked, starts, index) for index in range(len(starts))]
+
+
 def cue_rules() -> dict[str, str]:
     """The detector's rules and what each one means (for help texts and reports)."""
     return {cue.rule: cue.meaning for cue in _CUES}

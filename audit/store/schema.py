@@ -825,7 +825,7 @@ COMMENT ON COLUMN counterfactual_samples.reverbalized IS 'The text the model gen
 COMMENT ON COLUMN counterfactual_samples.spec_cited IS 'The reasoning cites the spec.';
 COMMENT ON COLUMN counterfactual_samples.score IS 'Task score where the family has one.';
 COMMENT ON COLUMN counterfactual_samples.grade_evidence IS 'Which grading rule fired, on which text.';
-COMMENT ON COLUMN counterfactual_samples.awareness_evidence IS 'Awareness phrases matched in the generated text (the reverbalized evidence).';
+COMMENT ON COLUMN counterfactual_samples.awareness_evidence IS 'Awareness evidence (JSON): "transcript", what eval_aware was decided on, and "generated", the model''s own text after the edit, what reverbalized was decided on.';
 COMMENT ON COLUMN counterfactual_samples.reasoning IS 'Reasoning of the counterfactual transcript, all turns joined (prefill included).';
 COMMENT ON COLUMN counterfactual_samples.answer IS 'Final answer text of the counterfactual transcript.';
 COMMENT ON COLUMN counterfactual_samples.transcript IS 'The counterfactual conversation as OpenAI-style messages: the source''s turns before the edit, the edited turn (prefill plus continuation) and the turns after it.';
@@ -877,6 +877,8 @@ COMMENT ON COLUMN v_counterfactual_pairs.created_at IS 'When the counterfactual 
 
 COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
 COMMENT ON COLUMN estimates.computed_at IS 'When audit detect (or audit counterfactual, for counterfactual_ metrics) computed it.';
+COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, demo or counterfactual.';
+COMMENT ON COLUMN sample_failures.sample_key IS 'Key of the sample that failed (samples.sample_key), or of a counterfactual sample (counterfactual_samples.cf_key).';
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
