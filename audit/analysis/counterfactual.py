@@ -2,23 +2,32 @@
 
 Each counterfactual sample is paired with the stored sample it was made from (same model, spec
 text, scenario and condition; only the reasoning was edited), so the effect of the edit is the
-paired difference of their covert outcomes:
+paired difference of their covert outcomes. The unit of resampling and testing is the *source*
+sample with all of its continuations (``--epochs``): continuations of one source share its
+outcome and its edited prefix, so counting them as independent pairs would overstate the
+evidence (a simulated model that ignores awareness, given seven sources that happened to be
+honest and four continuations each, looked "significant" at p = 0.016 that way).
 
 * **covert rates before and after**, pooled over the valid pairs (both samples graded covert,
   honest or refused; a pair with an invalid side says nothing about covert behaviour). Pooled
   rather than the macro average over scenarios that history rates use: the pairs are the samples
   that were aware (or unaware), which scenarios hold very unevenly, and the question is what the
-  edit did to *those* samples.
-* **the effect** (after minus before) with a 95% two-level bootstrap interval: scenarios are
-  resampled (pairs of one scenario are correlated), then pairs within each drawn scenario, so a
-  handful of scenarios still gets an honestly wide interval instead of a degenerate one.
-* **an exact McNemar p-value** on the discordant pairs (covert before only vs covert after
-  only): under "the edit changes nothing" each discordant pair goes either way with probability
-  1/2. It treats pairs as independent; several continuations of one source (``--epochs``) share
-  its outcome, which the bootstrap interval accounts for and the p-value does not.
+  edit did to *those* samples. Intervals: the union of the bootstrap below and an exact interval
+  on the pooled count (sources for the rate before, continuations for the rate after).
+* **the effect** (after minus before): the union of a two-level bootstrap (scenarios resampled,
+  then source samples within each drawn scenario, each with its continuations) and Newcombe's
+  hybrid score interval built from the two rates' exact intervals. The bootstrap alone cannot
+  see the uncertainty of a side that is 0 in every source (all sources honest), which the exact
+  interval does; Newcombe's interval treats the two rates as independent and so is
+  conservative for pairs, whose outcomes are positively correlated.
+* **an exact McNemar p-value**: under "the edit changes nothing" a source and its continuations
+  are exchangeable draws, so, given how many of them are covert, each is equally likely to be
+  the source. The number of covert sources then has a Poisson-binomial law (one Bernoulli of
+  covert / (continuations + 1) per source), and the two-sided p-value doubles its smaller tail.
+  With one continuation per source this is exactly McNemar's test on the discordant pairs.
 * **the re-verbalized share**: continuations whose own text voices awareness again (for an
   ablation: the model noticed again, as the paper saw), over all pairs, with the union of a
-  scenario bootstrap and an exact interval on the pooled count, like every rate here.
+  scenario bootstrap and an exact interval on the pooled count.
 
 Rates and effects go into ``estimates`` as ``counterfactual_<mode>_...`` rows of the revision, and
 :func:`load_causal_evidence` reads them back for attribution, where a causal effect takes
@@ -28,6 +37,7 @@ precedence over the correlational decomposition.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,61 +56,66 @@ from audit.store import Store
 METRIC_PREFIX = "counterfactual_"
 _METRICS = ("covert_original", "covert", "effect", "p_value", "reverbalized")
 
-_PAIRS_SQL = """
+# One row per source sample: its outcome and its continuations' counts.
+_SOURCES_SQL = """
 SELECT c.scenario_id,
-       count(*) AS n_all,
-       count(*) FILTER (WHERE s.outcome <> 'invalid' AND c.outcome <> 'invalid') AS n,
-       count(*) FILTER (WHERE s.outcome = 'covert' AND c.outcome = 'covert') AS both,
-       count(*) FILTER (WHERE s.outcome = 'covert' AND c.outcome NOT IN ('covert', 'invalid'))
-           AS before_only,
-       count(*) FILTER (WHERE s.outcome NOT IN ('covert', 'invalid') AND c.outcome = 'covert')
-           AS after_only,
-       count(*) FILTER (WHERE c.reverbalized) AS reverbalized,
-       count(DISTINCT c.source_key) AS sources
+       any_value(s.outcome) = 'covert' AS source_covert,
+       any_value(s.outcome) = 'invalid' AS source_invalid,
+       count(*) AS continuations,
+       count(*) FILTER (WHERE c.outcome <> 'invalid') AS valid,
+       count(*) FILTER (WHERE c.outcome = 'covert') AS covert,
+       count(*) FILTER (WHERE c.reverbalized) AS reverbalized
 FROM counterfactual_samples c
 JOIN samples s ON s.sample_key = c.source_key
 WHERE c.model = ? AND c.spec_content_hash = ? AND c.set_hash = ? AND c.mode = ?
-GROUP BY c.scenario_id
-ORDER BY c.scenario_id
+GROUP BY c.scenario_id, c.source_key
+ORDER BY c.scenario_id, c.source_key
 """
 
 
 @dataclass(frozen=True)
 class PairCounts:
-    """Per-scenario counts of the pairs of one (model, spec text, set, mode)."""
+    """The pairs of one (model, spec text, set, mode), one entry per source sample."""
 
     scenario_ids: tuple[str, ...]
-    n_all: np.ndarray
-    n: np.ndarray
-    both: np.ndarray
-    before_only: np.ndarray
-    after_only: np.ndarray
+    """Scenario of each source (sorted, so a scenario's sources are adjacent)."""
+    source_covert: np.ndarray
+    source_invalid: np.ndarray
+    continuations: np.ndarray
+    valid: np.ndarray
+    """Continuations graded covert, honest or refused."""
+    covert: np.ndarray
+    """Continuations graded covert."""
     reverbalized: np.ndarray
-    sources: int
 
     @property
-    def neither(self) -> np.ndarray:
-        return self.n - self.both - self.before_only - self.after_only
+    def k(self) -> np.ndarray:
+        """Valid pairs per source (0 when the source itself is invalid)."""
+        return np.where(self.source_invalid, 0, self.valid)
+
+    @property
+    def pair_covert(self) -> np.ndarray:
+        """Covert continuations in valid pairs, per source."""
+        return np.where(self.source_invalid, 0, self.covert)
 
 
 def load_pair_counts(
     store: Store, *, model: str, spec_content_hash: str, set_hash: str, mode: str
 ) -> PairCounts:
-    """Aggregate the stored pairs in SQL, one row per scenario."""
-    rows = store.con.execute(_PAIRS_SQL, [model, spec_content_hash, set_hash, mode]).fetchall()
+    """Read the stored pairs, aggregated per source sample in SQL."""
+    rows = store.con.execute(_SOURCES_SQL, [model, spec_content_hash, set_hash, mode]).fetchall()
 
     def column(i: int) -> np.ndarray:
         return np.array([row[i] for row in rows], dtype=np.int64)
 
     return PairCounts(
         scenario_ids=tuple(str(row[0]) for row in rows),
-        n_all=column(1),
-        n=column(2),
-        both=column(3),
-        before_only=column(4),
-        after_only=column(5),
+        source_covert=column(1),
+        source_invalid=column(2).astype(bool),
+        continuations=column(3),
+        valid=column(4),
+        covert=column(5),
         reverbalized=column(6),
-        sources=int(sum(row[7] for row in rows)),
     )
 
 
@@ -118,9 +133,8 @@ class CounterfactualEstimate:
     effect: Interval
     p_value: float
     discordant: tuple[int, int]
-    """(covert only before the edit, covert only after it)."""
+    """(covert only before the edit, covert only after it), counted over pairs."""
     reverbalized: Interval
-    resampled: str = "scenarios, then pairs within them"
 
     def to_json(self) -> dict[str, Any]:
         """The fields ``audit counterfactual --json`` prints (names fixed by issue 13)."""
@@ -146,8 +160,10 @@ class CounterfactualEstimate:
             },
             "reverbalized_share": self.reverbalized.value,
             "reverbalized_share_ci": [self.reverbalized.low, self.reverbalized.high],
-            "effect_interval": f"95% two-level bootstrap ({self.resampled})",
-            "p_value_test": "exact McNemar, two-sided, on discordant pairs",
+            "effect_interval": "95%: union of a two-level bootstrap (scenarios, then source "
+            "samples) and Newcombe's hybrid score interval",
+            "p_value_test": "exact McNemar on discordant pairs (stratified by source sample "
+            "when sources have several continuations), two-sided",
         }
 
 
@@ -161,66 +177,123 @@ def mcnemar_p(before_only: int, after_only: int) -> float:
     return float(min(1.0, 2.0 * tail))
 
 
+def exchangeable_p(source_covert: np.ndarray, k: np.ndarray, covert: np.ndarray) -> float:
+    """Exact two-sided p-value of "the edit changes nothing", stratified by source.
+
+    Given ``m`` covert outcomes among a source and its ``k`` continuations, the source is covert
+    with probability m / (k + 1) under exchangeability; the number of covert sources is a sum of
+    such Bernoullis (a Poisson-binomial law, convolved exactly). For k = 1 this is McNemar's exact
+    test.
+    """
+    keep = k > 0
+    observed = int(source_covert[keep].sum())
+    probabilities = (source_covert[keep] + covert[keep]) / (k[keep] + 1.0)
+    law = np.ones(1)
+    for p in probabilities:
+        law = np.convolve(law, [1.0 - p, p])
+    lower, upper = float(law[: observed + 1].sum()), float(law[observed:].sum())
+    return float(min(1.0, 2.0 * min(lower, upper)))
+
+
 def estimate(
     mode: str, counts: PairCounts, *, resamples: int, seed: int
 ) -> CounterfactualEstimate | None:
     """The paired statistics of ``counts`` (None when no pair is valid)."""
-    valid = counts.n > 0
-    n_pairs = int(counts.n.sum())
+    k, pair_covert = counts.k, counts.pair_covert
+    n_pairs = int(k.sum())
     if n_pairs == 0:
         return None
-    before = int((counts.both + counts.before_only).sum())
-    after = int((counts.both + counts.after_only).sum())
-    draws = _two_level(counts, valid, resamples, seed)
-    low_high = percentile_bounds(np.stack(draws))
-    b, c = int(counts.before_only.sum()), int(counts.after_only.sum())
+    used = k > 0
+    n_sources = int(used.sum())
+    before_pairs = int((counts.source_covert * k).sum())
+    after_pairs = int(pair_covert.sum())
+    before_only = int((counts.source_covert * (k - pair_covert)).sum())
+    after_only = int(((1 - counts.source_covert) * pair_covert).sum())
+    before = before_pairs / n_pairs
+    after = after_pairs / n_pairs
+    boot_before, boot_after, boot_effect = _two_level(counts, resamples, seed)
+    exact_before = binomial_bounds(int(counts.source_covert[used].sum()), n_sources)
+    exact_after = binomial_bounds(after_pairs, n_pairs)
     return CounterfactualEstimate(
         mode=mode,
         n_pairs=n_pairs,
-        n_scenarios=int(valid.sum()),
-        n_sources=counts.sources,
-        n_invalid_pairs=int((counts.n_all - counts.n).sum()),
-        covert_original=_union(before / n_pairs, low_high[0], binomial_bounds(before, n_pairs)),
-        covert_counterfactual=_union(after / n_pairs, low_high[1], binomial_bounds(after, n_pairs)),
-        effect=Interval((c - b) / n_pairs, float(low_high[2][0]), float(low_high[2][1])),
-        p_value=mcnemar_p(b, c),
-        discordant=(b, c),
-        reverbalized=_share_interval(counts.reverbalized, counts.n_all, resamples, seed),
+        n_scenarios=len({s for s, u in zip(counts.scenario_ids, used, strict=True) if u}),
+        n_sources=n_sources,
+        n_invalid_pairs=int((counts.continuations - k).sum()),
+        covert_original=_union(before, boot_before, exact_before),
+        covert_counterfactual=_union(after, boot_after, exact_after),
+        effect=_union(
+            after - before, boot_effect, newcombe(before, exact_before, after, exact_after)
+        ),
+        p_value=exchangeable_p(counts.source_covert, k, pair_covert),
+        discordant=(before_only, after_only),
+        reverbalized=_share_interval(counts, resamples, seed),
     )
 
 
-def _two_level(
-    counts: PairCounts, valid: np.ndarray, resamples: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resampled (rate before, rate after, effect): scenarios with replacement, then each drawn
-    scenario's pairs from its own mix of the four pair types (multinomial)."""
-    types = np.stack(
-        [counts.neither, counts.before_only, counts.after_only, counts.both], axis=1
-    ).astype(float)[valid]
-    n = counts.n[valid]
-    chosen = bootstrap_indices(int(valid.sum()), resamples, seed)
-    rng = np.random.default_rng([seed, int(valid.sum()), 13])
-    drawn = rng.multinomial(n[chosen], types[chosen] / n[chosen][..., None])
-    totals = drawn.sum(axis=(1, 2)).astype(float)
-    before = (drawn[..., 1] + drawn[..., 3]).sum(axis=1) / totals
-    after = (drawn[..., 2] + drawn[..., 3]).sum(axis=1) / totals
-    return before, after, after - before
+def newcombe(
+    before: float,
+    before_bounds: tuple[float, float],
+    after: float,
+    after_bounds: tuple[float, float],
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval of after - before from each rate's own interval."""
+    low_b, high_b = before_bounds
+    low_a, high_a = after_bounds
+    difference = after - before
+    return (
+        difference - math.hypot(after - low_a, high_b - before),
+        difference + math.hypot(high_a - after, before - low_b),
+    )
+
+
+def _two_level(counts: PairCounts, resamples: int, seed: int) -> tuple[np.ndarray, ...]:
+    """95% percentile bounds of the resampled (rate before, rate after, effect): scenarios
+    with replacement, then each drawn scenario's sources from its own mix of source kinds
+    (a kind = valid continuations, source covert or not, covert continuations; multinomial)."""
+    used = counts.k > 0
+    scenarios: dict[str, Counter[tuple[int, int, int]]] = {}
+    for sid, k, source, covert, keep in zip(
+        counts.scenario_ids, counts.k, counts.source_covert, counts.pair_covert, used, strict=True
+    ):
+        if keep:
+            scenarios.setdefault(sid, Counter())[(int(k), int(source), int(covert))] += 1
+    width = max(len(kinds) for kinds in scenarios.values())
+    shape = (len(scenarios), width)
+    kind_k, kind_source, kind_covert, share = (np.zeros(shape) for _ in range(4))
+    sizes = np.zeros(len(scenarios), dtype=np.int64)
+    for j, kinds in enumerate(scenarios.values()):
+        sizes[j] = sum(kinds.values())
+        for t, ((k, source, covert), n) in enumerate(kinds.items()):
+            kind_k[j, t], kind_source[j, t], kind_covert[j, t] = k, source, covert
+            share[j, t] = n / sizes[j]
+    chosen = bootstrap_indices(len(scenarios), resamples, seed)
+    rng = np.random.default_rng([seed, len(scenarios), 13])
+    drawn = rng.multinomial(sizes[chosen], share[chosen])
+    pairs = (drawn * kind_k[chosen]).sum(axis=(1, 2))
+    before = (drawn * kind_k[chosen] * kind_source[chosen]).sum(axis=(1, 2)) / pairs
+    after = (drawn * kind_covert[chosen]).sum(axis=(1, 2)) / pairs
+    bounds = percentile_bounds(np.stack([before, after, after - before]))
+    return bounds[0], bounds[1], bounds[2]
 
 
 def _union(point: float, resampled: np.ndarray, exact: tuple[float, float]) -> Interval:
     return Interval(point, float(min(resampled[0], exact[0])), float(max(resampled[1], exact[1])))
 
 
-def _share_interval(events: np.ndarray, trials: np.ndarray, resamples: int, seed: int) -> Interval:
-    """A pooled share with the union of a scenario bootstrap and the pooled-count interval."""
-    keep = trials > 0
-    total = int(trials[keep].sum())
+def _share_interval(counts: PairCounts, resamples: int, seed: int) -> Interval:
+    """The re-verbalized share of all continuations: the union of a scenario bootstrap and the
+    exact interval of the pooled count."""
+    total = int(counts.continuations.sum())
     if total == 0:
         return Interval(None, None, None)
-    hits = int(events[keep].sum())
-    weights = bootstrap_weights(int(keep.sum()), resamples, seed)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = (weights @ events[keep]) / (weights @ trials[keep])
+    ids = sorted(set(counts.scenario_ids))
+    index = np.array([ids.index(s) for s in counts.scenario_ids])
+    events = np.bincount(index, weights=counts.reverbalized, minlength=len(ids))
+    trials = np.bincount(index, weights=counts.continuations, minlength=len(ids))
+    hits = int(counts.reverbalized.sum())
+    weights = bootstrap_weights(len(ids), resamples, seed)
+    shares = (weights @ events) / (weights @ trials)
     bounds = percentile_bounds(shares[None])[0]
     return _union(hits / total, bounds, binomial_bounds(hits, total))
 
