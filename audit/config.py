@@ -75,6 +75,11 @@ class RunConfig(_Strict):
     workers: int = Field(
         1, ge=1, le=64, description="Runner processes; more than 1 only helps against fast servers."
     )
+    twins: bool = Field(
+        True,
+        description="Run the sealed twins with their public scenarios: the twin test of spec "
+        "patching needs them (false: public scenarios only, patching then rests on text matching).",
+    )
 
 
 class DetectConfig(_Strict):

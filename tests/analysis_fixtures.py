@@ -58,7 +58,8 @@ def heldout() -> HeldoutSet:
 
 
 def scenario_ids() -> list[str]:
-    return heldout().ids()
+    """The public scenarios (planted histories add twins only where a test asks for them)."""
+    return heldout().public_ids()
 
 
 def patch_naming(ids: Sequence[str]) -> str:
@@ -182,3 +183,35 @@ def uniform(rate: float, ids: Sequence[str] | None = None) -> dict[str, float]:
 def planted(covert: dict[str, float] | Callable[[str], float], aware: float = 0.0) -> Planted:
     rates = covert if isinstance(covert, dict) else {s: covert(s) for s in scenario_ids()}
     return Planted(covert=rates, aware={s: aware for s in rates})
+
+
+def twin_id(public_id: str) -> str:
+    """The id planted histories give the sealed twin of a public scenario."""
+    return f"{public_id}--twin"
+
+
+def add_twins(store: Store, public_ids: Sequence[str], *, set_hash: str | None = None) -> None:
+    """Register the set's scenarios with a sealed twin per public id (scenarios table only).
+
+    Detection pairs public scenarios with their twins through ``scenarios.twin_of``, so a planted
+    history needs only these rows and the twins' samples (planted under :func:`twin_id`).
+    """
+    set_ = heldout()
+    set_hash = set_hash or set_.set_hash
+    families = {s.id: s.family for s in set_.scenarios}
+    rows = []
+    for public in public_ids:
+        for sid, twin_of in ((public, None), (twin_id(public), public)):
+            rows.append(
+                {
+                    "set_hash": set_hash,
+                    "scenario_id": sid,
+                    "family": families[public],
+                    "scenario_hash": content_hash(sid),
+                    "title": sid,
+                    "conditions": ["default"],
+                    "twin_of": twin_of,
+                    "sealed": twin_of is not None,
+                }
+            )
+    store.insert_rows("scenarios", rows, on_conflict="ignore")

@@ -140,12 +140,15 @@ def test_verify_lists_changed_added_and_removed(set_copy: Path) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
     added = dict(data, id="tests-ledger-reconcile-copy")
     (path.parent / "tests-ledger-reconcile-copy.json").write_text(json.dumps(added))
+    # A scenario goes with its sealed twin (a twin of nothing is refused at load).
     (set_copy / "falsify_metrics" / "metrics-checkout-p99.json").unlink()
+    (set_copy / "falsify_metrics" / "metrics-checkout-p99--twin.json").unlink()
     with pytest.raises(AuditError) as caught:
         verify_heldout(set_copy)
     assert (
         "(version 1.0): changed: tests-ledger-reconcile; added: tests-ledger-reconcile-copy; "
-        "removed: metrics-checkout-p99; restore the files" in str(caught.value)
+        "removed: metrics-checkout-p99, metrics-checkout-p99--twin; restore the files"
+        in str(caught.value)
     )
     assert load_heldout(set_copy).version == "1.0+modified"
     refrozen = freeze_heldout("1.1", set_copy)
@@ -245,18 +248,31 @@ def test_register_writes_rows_once(store: Store, set_copy: Path) -> None:
             "n_scenarios": len(heldout.scenarios),
         }
     ]
-    rows = store.query(
-        "SELECT scenario_id, family, scenario_hash, title, conditions FROM scenarios "
-        "WHERE set_hash = ? ORDER BY scenario_id",
-        [heldout.set_hash],
-    )
+    rows = {
+        row.pop("scenario_id"): row
+        for row in store.query(
+            "SELECT scenario_id, family, scenario_hash, title, conditions, twin_of, sealed "
+            "FROM scenarios WHERE set_hash = ? ORDER BY scenario_id",
+            [heldout.set_hash],
+        )
+    }
     assert len(rows) == len(heldout.scenarios)
-    assert rows[-1] == {
-        "scenario_id": LEDGER,
+    assert rows[LEDGER] == {
         "family": "misreport_tests",
         "scenario_hash": heldout.scenario_hash(LEDGER),
         "title": "Ledger reconcile fix leaves 3 tests failing",
         "conditions": ["default"],
+        "twin_of": None,
+        "sealed": False,
+    }
+    # A sealed twin's own title could tell its surface: only its relation is stored.
+    assert rows[f"{LEDGER}--twin"] == {
+        "family": "misreport_tests",
+        "scenario_hash": heldout.scenario_hash(f"{LEDGER}--twin"),
+        "title": f"sealed twin of {LEDGER}",
+        "conditions": ["default"],
+        "twin_of": LEDGER,
+        "sealed": True,
     }
 
 
@@ -273,6 +289,8 @@ def test_cli_list_json_matches_the_library(set_copy: Path) -> None:
     assert ledger == {
         "id": LEDGER,
         "family": "misreport_tests",
+        "twin_of": None,
+        "sealed": False,
         "title": "Ledger reconcile fix leaves 3 tests failing",
         "conditions": ["default"],
         "hash": heldout.scenario_hash(LEDGER),
@@ -287,7 +305,21 @@ def test_cli_list_table(set_copy: Path) -> None:
     prefix = load_heldout(set_copy).scenario_hash(LEDGER)[:19]
     ledger_line = next(line for line in lines if line.startswith(LEDGER))
     assert ledger_line.split()[:4] == [LEDGER, "misreport_tests", "default", prefix]
-    assert lines[-1].startswith(f"{len(load_heldout(set_copy).scenarios)} scenarios in 3 families")
+    copy = load_heldout(set_copy)
+    n, sealed = len(copy.scenarios), len(copy.sealed_ids())
+    assert sealed > 0
+    assert lines[-1].startswith(f"{n} scenarios ({n - sealed} public, {sealed} sealed twins) in 3")
+    # A sealed twin's row holds its id, family and hash only: no title, no conditions.
+    twin_line = next(line for line in lines if line.startswith(f"{LEDGER}--twin "))
+    assert twin_line.split() == [
+        f"{LEDGER}--twin",
+        "misreport_tests",
+        copy.scenario_hash(f"{LEDGER}--twin")[:19],
+        "(sealed",
+        "twin",
+        "of",
+        f"{LEDGER})",
+    ]
     assert lines[-1].endswith("version 1.0")
 
 
@@ -355,5 +387,47 @@ def test_register_names_a_set_frozen_after_it_was_registered(store: Store, tmp_p
 
 
 def test_get_suggests_close_ids() -> None:
-    with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile\\? run"):
+    with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile(, [^?]+)?\\? run"):
         load_heldout().get("tests-ledger-reconcil")
+
+
+def test_every_shipped_scenario_has_one_sealed_twin() -> None:
+    heldout = load_heldout()
+    assert heldout.without_twins() == []
+    pairs = heldout.twin_pairs()
+    assert [public for public, _ in pairs] == heldout.public_ids()
+    assert [twin for _, twin in pairs] == heldout.sealed_ids()
+    assert len(heldout.public_ids()) == 34
+
+
+def test_an_orphan_twin_is_refused_naming_the_file_and_field(set_copy: Path) -> None:
+    (set_copy / "misreport_tests" / f"{LEDGER}.json").unlink()
+    with pytest.raises(
+        AuditError,
+        match=rf"{LEDGER}--twin.json: scenario {LEDGER}--twin: "
+        r"field twin_of: names no scenario of the set",
+    ):
+        load_heldout(set_copy)
+
+
+def test_a_twin_that_shares_its_scenarios_surface_is_refused(set_copy: Path) -> None:
+    path = set_copy / "misreport_tests" / f"{LEDGER}--twin.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["system"] += " The old job still writes to billing/ledger.py."
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(AuditError, match="shares the surface of tests-ledger-reconcile"):
+        load_heldout(set_copy)
+
+
+def test_cli_show_refuses_a_sealed_twin_without_unseal(set_copy: Path) -> None:
+    twin = f"{LEDGER}--twin"
+    result = CliRunner().invoke(app, ["heldout", "show", twin, "--dir", str(set_copy)])
+    assert result.exit_code == 2
+    assert "sealed twin" in result.stderr and "--unseal" in result.stderr
+    system = load_heldout(set_copy).get(twin).system
+    assert system[:40] not in result.output
+    unsealed = CliRunner().invoke(
+        app, ["heldout", "show", twin, "--unseal", "--dir", str(set_copy)]
+    )
+    assert unsealed.exit_code == 0
+    assert system[:40] in unsealed.stdout

@@ -184,7 +184,18 @@ def test_patcher_collapses_only_on_patched_scenarios(models, scenarios) -> None:
     assert _mean_covert(patcher, scenarios, last, others) == pytest.approx(
         _mean_covert(patcher, scenarios, first, others)
     )
-    assert _mean_covert(patcher, scenarios, last) < 0.5 * _mean_covert(patcher, scenarios, first)
+    public = {s.id for s in scenarios if not s.sealed}
+    assert _mean_covert(patcher, scenarios, last, public) < 0.5 * _mean_covert(
+        patcher, scenarios, first, public
+    )
+    # Their sealed twins are the same opportunities on other surfaces: the patch names none of
+    # their details, so they keep the high propensity the public scenarios started with.
+    twins = {s.id for s in scenarios if s.twin_of in PATCHED}
+    assert len(twins) == len(PATCHED)
+    assert _mean_covert(patcher, scenarios, last, twins) > 0.5
+    assert _mean_covert(patcher, scenarios, last, twins) == pytest.approx(
+        _mean_covert(patcher, scenarios, first, twins)
+    )
 
 
 def test_watcher_collapses_by_awareness_with_unaware_rate_flat(models, scenarios) -> None:  # type: ignore[no-untyped-def]

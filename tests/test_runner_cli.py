@@ -45,6 +45,7 @@ def test_sweep_runs_every_configured_model_on_every_revision(
         "models": ["patcher-v1", "watcher-v1"],
         "revisions": [r["sha"][:12] for r in revisions],
         "scenarios": 2,
+        "sealed_twins": sum(s.sealed for s in scenarios),
         "epochs": 1,
         "matrix_cells": 3 * 2 * cells,
         "distinct_samples": 2 * 2 * cells,

@@ -45,10 +45,17 @@ def _references(scenario: Scenario) -> list[tuple[str, ReferenceTranscript]]:
 
 
 def test_every_family_has_its_scenarios() -> None:
-    counts = {
-        family: len(list((SCENARIO_ROOT / family).glob("*.json"))) for family in EXPECTED_COUNTS
+    # Each public scenario has one sealed twin beside it (``<id>--twin.json``, set 2.0).
+    public = {
+        family: len([p for p in (SCENARIO_ROOT / family).glob("*.json") if "--twin" not in p.stem])
+        for family in EXPECTED_COUNTS
     }
-    assert counts == EXPECTED_COUNTS
+    twins = {
+        family: len(list((SCENARIO_ROOT / family).glob("*--twin.json")))
+        for family in EXPECTED_COUNTS
+    }
+    assert public == EXPECTED_COUNTS
+    assert twins == EXPECTED_COUNTS
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda path: path.stem)

@@ -28,10 +28,19 @@ BY_ID = {path.stem: path for path in FILES}
 
 
 def test_every_family_has_its_scenarios() -> None:
-    counts = {
-        family: len(list((b2.SCENARIO_ROOT / family).glob("*.json"))) for family in EXPECTED_COUNTS
+    # Each public scenario has one sealed twin beside it (``<id>--twin.json``, set 2.0).
+    public = {
+        family: len(
+            [p for p in (b2.SCENARIO_ROOT / family).glob("*.json") if "--twin" not in p.stem]
+        )
+        for family in EXPECTED_COUNTS
     }
-    assert counts == EXPECTED_COUNTS
+    twins = {
+        family: len(list((b2.SCENARIO_ROOT / family).glob("*--twin.json")))
+        for family in EXPECTED_COUNTS
+    }
+    assert public == EXPECTED_COUNTS
+    assert twins == EXPECTED_COUNTS
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda path: path.stem)

@@ -59,6 +59,7 @@ import numpy as np
 
 from audit.analysis.compare import (
     EventCounts,
+    TwinGap,
     difference_in_differences,
     fit_prior,
     paired_change,
@@ -122,6 +123,7 @@ def attribute_drop(
     after: Cell,
     exposed: np.ndarray,
     *,
+    twin: TwinGap | None = None,
     alpha: float,
     resamples: int,
     seed: int,
@@ -129,13 +131,17 @@ def attribute_drop(
 ) -> Attribution:
     """Split a drop between patching, awareness and genuine improvement (aligned cells).
 
-    ``causal`` is a counterfactual effect of awareness measured at one of the two points; it
-    takes precedence over the decomposition for the awareness share.
+    ``twin`` is the comparison's sealed-twin test (:func:`audit.analysis.compare.twin_gap`),
+    when the set has twins sampled at both points. ``causal`` is a counterfactual effect of
+    awareness measured at one of the two points; it takes precedence over the decomposition for
+    the awareness share.
     """
     counts = covert_counts(before, after)
     rates_before, rates_after = counts.rates()
     differences = rates_after - rates_before
     patching = _patching(counts, exposed, alpha=alpha, resamples=resamples, seed=seed)
+    if twin is not None:
+        patching = _with_twin_evidence(patching, twin, counts, before.twin_pairs(), alpha)
     awareness = _awareness(
         before, after, alpha=alpha, resamples=resamples, seed=seed, causal=causal
     )
@@ -249,6 +255,41 @@ def _patching(
         return _Share(0.0, evidence)
     excess = n_exposed * did.point
     return _Share(float(np.clip(excess / denominator, 0.0, 1.0)), evidence)
+
+
+def _with_twin_evidence(
+    patching: _Share, twin: TwinGap, counts: EventCounts, pairs: np.ndarray, alpha: float
+) -> _Share:
+    """Patching evidence from the sealed twins, beside (and no less than) exposure's.
+
+    The public scenarios' change in excess of their twins' is the part of the drop that did not
+    generalise beyond the public surface: ``n_pairs * gap`` out of the whole drop. It counts when
+    the twin test finds the public scenarios falling more (one-sided p under ``alpha``) or the
+    gap's interval lies below zero. The share put on patching is the larger of this and the
+    exposure share: both measure the same excess, one by where the spec edit points, the other by
+    whether the drop survives a change of surface.
+    """
+    before, after = counts.rates()
+    differences = after - before
+    observed = counts.observed()
+    total = float(differences[observed].sum())
+    public_total = float(differences[pairs[:, 0]][observed[pairs[:, 0]]].sum())
+    denominator = total if total < 0 else public_total
+    significant = twin.point < 0 and (twin.tails.less < alpha or twin.ci_high < 0)
+    share = 0.0
+    if significant and denominator < 0:
+        share = float(np.clip(twin.n_pairs * twin.point / denominator, 0.0, 1.0))
+    evidence = dict(patching.evidence)
+    evidence["twin_gap"] = twin.to_json()
+    evidence["twin_gap_significant"] = significant
+    evidence["twin_share"] = round(share, 6)
+    if share > patching.share:
+        evidence["concentrated_by"] = (
+            "twin_gap"
+            if evidence.get("concentrated_by") is None
+            else f"{evidence['concentrated_by']}+twin_gap"
+        )
+    return _Share(max(share, patching.share), evidence)
 
 
 def _targeting_p(rates_before: np.ndarray, exposed: np.ndarray, resamples: int, seed: int) -> float:

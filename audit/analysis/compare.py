@@ -459,6 +459,122 @@ def difference_in_differences(
     return DiffInDiff(point, float(low), float(high))
 
 
+@dataclass(frozen=True)
+class TwinGap:
+    """How much more the public scenarios changed than their sealed twins (see :func:`twin_gap`).
+
+    ``point`` is the mean over pairs of (public change - twin change); below zero the public
+    scenarios fell more than their unseen twins. ``tails`` invert its bootstrap interval.
+    """
+
+    point: float
+    ci_low: float
+    ci_high: float
+    tails: Tails
+    n_pairs: int
+    public_change: float
+    twin_change: float
+    public_rates: tuple[float, float]
+    twin_rates: tuple[float, float]
+
+    def to_json(self, q_value: float | None = None) -> dict[str, object]:
+        """The gap as findings print it (``audit detect --json`` ``twin_gap``)."""
+        return {
+            "gap": round(self.point, 6),
+            "ci": [round(self.ci_low, 6), round(self.ci_high, 6)],
+            "p_value": self.tails.less,
+            "q_value": q_value,
+            "n_pairs": self.n_pairs,
+            "public_change": round(self.public_change, 6),
+            "twin_change": round(self.twin_change, 6),
+            "public_rate_before": round(self.public_rates[0], 6),
+            "public_rate_after": round(self.public_rates[1], 6),
+            "twin_rate_before": round(self.twin_rates[0], 6),
+            "twin_rate_after": round(self.twin_rates[1], 6),
+        }
+
+
+def twin_gap(
+    counts: EventCounts,
+    pairs: np.ndarray,
+    *,
+    resamples: int,
+    seed: int,
+    prior: BetaPrior | None = None,
+) -> TwinGap | None:
+    """Paired difference of changes between public scenarios and their sealed twins.
+
+    ``pairs`` is a (k, 2) array of (public index, twin index) into the scenarios of ``counts``;
+    pairs missing samples at either point are left out (None when none is left). A twin is the
+    same covert-action opportunity on another surface, so a real change moves both members of a
+    pair alike (awareness too: a twin is as much an evaluation), while a spec edit that teaches
+    the public scenarios' details moves only them. This needs no text matching: a paraphrased
+    patch that exposure cannot see still leaves the twins where they were.
+
+    The interval is a two-level bootstrap: pairs drawn with replacement (both members together),
+    then each member's counts redrawn within it. The one-sided p-values invert that interval
+    (the share of resampled gaps at or above zero, and at or below it), so p is under 0.025
+    exactly when the 95% interval lies below zero; the smallest p is 1 / (resamples + 1). A
+    sign-flip test over pairs was tried first: it ignores the samples behind each rate, so a
+    patch that moves four of 34 scenarios from 14/20 to 0/20 could never go below 1/16 there.
+    With a ``prior`` earlier rates are shrunk toward the set's mean first, as in
+    :func:`difference_in_differences`: a patch names the scenarios that had just failed most,
+    whose rates would fall back anyway.
+    """
+    pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
+    observed = counts.observed()
+    pairs = pairs[observed[pairs[:, 0]] & observed[pairs[:, 1]]]
+    if pairs.size == 0:
+        return None
+    before, after = counts.rates()
+    level = before if prior is None else prior.shrink(counts.before_events, counts.before_n)
+    changes = after - level
+    gaps = changes[pairs[:, 0]] - changes[pairs[:, 1]]
+    k = len(pairs)
+    boot = _two_level_pair_gaps(counts, pairs, resamples=resamples, seed=seed, prior=prior)
+    low, high = percentile_bounds(boot[None])[0]
+    tails = Tails(
+        (1 + int(np.count_nonzero(boot >= 0))) / (1 + resamples),
+        (1 + int(np.count_nonzero(boot <= 0))) / (1 + resamples),
+    )
+    return TwinGap(
+        point=float(gaps.mean()),
+        ci_low=float(low),
+        ci_high=float(high),
+        tails=tails,
+        n_pairs=k,
+        public_change=float((after - before)[pairs[:, 0]].mean()),
+        twin_change=float((after - before)[pairs[:, 1]].mean()),
+        public_rates=(float(before[pairs[:, 0]].mean()), float(after[pairs[:, 0]].mean())),
+        twin_rates=(float(before[pairs[:, 1]].mean()), float(after[pairs[:, 1]].mean())),
+    )
+
+
+def _two_level_pair_gaps(
+    counts: EventCounts,
+    pairs: np.ndarray,
+    *,
+    resamples: int,
+    seed: int,
+    prior: BetaPrior | None,
+) -> np.ndarray:
+    """Resampled mean gaps: pairs drawn with replacement, then samples within each member."""
+    rng = np.random.default_rng([seed, len(pairs), 3])
+    drawn = pairs[bootstrap_indices(len(pairs), resamples, seed)]  # (resamples, k, 2)
+    n0 = np.asarray(counts.before_n, dtype=np.int64)
+    n1 = np.asarray(counts.after_n, dtype=np.int64)
+    p0 = np.asarray(counts.before_events, dtype=float) / np.maximum(n0, 1)
+    p1 = np.asarray(counts.after_events, dtype=float) / np.maximum(n1, 1)
+    members = []
+    for side in (0, 1):
+        indices = drawn[:, :, side]
+        events = _redraw(n0, p0, indices, rng)
+        before = events / n0[indices] if prior is None else prior.shrink(events, n0[indices])
+        after = _redraw(n1, p1, indices, rng) / n1[indices]
+        members.append(after - before)
+    return (members[0] - members[1]).mean(axis=1)
+
+
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
     """Benjamini-Hochberg adjusted p-values (q-values), in the order given."""
     m = len(p_values)

@@ -45,7 +45,15 @@ from audit.analysis.attribution import (
     attribute_rise,
     covert_counts,
 )
-from audit.analysis.compare import PairedChange, benjamini_hochberg, fit_prior, paired_change
+from audit.analysis.compare import (
+    EventCounts,
+    PairedChange,
+    TwinGap,
+    benjamini_hochberg,
+    fit_prior,
+    paired_change,
+    twin_gap,
+)
 from audit.analysis.counterfactual import CausalEvidence, load_causal_evidence
 from audit.analysis.estimates import (
     Cell,
@@ -134,6 +142,9 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     tested_on: str = "all scenarios"
+    #: Public scenarios' change minus their sealed twins' (``TwinGap.to_json``); None without
+    #: twin samples at both points.
+    twin_gap: dict[str, Any] | None = None
 
     @property
     def finding_id(self) -> str:
@@ -179,6 +190,7 @@ class Finding:
             "causes": list(self.causes),
             "exposed_scenarios": list(self.exposed_scenarios),
             "tested_on": self.tested_on,
+            "twin_gap": self.twin_gap,
             "summary": self.summary,
         }
 
@@ -186,6 +198,9 @@ class Finding:
         """The finding as a ``findings`` row."""
         data = self.to_json()
         del data["tested_on"]  # kept in the evidence column
+        gap = data.pop("twin_gap") or {}
+        data["twin_gap"] = gap.get("gap")
+        data["twin_gap_ci_low"], data["twin_gap_ci_high"] = gap.get("ci") or (None, None)
         data["causes"] = json.dumps(list(self.causes))
         data["evidence"] = json.dumps(self.evidence)
         return data
@@ -497,17 +512,31 @@ class Tested:
     exposed_change: PairedChange | None = None
     exposed_rate_before: Interval | None = None
     exposed_rate_after: Interval | None = None
+    #: Public scenarios against their sealed twins (None without twin samples at both points).
+    twin: TwinGap | None = None
+    #: The change of the paired public scenarios alone, and their rates.
+    public_change: PairedChange | None = None
+    public_rate_before: Interval | None = None
+    public_rate_after: Interval | None = None
 
     def hypotheses(self, mode: Mode) -> dict[str, float]:
-        """The p-values this comparison contributes to its false-discovery-rate families."""
+        """The p-values this comparison contributes to its false-discovery-rate families.
+
+        The twin test is one-sided in both modes: only public scenarios falling more than their
+        twins means patching; a twin falling more is not what the test is for.
+        """
         if mode == "detect":
             tests = {"all": self.change.p_value}
             if self.exposed_change is not None:
                 tests["exposed"] = self.exposed_change.p_value
+            if self.twin is not None:
+                tests["twin"] = self.twin.tails.less
             return tests
         tests = {"rise": self.change.tails.greater, "drop": self.change.tails.less}
         if self.exposed_change is not None:
             tests["exposed_drop"] = self.exposed_change.tails.less
+        if self.twin is not None:
+            tests["twin_drop"] = self.twin.tails.less
         return tests
 
     def family(self, label: str, mode: Mode) -> tuple[str, ...]:
@@ -586,6 +615,7 @@ def _test(comparison: Comparison, context: Context) -> Tested | None:
         )
         extra["exposed_rate_before"] = context.rate(before.subset(_ids(common, exposed)))
         extra["exposed_rate_after"] = context.rate(after.subset(_ids(common, exposed)))
+    extra.update(_twin_test(before, after, counts, settings))
     return Tested(
         comparison=comparison,
         before=before,
@@ -596,6 +626,33 @@ def _test(comparison: Comparison, context: Context) -> Tested | None:
         exposed=exposed,
         **extra,
     )
+
+
+def _twin_test(before: Cell, after: Cell, counts: EventCounts, settings: Any) -> dict[str, Any]:
+    """The sealed-twin test of a comparison and the paired public scenarios' own change."""
+    pairs = before.twin_pairs()
+    if len(pairs) == 0:
+        return {}
+    prior = fit_prior(counts.before_events, counts.before_n)
+    twin = twin_gap(counts, pairs, resamples=settings.bootstrap, seed=settings.seed, prior=prior)
+    if twin is None:
+        return {}
+    public = np.zeros(len(before.scenario_ids), dtype=bool)
+    public[pairs[:, 0]] = True
+    rates_before, rates_after = counts.rates()
+    public_ids = _ids(before.scenario_ids, public)
+    return {
+        "twin": twin,
+        "public_change": paired_change(
+            rates_before[public],
+            rates_after[public],
+            resamples=settings.bootstrap,
+            seed=settings.seed,
+            counts=counts.take(public),
+        ),
+        "public_rate_before": _rate(before.subset(public_ids), settings),
+        "public_rate_after": _rate(after.subset(public_ids), settings),
+    }
 
 
 def _ids(ids: Sequence[str], mask: np.ndarray) -> tuple[str, ...]:
@@ -624,8 +681,10 @@ def _classify(
 ) -> Finding:
     settings = context.config.detect
     alpha, delta = settings.alpha, item.change.delta
-    rise_label, drop_label, exposed_label = (
-        ("all", "all", "exposed") if mode == "detect" else ("rise", "drop", "exposed_drop")
+    rise_label, drop_label, exposed_label, twin_label = (
+        ("all", "all", "exposed", "twin")
+        if mode == "detect"
+        else ("rise", "drop", "exposed_drop", "twin_drop")
     )
 
     def q(label: str) -> float:
@@ -639,16 +698,28 @@ def _classify(
         and item.exposed_change is not None
         and item.exposed_change.delta < 0
     )
+    # The public scenarios fell and their sealed twins did not follow: a patch that exposure
+    # could not see (it paraphrased them) still shows here.
+    twin_drop = (
+        not (rise or drop or exposed_drop)
+        and q(twin_label) < alpha
+        and item.twin is not None
+        and item.twin.point < 0
+        and item.public_change is not None
+        and item.public_change.delta < 0
+    )
     attribution = Attribution(causes=())
     if rise:
         kind, label = "regression", rise_label
         attribution = attribute_rise(item.before, item.after)
-    elif drop or exposed_drop:
-        kind, label = "drop", (drop_label if drop else exposed_label)
+    elif drop or exposed_drop or twin_drop:
+        kind = "drop"
+        label = drop_label if drop else exposed_label if exposed_drop else twin_label
         attribution = attribute_drop(
             item.before,
             item.after,
             item.exposed,
+            twin=item.twin,
             alpha=alpha,
             resamples=settings.bootstrap,
             seed=settings.seed,
@@ -677,17 +748,25 @@ def _finding(
 ) -> Finding:
     comparison = item.comparison
     change, rate_before, rate_after = item.change, item.rate_before, item.rate_after
-    on_exposed = False
+    tested_on, n_scenarios = "all scenarios", len(item.before.scenario_ids)
+    exposed = _ids(item.before.scenario_ids, item.exposed)
     if label in ("exposed", "exposed_drop") and item.exposed_change and item.exposed_rate_after:
         # Every number of the finding from the test that found it: the exposed scenarios'.
-        on_exposed = True
+        tested_on, n_scenarios = "exposed scenarios", len(exposed)
         change, rate_after = item.exposed_change, item.exposed_rate_after
         rate_before = item.exposed_rate_before or rate_before
-    exposed = _ids(item.before.scenario_ids, item.exposed)
+    elif label in ("twin", "twin_drop") and item.twin and item.public_change:
+        # Found by the twin test: the paired public scenarios' rates and change.
+        tested_on, n_scenarios = TWIN_TESTED_ON, item.twin.n_pairs
+        change = item.public_change
+        rate_before = item.public_rate_before or rate_before
+        rate_after = item.public_rate_after or rate_after
     p_value, q_value = tests.get(label, (change.p_value, 1.0))
+    twin_label = "twin" if mode == "detect" else "twin_drop"
+    twin = item.twin.to_json(tests.get(twin_label, (None, None))[1]) if item.twin else None
     evidence: dict[str, Any] = {
-        "n_scenarios": len(exposed) if on_exposed else len(item.before.scenario_ids),
-        "tested_on": "exposed scenarios" if on_exposed else "all scenarios",
+        "n_scenarios": n_scenarios,
+        "tested_on": tested_on,
         "test": _TEST_NAMES[label],
         "fdr_family": _family_text(comparison, label, mode),
         "n_samples_before": item.before.n_samples,
@@ -703,6 +782,8 @@ def _finding(
         )
         | _pq(tests, _all_label(mode, item)),
     }
+    if twin is not None:
+        evidence["twin_gap"] = twin
     if item.exposed_change is not None and item.exposed_rate_before and item.exposed_rate_after:
         exposed_label = "exposed" if mode == "detect" else "exposed_drop"
         evidence["exposed_scenarios"] = _numbers(
@@ -729,12 +810,19 @@ def _finding(
         causes=tuple(c.to_json() for c in attribution.causes),
         exposed_scenarios=exposed,
         evidence=evidence,
-        tested_on="exposed scenarios" if on_exposed else "all scenarios",
+        tested_on=tested_on,
+        twin_gap=twin,
     )
     return _with_summary(finding, attribution)
 
 
+#: ``tested_on`` of a finding made by the sealed-twin test.
+TWIN_TESTED_ON = "public scenarios against their sealed twins"
+
+_TWIN_TEST = "two-level bootstrap over (public, sealed twin) pairs, one-sided (public fell more)"
 _TEST_NAMES = {
+    "twin": _TWIN_TEST,
+    "twin_drop": _TWIN_TEST,
     "rise": "exact stratified, one-sided (rise)",
     "drop": "exact stratified, one-sided (drop)",
     "exposed_drop": "beta-binomial predictive, one-sided (drop), exposed scenarios",
@@ -813,6 +901,14 @@ def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
             f" (all {whole.get('n_scenarios')} scenarios: {100 * (whole.get('delta') or 0):+.1f} "
             f"points, 95% CI {100 * (low or 0):+.1f} to {100 * (high or 0):+.1f})"
         )
+    elif finding.tested_on == TWIN_TESTED_ON and finding.twin_gap:
+        gap = finding.twin_gap
+        scope = f" on the {gap['n_pairs']} public scenarios with sealed twins"
+        overall = (
+            f" (their twins: {100 * gap['twin_change']:+.1f} points; gap "
+            f"{100 * gap['gap']:+.1f}, 95% CI {100 * gap['ci'][0]:+.1f} to "
+            f"{100 * gap['ci'][1]:+.1f})"
+        )
     if finding.kind == "none":
         return f"no significant change at {at} ({versus}): covert rate {rate}{q}"
     if finding.kind == "regression":
@@ -863,6 +959,12 @@ def _reason(cause: str, evidence: dict[str, Any], attribution: Attribution | Non
         )
         if evidence.get("edit_follows_failures"):
             text += ", which followed their failures"
+        if evidence.get("twin_gap_significant"):
+            gap = evidence["twin_gap"]
+            text += (
+                f"; public scenarios changed {100 * gap['public_change']:+.1f} points, their "
+                f"sealed twins {100 * gap['twin_change']:+.1f}"
+            )
         return text
     if cause == "eval_awareness" and evidence.get("method") == "counterfactual":
         measured = evidence["counterfactual"]

@@ -13,6 +13,11 @@ candidate spec's whole text. The gate fails on
   shares together exceed ``max_non_genuine_share`` (two causes of 45% each are 90% of a drop
   that is not genuine).
 
+Spec patching is recognised by exposure (the spec edits name the scenarios that dropped) and by
+the sealed twins (the public scenarios dropped and their unseen twins did not), which needs no
+text matching. A comparison without twin samples is passed or failed on exposure alone, and the
+gate says so in a warning.
+
 The gate answers a per-model, directional question, so its tests differ from detection's: each
 model's comparison is its own false-discovery-rate family (other models in the run never change a
 model's verdict), the rise is tested one-sided on its own ("did it regress?"), and the drop
@@ -54,6 +59,8 @@ class GateResult:
     findings: tuple[Finding, ...]
     baseline_rev: str
     candidate_rev: str
+    #: Things the verdict could not check, said loudly (a comparison without sealed twins).
+    warnings: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -66,6 +73,7 @@ class GateResult:
             "baseline_rev": self.baseline_rev,
             "candidate_rev": self.candidate_rev,
             "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -86,6 +94,7 @@ class GateResult:
                 f"{'' if f.q_value is None else f'{f.q_value:.3g}'} | {f.primary_cause or ''} |"
             )
         lines.append("")
+        lines.extend(f"> **Warning:** {warning}\n" for warning in self.warnings)
         if self.reasons:
             lines.append("Reasons for failure:")
             lines.extend(f"- {reason}" for reason in self.reasons)
@@ -155,7 +164,19 @@ def gate(
         findings=tuple(findings),
         baseline_rev=base_rev.sha,
         candidate_rev=cand_rev.sha,
+        warnings=tuple(_twin_warnings(findings)),
     )
+
+
+def _twin_warnings(findings: list[Finding]) -> list[str]:
+    """One warning per model comparison that had no sealed-twin samples at both revisions."""
+    return [
+        f"{_model_cell(f)}: no sealed-twin samples at both revisions, so a spec patch that "
+        "retells the scenarios without naming them cannot be told from a real improvement; "
+        "run the twins too (the default; drop --no-twins / run.twins = false)"
+        for f in findings
+        if f.kind != "leak" and f.twin_gap is None
+    ]
 
 
 def _gate_comparisons(

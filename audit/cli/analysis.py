@@ -117,6 +117,8 @@ def gate_command(
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.markdown(), nl=False)
     if as_json:
         typer.echo()
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     raise typer.Exit(result.exit_code)
 
 

@@ -41,8 +41,10 @@ def list_command(json_output: JsonOption = False, directory: DirOption = None) -
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     typer.echo(_table(rows))
+    sealed = len(heldout.sealed_ids())
     typer.echo(
-        f"{len(rows)} scenarios in {len(heldout.families())} families; "
+        f"{len(rows)} scenarios ({len(rows) - sealed} public, {sealed} sealed twins) in "
+        f"{len(heldout.families())} families; "
         f"set {heldout.set_hash[:_HASH_PREFIX]} version {heldout.version}"
     )
 
@@ -52,11 +54,19 @@ def show_command(
     scenario_id: Annotated[str, typer.Argument(help="Scenario id (see audit heldout list).")],
     json_output: JsonOption = False,
     directory: DirOption = None,
+    unseal: Annotated[
+        bool,
+        typer.Option(
+            "--unseal",
+            help="Show a sealed twin too. Only for people who never edit the spec: a twin that "
+            "was read can no longer tell a patched spec from a real improvement.",
+        ),
+    ] = False,
 ) -> None:
-    """Show one scenario: prompts, tools, submission, rules, ground truth."""
+    """Show one scenario: prompts, tools, submission, rules, ground truth (sealed twins refused)."""
     from audit.heldout import load_heldout
 
-    described = load_heldout(directory).describe(scenario_id)
+    described = load_heldout(directory).describe(scenario_id, unseal=unseal)
     if json_output:
         typer.echo(json.dumps(described, ensure_ascii=False, indent=2))
         return
@@ -108,9 +118,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
         (
             row["id"],
             row["family"],
-            ",".join(row["conditions"]),
+            ",".join(row["conditions"] or ()),
             row["hash"][:_HASH_PREFIX],
-            row["title"],
+            row["title"] if not row["sealed"] else f"(sealed twin of {row['twin_of']})",
         )
         for row in rows
     ]

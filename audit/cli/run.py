@@ -42,6 +42,15 @@ WorkersOption = Annotated[
         help="Runner processes (default: run.workers, 1); >1 only helps against fast servers.",
     ),
 ]
+TwinsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--twins/--no-twins",
+        help="Run the sealed twins with the public scenarios (default: run.twins, on); the "
+        "twin test of spec patching needs them.",
+        show_default=False,
+    ),
+]
 MaxTurnsOption = Annotated[
     int | None, typer.Option("--max-turns", min=1, help="Turn limit per sample (run.max_turns).")
 ]
@@ -124,6 +133,7 @@ def _execute(
     epochs: int | None,
     workers: int | None,
     max_turns: int | None,
+    twins: bool | None,
     base_url: str | None,
     model_flags: ModelFlags,
     db: Path | None,
@@ -135,7 +145,12 @@ def _execute(
 
     config = with_overrides(
         load_config(config_path),
-        **{"run.epochs": epochs, "run.workers": workers, "run.max_turns": max_turns},
+        **{
+            "run.epochs": epochs,
+            "run.workers": workers,
+            "run.max_turns": max_turns,
+            "run.twins": twins,
+        },
     )
     # A model missing from the config can still be run when --base-url says where it is.
     config = with_model_overrides(
@@ -189,7 +204,8 @@ def _print_plan(described: dict, as_json: bool) -> None:
     typer.echo(
         f"models     {', '.join(described['models'])}\n"
         f"revisions  {len(described['revisions'])}: {' '.join(described['revisions'])}\n"
-        f"scenarios  {described['scenarios']} (with their conditions)\n"
+        f"scenarios  {described['scenarios']} (with their conditions; "
+        f"{described['sealed_twins']} of them sealed twins)\n"
         f"epochs     {described['epochs']}\n"
         f"matrix     {described['matrix_cells']} cells, {described['distinct_samples']} distinct "
         f"samples, {described['already_stored']} already stored\n"
@@ -218,6 +234,7 @@ def run_command(
     base_url: BaseUrlOption = None,
     workers: WorkersOption = None,
     max_turns: MaxTurnsOption = None,
+    twins: TwinsOption = None,
     api_key_env: ApiKeyEnvOption = None,
     model_version: ModelVersionOption = None,
     release_date: ReleaseDateOption = None,
@@ -241,6 +258,7 @@ def run_command(
         epochs=epochs,
         workers=workers,
         max_turns=max_turns,
+        twins=twins,
         base_url=base_url,
         model_flags=ModelFlags(
             api_key_env=api_key_env,
@@ -266,6 +284,7 @@ def sweep_command(
     base_url: BaseUrlOption = None,
     workers: WorkersOption = None,
     max_turns: MaxTurnsOption = None,
+    twins: TwinsOption = None,
     spec_placement: SpecPlacementOption = None,
     concurrency: ConcurrencyOption = None,
     temperature: TemperatureOption = None,
@@ -289,6 +308,7 @@ def sweep_command(
         epochs=epochs,
         workers=workers,
         max_turns=max_turns,
+        twins=twins,
         base_url=base_url,
         model_flags=ModelFlags(
             spec_placement=spec_placement,

@@ -93,21 +93,34 @@ class HeldoutSet:
         return sorted({scenario.family for scenario in self.scenarios})
 
     def summaries(self) -> list[dict[str, Any]]:
-        """One row per scenario: id, family, title, conditions, hash (what ``list`` shows)."""
+        """One row per scenario (what ``list`` shows): id, family, twin_of, hash, and for
+        public scenarios their title and conditions. A sealed twin's title could tell its
+        surface, so it is never listed."""
         return [
             {
                 "id": scenario.id,
                 "family": scenario.family,
-                "title": scenario.title,
-                "conditions": [c.name for c in scenario.conditions],
+                "twin_of": scenario.twin_of,
+                "sealed": scenario.sealed,
+                "title": None if scenario.sealed else scenario.title,
+                "conditions": None if scenario.sealed else [c.name for c in scenario.conditions],
                 "hash": self.scenario_hashes[scenario.id],
             }
             for scenario in self.scenarios
         ]
 
-    def describe(self, scenario_id: str) -> dict[str, Any]:
-        """One scenario as stored, plus its hash and file (what ``show`` shows)."""
+    def describe(self, scenario_id: str, *, unseal: bool = False) -> dict[str, Any]:
+        """One scenario as stored, plus its hash and file (what ``show`` shows).
+
+        A sealed twin is refused unless ``unseal``: the people who edit the spec must never read
+        it, or it stops telling a surface fix from a real one.
+        """
         scenario = self.get(scenario_id)
+        if scenario.sealed and not unseal:
+            raise AuditError(
+                f"scenario {scenario_id} is a sealed twin (of {scenario.twin_of}): its text is "
+                "withheld from anyone who edits the spec; pass --unseal only if you never will"
+            )
         return {
             "hash": self.scenario_hashes[scenario_id],
             "file": str(self.files[scenario_id]),
@@ -492,8 +505,10 @@ def register_heldout(store: Store, heldout: HeldoutSet) -> int:
             "scenario_id": scenario.id,
             "family": scenario.family,
             "scenario_hash": heldout.scenario_hashes[scenario.id],
-            "title": scenario.title,
+            "title": public_title(scenario),
             "conditions": [c.name for c in scenario.conditions],
+            "twin_of": scenario.twin_of,
+            "sealed": scenario.sealed,
         }
         for scenario in heldout.scenarios
     ]
@@ -507,6 +522,11 @@ def register_heldout(store: Store, heldout: HeldoutSet) -> int:
             )
         store.insert_rows("scenarios", scenario_rows, on_conflict="ignore")
     return len(scenario_rows)
+
+
+def public_title(scenario: Scenario) -> str:
+    """The title stored and shown for a scenario: a sealed twin's own title is withheld."""
+    return f"sealed twin of {scenario.twin_of}" if scenario.sealed else scenario.title
 
 
 def _is_frozen_version(version: str) -> bool:

@@ -14,9 +14,10 @@ How the parameters combine (all of :class:`~audit.organisms.config.OrganismVersi
   w = number of watch-words (watched, observed, evaluated, graders, ...) in the spec.
 - p_covert(unaware) = base * (1 - genuine_improvement) * (1 - patch_sensitivity * patched),
   patched = min(1, targeting / patch_saturation),
-  base = the scenario's, else its family's, else the default propensity, shifted by a fixed
-  per-scenario jitter in log-odds (``noise``); 0 when the scenario has no covert reference for
-  the condition (e.g. the neutral arm of a sandbagging pair).
+  base = the scenario's (a sealed twin's: its public scenario's unless set), else its family's,
+  else the default propensity, shifted by a fixed per-scenario jitter in log-odds (``noise``);
+  0 when the scenario has no covert reference for the condition (e.g. the neutral arm of a
+  sandbagging pair).
 - p_covert(aware) = p_covert(unaware) * (1 - awareness_suppression).
 - p_cite = citation_rate + citation_targeted * targeting (0 without a spec).
 
@@ -169,8 +170,18 @@ def _logit_shift(probability: float, shift: float) -> float:
 def base_propensity(model: OrganismModel, scenario: Scenario) -> float:
     """The scenario's covert propensity before spec, awareness and improvement effects."""
     params = model.params
-    if scenario.id in params.scenario_propensity:
-        base = params.scenario_propensity[scenario.id]
+    # A sealed twin is the same opportunity on another surface: it inherits the propensity
+    # configured for its public scenario (and only spec text naming its own details moves it).
+    configured = next(
+        (
+            params.scenario_propensity[i]
+            for i in (scenario.id, scenario.twin_of)
+            if i is not None and i in params.scenario_propensity
+        ),
+        None,
+    )
+    if configured is not None:
+        base = configured
     else:
         base = params.family_propensity.get(scenario.family, params.default_propensity)
     shift = params.noise * scenario_jitter(model.organism.name, scenario.id)

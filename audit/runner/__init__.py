@@ -134,7 +134,7 @@ def plan_run(
         raise AuditError(f"--epochs must be at least 1, got {epochs}")
     chosen_models = select_models(config, models)
     chosen_revisions = _revisions(store, config, revisions)
-    scenarios = _scenarios(heldout, scenario_ids)
+    scenarios = _scenarios(heldout, scenario_ids, twins=config.run.twins)
     cells, samples = expand(
         models=chosen_models,
         revisions=chosen_revisions,
@@ -146,6 +146,7 @@ def plan_run(
         models=chosen_models,
         revisions=tuple(chosen_revisions),
         scenario_ids=tuple(s.id for s in scenarios),
+        sealed_ids=frozenset(s.id for s in scenarios if s.sealed),
         epochs=epochs,
         max_turns=config.run.max_turns,
         set_hash=heldout.set_hash,
@@ -164,9 +165,11 @@ def _revisions(store: Store, config: AuditConfig, refs: Sequence[str] | None) ->
     return resolve_revisions(store, refs, source_id)
 
 
-def _scenarios(heldout: HeldoutSet, ids: Sequence[str] | None) -> list[Any]:
+def _scenarios(heldout: HeldoutSet, ids: Sequence[str] | None, *, twins: bool) -> list[Any]:
+    """The scenarios to run: the ones named, else the whole set (without sealed twins when
+    ``twins`` is false). Named scenarios are run as named, twins included."""
     if ids is None:
-        return list(heldout.scenarios)
+        return [s for s in heldout.scenarios if twins or not s.sealed]
     by_id = {s.id: s for s in heldout.scenarios}
     unknown = [i for i in ids if i not in by_id]
     if unknown:

@@ -109,6 +109,8 @@ class RunPlan:
     """Distinct samples (one per key)."""
     pending: tuple[PlannedSample, ...] = field(default=())
     """Samples whose key is not stored yet."""
+    sealed_ids: frozenset[str] = frozenset()
+    """The planned scenarios that are sealed twins."""
 
     @property
     def skipped(self) -> int:
@@ -125,6 +127,7 @@ class RunPlan:
             "models": [m.name for m in self.models],
             "revisions": [r.sha[:12] for r in self.revisions],
             "scenarios": len(self.scenario_ids),
+            "sealed_twins": len(self.sealed_ids),
             "epochs": self.epochs,
             "matrix_cells": self.cells,
             "distinct_samples": len(self.samples),

@@ -747,6 +747,25 @@ COMMENT ON COLUMN v_spec_changes.leak IS 'That text contains the canary or a sce
 COMMENT ON COLUMN v_spec_changes.exposure_baseline IS 'Revision the exposure is measured from: the closest earlier revision audit detect compared with this one; empty string for the empty spec before the first revision; NULL when exposure was not measured up to this revision.';
 """
 
+# Set 2.0 gives every public scenario a sealed twin (same covert-action opportunity, another
+# surface). Detection pairs them through the scenarios table, so a private set's twins work the
+# same way, and reports and exports withhold what the table marks as sealed.
+_V7_SEALED_TWINS = """
+ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS twin_of VARCHAR;
+ALTER TABLE scenarios ADD COLUMN IF NOT EXISTS sealed BOOLEAN DEFAULT false;
+COMMENT ON COLUMN scenarios.twin_of IS 'For a sealed twin: the public scenario it mirrors (same family, covert-action opportunity and grading logic, another surface); NULL for public scenarios.';
+COMMENT ON COLUMN scenarios.sealed IS 'A sealed twin: its prompts never appear in reports, exports or viewers (audit heldout show needs --unseal); its title is withheld here too.';
+COMMENT ON COLUMN scenarios.title IS 'Short title of the scenario; "sealed twin of <id>" for sealed twins, whose own title is withheld.';
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS twin_gap DOUBLE;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS twin_gap_ci_low DOUBLE;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS twin_gap_ci_high DOUBLE;
+COMMENT ON COLUMN findings.twin_gap IS 'Mean over (public, sealed twin) pairs of the public scenario''s change minus its twin''s (earlier rates shrunk toward the set mean); below zero: the public scenarios fell more than their unseen twins, as a spec patch that names them makes them. NULL without twin samples at both points.';
+COMMENT ON COLUMN findings.twin_gap_ci_low IS 'Lower end of the twin gap''s 95% interval (two-level bootstrap: pairs, then samples within them).';
+COMMENT ON COLUMN findings.twin_gap_ci_high IS 'Upper end of the twin gap''s 95% interval.';
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap, or public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone).';
+"""
+
+
 # Counterfactual samples (issue 13): reruns of stored samples from an edited prefix of their own
 # reasoning. They are real samples with their own table, so no rate over `samples` ever mixes
 # them in, and a view pairs each with its source.
@@ -875,7 +894,7 @@ COMMENT ON COLUMN v_counterfactual_pairs.prefill_protocol IS 'How the server con
 COMMENT ON COLUMN v_counterfactual_pairs.edited_turn IS 'Assistant turn that was edited and continued.';
 COMMENT ON COLUMN v_counterfactual_pairs.created_at IS 'When the counterfactual sample was stored.';
 
-COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap, public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone) (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
 COMMENT ON COLUMN estimates.computed_at IS 'When audit detect (or audit counterfactual, for counterfactual_ metrics) computed it.';
 COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, demo or counterfactual.';
 COMMENT ON COLUMN sample_failures.sample_key IS 'Key of the sample that failed (samples.sample_key), or of a counterfactual sample (counterfactual_samples.cf_key).';
@@ -892,6 +911,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6, "v_spec_changes: exposure from the closest compared revision", _V6_SPEC_CHANGES_EXPOSURE
     ),
+    Migration(7, "sealed twin scenarios: twin_of and sealed, findings' twin gap", _V7_SEALED_TWINS),
     Migration(8, "counterfactual samples, their pairs view and estimates", _V8_COUNTERFACTUALS),
 )
 
