@@ -551,6 +551,16 @@ def test_vllm_continuation_request_and_reply(history: tuple[Path, Path, list[dic
 # -- attribution -------------------------------------------------------------------------------
 
 
+def test_an_ablation_effect_counts_the_continuations_that_stayed_unaware() -> None:
+    from audit.analysis.counterfactual import CausalEvidence
+
+    ablation = CausalEvidence("ablate", "m", "s", 0.0, 0.2, 0.2, 0.1, 0.3, 1e-4, 100, 0.5)
+    # Half the continuations voiced awareness again: removing it for good does twice as much.
+    assert ablation.awareness_effect() == pytest.approx((-0.4, -0.6, -0.2))
+    injection = CausalEvidence("inject", "m", "s", 0.4, 0.1, -0.3, -0.4, -0.2, 1e-4, 100, 0.0)
+    assert injection.awareness_effect() == (-0.3, -0.4, -0.2)
+
+
 def test_a_counterfactual_effect_takes_precedence_over_the_decomposition(tmp_path: Path) -> None:
     from analysis_fixtures import (
         BASE_SPEC,

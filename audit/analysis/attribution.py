@@ -39,8 +39,9 @@ For a significant drop we estimate how much of it each cause explains:
   (:class:`~audit.analysis.counterfactual.CausalEvidence`: ablation first, injection next), that
   causal estimate takes precedence over the decomposition: the awareness share is the change in
   the aware share of samples times the causal effect of awareness on one sample's covert
-  probability, over the drop (both pooled over samples, as the effect is over pairs), with the
-  interval that the effect's interval gives (the aware shares and the drop held at their
+  probability (an ablation's effect over the share of continuations that did not voice the
+  awareness again), over the drop (both pooled over samples, as the effect is over pairs), with
+  the interval that the effect's interval gives (the aware shares and the drop held at their
   estimates). It counts only when awareness rose
   significantly and the causal effect is significant and protective; a counterfactual that
   finds no effect rules awareness out, on evidence.

@@ -367,14 +367,23 @@ class CausalEvidence:
     ci_high: float
     p_value: float
     n_pairs: int
+    reverbalized: float = 0.0
 
     def awareness_effect(self) -> tuple[float, float, float]:
         """The change in one sample's covert probability that verbalized awareness causes
-        (point, low, high): ablation removes awareness (its effect with the sign flipped),
-        injection adds it."""
-        if self.mode == "ablate":
-            return -self.effect, -self.ci_high, -self.ci_low
-        return self.effect, self.ci_low, self.ci_high
+        (point, low, high).
+
+        Injection adds awareness: its effect is that change. Ablation removes it, but a share
+        of the continuations voice it again, so the measured effect is that of *trying* to
+        remove it; taking the re-verbalized continuations as aware again, the effect of removing
+        it is the measured one over the share that stayed unaware (the complier effect of an
+        encouragement design, with its interval scaled alike). The sign is flipped: removing
+        awareness raises covert actions when awareness lowers them.
+        """
+        if self.mode != "ablate":
+            return self.effect, self.ci_low, self.ci_high
+        kept = 1.0 - self.reverbalized if self.reverbalized < 1.0 else 1.0
+        return -self.effect / kept, -self.ci_high / kept, -self.ci_low / kept
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -386,6 +395,7 @@ class CausalEvidence:
             "effect_ci": [round(self.ci_low, 6), round(self.ci_high, 6)],
             "p_value": self.p_value,
             "n_pairs": self.n_pairs,
+            "reverbalized_share": round(self.reverbalized, 6),
         }
 
 
@@ -429,6 +439,7 @@ def load_causal_evidence(
                 ci_high=float(effect[2]),
                 p_value=float(values["p_value"][0]),
                 n_pairs=int(effect[3]),
+                reverbalized=float(values["reverbalized"][0] or 0.0),
             )
         )
     return {
