@@ -397,6 +397,19 @@ def test_counterfactual_rows_pairs_view_estimates_and_a_rerun_that_runs_nothing(
             "GROUP BY sha ORDER BY sha"
         )
     assert n_samples == len(sources)
+    # The report's counterfactual panel shows the stored statistics, once per revision run.
+    code, _, err = run_cli("report", "--config", str(config), "--out", str(db.parent / "r.html"))
+    assert code == 0, err
+    html = (db.parent / "r.html").read_text(encoding="utf-8")
+    panel = html[html.index('<section id="counterfactuals">') :]
+    panel = panel[: panel.index("</section>")]
+    assert '<a href="#counterfactuals">' in html
+    assert panel.count("<tr>") == 2  # the header and one row: the revert shares the samples
+    effect = first["effect"]
+    low, high = first["effect_ci"]
+    assert f"<b>{100 * effect:+.1f}</b>" in panel
+    assert f"[{100 * low:+.1f}, {100 * high:+.1f}]" in panel
+    assert f"{100 * first['covert_rate_counterfactual']:.1f}%" in panel
     # Revision 2 restores revision 0's text, so it shares its samples and their estimates.
     assert kept == [
         {"sha": sha, "n": 5} for sha in sorted((revisions[0]["sha"], revisions[2]["sha"]))
