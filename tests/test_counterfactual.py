@@ -638,3 +638,29 @@ def test_a_counterfactual_effect_takes_precedence_over_the_decomposition(tmp_pat
         assert check["counterfactual_note"] == (
             "the counterfactual found no significant protective effect of awareness"
         )
+
+
+def test_a_server_that_refuses_the_prefill_request_stops_the_command(
+    history: tuple[Path, Path, list[dict]],
+) -> None:
+    """A server that says it continues prefills but rejects the request (a 400, as a vLLM too old
+    for continue_final_message would): the command gives up after its first requests."""
+    config, db, _ = history
+
+    async def chat(request: Request) -> JSONResponse:
+        error = {"message": "continue_final_message is not supported", "type": "BadRequest"}
+        return JSONResponse({"error": error}, status_code=400)
+
+    with served_in_thread(_models_app("vllm", chat)) as (base_url, _):
+        code, out, err = run_cli(
+            "counterfactual", "--model", WATCHER, "--rev", "0", "--mode", "ablate",
+            "--config", str(config), "--base-url", base_url,
+        )  # fmt: skip
+    assert code == 2 and "stored 0, skipped 0, failed" in out
+    assert err.startswith(f"error: the server refused the continuation requests of '{WATCHER}'")
+    assert "continue_final_message is not supported" in err and err.count("\n") == 1
+    with open_store(db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM counterfactual_samples") == [{"n": 0}]
+        failures = store.query("SELECT count(*) AS n FROM sample_failures")[0]["n"]
+        (run,) = store.query("SELECT * FROM runs WHERE command = 'counterfactual'")
+    assert failures >= 8 and run["finished_at"] is None and run["failed"] == failures

@@ -38,7 +38,7 @@ from audit.counterfactual.run import (
 )
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
-from audit.runner.client import Scrubber, api_key_for, endpoint_of, make_client
+from audit.runner.client import Scrubber, api_key_for, endpoint_of
 from audit.runner.matrix import resolve_revisions
 from audit.runner.writer import BatchWriter
 from audit.store import Store
@@ -133,13 +133,8 @@ def run_counterfactual(
     plan = plan_counterfactuals(
         store, model_config, rev, mode, heldout, scenario_ids=scenario_ids, epochs=epochs
     )
-    stored = failed = unstored = 0
-    protocol: str | None = None
-    abandoned: str | None = None
-    if plan.pending:
-        protocol, stored, failed, unstored, abandoned = _execute(
-            store, config, plan, base_url, progress
-        )
+    execution = _execute(store, config, plan, base_url, progress) if plan.pending else None
+    written = execution.writer.written if execution else {}
     counts = load_pair_counts(
         store,
         model=model_config.name,
@@ -160,13 +155,13 @@ def run_counterfactual(
         n_eligible=plan.n_eligible,
         planned=len(plan.items),
         skipped=plan.skipped,
-        stored=stored,
-        failed=failed,
-        unstored=unstored,
-        protocol=protocol,
+        stored=written.get("counterfactual_samples", 0),
+        failed=written.get("sample_failures", 0),
+        unstored=sum(execution.writer.unstored.values()) if execution else 0,
+        protocol=execution.protocol if execution else None,
         estimate=result,
         note=plan.note() if result is None else None,
-        abandoned=abandoned,
+        abandoned=execution.abandoned if execution else None,
     )
 
 
@@ -176,72 +171,51 @@ def _execute(
     plan: CounterfactualPlan,
     base_url: str | None,
     progress: Progress,
-) -> tuple[str, int, int, int, str | None]:
-    """Probe the server, run the pending continuations; (protocol, stored, failed, unstored,
-    abandoned reason)."""
+) -> Execution:
+    """Ask the server how it continues a prefill, then run the pending continuations.
+
+    Nothing is written before the server is known to continue a prefilled turn.
+    """
     from audit.runner import run_coroutine
 
     model = plan.model
     endpoint = endpoint_of(model, base_url)
     key = api_key_for(model, endpoint)
     scrub = Scrubber({key})
-    found: dict[str, Any] = {}
-
-    async def probe_then_run() -> None:
-        client = make_client(endpoint, key, model.concurrency, config.run.timeout_s)
-        try:
-            protocol = await probe(client, model.name, model.prefill, endpoint)
-            if protocol == "llama-cpp-python" and model.chat_template is None:
-                raise AuditError(
-                    f"{endpoint} is llama-cpp-python's server, which cannot continue a "
-                    'prefilled turn through chat completions: set chat_template = "gemma" or '
-                    f'"chatml" for model {model.name!r} (or pass --chat-template) so specdrift '
-                    "renders the chat and continues it through /v1/completions"
-                )
-            run_id = start_run(store, plan, endpoint, protocol)
-            execution = Execution(
-                plan=plan,
-                protocol=protocol,
-                chat_template=model.chat_template,
-                run=config.run,
-                run_id=run_id,
-                spec_text=None if model.spec_placement == "none" else plan.revision.content,
-                writer=BatchWriter(store),
-                scrub=scrub,
-                progress=progress,
-            )
-            found.update(protocol=protocol, execution=execution)
-            progress.start(len(plan.pending), f"counterfactual {plan.mode}: {len(plan.pending)}")
-            try:
-                await execute(client, execution)
-            finally:
-                progress.finish()
-        finally:
-            await client.close()
-
-    execution: Execution | None = None
-    try:
-        run_coroutine(probe_then_run())
-    finally:
-        execution = found.get("execution")
-        if execution is not None:
-            writer = execution.writer
-            finish_run(
-                store,
-                execution.run_id,
-                writer.written.get("counterfactual_samples", 0),
-                writer.written.get("sample_failures", 0),
-                completed=execution.abandoned is None,
-            )
-    assert execution is not None
-    writer = execution.writer
-    return (
-        found["protocol"],
-        writer.written.get("counterfactual_samples", 0),
-        writer.written.get("sample_failures", 0),
-        sum(writer.unstored.values()),
-        execution.abandoned,
+    protocol = probe(
+        endpoint, key, model.name, model.prefill, timeout_s=config.run.timeout_s, scrub=scrub
     )
+    if protocol == "llama-cpp-python" and model.chat_template is None:
+        raise AuditError(
+            f"{endpoint} is llama-cpp-python's server, which cannot continue a prefilled turn "
+            'through chat completions: set chat_template = "gemma" or "chatml" for model '
+            f"{model.name!r} (or pass --chat-template) so specdrift renders the chat and "
+            "continues it through /v1/completions"
+        )
+    execution = Execution(
+        plan=plan,
+        protocol=protocol,
+        chat_template=model.chat_template,
+        run=config.run,
+        run_id=start_run(store, plan, endpoint, protocol),
+        spec_text=None if model.spec_placement == "none" else plan.revision.content,
+        writer=BatchWriter(store),
+        scrub=scrub,
+        progress=progress,
+    )
+    progress.start(len(plan.pending), f"counterfactual {plan.mode}: {len(plan.pending)}")
+    try:
+        run_coroutine(execute(endpoint, key, execution))
+    finally:
+        progress.finish()
+        finish_run(
+            store,
+            execution.run_id,
+            execution.writer.written.get("counterfactual_samples", 0),
+            execution.writer.written.get("sample_failures", 0),
+            completed=execution.abandoned is None,
+        )
+    return execution
 
 
 def _equal_revisions(store: Store, source_id: str, content_hash: str, sha: str) -> list[str]:

@@ -32,7 +32,7 @@ model's ``prefill`` setting names the protocol.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,30 +93,42 @@ class Continued:
 # -- finding out what the server can do ---------------------------------------------------------
 
 
-async def probe(client: openai.AsyncOpenAI, model: str, configured: str, base_url: str) -> Protocol:
+def probe(
+    base_url: str,
+    api_key: str,
+    model: str,
+    configured: str,
+    *,
+    timeout_s: float,
+    scrub: Callable[[str], str],
+) -> Protocol:
     """The protocol to continue prefills with at ``base_url``; AuditError when there is none.
 
     ``configured`` is the model's ``prefill`` setting: a protocol name is used as given,
-    ``auto`` asks ``/v1/models`` (once per command) who serves the model.
+    ``auto`` asks ``/v1/models`` (once per command) who serves the model. ``scrub`` removes the
+    key from a server's error text before it is shown.
     """
     if configured in PROTOCOLS:
         return configured  # type: ignore[return-value]
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=timeout_s)
     try:
-        page = await client.models.list()
+        page = client.models.list()
     except openai.APIError as exc:
         raise AuditError(
-            f"cannot ask {base_url}/models which server this is ({_short(exc)}): set prefill = "
-            f'"vllm", "llama.cpp", "llama-cpp-python" or "organisms" for model {model!r} in '
-            "audit.toml (or pass --prefill) if the server continues prefilled turns"
+            f"cannot ask {base_url}/models which server this is ({scrub(_short(exc))}): set "
+            f'prefill = "vllm", "llama.cpp", "llama-cpp-python" or "organisms" for model '
+            f"{model!r} in audit.toml (or pass --prefill) if the server continues prefilled turns"
         ) from None
+    finally:
+        client.close()
     owners = {entry.id: str(getattr(entry, "owned_by", "") or "") for entry in page.data}
     owner = owners.get(model) or next(iter(owners.values()), "")
     protocol = OWNERS.get(owner)
     if protocol is None:
         raise AuditError(
-            f"the server at {base_url} (models owned by {owner or 'nobody'!r}) is not known to "
-            "continue a prefilled assistant turn, and hosted APIs that hide reasoning cannot: "
-            "serve the model with vLLM or llama.cpp, or pass --prefill if this server does"
+            f"the server at {base_url} (models owned by {scrub(owner) or 'nobody'!r}) is not "
+            "known to continue a prefilled assistant turn, and hosted APIs that hide reasoning "
+            "cannot: serve the model with vLLM or llama.cpp, or pass --prefill if this server does"
         )
     return protocol
 

@@ -51,6 +51,7 @@ from audit.runner.client import (
     Scrubber,
     assistant_entry,
     dumps,
+    make_client,
     parse_completion,
     request_args,
     with_retries,
@@ -302,14 +303,17 @@ class Execution:
             self.abandoned = self.abandoned or message
 
 
-async def execute(client: openai.AsyncOpenAI, execution: Execution) -> None:
+async def execute(endpoint: str, api_key: str, execution: Execution) -> None:
     """Run every pending continuation with the model's concurrency; rows go to the writer."""
+    model = execution.plan.model
+    client = make_client(endpoint, api_key, model.concurrency, execution.run.timeout_s)
     queue = iter(execution.plan.pending)
-    workers = min(execution.plan.model.concurrency, len(execution.plan.pending))
+    workers = min(model.concurrency, len(execution.plan.pending))
     try:
         await asyncio.gather(*(_worker(queue, client, execution) for _ in range(workers)))
     finally:
         await execution.writer.close()
+        await client.close()
 
 
 async def _worker(
