@@ -770,7 +770,7 @@ COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_ci
 # reasoning. They are real samples with their own table, so no rate over `samples` ever mixes
 # them in, and a view pairs each with its source.
 _V8_COUNTERFACTUALS = """
-CREATE TABLE counterfactual_samples (
+CREATE TABLE IF NOT EXISTS counterfactual_samples (
     cf_key               VARCHAR PRIMARY KEY,
     run_id               VARCHAR,
     source_key           VARCHAR NOT NULL,
@@ -856,7 +856,7 @@ COMMENT ON COLUMN counterfactual_samples.finish_reason IS 'finish_reason of the 
 COMMENT ON COLUMN counterfactual_samples.system_fingerprint IS 'system_fingerprint the server returned, if any.';
 COMMENT ON COLUMN counterfactual_samples.created_at IS 'When the counterfactual was graded and stored.';
 
-CREATE VIEW v_counterfactual_pairs AS
+CREATE OR REPLACE VIEW v_counterfactual_pairs AS
 SELECT c.cf_key, c.source_key, c.mode, c.model, c.source_id, c.spec_sha, r.seq AS rev_seq,
        c.scenario_id, c.family, c.condition, s.epoch AS source_epoch, c.epoch,
        s.outcome AS source_outcome, c.outcome,
