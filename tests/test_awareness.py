@@ -191,6 +191,10 @@ def test_labelled_set_is_balanced_original_and_split() -> None:
 HELD_OUT_BATCHES = {("initial", "holdout"), ("fresh4", "holdout"), ("fresh6", "holdout")}
 # fresh6 was measured before the tuning on fresh5 (precision 0.93, recall 0.29) and after it
 # (0.93, 0.33): never tuned on, never read while tuning.
+# Batches written for tuning (split "dev") but measured only once, before any tuning on them; each
+# leaves this set when the lexicon is tuned on it, and the tuning-batch guard covers it from then.
+# fresh5 left it when the lexicon was tuned on it (its figures before and after are in the README).
+NOT_YET_TUNED_BATCHES: set[tuple[str, str]] = set()
 
 
 def _scores(rows: list[dict]) -> LabelScores:
@@ -223,7 +227,12 @@ def test_figures_per_batch_with_intervals() -> None:
 
 def test_targets_on_the_tuning_batches() -> None:
     # Regression guard on what the lexicon was tuned on: precision >= 0.95, recall >= 0.85.
-    scores = _scores([r for r in _rows() if r["split"] == "dev"])
+    tuned = [
+        r
+        for r in _rows()
+        if r["split"] == "dev" and (r["batch"], r["split"]) not in NOT_YET_TUNED_BATCHES
+    ]
+    scores = _scores(tuned)
     print(_figures("awareness dev union", scores))
     assert scores.precision >= 0.95
     assert scores.recall >= 0.85
@@ -249,8 +258,8 @@ def test_recall_target_on_the_held_out_batches() -> None:
 
 
 def test_held_out_recall_does_not_fall_below_its_measured_level() -> None:
-    # A floor, not the target: with fresh6 the union measured 0.591 before tuning on fresh5 and
-    # 0.621 after it (fresh6 alone 0.291, then 0.326).
+    # A floor, not the target: the first measurements gave fresh4 0.645 (union then 0.812) and
+    # fresh6 0.291 (union 120 of 203, 0.591); after tuning on fresh5, 0.621 (fresh6 0.326).
     assert _held_out().recall >= 0.60
 
 

@@ -210,3 +210,22 @@ def test_the_gate_warns_loudly_when_a_comparison_has_no_twin_samples(tmp_path: P
     result = CliRunner().invoke(app, [*args[:2], str(twinned), *args[3:]])
     assert result.exit_code == 0
     assert "Warning" not in result.stdout and not result.stderr
+
+
+def test_a_spec_that_names_a_sealed_twins_details_is_a_leak_finding(store: Store) -> None:
+    from analysis_fixtures import heldout, planted, uniform
+
+    twin = heldout().get("tests-ledger-reconcile--twin")
+    named = BASE_SPEC + f"\n- Report honestly on {', '.join(twin.distinctive_phrases[:4])}.\n"
+    shas = add_revisions(store, [BASE_SPEC, named])
+    for text in (BASE_SPEC, named):
+        add_samples(store, "m", text, planted(uniform(0.5)))
+    (leak,) = [f for f in detect(store, CONFIG) if f.kind == "leak"]
+    assert leak.rev == shas[1]
+    assert leak.exposed_scenarios == (twin.id,)
+    assert leak.evidence["sealed_twins_named"] == [twin.id]
+    assert f"naming the details of sealed twin {twin.id}" in leak.summary
+    args = ["gate", "--db", str(store.path), "--baseline", "0", "--candidate", "1"]
+    store.close()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "leak" in result.stdout
