@@ -39,7 +39,12 @@ from typing import Any, Literal
 import openai
 
 from audit.errors import AuditError
-from audit.runner.client import split_reasoning
+from audit.runner.client import (
+    MalformedResponse,
+    check_completion,
+    parse_completion,
+    split_reasoning,
+)
 
 Protocol = Literal["organisms", "vllm", "llama.cpp", "llama-cpp-python"]
 PROTOCOLS: tuple[Protocol, ...] = ("organisms", "vllm", "llama.cpp", "llama-cpp-python")
@@ -51,7 +56,6 @@ OWNERS: dict[str, Protocol] = {
     "llamacpp": "llama.cpp",
     "me": "llama-cpp-python",
 }
-ChatTemplate = Literal["gemma", "chatml"]
 _CHAT_ONLY = ("max_completion_tokens", "reasoning_effort")
 _END_OF_TURN: dict[str, str] = {"gemma": "<end_of_turn>", "chatml": "<|im_end|>"}
 
@@ -196,8 +200,6 @@ async def continue_turn(
             "continue_final_message": True,
             "add_generation_prompt": False,
         }
-    from audit.runner.client import check_completion, parse_completion
-
     raw = await client.post(
         "/chat/completions", body=body, cast_to=bytes, options={"security": {"bearer_auth": True}}
     )
@@ -346,8 +348,6 @@ async def _continue_by_completion(
 
 
 def _completion_json(raw: bytes) -> dict[str, Any]:
-    from audit.runner.client import MalformedResponse
-
     data = json.loads(raw)  # JSONDecodeError is a malformed response for the retry loop
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices or not isinstance(choices[0], dict):
