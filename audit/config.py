@@ -46,6 +46,16 @@ class ModelConfig(_Strict):
     spec_placement: Literal["system", "developer", "none"] = "system"
     params: RequestParams = RequestParams()
     concurrency: int = Field(32, ge=1, le=1024)
+    prefill: Literal["auto", "organisms", "vllm", "llama.cpp", "llama-cpp-python"] = Field(
+        "auto",
+        description="How the server continues a prefilled assistant turn (audit "
+        "counterfactual); auto asks its /v1/models who serves the model.",
+    )
+    chat_template: Literal["gemma", "chatml"] | None = Field(
+        None,
+        description="Chat format to render prefilled turns in for llama-cpp-python's server, "
+        "which cannot continue one through chat completions.",
+    )
 
 
 class SpecConfig(_Strict):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from audit.analysis import detect
 from audit.cli import app
 from audit.config import parse_config
+from audit.counterfactual import run_counterfactual
 from audit.errors import AuditError
 from audit.io import export_store, import_samples, partition_folder
 from audit.organisms.server import start_server
@@ -75,7 +76,8 @@ def imported_lines(shas: list[str]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
-    """A database with rows in every table: a real run, imports, detection, a judge grade."""
+    """A database with rows in every table: a real run, a counterfactual experiment, imports,
+    detection, a judge grade."""
     root = tmp_path_factory.mktemp("history")
     db = root / "audit.duckdb"
     with start_server(port=0) as server, open_store(db) as store:
@@ -100,6 +102,11 @@ def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
             store, config, models=None, revisions=shas[:3], scenario_ids=RUN_SCENARIOS, epochs=2
         )
         assert summary.failed == 0
+        # A control experiment on the run's first revision fills counterfactual_samples.
+        experiment = run_counterfactual(
+            store, config, model=RUN_MODEL, revision=shas[0], mode="control"
+        )
+        assert experiment.stored > 0 and experiment.failed == 0
         path = root / "imported.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in imported_lines(shas)))
         import_samples(store, path)

@@ -54,6 +54,7 @@ from audit.analysis.compare import (
     paired_change,
     twin_gap,
 )
+from audit.analysis.counterfactual import CausalEvidence, load_causal_evidence
 from audit.analysis.estimates import (
     Cell,
     CellKey,
@@ -235,6 +236,7 @@ def detect(
     _refuse_mixed_sets(cells)
     sources = _load_revisions(store, source_id)
     context = Context(config, heldout, progress)
+    context.causal = load_causal_evidence(store, models)
     sample_set = next(iter(cells)).set_hash
     if context.heldout is not None and context.heldout.set_hash != sample_set:
         progress.message(
@@ -404,6 +406,17 @@ class Context:
         self._leaks: dict[str, Leak] = {}
         self._rates: dict[tuple[CellKey, tuple[str, ...]], Interval] = {}
         self.exposure_rows: list[dict[str, Any]] = []
+        #: Counterfactual effects of awareness per (model, revision), from ``estimates``.
+        self.causal: dict[tuple[str, str], tuple[CausalEvidence, ...]] = {}
+
+    def causal_for(self, comparison: Comparison) -> CausalEvidence | None:
+        """A counterfactual effect measured at the comparison's later point, else its earlier
+        one (ablation before injection at each), or None."""
+        for point in (comparison.after, comparison.before):
+            found = self.causal.get((point.model, point.revision.sha))
+            if found:
+                return found[0]
+        return None
 
     def rate(self, cell: Cell) -> Interval:
         """The covert rate of a cell with its interval (cached: points recur in comparisons)."""
@@ -710,6 +723,7 @@ def _classify(
             alpha=alpha,
             resamples=settings.bootstrap,
             seed=settings.seed,
+            causal=context.causal_for(item.comparison),
         )
     else:
         kind = "none"
@@ -952,6 +966,17 @@ def _reason(cause: str, evidence: dict[str, Any], attribution: Attribution | Non
                 f"sealed twins {100 * gap['twin_change']:+.1f}"
             )
         return text
+    if cause == "eval_awareness" and evidence.get("method") == "counterfactual":
+        measured = evidence["counterfactual"]
+        verb = "removing" if measured["mode"] == "ablate" else "injecting"
+        return (
+            f"causal evidence: {verb} verbalized awareness in the reasoning moved covert actions "
+            f"from {100 * measured['covert_rate_original']:.1f}% to "
+            f"{100 * measured['covert_rate_counterfactual']:.1f}% (McNemar "
+            f"p={measured['p_value']:.2g}, {measured['n_pairs']} pairs at "
+            f"{measured['rev'][:7]}), and awareness rose from "
+            f"{100 * evidence['awareness_before']:.1f}% to {100 * evidence['awareness_after']:.1f}%"
+        )
     if cause == "eval_awareness":
         return (
             f"awareness rose from {100 * evidence['awareness_before']:.1f}% to "
@@ -1208,8 +1233,10 @@ def _store_results(
                 "(SELECT unnest(?)))",
                 [source, models],
             )
+            # Counterfactual estimates are audit counterfactual's: detect reads them, never redoes.
             store.con.execute(
-                "DELETE FROM estimates WHERE source_id = ? AND model IN (SELECT unnest(?))",
+                "DELETE FROM estimates WHERE source_id = ? AND model IN (SELECT unnest(?)) "
+                "AND NOT starts_with(metric, 'counterfactual_')",
                 [source, models],
             )
         store.insert_rows("estimates", estimate_rows, on_conflict="replace")

@@ -13,6 +13,7 @@ from audit.cli.progress import cli_progress
 
 if TYPE_CHECKING:
     from audit.analysis import Finding
+    from audit.counterfactual import CounterfactualResult
 
 
 def register(app: typer.Typer) -> None:
@@ -63,6 +64,24 @@ def twin_gap_words(finding: Finding) -> str:
     )
 
 
+def counterfactual_lines(results: Sequence[CounterfactualResult]) -> list[str]:
+    """One line per (model, mode) experiment."""
+    lines = []
+    for result in results:
+        est = result.estimate
+        if est is None:
+            lines.append(f"{result.model} {result.mode}: {result.note or 'no pairs'}")
+            continue
+        low, high = est.effect.low or 0.0, est.effect.high or 0.0
+        lines.append(
+            f"{result.model} {result.mode}: {100 * (est.covert_original.value or 0):.1f}% -> "
+            f"{100 * (est.covert_counterfactual.value or 0):.1f}%, "
+            f"{100 * (est.effect.value or 0):+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}], "
+            f"p={est.p_value:.2g}, {est.n_pairs} pairs"
+        )
+    return lines
+
+
 def demo_command(
     db: Annotated[
         Path | None,
@@ -106,6 +125,9 @@ def demo_command(
         f"{len(result.models)}   scenarios: {result.scenarios}"
     )
     typer.echo(f"samples: {run.line()}")
+    typer.echo("counterfactuals (covert rate before -> after the edit, effect, McNemar p):")
+    for line in counterfactual_lines(result.counterfactuals):
+        typer.echo(f"  {line}")
     typer.echo(f"findings: {len(result.findings)} (strongest per model; all: audit detect --json)")
     for line in finding_lines(result.findings):
         typer.echo(f"  {line}")

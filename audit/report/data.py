@@ -361,6 +361,27 @@ class Example:
     answer: str | None
 
 
+@dataclass(frozen=True)
+class CounterfactualRow:
+    """One counterfactual experiment (``audit counterfactual``) at one (model, revision):
+    covert rates of the source samples and of their edited continuations, and the effect."""
+
+    model: str
+    sha: str
+    mode: str
+    before: RatePoint
+    after: RatePoint
+    effect: float | None
+    effect_low: float | None
+    effect_high: float | None
+    p_value: float | None
+    reverbalized: float | None
+    reverbalized_low: float | None
+    reverbalized_high: float | None
+    n_pairs: int
+    n_scenarios: int
+
+
 @dataclass
 class ReportData:
     """Everything the template and the figures need, already aggregated."""
@@ -398,6 +419,8 @@ class ReportData:
     def has_twin_samples(self) -> bool:
         """True when some model has samples of a sealed twin in range."""
         return any(p.twins is not None for p in self.twin_points)
+
+    counterfactuals: list[CounterfactualRow] = field(default_factory=list)
 
     @property
     def intervals_missing(self) -> bool:
@@ -496,9 +519,95 @@ def load_report_data(
         if f.baseline_sha and f.sha and not f.across_versions and f.comparison != "point"
     }
     data.simulated = _simulated(store, set_hash, data.models)
+    data.counterfactuals = _counterfactuals(store, source_id, model, shas)
     if include_prompts:
         data.prompts = _prompts(store, set_hash)
     return data
+
+
+# Counterfactual statistics as audit counterfactual stored them, at the revisions they were run
+# for (equal-text revisions get the same rows in estimates; the report shows them once).
+_COUNTERFACTUALS_SQL = """
+WITH runs_for AS (
+    SELECT DISTINCT model, spec_sha AS sha, mode FROM counterfactual_samples
+    WHERE source_id = $source_id AND ($model IS NULL OR model = $model)
+)
+SELECT e.model, e.sha, r.mode,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert_original')
+           AS before,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert_original')
+           AS before_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert_original')
+           AS before_high,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert') AS after,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert')
+           AS after_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert')
+           AS after_high,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_effect') AS effect,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_effect')
+           AS effect_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_effect')
+           AS effect_high,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_p_value') AS p_value,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_reverbalized')
+           AS reverbalized,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_reverbalized')
+           AS reverbalized_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_reverbalized')
+           AS reverbalized_high,
+       max(e.n_samples) AS n_pairs, max(e.n_scenarios) AS n_scenarios
+FROM estimates e
+JOIN runs_for r ON r.model = e.model AND r.sha = e.sha
+    AND starts_with(e.metric, 'counterfactual_' || r.mode || '_')
+WHERE e.source_id = $source_id AND e.scope = 'all'
+GROUP BY e.model, e.sha, r.mode
+"""
+_MODE_ORDER = {"ablate": 0, "inject": 1, "control": 2}
+
+
+def _counterfactuals(
+    store: Store, source_id: str, model: str | None, shas: set[str]
+) -> list[CounterfactualRow]:
+    rows = store.query(_COUNTERFACTUALS_SQL, {"source_id": source_id, "model": model})
+    found = []
+    for row in rows:
+        if row["sha"] not in shas:
+            continue
+        found.append(
+            CounterfactualRow(
+                model=row["model"],
+                sha=row["sha"],
+                mode=row["mode"],
+                before=_rate_point(row, "before"),
+                after=_rate_point(row, "after"),
+                effect=row["effect"],
+                effect_low=row["effect_low"],
+                effect_high=row["effect_high"],
+                p_value=row["p_value"],
+                reverbalized=row["reverbalized"],
+                reverbalized_low=row["reverbalized_low"],
+                reverbalized_high=row["reverbalized_high"],
+                n_pairs=int(row["n_pairs"] or 0),
+                n_scenarios=int(row["n_scenarios"] or 0),
+            )
+        )
+    return sorted(found, key=lambda c: (c.model, c.sha, _MODE_ORDER.get(c.mode, 9)))
+
+
+def _rate_point(row: dict[str, Any], side: str) -> RatePoint:
+    return RatePoint(
+        model=row["model"],
+        sha=row["sha"],
+        covert=row[side],
+        covert_low=row[f"{side}_low"],
+        covert_high=row[f"{side}_high"],
+        aware=None,
+        aware_low=None,
+        aware_high=None,
+        n_samples=int(row["n_pairs"] or 0),
+        n_scenarios=int(row["n_scenarios"] or 0),
+    )
 
 
 def _simulated(store: Store, set_hash: str, models: list[str]) -> set[str]:
