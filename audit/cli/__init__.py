@@ -47,9 +47,10 @@ def _register_commands() -> None:
         run,
         specs,
         sql,
+        view,
     )
 
-    for module in (demo, specs, heldout, awareness, run, organisms, analysis, report, sql):
+    for module in (demo, specs, heldout, awareness, run, organisms, analysis, report, sql, view):
         module.register(app)
 
 
