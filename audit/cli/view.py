@@ -32,8 +32,8 @@ def view(
 ) -> None:
     """Serve a read-only viewer on 127.0.0.1: findings, their samples, transcripts with evidence.
 
-    Prints the URL and serves until Ctrl-C. The database is opened read-only: commands that
-    write to it (run, detect, sync) wait for the lock or fail while the viewer runs.
+    Prints the URL and serves until Ctrl-C. The database is opened read-only, and only while
+    pages are asked for: runs can write to it between page loads.
     """
     from audit.view import serve_viewer
 
@@ -42,3 +42,4 @@ def view(
         typer.echo("press Ctrl-C to stop")
 
     serve_viewer(resolve_db(db, config), port=port, include_prompts=include_prompts, on_ready=ready)
+    typer.echo("viewer stopped")

@@ -18,7 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from audit.errors import AuditError
-from audit.view.app import make_app
+from audit.view.app import IDLE_CLOSE_S, Viewer, make_app
 
 HOST = "127.0.0.1"
 
@@ -57,7 +57,7 @@ def serve_viewer(
     include_prompts: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the viewer of ``store_path`` on 127.0.0.1 until interrupted (Ctrl-C).
+    """Serve the viewer of ``store_path`` on 127.0.0.1 until interrupted (Ctrl-C); returns then.
 
     The database is opened (read-only) and the port bound before ``on_ready`` gets the URL, so
     a bad database or a busy port fails before anything is printed as ready.
@@ -68,6 +68,10 @@ def serve_viewer(
         if on_ready is not None:
             on_ready(viewer_url(sock))
         _server(app).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises the Ctrl-C it captured: that is the
+        # normal way to stop the viewer, not an error.
+        pass
     finally:
         sock.close()
 
@@ -77,6 +81,7 @@ class RunningViewer:
     """A viewer served from a background thread; a context manager, or call ``stop()``."""
 
     url: str
+    viewer: Viewer
     _server: uvicorn.Server
     _thread: threading.Thread
     _sock: socket.socket
@@ -100,10 +105,14 @@ class RunningViewer:
 
 
 def start_viewer(
-    store_path: str | Path, *, port: int = 0, include_prompts: bool = False
+    store_path: str | Path,
+    *,
+    port: int = 0,
+    include_prompts: bool = False,
+    idle_close_s: float = IDLE_CLOSE_S,
 ) -> RunningViewer:
     """Serve the viewer in a background thread (for notebooks and tests); returns at once."""
-    app = make_app(store_path, include_prompts=include_prompts)
+    app = make_app(store_path, include_prompts=include_prompts, idle_close_s=idle_close_s)
     sock = bind_loopback(port)
     server = _server(app)
     thread = threading.Thread(
@@ -118,4 +127,4 @@ def start_viewer(
             sock.close()
             raise AuditError(f"the viewer did not start at {url}")
         time.sleep(0.01)
-    return RunningViewer(url, server, thread, sock)
+    return RunningViewer(url, app.state.viewer, server, thread, sock)
