@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -563,6 +564,18 @@ def test_bad_urls_get_one_line_naming_the_fix(client: httpx.Client) -> None:
     # A page past the end shows the last one.
     last = client.get("/api/finding", params={"id": FINDING_DROP, "page": 999}).json()
     assert last["filters"]["page"] == last["pages"] and last["samples"]
+
+
+def test_concurrent_requests_get_the_same_answers_as_one_at_a_time(
+    client: httpx.Client, viewer: RunningViewer
+) -> None:
+    keys = [r["sample_key"] for r in all_pages(client, id=FINDING_DROP)][:: 2 * PAGE_SIZE // 10]
+    urls = [f"/api/finding?id={FINDING_DROP}&page={page}" for page in (1, 2, 3)]
+    urls += ["/api/findings", *(f"/api/sample?key={key}" for key in keys)]
+    alone = {url: client.get(url).json() for url in urls}
+    with httpx.Client(base_url=viewer.url, timeout=60) as http, ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda url: (url, http.get(url).json()), urls * 4))
+    assert all(answer == alone[url] for url, answer in together)
 
 
 # -- loopback, read-only, the file's lock --------------------------------------------------------
