@@ -676,6 +676,19 @@ def test_audit_view_refuses_a_missing_database_in_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "none.duckdb").exists()
 
 
+def test_audit_view_refuses_a_busy_port_in_one_line(planted: tuple[Path, History]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli_app, ["view", "--db", str(planted[0]), "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): choose another "
+        "--port, or leave it out for a free one\n"
+    )
+
+
 def test_audit_view_prints_its_url_serves_and_stops_on_ctrl_c(
     planted: tuple[Path, History],
 ) -> None:

@@ -26,6 +26,9 @@ HOST = "127.0.0.1"
 def bind_loopback(port: int = 0) -> socket.socket:
     """A listening TCP socket on 127.0.0.1 (``port`` 0: any free port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # A viewer restarted on its old port must not wait for the old connections' TIME_WAIT; a
+    # port another socket listens on is still refused.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((HOST, port))
     except OSError as exc:
