@@ -48,6 +48,7 @@ def _register_commands() -> None:
         run,
         specs,
         sql,
+        view,
     )
 
     for module in (
@@ -61,6 +62,7 @@ def _register_commands() -> None:
         analysis,
         report,
         sql,
+        view,
     ):
         module.register(app)
 

@@ -135,5 +135,6 @@ def demo_command(
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"done in {result.elapsed_s:.1f} s. Next:")
     typer.echo(f"  open {result.report_path}")
+    typer.echo(f"  audit view --db {result.db_path}   # the transcripts behind each finding")
     typer.echo(f'  audit sql --db {result.db_path} "SELECT * FROM findings"')
     typer.echo(f"  audit gate --db {result.db_path} --baseline 0 --candidate -1")
