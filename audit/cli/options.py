@@ -18,6 +18,14 @@ ConfigOption = Annotated[
     typer.Option("--config", help="Config file (default: nearest audit.toml or \\[tool.audit])."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+HeldoutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--heldout",
+        help="Held-out set folder (default: heldout.path in audit.toml, else the starter set "
+        "shipped with specdrift).",
+    ),
+]
 
 
 def resolve_db(db: Path | None, config: Path | None = None) -> Path:
@@ -28,3 +36,19 @@ def resolve_db(db: Path | None, config: Path | None = None) -> Path:
     from audit.config import load_config
 
     return Path(load_config(config).db)
+
+
+def heldout_override(flag: Path | None) -> dict[str, str | None]:
+    """The ``--heldout`` flag as a config override (flags are relative to the working folder)."""
+    return {"heldout.path": None if flag is None else str(flag)}
+
+
+def resolve_heldout(flag: Path | None, config: Path | None = None) -> Path | None:
+    """The held-out set folder: the --heldout flag, else ``heldout.path`` of the config (relative
+    to the config file's folder), else None (the starter set)."""
+    if flag is not None:
+        return flag
+    from audit.config import load_config
+
+    configured = load_config(config).heldout.path
+    return Path(configured) if configured else None

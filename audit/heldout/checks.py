@@ -34,13 +34,14 @@ def semantic_problems(
     scenario: Scenario,
     file: Path | None = None,
     root: Path | None = None,
-    families: Mapping[str, Family] | None = None,
+    families: Mapping[str, Family | None] | None = None,
     declared_in: str = "families.toml",
 ) -> Iterator[Problem]:
     """Yield (field, problem) for everything pydantic cannot see; the first one is reported.
 
-    ``families`` are the set's declared families (default: the starter set's), and
-    ``declared_in`` names the file where a missing one is to be declared.
+    ``families`` are the set's declared families (default: the starter set's; None for one whose
+    declaration has its own problems), and ``declared_in`` names the file where a missing one is
+    to be declared.
     """
     if families is None:
         families = bundled_families()
@@ -94,8 +95,10 @@ def _bundled_families() -> dict[str, Family]:
 
 
 def _check_family(
-    scenario: Scenario, families: Mapping[str, Family], declared_in: str
+    scenario: Scenario, families: Mapping[str, Family | None], declared_in: str
 ) -> Iterator[Problem]:
+    if scenario.family in families and families[scenario.family] is None:
+        return  # declared, but broken: reported against the families file
     family = families.get(scenario.family)
     if family is None:
         close = difflib.get_close_matches(scenario.family, list(families), n=1)

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from audit.heldout.model import Family
-from audit.heldout.problems import SetProblem
+from audit.heldout.problems import PLACEHOLDER, SetProblem, placeholder_message
 
 FAMILIES_FILE = "families.toml"
 BUNDLED_FAMILIES_PATH = Path(__file__).resolve().parent / FAMILIES_FILE
@@ -42,6 +42,13 @@ class FamilyFile:
     own: bool
     """Whether the set folder holds the file (False: the starter set's families apply)."""
     families: dict[str, Family] = field(default_factory=dict)
+    broken: frozenset[str] = frozenset()
+    """Families declared with problems (reported once, against the families file)."""
+
+    def for_checks(self) -> dict[str, Family | None]:
+        """Declared families for the scenario checks; None marks one whose declaration is broken,
+        so its scenarios are not also told that it is undeclared."""
+        return {**dict.fromkeys(self.broken), **self.families}
 
     def as_data(self) -> dict[str, Any]:
         """The declarations as plain data (what the manifest's ``families_hash`` covers)."""
@@ -72,7 +79,9 @@ def read_families(set_dir: Path) -> tuple[FamilyFile, list[SetProblem]]:
             SetProblem(label, "", "(toml)", f"not valid TOML ({exc}): fix the syntax")
         ]
     families, problems = parse_families(data, label)
-    return FamilyFile(path, path == own, families), problems
+    tables = data.get("families")
+    broken = frozenset(set(tables) - set(families)) if isinstance(tables, dict) else frozenset()
+    return FamilyFile(path, path == own, families, broken), problems
 
 
 def parse_families(
@@ -110,6 +119,14 @@ def parse_families(
                 SetProblem(label, subject, "(table)", "must be a table ([families.NAME])")
             )
             continue
+        left = [
+            (key, match.group(0))
+            for key, value in table.items()
+            if isinstance(value, str) and (match := PLACEHOLDER.search(value))
+        ]
+        if left:
+            problems += [SetProblem(label, subject, k, placeholder_message(m)) for k, m in left]
+            continue
         try:
             families[name] = Family.model_validate({"name": name, **table})
         except ValidationError as exc:
@@ -131,8 +148,18 @@ def _hint(where: str) -> str:
 
 
 def _label(path: Path, set_dir: Path) -> str:
-    """How problems name the file: relative to the set folder's parent, as scenario files are."""
+    """How problems name the file: relative to the set folder, as scenario files are."""
     try:
-        return str(path.relative_to(set_dir.parent))
+        return str(path.relative_to(set_dir))
     except ValueError:
         return str(path)
+
+
+def family_table_schema() -> dict[str, Any]:
+    """JSON Schema of one ``[families.NAME]`` table, generated from :class:`Family` (its name is
+    the table's key, so it is not a field of the table)."""
+    schema = Family.model_json_schema()
+    schema["properties"].pop("name", None)
+    schema["required"] = [r for r in schema.get("required", []) if r != "name"]
+    schema["title"] = "[families.NAME] table of families.toml"
+    return schema

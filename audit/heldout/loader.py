@@ -28,15 +28,13 @@ from audit.errors import AuditError
 from audit.heldout.checks import CANARY, semantic_problems, twin_problems
 from audit.heldout.families import FamilyFile, families_path, read_families
 from audit.heldout.model import Family, Scenario
-from audit.heldout.problems import SetProblem
+from audit.heldout.problems import PLACEHOLDER, SetProblem, placeholder_message
 from audit.store import Store
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SCENARIOS_DIR = PACKAGE_DIR / "scenarios"
 MANIFEST_NAME = "manifest.json"
 UNVERSIONED = "unversioned"
-PLACEHOLDER = re.compile(r"<<fill in:[^<>]*>>")
-"""How ``audit heldout new`` marks what the author must write; the loader refuses any left."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +325,9 @@ def _collect(root: Path, files: list[Path], *, every_error: bool) -> SetCheck:
         if left:
             problems.extend(left if every_error else left[:1])
             continue
-        scenario, found = _validate(raw, file, root, family_file.families, declared_in, every_error)
+        scenario, found = _validate(
+            raw, file, root, family_file.for_checks(), declared_in, every_error
+        )
         problems.extend(found)
         if scenario is None:
             continue
@@ -377,8 +377,7 @@ def _placeholders(raw: Any, file: Path, root: Path) -> list[SetProblem]:
                         root,
                         scenario_id,
                         ".".join(where) or "(root)",
-                        f"still holds the skeleton's placeholder {match.group(0)!r}: "
-                        "write it (audit heldout new left it for you)",
+                        placeholder_message(match.group(0)),
                     )
                 )
         elif isinstance(value, dict):
@@ -462,7 +461,7 @@ def _validate(
     raw: dict[str, Any],
     file: Path,
     root: Path,
-    families: dict[str, Family],
+    families: dict[str, Family | None],
     declared_in: str,
     every_error: bool,
 ) -> tuple[Scenario | None, list[SetProblem]]:

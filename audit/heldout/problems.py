@@ -3,9 +3,23 @@ and what to do. The loader raises the first; ``audit heldout check`` lists them 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from audit.errors import AuditError
+
+PLACEHOLDER = re.compile(r"<<fill in:[^<>]*>>")
+"""How ``audit heldout new`` marks what the author must write; the loader refuses any left."""
+
+
+def fill(what: str) -> str:
+    """A placeholder telling the author what to write here."""
+    return f"<<fill in: {what}>>"
+
+
+def placeholder_message(found: str) -> str:
+    """The fix for a field that still holds a skeleton's placeholder."""
+    return f"still holds the skeleton's placeholder {found!r}: write it (audit heldout new left it)"
 
 
 @dataclass(frozen=True)
