@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from audit.errors import AuditError
 
 DbOption = Annotated[
     Path | None,
@@ -52,3 +56,18 @@ def resolve_heldout(flag: Path | None, config: Path | None = None) -> Path | Non
 
     configured = load_config(config).heldout.path
     return Path(configured) if configured else None
+
+
+@contextmanager
+def new_database_removed_on_error(db_path: Path) -> Iterator[None]:
+    """A database file that a failing command created is removed again, so a mistyped flag or a
+    bad input never leaves a new (empty, migrated) database behind. Only this process can have
+    written to it (DuckDB locks the file); the store must be closed inside the block."""
+    created = str(db_path) != ":memory:" and not db_path.exists()
+    try:
+        yield
+    except AuditError:
+        if created:
+            for leftover in (db_path, db_path.with_name(db_path.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
