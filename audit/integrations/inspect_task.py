@@ -221,10 +221,19 @@ def scenario_tools(scenario: Scenario) -> list[ToolDef]:
             answering(tool.name),
             name=tool.name,
             description=tool.description,
-            parameters=ToolParams.model_validate(tool.parameters),
+            parameters=_described(ToolParams.model_validate(tool.parameters)),
         )
         for tool in scenario.tools
     ]
+
+
+def _described(params: ToolParams) -> ToolParams:
+    """Inspect requires a description of every parameter; a scenario may leave one out (the
+    OpenAI API does not need it), so its name stands in."""
+    for name, param in params.properties.items():
+        if not param.description:
+            param.description = name
+    return params
 
 
 @solver
