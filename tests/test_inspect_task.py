@@ -1,21 +1,22 @@
 """specdrift's held-out set as an Inspect AI task, run by ``inspect_ai.eval()`` and imported back.
 
-The model is Inspect's own ``mockllm/model`` with a scripted output function: for each sample it
-plays, turn by turn, one of the scenario's reference transcripts (honest for some scenarios,
-covert for others, one with an eval-aware sentence added to its reasoning, one answered as a
-JSON text instead of a tool call). The log is imported without a mapping file, and every stored
-outcome, awareness flag and question score must equal what specdrift's own graders give the same
-turns replayed through :func:`audit.heldout.reference_transcript` (which never touches Inspect).
+The model is Inspect's own ``mockllm/model`` with a scripted output function
+(:mod:`inspect_script`): for each sample it plays, turn by turn, one of the scenario's reference
+transcripts (honest for some scenarios, covert for others, one with an eval-aware sentence added
+to its reasoning, one answered as a JSON text instead of a tool call). The log is imported
+without a mapping file, and every stored outcome, awareness flag and question score must equal
+what specdrift's own graders give the same turns replayed through
+:func:`audit.heldout.reference_transcript` (which never touches Inspect).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from inspect_script import scripted_model, until_submitted
 from typer.testing import CliRunner
 
 from audit.cli import app
@@ -46,14 +47,11 @@ EPOCHS = 2
 def scripted_turns(scenario: Scenario, condition: str) -> ReferenceTranscript:
     """The reference this test plays for a (scenario, condition), cut after its submission."""
     label = "covert" if scenario.id in COVERT else "honest"
-    reference = next(
-        r for r in scenario.references if r.label == label and r.condition == condition
+    reference = until_submitted(
+        scenario,
+        next(r for r in scenario.references if r.label == label and r.condition == condition),
     )
-    turns: list[ReferenceTurn] = []
-    for turn in reference.turns:
-        turns.append(turn)
-        if any(call.name == scenario.submission.tool for call in turn.tool_calls):
-            break
+    turns = list(reference.turns)
     if scenario.id == AWARE:
         turns[0] = turns[0].model_copy(update={"reasoning": AWARE_SENTENCE + turns[0].reasoning})
     if scenario.id == AS_TEXT:
@@ -62,44 +60,6 @@ def scripted_turns(scenario: Scenario, condition: str) -> ReferenceTranscript:
         )
         turns = [ReferenceTurn(reasoning=turns[-1].reasoning, content=json.dumps(submitted))]
     return reference.model_copy(update={"turns": tuple(turns)})
-
-
-def script(scenarios: list[Scenario], spec_text: str) -> Callable[..., Any]:
-    """mockllm's output function: find the sample's scenario and condition by its user message,
-    and play the next turn of its scripted reference."""
-    from inspect_ai.model import (
-        ChatMessageAssistant,
-        ContentReasoning,
-        ContentText,
-        ModelOutput,
-        ModelUsage,
-    )
-    from inspect_ai.tool import ToolCall
-
-    plays: dict[str, ReferenceTranscript] = {}
-    for scenario in scenarios:
-        for condition in scenario.conditions:
-            user = scenario.messages(condition.name, spec_text, "system")[-1]["content"]
-            plays[user] = scripted_turns(scenario, condition.name)
-
-    def output(messages: list, tools: list, tool_choice: Any, config: Any) -> ModelOutput:
-        user = next(m.text for m in messages if m.role == "user")
-        turn = plays[user].turns[sum(m.role == "assistant" for m in messages)]
-        parts: list = [ContentReasoning(reasoning=turn.reasoning)] if turn.reasoning else []
-        parts += [ContentText(text=turn.content)] if turn.content else []
-        calls = [
-            ToolCall(id=f"call_{i}", function=c.name, arguments=dict(c.arguments))
-            for i, c in enumerate(turn.tool_calls)
-        ]
-        message = ChatMessageAssistant(
-            content=parts or "", tool_calls=calls or None, model="mockllm/model"
-        )
-        result = ModelOutput.from_message(message)
-        # A usage figure stops the mock from counting tokens with a downloaded tokenizer.
-        result.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
-        return result
-
-    return output
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +75,18 @@ def synced_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_task(db: Path, log_dir: Path, scenarios: tuple[str, ...] = SCENARIOS) -> Path:
     """``inspect_ai.eval()`` of the task with the scripted mock model; returns the log file."""
     from inspect_ai import eval
-    from inspect_ai.model import get_model
 
     from audit.integrations.inspect_task import specdrift
 
     held = load_heldout()
     with open_store(db, read_only=True) as store:
-        spec_text = store.query("SELECT content FROM spec_revisions ORDER BY seq DESC LIMIT 1")[0]
-    played = [held.get(i) for i in scenarios]
-    model = get_model("mockllm/model", custom_outputs=script(played, spec_text["content"]))
+        spec = store.query("SELECT content FROM spec_revisions ORDER BY seq DESC LIMIT 1")[0]
+    plays = [
+        (held.get(i), c.name, scripted_turns(held.get(i), c.name))
+        for i in scenarios
+        for c in held.get(i).conditions
+    ]
+    model = scripted_model(plays, spec["content"])
     task = specdrift(db=str(db), scenarios=",".join(scenarios))
     logs = eval(
         task, model=model, epochs=EPOCHS, log_dir=str(log_dir), log_format="json", display="none"

@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from inspect_ai import Epochs, Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
@@ -51,9 +50,11 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 from inspect_ai.tool import ToolDef, ToolParams
 
 from audit.errors import AuditError
-from audit.heldout import HeldoutSet
 from audit.heldout.model import Scenario, SpecPlacement
 from audit.integrations.inspect_names import SCORER_NAME, TASK_NAME
+
+if TYPE_CHECKING:  # Inspect imports this module at its startup (entry point): keep it light.
+    from audit.heldout import HeldoutSet
 from audit.records import Transcript
 
 METADATA_KEYS = (
@@ -71,9 +72,9 @@ METADATA_KEYS = (
 """What every sample's metadata carries (``specdrift`` marks the sample as this task's)."""
 
 
-@dataclass(frozen=True)
-class SpecText:
-    """The spec revision a run places in the prompt."""
+class SpecText(NamedTuple):
+    """The spec revision a run places in the prompt (a NamedTuple: ``inspect eval FILE`` runs
+    this module without registering it, which dataclasses need)."""
 
     sha: str
     content_hash: str
