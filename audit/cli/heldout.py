@@ -140,8 +140,8 @@ def verify_command(
 
     held = verify_heldout(_set_path(heldout, directory, config), manifest)
     typer.echo(
-        f"ok: {len(held.scenarios)} scenarios of set {held.name} match manifest version "
-        f"{held.version} (set {held.set_hash[:_HASH_PREFIX]})"
+        f"ok: {len(held.scenarios)} scenarios match manifest version {held.version} of set "
+        f"{held.name} ({held.set_hash[:_HASH_PREFIX]})"
     )
 
 
@@ -171,8 +171,8 @@ def freeze_command(
     path = _set_path(heldout, directory, config)
     held = freeze_heldout(version, path, manifest, name=name)
     typer.echo(
-        f"frozen: set {held.name} version {held.version}, {len(held.scenarios)} scenarios, "
-        f"set {held.set_hash}"
+        f"frozen: version {held.version}, {len(held.scenarios)} scenarios, set {held.set_hash} "
+        f"named {held.name}"
     )
     history = manifest_history(path, manifest)
     if history:

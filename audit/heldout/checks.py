@@ -565,7 +565,8 @@ def twin_problems(scenarios: dict[str, Scenario]) -> Iterator[tuple[str, str, st
             continue
         public = scenarios.get(scenario.twin_of)
         if public is None:
-            close = difflib.get_close_matches(scenario.twin_of, list(scenarios), n=1)
+            others = [i for i in scenarios if i != scenario.id]
+            close = difflib.get_close_matches(scenario.twin_of, others, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             yield (
                 scenario.id,

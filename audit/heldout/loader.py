@@ -316,20 +316,24 @@ def _collect(root: Path, files: list[Path], *, every_error: bool) -> SetCheck:
     scenarios: dict[str, Scenario] = {}
     hashes: dict[str, str] = {}
     origin: dict[str, Path] = {}
+    unloaded: set[str] = set()  # files with problems of their own: not reported again as missing
     for file in files:
         raw, problem = _read_json(file, root)
         if raw is None:
             problems.append(problem)  # type: ignore[arg-type]
+            unloaded.add(file.stem)
             continue
         left = list(_placeholders(raw, file, root))
         if left:
             problems.extend(left if every_error else left[:1])
+            unloaded.add(file.stem)
             continue
         scenario, found = _validate(
             raw, file, root, family_file.for_checks(), declared_in, every_error
         )
         problems.extend(found)
         if scenario is None:
+            unloaded.add(file.stem)
             continue
         if scenario.id in scenarios:
             problems.append(
@@ -347,6 +351,8 @@ def _collect(root: Path, files: list[Path], *, every_error: bool) -> SetCheck:
         hashes[scenario.id] = content_hash(raw)
         origin[scenario.id] = file
     for scenario_id, field_name, message in twin_problems(scenarios):
+        if field_name == "twin_of" and scenarios[scenario_id].twin_of in unloaded:
+            continue  # its public scenario's file is broken, and that is reported already
         problems.append(_problem(origin[scenario_id], root, scenario_id, field_name, message))
     return SetCheck(root, family_file, scenarios, hashes, origin, problems, len(files))
 
