@@ -94,8 +94,8 @@ def serve_organisms_command(
 
     def ready(base_url: str, models: tuple[str, ...]) -> None:
         typer.echo(f"organism simulator listening on {base_url}")
-        typer.echo(f"held-out set: {held.label()}, {len(held.scenarios)} scenarios")
         typer.echo(f"models: {', '.join(models)}")
+        typer.echo(f"held-out set: {held.label()}, {len(held.scenarios)} scenarios")
         typer.echo("press Ctrl-C to stop")
 
     serve_organisms(
