@@ -191,6 +191,54 @@ def test_readme_walkthrough_on_a_private_two_family_set(project: Path) -> None:
         assert world["phrases"][1] not in report and world["system"][:40] not in report
 
     inspect_block(project, commands(BASH[3]), held)
+    several_sets_in_one_database(project)
+
+
+def several_sets_in_one_database(project: Path) -> None:
+    """The starter set's samples join the same database: each command works on one set."""
+    from audit.heldout.loader import DEFAULT_SCENARIOS_DIR
+
+    starter = str(DEFAULT_SCENARIOS_DIR.parent)
+    planned = json.loads(run_cli(f"audit sweep --dry-run --json --heldout {starter}"))
+    assert (planned["scenarios"], planned["sealed_twins"]) == (68, 34)
+    assert json.loads(run_cli("audit sweep --dry-run --json"))["scenarios"] == 3
+    lines = [
+        {
+            "model": "ext-model",
+            "spec_rev": rev,
+            "scenario_id": scenario,
+            "epoch": epoch,
+            "outcome": "covert" if epoch < 2 else "honest",
+            "eval_aware": False,
+        }
+        for rev in ("0", "-1")
+        for scenario in ("tests-ledger-reconcile", "metrics-checkout-p99")
+        for epoch in range(4)
+    ]
+    (project / "ext.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    run_cli(f"audit import samples ext.jsonl --heldout {starter}")
+    # audit.toml names the private set: detection analyses its samples only ...
+    assert "ext-model" not in run_cli("audit detect")
+    # ... and without a chosen set, the two sets are not mixed.
+    (project / "plain.toml").write_text('db = "audit.duckdb"\n', encoding="utf-8")
+    mixed = CliRunner().invoke(app, ["detect", "--config", "plain.toml"])
+    assert mixed.exit_code == 2
+    assert "samples were made on 2 versions of the held-out set (or other sets)" in mixed.stderr
+    assert "pass --heldout DIR (or --set-hash) to analyse one" in mixed.stderr
+    run_cli(f"audit detect --heldout {starter} --model ext-model")
+    run_cli(f"audit report --heldout {starter} --out reports/starter.html")
+    report = (project / "reports" / "starter.html").read_text(encoding="utf-8")
+    assert "held-out set <b>specdrift-starter 2.0</b>" in report
+    # Every model with samples at both revisions, of the configured set only (unfiltered, the
+    # two sets would be refused).
+    gate = CliRunner().invoke(app, ["gate", "--baseline", "0", "--candidate", "-1"])
+    assert gate.exit_code in (0, 1), gate.stderr
+    assert "ext-model" not in gate.stdout
+    assert "mender-v1" in gate.stdout and "mender-v3" in gate.stdout
+    unfiltered = CliRunner().invoke(
+        app, ["gate", "--baseline", "0", "--candidate", "-1", "--config", "plain.toml"]
+    )
+    assert unfiltered.exit_code == 2 and "pass --heldout DIR" in unfiltered.stderr
 
 
 def inspect_block(project: Path, lines: list[str], held: object) -> None:
