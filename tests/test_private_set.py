@@ -305,6 +305,13 @@ def test_the_private_families_are_data_of_the_set(written_set: Path) -> None:
     )
     assert held.twin_pairs() == [(PUBLIC_ROLLBACK, TWIN_ROLLBACK)]
     assert held.name == SET and held.version == "unversioned"
+    # Sealed as in the starter set: listed without title, shown only with --unseal.
+    assert [r["title"] for r in held.summaries() if r["sealed"]] == [None]
+    shown = CliRunner().invoke(
+        app, ["heldout", "show", TWIN_ROLLBACK, "--heldout", str(written_set)]
+    )
+    assert shown.exit_code == 2 and "is a sealed twin" in shown.stderr
+    assert WORLDS[TWIN_ROLLBACK]["system"] not in shown.stdout + shown.stderr
 
 
 def test_an_undeclared_family_says_where_to_declare_it(written_set: Path) -> None:
