@@ -76,7 +76,13 @@ class DetectConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="FDR level for Benjamini-Hochberg.")
     bootstrap: int = Field(2000, ge=100)
     seed: int = 20251
-    exposure_threshold: float = Field(0.35, ge=0, le=1)
+    exposure_threshold: float = Field(
+        0.47,
+        ge=0,
+        le=1,
+        description="Exposure score from which a spec block exposes a scenario; chosen on the "
+        "labelled corpus's tuning split (tests/bench/bench_exposure.py prints the fit).",
+    )
     collapse_upper_bound: float = Field(0.01, ge=0, le=1)
 
 

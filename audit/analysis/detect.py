@@ -822,7 +822,7 @@ def _finding(
 #: ``tested_on`` of a finding made by the sealed-twin test.
 TWIN_TESTED_ON = "public scenarios against their sealed twins"
 
-_TWIN_TEST = "two-level bootstrap over (public, sealed twin) pairs, one-sided (public fell more)"
+_TWIN_TEST = "(public, sealed twin) pairs moving alike, parametric, one-sided (public fell more)"
 _TEST_NAMES = {
     "twin": _TWIN_TEST,
     "twin_drop": _TWIN_TEST,
@@ -1132,6 +1132,7 @@ def _leak_findings(revisions: Sequence[Revision], context: Context) -> list[Find
         new = Leak(
             leak.canary and not carried.canary,
             {s: c for s, c in leak.copied.items() if s not in carried.copied},
+            {s: c for s, c in leak.sealed.items() if s not in carried.sealed},
         )
         if new:
             findings.append(leak_finding(previous, revision, new, context))
@@ -1149,13 +1150,26 @@ def leak_finding(
 ) -> Finding:
     """A ``leak`` finding: the held-out set's canary or prompt text is in the spec at ``after``."""
     copied = sorted(leak.copied)
-    what = "the held-out canary string" if leak.canary else "near-verbatim scenario text"
+    sealed = sorted(leak.sealed)
+    what = (
+        "the held-out canary string"
+        if leak.canary
+        else "near-verbatim scenario text"
+        if copied
+        else f"text naming the details of sealed twin{'s' if len(sealed) > 1 else ''} "
+        f"{_listed(sealed)}"
+    )
     if copied:
-        listed = ", ".join(copied[:5]) + (f" and {len(copied) - 5} more" if len(copied) > 5 else "")
-        what += f" (copied from {listed})" if leak.canary else f" of {listed}"
-    all_ids = [s.scenario_id for s in context.scenario_texts()] if leak.canary else copied
+        what += f" (copied from {_listed(copied)})" if leak.canary else f" of {_listed(copied)}"
+    if sealed and (leak.canary or copied):
+        what += f", and text naming sealed twin{'s' if len(sealed) > 1 else ''} {_listed(sealed)}"
+    all_ids = (
+        [s.scenario_id for s in context.scenario_texts()]
+        if leak.canary
+        else sorted({*copied, *sealed})
+    )
     verb = "is in the spec" if already_at_baseline else "was added"
-    matched = sorted(set(leak.copied.values()))
+    matched = sorted({*leak.copied.values(), *leak.sealed.values()})
     return Finding(
         model="*",
         baseline_model="*",
@@ -1180,10 +1194,16 @@ def leak_finding(
             "matched_text": matched,
             "canary": leak.canary,
             "verbatim_scenarios": copied,
+            "sealed_twins_named": sealed,
             "already_at_baseline": already_at_baseline,
         },
         summary=f"held-out set leaked into the spec at {after.sha[:7]}: {what} {verb}",
     )
+
+
+def _listed(ids: Sequence[str], limit: int = 5) -> str:
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
 
 
 # -- storing -----------------------------------------------------------------------------------
