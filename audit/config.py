@@ -116,9 +116,18 @@ class GateConfig(_Strict):
     fail_on_leak: bool = True
 
 
+class HeldoutConfig(_Strict):
+    path: str | None = Field(
+        None,
+        description="Held-out set folder (scenarios/, families.toml, manifest.json); relative "
+        "to the config file's folder. Default: the starter set shipped with specdrift.",
+    )
+
+
 class AuditConfig(_Strict):
     db: str = "audit.duckdb"
     spec: SpecConfig = SpecConfig()
+    heldout: HeldoutConfig = HeldoutConfig()
     run: RunConfig = RunConfig()
     models: tuple[ModelConfig, ...] = ()
     detect: DetectConfig = DetectConfig()
@@ -161,10 +170,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def load_config(path: str | Path | None = None) -> AuditConfig:
     """Load and validate the config file (or defaults when there is none).
 
-    Relative paths in a config file (``db``, ``spec.repo``, also when left at their defaults)
-    are relative to the file's folder, wherever the command runs: a config found in a parent
-    folder means the same files from any subfolder. Paths given as flags stay relative to the
-    working folder.
+    Relative paths in a config file (``db``, ``spec.repo``, also when left at their defaults,
+    and ``heldout.path``) are relative to the file's folder, wherever the command runs: a config
+    found in a parent folder means the same files from any subfolder. Paths given as flags stay
+    relative to the working folder.
     """
     file = Path(path) if path is not None else find_config_file()
     if file is None:
@@ -178,10 +187,14 @@ def load_config(path: str | Path | None = None) -> AuditConfig:
 
 
 def anchor_paths(config: AuditConfig, folder: Path) -> AuditConfig:
-    """``config`` with its relative ``db`` and ``spec.repo`` made relative to ``folder``."""
+    """``config`` with its relative ``db``, ``spec.repo`` and ``heldout.path`` made relative to
+    ``folder``."""
     spec = config.spec.model_copy(update={"repo": _anchored(config.spec.repo, folder)})
     db = config.db if config.db == ":memory:" else _anchored(config.db, folder)
-    return config.model_copy(update={"db": db, "spec": spec})
+    heldout = config.heldout
+    if heldout.path is not None:
+        heldout = heldout.model_copy(update={"path": _anchored(heldout.path, folder)})
+    return config.model_copy(update={"db": db, "spec": spec, "heldout": heldout})
 
 
 def _anchored(value: str, folder: Path) -> str:

@@ -123,12 +123,15 @@ def test_freeze_writes_the_manifest(set_copy: Path) -> None:
     heldout = load_heldout(set_copy)
     manifest = read_manifest(set_copy.parent / "manifest.json")
     assert manifest == {
+        "name": "heldout",  # the set folder's name, as no --name was given
         "version": "1.0",
         "set_hash": heldout.set_hash,
         "canary": CANARY,
         "n_scenarios": len(heldout.scenarios),
+        "families_hash": heldout.families_hash,
         "scenarios": heldout.scenario_hashes,
     }
+    assert heldout.name == "heldout"
     assert heldout.version == "1.0"
     assert verify_heldout(set_copy).set_hash == heldout.set_hash
 

@@ -223,19 +223,26 @@ def detect(
     """Detect, attribute and store every change of the history; return the findings.
 
     ``baseline`` is a revision reference (sha prefix, tag, index; default: the first revision);
-    ``heldout`` the held-out set whose scenarios exposure is measured against (default: the
-    package's set). Comparisons without a finding are left out, except one ``none`` finding per
-    model (its latest point against the baseline) when nothing was found for it.
+    ``heldout`` the held-out set whose scenarios exposure is measured against (default: the set
+    ``heldout.path`` of the config names, whose samples alone are then analysed, else the
+    starter set). ``set_hash`` analyses the samples of that set only. Comparisons without a
+    finding are left out, except one ``none`` finding per model (its latest point against the
+    baseline) when nothing was found for it.
     """
     progress = progress or NullProgress()
     models = [model] if model else None
+    context = Context(config, heldout, progress)
+    if set_hash is None and config.heldout.path is not None and context.heldout is not None:
+        set_hash = context.heldout.set_hash  # the configured set's samples, and only those
     cells = load_cells(store, models=models, set_hash=set_hash)
     if not cells:
         what = f"model {model!r}" if model else "any model"
-        raise AuditError(f"no samples stored for {what}: run `audit run` (or the demo) first")
+        of_set = f" on held-out set {_set_label(store, set_hash)}" if set_hash else ""
+        raise AuditError(
+            f"no samples stored for {what}{of_set}: run `audit run` (or the demo) first"
+        )
     _refuse_mixed_sets(cells)
     sources = _load_revisions(store, source_id)
-    context = Context(config, heldout, progress)
     context.causal = load_causal_evidence(store, models)
     sample_set = next(iter(cells)).set_hash
     if context.heldout is not None and context.heldout.set_hash != sample_set:
@@ -267,10 +274,18 @@ def _refuse_mixed_sets(cells: dict[CellKey, Cell]) -> None:
     hashes = sorted({k.set_hash for k in cells})
     if len(hashes) > 1:
         raise AuditError(
-            f"samples were made on {len(hashes)} versions of the held-out set "
+            f"samples were made on {len(hashes)} versions of the held-out set (or other sets) "
             f"({', '.join(h[:19] for h in hashes)}): comparing across them is refused; "
-            "pass --set-hash to analyse one"
+            "pass --heldout DIR (or --set-hash) to analyse one"
         )
+
+
+def _set_label(store: Store, set_hash: str) -> str:
+    """``name version (hash prefix)`` of a registered set, else its hash prefix."""
+    rows = store.query("SELECT name, version FROM heldout_sets WHERE set_hash = ?", [set_hash])
+    if not rows:
+        return set_hash[:19]
+    return f"{rows[0]['name'] or 'unnamed'} {rows[0]['version']} ({set_hash[:19]})"
 
 
 def _load_revisions(store: Store, source_id: str | None) -> dict[str, list[Revision]]:
@@ -400,7 +415,7 @@ class Context:
     def __init__(self, config: AuditConfig, heldout: Any, progress: Progress) -> None:
         self.config = config
         self.progress = progress
-        self.heldout = heldout if heldout is not None else _default_heldout(progress)
+        self.heldout = heldout if heldout is not None else _default_heldout(config, progress)
         self._model: ExposureModel | None = None
         self._cache: dict[tuple[str, str], list[Exposure]] = {}
         self._leaks: dict[str, Leak] = {}
@@ -462,11 +477,13 @@ class Context:
         return self._model
 
 
-def _default_heldout(progress: Progress) -> Any:
-    try:
-        from audit.heldout import load_heldout  # type: ignore[attr-defined]
-    except ImportError:
-        from audit.heldout.loader import load_heldout
+def _default_heldout(config: AuditConfig, progress: Progress) -> Any:
+    """The set ``heldout.path`` names (an error when it cannot be loaded: the user chose it),
+    else the starter set (exposure is skipped, with a note, when it cannot be loaded)."""
+    from audit.heldout.loader import load_heldout
+
+    if config.heldout.path is not None:
+        return load_heldout(config.heldout.path)
     try:
         return load_heldout()
     except AuditError as exc:

@@ -133,9 +133,14 @@ def gate(
     baseline_model: str | None = None,
     source_id: str | None = None,
     heldout: Any = None,
+    set_hash: str | None = None,
     progress: Progress | None = None,
 ) -> GateResult:
-    """Compare the candidate (revision, model) with the baseline and decide pass or fail."""
+    """Compare the candidate (revision, model) with the baseline and decide pass or fail.
+
+    Only the samples of one held-out set are compared: ``set_hash``, else the set
+    ``heldout.path`` of the config names; without either, samples of several sets are refused.
+    """
     progress = progress or NullProgress()
     sources = _load_revisions(store, source_id)
     if len(sources) > 1:
@@ -148,7 +153,9 @@ def gate(
     cand_rev = resolve_ref(store, candidate, source, revisions)
     context = Context(config, heldout, progress)
     context.causal = load_causal_evidence(store)
-    comparisons = _gate_comparisons(store, base_rev, cand_rev, model, baseline_model)
+    if set_hash is None and config.heldout.path is not None and context.heldout is not None:
+        set_hash = context.heldout.set_hash
+    comparisons = _gate_comparisons(store, base_rev, cand_rev, model, baseline_model, set_hash)
     findings = evaluate_comparisons(comparisons, context, mode="gate")
     leak = context.leaks(cand_rev)
     if leak:
@@ -185,11 +192,12 @@ def _gate_comparisons(
     cand_rev: Revision,
     model: str | None,
     baseline_model: str | None,
+    set_hash: str | None = None,
 ) -> list[Comparison]:
     if baseline_model and not model:
         raise AuditError("--baseline-model needs --model (the candidate model)")
     wanted = [m for m in (model, baseline_model) if m]
-    cells = load_cells(store, models=wanted or None)
+    cells = load_cells(store, models=wanted or None, set_hash=set_hash)
     relevant = {
         k: c
         for k, c in cells.items()

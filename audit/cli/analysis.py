@@ -11,11 +11,22 @@ from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    HeldoutOption,
+    JsonOption,
+    heldout_override,
+    resolve_db,
+)
 
 ModelOption = Annotated[str | None, typer.Option("--model", help="Only this model.")]
 SourceOption = Annotated[
     str | None, typer.Option("--source", help="Spec source id (default: the only one stored).")
+]
+SetHashOption = Annotated[
+    str | None,
+    typer.Option("--set-hash", help="Held-out set to analyse, when several are stored."),
 ]
 
 
@@ -42,20 +53,20 @@ def detect_command(
         typer.Option("--baseline", help="Baseline revision: sha prefix, tag or index (default 0)."),
     ] = None,
     source: SourceOption = None,
-    set_hash: Annotated[
-        str | None,
-        typer.Option("--set-hash", help="Held-out set to analyse, when several are stored."),
-    ] = None,
+    set_hash: SetHashOption = None,
+    heldout: HeldoutOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Detect and attribute covert-rate changes along the history; store and print findings."""
+    """Detect and attribute covert-rate changes along the history; store and print findings.
+
+    With --heldout (or heldout.path) only that set's samples are analysed."""
     from audit.analysis import detect
-    from audit.config import load_config
+    from audit.config import load_config, with_overrides
     from audit.store import open_store
 
-    settings = load_config(config)
+    settings = with_overrides(load_config(config), **heldout_override(heldout))
     with open_store(resolve_db(db, config)) as store:
         findings = detect(
             store,
@@ -91,6 +102,8 @@ def gate_command(
         typer.Option("--baseline-model", help="Model at the baseline (default: --model)."),
     ] = None,
     source: SourceOption = None,
+    set_hash: SetHashOption = None,
+    heldout: HeldoutOption = None,
     as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -99,10 +112,10 @@ def gate_command(
     candidate spec, drop explained by patching or awareness), 2 usage error. Each model is
     judged on its own (one-sided tests). Prints a Markdown summary for a CI job summary."""
     from audit.analysis import gate
-    from audit.config import load_config
+    from audit.config import load_config, with_overrides
     from audit.store import open_store
 
-    settings = load_config(config)
+    settings = with_overrides(load_config(config), **heldout_override(heldout))
     with open_store(resolve_db(db, config), read_only=True) as store:
         result = gate(
             store,
@@ -112,6 +125,7 @@ def gate_command(
             model=model,
             baseline_model=baseline_model,
             source_id=source,
+            set_hash=set_hash,
             progress=_MessagesToStderr(),
         )
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.markdown(), nl=False)

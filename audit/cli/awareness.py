@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    HeldoutOption,
+    JsonOption,
+    resolve_db,
+    resolve_heldout,
+)
 from audit.errors import AuditError
 from audit.graders.awareness import LabelScores, SnippetResult, grade_snippet_file
 
@@ -108,6 +115,7 @@ def judge(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Judge requests in flight.")
     ] = 8,
+    heldout: HeldoutOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
@@ -129,7 +137,7 @@ def judge(
             store,
             client,
             judge_model,
-            heldout=load_heldout(),
+            heldout=load_heldout(resolve_heldout(heldout, config)),
             rubric=rubric_text,
             model=model,
             grader=grader,

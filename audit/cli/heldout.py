@@ -1,22 +1,26 @@
-"""``audit heldout``: list, show, verify and freeze the held-out covert-action set."""
+"""``audit heldout``: list, show, check, verify and freeze a held-out covert-action set, and
+start scenarios of one's own (``new``, ``schema``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast, get_args
 
 import typer
 
-from audit.cli.options import JsonOption
+from audit.cli.options import ConfigOption, HeldoutOption, JsonOption, resolve_heldout
+from audit.errors import AuditError
 
 heldout_app = typer.Typer(
-    help="The held-out covert-action set: list, show, verify, freeze.", no_args_is_help=True
+    help="The held-out covert-action set (the starter set, or your own): list, show, check, "
+    "verify, freeze, new, schema.",
+    no_args_is_help=True,
 )
 
-DirOption = Annotated[
+LegacyDirOption = Annotated[
     Path | None,
-    typer.Option("--dir", help="Scenario folder (default: the set shipped with specdrift)."),
+    typer.Option("--dir", hidden=True, help="Old name of --heldout (kept for scripts)."),
 ]
 ManifestOption = Annotated[
     Path | None,
@@ -30,22 +34,33 @@ def register(app: typer.Typer) -> None:
     app.add_typer(heldout_app, name="heldout")
 
 
+def _set_path(heldout: Path | None, legacy: Path | None, config: Path | None) -> Path | None:
+    if heldout is not None and legacy is not None and heldout != legacy:
+        raise AuditError("--dir is the old name of --heldout: give one of them")
+    return resolve_heldout(heldout or legacy, config)
+
+
 @heldout_app.command("list")
-def list_command(json_output: JsonOption = False, directory: DirOption = None) -> None:
+def list_command(
+    json_output: JsonOption = False,
+    heldout: HeldoutOption = None,
+    directory: LegacyDirOption = None,
+    config: ConfigOption = None,
+) -> None:
     """List the scenarios: id, family, title, conditions, hash prefix."""
     from audit.heldout import load_heldout
 
-    heldout = load_heldout(directory)
-    rows = heldout.summaries()
+    held = load_heldout(_set_path(heldout, directory, config))
+    rows = held.summaries()
     if json_output:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     typer.echo(_table(rows))
-    sealed = len(heldout.sealed_ids())
+    sealed = len(held.sealed_ids())
     typer.echo(
         f"{len(rows)} scenarios ({len(rows) - sealed} public, {sealed} sealed twins) in "
-        f"{len(heldout.families())} families; "
-        f"set {heldout.set_hash[:_HASH_PREFIX]} version {heldout.version}"
+        f"{len(held.families())} families; "
+        f"set {held.name} {held.set_hash[:_HASH_PREFIX]} version {held.version}"
     )
 
 
@@ -53,7 +68,9 @@ def list_command(json_output: JsonOption = False, directory: DirOption = None) -
 def show_command(
     scenario_id: Annotated[str, typer.Argument(help="Scenario id (see audit heldout list).")],
     json_output: JsonOption = False,
-    directory: DirOption = None,
+    heldout: HeldoutOption = None,
+    directory: LegacyDirOption = None,
+    config: ConfigOption = None,
     unseal: Annotated[
         bool,
         typer.Option(
@@ -66,30 +83,82 @@ def show_command(
     """Show one scenario: prompts, tools, submission, rules, ground truth (sealed twins refused)."""
     from audit.heldout import load_heldout
 
-    described = load_heldout(directory).describe(scenario_id, unseal=unseal)
+    described = load_heldout(_set_path(heldout, directory, config)).describe(
+        scenario_id, unseal=unseal
+    )
     if json_output:
         typer.echo(json.dumps(described, ensure_ascii=False, indent=2))
         return
     typer.echo(_show_text(described))
 
 
+@heldout_app.command("check")
+def check_command(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(help="Set folder (default: --heldout, heldout.path, the starter set)."),
+    ] = None,
+    json_output: JsonOption = False,
+    heldout: HeldoutOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run every load-time check and list all problems (file, scenario, field, fix); exit 2 if any.
+
+    Sealed twins are checked like any scenario; a problem names the field, never the twin's text.
+    """
+    from audit.heldout.loader import check_heldout
+
+    found = check_heldout(folder or resolve_heldout(heldout, config))
+    if json_output:
+        typer.echo(json.dumps([p.to_json() for p in found.problems], ensure_ascii=False))
+    else:
+        for problem in found.problems:
+            typer.echo(problem.line())
+    if found.problems:
+        files = len({p.file for p in found.problems})
+        raise AuditError(
+            f"{len(found.problems)} problem(s) in {files} file(s) of {found.root.parent}: fix "
+            "them and run audit heldout check again"
+        )
+    if not json_output:
+        typer.echo(
+            f"ok: {len(found.scenarios)} scenarios in {len(found.family_file.families)} declared "
+            f"families ({found.family_file.path.name}"
+            f"{'' if found.family_file.own else ' of the starter set'}) pass every check"
+        )
+
+
 @heldout_app.command("verify")
-def verify_command(directory: DirOption = None, manifest: ManifestOption = None) -> None:
+def verify_command(
+    heldout: HeldoutOption = None,
+    directory: LegacyDirOption = None,
+    manifest: ManifestOption = None,
+    config: ConfigOption = None,
+) -> None:
     """Check the scenario files against the frozen manifest (exit 2 with the diff if not)."""
     from audit.heldout import verify_heldout
 
-    heldout = verify_heldout(directory, manifest)
+    held = verify_heldout(_set_path(heldout, directory, config), manifest)
     typer.echo(
-        f"ok: {len(heldout.scenarios)} scenarios match manifest version {heldout.version} "
-        f"(set {heldout.set_hash[:_HASH_PREFIX]})"
+        f"ok: {len(held.scenarios)} scenarios match manifest version {held.version} of set "
+        f"{held.name} ({held.set_hash[:_HASH_PREFIX]})"
     )
 
 
 @heldout_app.command("freeze")
 def freeze_command(
     version: Annotated[str, typer.Option("--version", help="Version label of the new set.")],
-    directory: DirOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Name of the set in reports (default: the manifest's, else the folder's name).",
+        ),
+    ] = None,
+    heldout: HeldoutOption = None,
+    directory: LegacyDirOption = None,
     manifest: ManifestOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Validate the scenario files and write the manifest under a new version, on purpose.
 
@@ -99,17 +168,77 @@ def freeze_command(
     from audit.heldout import freeze_heldout
     from audit.heldout.loader import manifest_history
 
-    heldout = freeze_heldout(version, directory, manifest)
+    path = _set_path(heldout, directory, config)
+    held = freeze_heldout(version, path, manifest, name=name)
     typer.echo(
-        f"frozen: version {heldout.version}, {len(heldout.scenarios)} scenarios, "
-        f"set {heldout.set_hash}"
+        f"frozen: version {held.version}, {len(held.scenarios)} scenarios, set {held.set_hash} "
+        f"named {held.name}"
     )
-    history = manifest_history(directory, manifest)
+    history = manifest_history(path, manifest)
     if history:
         earlier = ", ".join(
             f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history
         )
         typer.echo(f"earlier versions: {earlier}")
+
+
+@heldout_app.command("new")
+def new_command(
+    scenario_id: Annotated[str, typer.Option("--id", help="Id of the new scenario (file name).")],
+    family: Annotated[
+        str | None,
+        typer.Option("--family", help="Its family (a new one is added to families.toml)."),
+    ] = None,
+    twin_of: Annotated[
+        str | None,
+        typer.Option("--twin-of", help="Make it the sealed twin of this scenario of the set."),
+    ] = None,
+    scoring: Annotated[
+        str,
+        typer.Option(
+            "--scoring",
+            help="How a NEW family is scored: covert_rate, or accuracy_gap (paired conditions).",
+        ),
+    ] = "covert_rate",
+    heldout: HeldoutOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write a scenario skeleton into your own set; the loader refuses it until every
+    <<fill in: ...>> placeholder is written (audit heldout check lists them)."""
+    from audit.heldout.loader import DEFAULT_SCENARIOS_DIR
+    from audit.heldout.model import Scoring
+    from audit.heldout.skeleton import new_scenario, set_folder
+
+    if scoring not in get_args(Scoring):
+        raise AuditError(f"--scoring {scoring!r}: use {' or '.join(get_args(Scoring))}")
+    path = resolve_heldout(heldout, config)
+    if path is None or set_folder(path).resolve() == DEFAULT_SCENARIOS_DIR.parent:
+        raise AuditError(
+            "the starter set shipped with specdrift is public: write new scenarios into a set "
+            "of your own (--heldout DIR, or heldout.path in audit.toml)"
+        )
+    written, families = new_scenario(
+        path, family, scenario_id, twin_of=twin_of, scoring=cast(Scoring, scoring)
+    )
+    typer.echo(f"wrote {written}")
+    if families is not None:
+        typer.echo(f"declared its family in {families} (fill in its description)")
+    typer.echo("fill in every <<fill in: ...>> placeholder, then run: audit heldout check")
+
+
+@heldout_app.command("schema")
+def schema_command(
+    families: Annotated[
+        bool,
+        typer.Option("--families", help="The format of a [families.NAME] table instead."),
+    ] = False,
+) -> None:
+    """Print the JSON Schema of a scenario file (generated from the model, so it cannot drift)."""
+    from audit.heldout.families import family_table_schema
+    from audit.heldout.model import Scenario
+
+    schema = family_table_schema() if families else Scenario.model_json_schema()
+    typer.echo(json.dumps(schema, indent=2, ensure_ascii=False))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

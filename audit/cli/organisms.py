@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from audit.cli.options import ConfigOption, HeldoutOption, resolve_heldout
 from audit.errors import AuditError
 
 
@@ -57,15 +58,15 @@ def serve_organisms_command(
         list[Path] | None,
         typer.Option("--organisms", help="Organism TOML file (repeatable; default: shipped)."),
     ] = None,
-    heldout_dir: Annotated[
-        Path | None,
-        typer.Option("--heldout", help="Scenario folder (default: the shipped held-out set)."),
-    ] = None,
+    heldout: HeldoutOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Serve the model organisms (a SIMULATOR) until Ctrl-C.
 
     Every organism version is a model named ORGANISM-VERSION (e.g. watcher-v2). Point any
-    OpenAI client at the printed base URL.
+    OpenAI client at the printed base URL. They answer the scenarios of one held-out set (your
+    own with --heldout or heldout.path), by family: a family an organism does not list gets its
+    default propensity.
     """
     from pydantic import ValidationError
 
@@ -89,9 +90,12 @@ def serve_organisms_command(
             f"fault options: {exc.errors()[0]['msg']}; lower the --fault-* shares"
         ) from None
 
+    held = load_heldout(resolve_heldout(heldout, config))
+
     def ready(base_url: str, models: tuple[str, ...]) -> None:
         typer.echo(f"organism simulator listening on {base_url}")
         typer.echo(f"models: {', '.join(models)}")
+        typer.echo(f"held-out set: {held.label()}, {len(held.scenarios)} scenarios")
         typer.echo("press Ctrl-C to stop")
 
     serve_organisms(
@@ -100,7 +104,7 @@ def serve_organisms_command(
         latency_s=latency_ms / 1000.0,
         faults=faults,
         organisms=load_organisms(organism_files) if organism_files else None,
-        heldout=load_heldout(heldout_dir),
+        heldout=held,
         on_ready=ready,
     )
     typer.echo("organism simulator stopped")

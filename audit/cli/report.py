@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, resolve_db
+from audit.cli.options import ConfigOption, DbOption, HeldoutOption, resolve_db, resolve_heldout
 
 
 def register(app: typer.Typer) -> None:
@@ -34,13 +34,27 @@ def report(
             "twins' are never printed).",
         ),
     ] = False,
+    heldout: HeldoutOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Write the HTML drift report: rates, findings, heatmap and spec changes, offline."""
+    """Write the HTML drift report: rates, findings, heatmap and spec changes, offline.
+
+    It reports on one held-out set: --heldout (or heldout.path), else the one with most samples.
+    """
+    from audit.heldout import load_heldout
     from audit.report import render_report
     from audit.store import open_store
 
+    chosen = resolve_heldout(heldout, config)
+    set_hash = load_heldout(chosen).set_hash if chosen is not None else None
     with open_store(resolve_db(db, config), read_only=True) as store:
-        path = render_report(store, out, model=model, since=since, include_prompts=include_prompts)
+        path = render_report(
+            store,
+            out,
+            model=model,
+            since=since,
+            include_prompts=include_prompts,
+            set_hash=set_hash,
+        )
     typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -14,7 +14,14 @@ from typing import Annotated, Any
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    HeldoutOption,
+    JsonOption,
+    heldout_override,
+    resolve_db,
+)
 from audit.cli.progress import cli_progress
 from audit.config import load_config, with_model_overrides, with_overrides
 from audit.store import open_store
@@ -136,6 +143,7 @@ def _execute(
     twins: bool | None,
     base_url: str | None,
     model_flags: ModelFlags,
+    heldout: Path | None,
     db: Path | None,
     config_path: Path | None,
     dry_run: bool,
@@ -150,6 +158,7 @@ def _execute(
             "run.workers": workers,
             "run.max_turns": max_turns,
             "run.twins": twins,
+            **heldout_override(heldout),
         },
     )
     # A model missing from the config can still be run when --base-url says where it is.
@@ -245,6 +254,7 @@ def run_command(
     max_completion_tokens: MaxCompletionTokensOption = None,
     reasoning_effort: ReasoningEffortOption = None,
     dry_run: DryRunOption = False,
+    heldout: HeldoutOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -271,6 +281,7 @@ def run_command(
             max_completion_tokens=max_completion_tokens,
             reasoning_effort=reasoning_effort,
         ),
+        heldout=heldout,
         db=db,
         config_path=config,
         dry_run=dry_run,
@@ -292,6 +303,7 @@ def sweep_command(
     max_completion_tokens: MaxCompletionTokensOption = None,
     reasoning_effort: ReasoningEffortOption = None,
     dry_run: DryRunOption = False,
+    heldout: HeldoutOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -318,6 +330,7 @@ def sweep_command(
             max_completion_tokens=max_completion_tokens,
             reasoning_effort=reasoning_effort,
         ),
+        heldout=heldout,
         db=db,
         config_path=config,
         dry_run=dry_run,

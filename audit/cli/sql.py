@@ -13,7 +13,15 @@ from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    HeldoutOption,
+    JsonOption,
+    new_database_removed_on_error,
+    resolve_db,
+    resolve_heldout,
+)
 from audit.errors import AuditError
 
 import_app = typer.Typer(
@@ -143,37 +151,79 @@ def import_samples_command(
         typer.Argument(help="JSONL file: one graded sample a line, or an exported samples file."),
     ],
     source: SourceOption = None,
+    heldout: HeldoutOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import graded samples (model, spec_rev, scenario_id, epoch, outcome, eval_aware, ...)."""
     from audit.cli.progress import cli_progress
+    from audit.heldout import load_heldout
     from audit.io import import_samples
     from audit.store import open_store
 
-    with open_store(resolve_db(db, config)) as store:
-        result = import_samples(store, file, source_id=source, progress=cli_progress())
+    held = load_heldout(resolve_heldout(heldout, config))
+    path = resolve_db(db, config)
+    with new_database_removed_on_error(path), open_store(path) as store:
+        result = import_samples(
+            store, file, heldout=held, source_id=source, progress=cli_progress()
+        )
     typer.echo(result.line())
 
 
 @import_app.command("inspect")
 def import_inspect_command(
-    log: Annotated[
-        Path, typer.Argument(help="Inspect AI eval log (.json, or .eval with the extra).")
+    logs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Inspect AI eval logs (.json, or .eval with the extra), or folders of them; "
+            "all are imported in one transaction."
+        ),
     ],
     mapping: Annotated[
-        Path, typer.Option("--mapping", help="TOML file mapping sample ids and scores.")
-    ],
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="TOML file mapping sample ids and scores (not needed for logs of specdrift's "
+            "own Inspect task).",
+        ),
+    ] = None,
+    skip_errors: Annotated[
+        bool,
+        typer.Option(
+            "--skip-errors",
+            help="Store the scored samples and count the errored ones (default: refuse the log).",
+        ),
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model name to store (default: the mapping's, else the log's)."
+        ),
+    ] = None,
     source: SourceOption = None,
+    heldout: HeldoutOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Import an Inspect AI eval log through a mapping file (see README)."""
-    from audit.io import import_inspect_log
+    """Import Inspect AI eval logs: specdrift's own task as they are, others through a mapping."""
+    from audit.heldout import load_heldout
+    from audit.io import import_inspect_logs, load_mapping
     from audit.store import open_store
 
-    with open_store(resolve_db(db, config)) as store:
-        result = import_inspect_log(store, log, mapping, source_id=source)
+    held = load_heldout(resolve_heldout(heldout, config))
+    parsed = load_mapping(mapping) if mapping is not None else None
+    path = resolve_db(db, config)
+
+    with new_database_removed_on_error(path), open_store(path) as store:
+        result = import_inspect_logs(
+            store,
+            logs,
+            parsed,
+            heldout=held,
+            source_id=source,
+            skip_errors=skip_errors,
+            model=model,
+        )
     typer.echo(result.line())
 
 

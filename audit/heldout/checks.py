@@ -12,13 +12,14 @@ the file and the scenario.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from audit.heldout.model import FAMILIES, Rule, Scenario
+from audit.heldout.model import Family, Rule, Scenario
 from audit.heldout.regex_probe import can_match, matches_anything
 
 CANARY = (
@@ -30,11 +31,23 @@ Problem = tuple[str, str]
 
 
 def semantic_problems(
-    scenario: Scenario, file: Path | None = None, root: Path | None = None
+    scenario: Scenario,
+    file: Path | None = None,
+    root: Path | None = None,
+    families: Mapping[str, Family | None] | None = None,
+    declared_in: str = "families.toml",
 ) -> Iterator[Problem]:
-    """Yield (field, problem) for everything pydantic cannot see; the first one is reported."""
+    """Yield (field, problem) for everything pydantic cannot see; the first one is reported.
+
+    ``families`` are the set's declared families (default: the starter set's; None for one whose
+    declaration has its own problems), and ``declared_in`` names the file where a missing one is
+    to be declared.
+    """
+    if families is None:
+        families = bundled_families()
     structural = [
         *_check_identity(scenario, file, root),
+        *_check_family(scenario, families, declared_in),
         *_check_tools(scenario),
         *_check_submission(scenario),
         *_check_conditions(scenario),
@@ -58,14 +71,6 @@ def _check_identity(scenario: Scenario, file: Path | None, root: Path | None) ->
         yield "canary", f"wrong canary string: every scenario file must carry exactly {CANARY!r}"
     if file is not None and file.stem != scenario.id:
         yield "id", f"id must equal the file name {file.stem!r}: rename the file or fix the id"
-    if scenario.family not in FAMILIES:
-        close = difflib.get_close_matches(scenario.family, list(FAMILIES), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        yield (
-            "family",
-            f"unknown family {scenario.family!r}: {hint}use one of {', '.join(sorted(FAMILIES))} "
-            "(new families are declared in audit/heldout/model.py FAMILIES)",
-        )
     in_family_folder = file is not None and root is not None and file.parent != root
     if in_family_folder and file is not None and file.parent.name != scenario.family:
         yield (
@@ -75,6 +80,65 @@ def _check_identity(scenario: Scenario, file: Path | None, root: Path | None) ->
         )
     if not scenario.distinctive_phrases:
         yield "distinctive_phrases", "list at least one phrase a spec patch would mention"
+
+
+def bundled_families() -> dict[str, Family]:
+    """The starter set's families (what a set without its own families file uses)."""
+    return dict(_bundled_families())
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_families() -> dict[str, Family]:
+    from audit.heldout.families import BUNDLED_FAMILIES_PATH, read_families
+
+    return read_families(BUNDLED_FAMILIES_PATH.parent)[0].families
+
+
+def _check_family(
+    scenario: Scenario, families: Mapping[str, Family | None], declared_in: str
+) -> Iterator[Problem]:
+    if scenario.family in families and families[scenario.family] is None:
+        return  # declared, but broken: reported against the families file
+    family = families.get(scenario.family)
+    if family is None:
+        close = difflib.get_close_matches(scenario.family, list(families), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        known = ", ".join(sorted(families)) or "none"
+        yield (
+            "family",
+            f"unknown family {scenario.family!r}: {hint}declare it in {declared_in} as "
+            f"[families.{scenario.family}] with description and scoring (declared: {known})",
+        )
+        return
+    if family.scoring != "accuracy_gap":
+        return
+    names = {c.name: c for c in scenario.conditions}
+    pair = f"{family.reference_condition!r} and {family.incentive_condition!r}"
+    for wanted in (family.reference_condition, family.incentive_condition):
+        if wanted not in names:
+            yield (
+                "conditions",
+                f"family {family.name!r} is scored on the accuracy gap between conditions "
+                f"{pair}, but the scenario has no condition {wanted!r}: declare it",
+            )
+    incentive = names.get(str(family.incentive_condition))
+    if incentive is not None and incentive.penalty is None:
+        yield (
+            "conditions",
+            f"condition {incentive.name!r} is the incentive of family {family.name!r}: give it "
+            "the penalty its text states (score and inclusive)",
+        )
+    if not scenario.questions:
+        yield (
+            "questions",
+            f"family {family.name!r} is scored on the questions' accuracy gap: add questions",
+        )
+    if "answers" not in scenario.submission.fields:
+        yield (
+            "submission.fields",
+            f"family {family.name!r} scores the submitted 'answers' field: add 'answers' to "
+            "submission.fields and to the submission tool's parameters",
+        )
 
 
 def _check_tools(scenario: Scenario) -> Iterator[Problem]:
@@ -501,7 +565,8 @@ def twin_problems(scenarios: dict[str, Scenario]) -> Iterator[tuple[str, str, st
             continue
         public = scenarios.get(scenario.twin_of)
         if public is None:
-            close = difflib.get_close_matches(scenario.twin_of, list(scenarios), n=1)
+            others = [i for i in scenarios if i != scenario.id]
+            close = difflib.get_close_matches(scenario.twin_of, others, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             yield (
                 scenario.id,

@@ -26,7 +26,9 @@ from pydantic import ValidationError
 
 from audit.errors import AuditError
 from audit.heldout.checks import CANARY, semantic_problems, twin_problems
-from audit.heldout.model import Scenario
+from audit.heldout.families import FamilyFile, families_path, read_families
+from audit.heldout.model import Family, Scenario
+from audit.heldout.problems import PLACEHOLDER, SetProblem, placeholder_message
 from audit.store import Store
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -45,6 +47,14 @@ class HeldoutSet:
     scenarios: tuple[Scenario, ...]
     scenario_hashes: dict[str, str] = field(repr=False)
     files: dict[str, Path] = field(repr=False)
+    name: str = "unnamed"
+    """The set's name: the manifest's ``name``, else its folder's name."""
+    family_specs: dict[str, Family] = field(default_factory=dict, repr=False)
+    """Every family the set declares (its families.toml, else the starter set's)."""
+    families_hash: str = ""
+    """Content hash of the family declarations (pinned by the manifest, not in ``set_hash``)."""
+    folder: Path | None = None
+    """The set folder (holding scenarios/, families.toml and manifest.json)."""
 
     def get(self, scenario_id: str) -> Scenario:
         """The scenario with this id; AuditError (listing close ids) when there is none."""
@@ -91,6 +101,19 @@ class HeldoutSet:
     def families(self) -> list[str]:
         """Families present in the set, sorted."""
         return sorted({scenario.family for scenario in self.scenarios})
+
+    def family(self, name: str) -> Family:
+        """The declaration of a family of the set; AuditError when it has none."""
+        try:
+            return self.family_specs[name]
+        except KeyError:
+            raise AuditError(
+                f"family {name!r} is not declared in held-out set {self.name}"
+            ) from None
+
+    def label(self) -> str:
+        """``name version (hash prefix)``: how messages and reports name the set."""
+        return f"{self.name} {self.version} ({self.set_hash[:19]})"
 
     def summaries(self) -> list[dict[str, Any]]:
         """One row per scenario (what ``list`` shows): id, family, twin_of, hash, and for
@@ -163,8 +186,11 @@ def canonical_json(value: Any) -> str:
 
 def content_hash(value: Any) -> str:
     """``sha256:<hex>`` of the canonical JSON of ``value``."""
-    digest = hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-    return f"sha256:{digest}"
+    return _sha256(canonical_json(value))
+
+
+def _sha256(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
 
 def set_hash_of(scenario_hashes: dict[str, str]) -> str:
@@ -187,8 +213,9 @@ def load_heldout(path: str | Path | None = None) -> HeldoutSet:
     root = _scenarios_dir(path)
     files = sorted(root.rglob("*.json"))
     manifest_path = root.parent / MANIFEST_NAME
-    manifest_stamp = _stamp(manifest_path) if manifest_path.exists() else ""
-    key = (str(root), tuple(_file_stamp(f) for f in files), manifest_stamp)
+    declared = families_path(root.parent)
+    stamps = "|".join(_stamp(p) if p.exists() else "" for p in (manifest_path, declared))
+    key = (str(root), tuple(_file_stamp(f) for f in files), stamps)
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
@@ -220,26 +247,10 @@ def _stamp(path: Path) -> str:
 def _load_uncached(root: Path, files: list[Path], manifest_path: Path | None) -> HeldoutSet:
     if not files:
         raise AuditError(f"no scenario files (*.json) under {root}: add scenarios or fix the path")
-    scenarios: dict[str, Scenario] = {}
-    hashes: dict[str, str] = {}
-    origin: dict[str, Path] = {}
-    for file in files:
-        raw = _read_json(file, root)
-        scenario = _validate(raw, file, root)
-        if scenario.id in scenarios:
-            raise _error(
-                file,
-                root,
-                scenario.id,
-                "id",
-                f"duplicate id, already used by {_relative(origin[scenario.id], root)}: "
-                "give every scenario its own id",
-            )
-        scenarios[scenario.id] = scenario
-        hashes[scenario.id] = content_hash(raw)
-        origin[scenario.id] = file
-    for scenario_id, field_name, problem in twin_problems(scenarios):
-        raise _error(origin[scenario_id], root, scenario_id, field_name, problem)
+    found = _collect(root, files, every_error=False)
+    if found.problems:
+        raise found.problems[0].error()
+    scenarios, hashes, origin = found.scenarios, found.hashes, found.origin
     ordered = tuple(scenarios[i] for i in sorted(scenarios))
     set_hash = set_hash_of(hashes)
     return HeldoutSet(
@@ -249,7 +260,155 @@ def _load_uncached(root: Path, files: list[Path], manifest_path: Path | None) ->
         scenarios=ordered,
         scenario_hashes=dict(sorted(hashes.items())),
         files={i: origin[i] for i in sorted(origin)},
+        name=_name_for(manifest_path, root.parent),
+        family_specs=dict(sorted(found.family_file.families.items())),
+        families_hash=content_hash(found.family_file.as_data()),
+        folder=root.parent,
     )
+
+
+@dataclass(frozen=True)
+class SetCheck:
+    """What checking a set folder found: the scenarios that validated and every problem."""
+
+    root: Path
+    family_file: FamilyFile
+    scenarios: dict[str, Scenario]
+    hashes: dict[str, str]
+    origin: dict[str, Path]
+    problems: list[SetProblem]
+    n_files: int
+
+
+def check_heldout(path: str | Path | None = None) -> SetCheck:
+    """Run every load-time check on a set folder and collect all problems (none raised).
+
+    What ``audit heldout check`` prints: the families file, each scenario file (JSON, skeleton
+    placeholders, every schema error, every semantic problem, reference grades), duplicate ids
+    and sealed twins, each with file, scenario or family, field and fix.
+    """
+    root = _scenarios_dir(path)
+    files = sorted(root.rglob("*.json"))
+    found = _collect(root, files, every_error=True)
+    if not files:
+        missing = SetProblem(
+            str(root),
+            "",
+            "(folder)",
+            "no scenario files (*.json): add one with `audit heldout new`, or fix the path",
+        )
+        return _with_problems(found, [missing])
+    return found
+
+
+def _with_problems(found: SetCheck, more: list[SetProblem]) -> SetCheck:
+    return SetCheck(
+        found.root,
+        found.family_file,
+        found.scenarios,
+        found.hashes,
+        found.origin,
+        [*found.problems, *more],
+        found.n_files,
+    )
+
+
+def _collect(root: Path, files: list[Path], *, every_error: bool) -> SetCheck:
+    family_file, problems = read_families(root.parent)
+    declared_in = _declared_in(family_file, root)
+    scenarios: dict[str, Scenario] = {}
+    hashes: dict[str, str] = {}
+    origin: dict[str, Path] = {}
+    unloaded: set[str] = set()  # files with problems of their own: not reported again as missing
+    for file in files:
+        raw, problem = _read_json(file, root)
+        if raw is None:
+            problems.append(problem)  # type: ignore[arg-type]
+            unloaded.add(file.stem)
+            continue
+        canonical = canonical_json(raw)
+        # Most files have no placeholder: look for one only where the text has the marker.
+        left = list(_placeholders(raw, file, root)) if "<<fill in:" in canonical else []
+        if left:
+            problems.extend(left if every_error else left[:1])
+            unloaded.add(file.stem)
+            continue
+        scenario, found = _validate(
+            raw, file, root, family_file.for_checks(), declared_in, every_error
+        )
+        problems.extend(found)
+        if scenario is None:
+            unloaded.add(file.stem)
+            continue
+        if scenario.id in scenarios:
+            problems.append(
+                _problem(
+                    file,
+                    root,
+                    scenario.id,
+                    "id",
+                    f"duplicate id, already used by {_relative(origin[scenario.id], root)}: "
+                    "give every scenario its own id",
+                )
+            )
+            continue
+        scenarios[scenario.id] = scenario
+        hashes[scenario.id] = _sha256(canonical)
+        origin[scenario.id] = file
+    for scenario_id, field_name, message in twin_problems(scenarios):
+        if field_name == "twin_of" and scenarios[scenario_id].twin_of in unloaded:
+            continue  # its public scenario's file is broken, and that is reported already
+        problems.append(_problem(origin[scenario_id], root, scenario_id, field_name, message))
+    return SetCheck(root, family_file, scenarios, hashes, origin, problems, len(files))
+
+
+def _declared_in(family_file: FamilyFile, root: Path) -> str:
+    """Where a missing family is to be declared, as the message tells it."""
+    if family_file.own:
+        return _relative(family_file.path, root)
+    target = _relative(families_path(root.parent), root)
+    return (
+        f"a new {target} (the set has none, so the starter set's families apply; list there "
+        "every family the set uses)"
+    )
+
+
+def _placeholders(raw: Any, file: Path, root: Path) -> list[SetProblem]:
+    """Every string of the file that still holds a skeleton placeholder, with its field."""
+    scenario_id = str(raw.get("id") or file.stem) if isinstance(raw, dict) else file.stem
+    found: list[SetProblem] = []
+
+    def walk(value: Any, where: tuple[str, ...]) -> None:
+        if isinstance(value, str):
+            match = PLACEHOLDER.search(value)
+            if match:
+                found.append(
+                    _problem(
+                        file,
+                        root,
+                        scenario_id,
+                        ".".join(where) or "(root)",
+                        placeholder_message(match.group(0)),
+                    )
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*where, str(key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, (*where, str(index)))
+
+    walk(raw, ())
+    return found
+
+
+def _name_for(manifest_path: Path | None, set_dir: Path) -> str:
+    """The manifest's name for the set, else the set folder's name."""
+    if manifest_path is not None and manifest_path.exists():
+        name = read_manifest(manifest_path).get("name")
+        if isinstance(name, str) and name:
+            return name
+    return set_dir.name or "unnamed"
 
 
 def _version_for(manifest_path: Path | None, set_hash: str) -> str:
@@ -287,42 +446,61 @@ def _relative(file: Path, root: Path) -> str:
         return str(file)
 
 
-def _error(file: Path, root: Path, scenario_id: str, field_name: str, problem: str) -> AuditError:
-    return AuditError(
-        f"{_relative(file, root)}: scenario {scenario_id}: field {field_name}: {problem}"
-    )
+def _problem(file: Path, root: Path, scenario_id: str, field_name: str, message: str) -> SetProblem:
+    return SetProblem(_relative(file, root), f"scenario {scenario_id}", field_name, message)
 
 
-def _read_json(file: Path, root: Path) -> dict[str, Any]:
+def _read_json(file: Path, root: Path) -> tuple[dict[str, Any] | None, SetProblem | None]:
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise _error(file, root, file.stem, "(file)", "not UTF-8 text: save it as UTF-8") from None
+        return None, _problem(file, root, file.stem, "(file)", "not UTF-8 text: save it as UTF-8")
     except json.JSONDecodeError as exc:
-        raise _error(
+        return None, _problem(
             file,
             root,
             file.stem,
             "(json)",
             f"malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg}): fix the syntax",
-        ) from None
+        )
     if not isinstance(raw, dict):
-        raise _error(file, root, file.stem, "(json)", "the file must hold one JSON object")
-    return raw
+        return None, _problem(file, root, file.stem, "(json)", "the file must hold one JSON object")
+    return raw, None
 
 
-def _validate(raw: dict[str, Any], file: Path, root: Path) -> Scenario:
+def _validate(
+    raw: dict[str, Any],
+    file: Path,
+    root: Path,
+    families: dict[str, Family | None],
+    declared_in: str,
+    every_error: bool,
+) -> tuple[Scenario | None, list[SetProblem]]:
+    """The validated scenario (None when its schema is broken) and its problems."""
     scenario_id = str(raw.get("id") or file.stem)
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"]) or "(root)"
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise _error(file, root, scenario_id, location, f"{first['msg']}{more}") from None
-    for field_name, problem in semantic_problems(scenario, file, root):
-        raise _error(file, root, scenario.id, field_name, problem)
-    return scenario
+        errors = exc.errors()
+        if not every_error:
+            location = ".".join(str(part) for part in errors[0]["loc"]) or "(root)"
+            more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+            return None, [_problem(file, root, scenario_id, location, f"{errors[0]['msg']}{more}")]
+        return None, [
+            _problem(
+                file,
+                root,
+                scenario_id,
+                ".".join(str(part) for part in error["loc"]) or "(root)",
+                str(error["msg"]),
+            )
+            for error in errors
+        ]
+    problems = [
+        _problem(file, root, scenario.id, field_name, message)
+        for field_name, message in semantic_problems(scenario, file, root, families, declared_in)
+    ]
+    return scenario, problems
 
 
 # -- manifest ----------------------------------------------------------------------------------
@@ -388,16 +566,27 @@ def verify_heldout(
             f"{target}: set_hash does not match the scenario hashes it lists: "
             "rewrite it with `audit heldout freeze --version V`"
         )
+    frozen_families = manifest.get("families_hash")
+    if frozen_families is not None and frozen_families != heldout.families_hash:
+        raise AuditError(
+            f"the family declarations (families.toml) changed since version "
+            f"{manifest.get('version')} was frozen: restore them, or cut a new version on purpose "
+            "with `audit heldout freeze --version V`"
+        )
     return heldout
 
 
 def build_manifest(
-    heldout: HeldoutSet, version: str, previous: dict[str, Any] | None = None
+    heldout: HeldoutSet,
+    version: str,
+    previous: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """The manifest content for ``heldout`` under ``version``.
 
     ``previous`` is the manifest being replaced: its frozen version joins ``history`` (oldest
     first, each with its set hash and scenario hashes), so every label keeps its content on record.
+    ``name`` names the set (default: the previous manifest's name, else the set's).
     """
     history = _history(previous) if previous else []
     if previous and previous.get("version") not in (None, version):
@@ -410,10 +599,12 @@ def build_manifest(
             }
         )
     manifest: dict[str, Any] = {
+        "name": name or (previous or {}).get("name") or heldout.name,
         "version": version,
         "set_hash": heldout.set_hash,
         "canary": heldout.canary,
         "n_scenarios": len(heldout.scenarios),
+        "families_hash": heldout.families_hash,
         "scenarios": dict(sorted(heldout.scenario_hashes.items())),
     }
     kept = [entry for entry in history if entry.get("version") != version]
@@ -426,13 +617,20 @@ def freeze_heldout(
     version: str,
     path: str | Path | None = None,
     manifest_path: str | Path | None = None,
+    name: str | None = None,
 ) -> HeldoutSet:
     """Validate the set and write the manifest under ``version``; returns the frozen set.
 
     A label already frozen with different content (the current version or one in ``history``)
     is refused: versions name content, so reusing one would make two sets look alike. Freezing
-    the same content under the same label again changes nothing.
+    the same content under the same label again changes nothing. ``name`` names the set in
+    reports (default: the name already in the manifest, else the set folder's name).
     """
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", name):
+        raise AuditError(
+            f"invalid set name {name!r}: use letters, digits, '.', '-', '_' or '+', "
+            "e.g. acme-private"
+        )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", version or ""):
         raise AuditError(
             f"invalid version {version!r}: use letters, digits, '.', '-', '_' or '+', e.g. 1.1"
@@ -444,7 +642,7 @@ def freeze_heldout(
     previous = _readable_manifest(target)
     if previous is not None:
         _refuse_reused_label(previous, version, heldout.set_hash)
-    manifest = build_manifest(heldout, version, previous)
+    manifest = build_manifest(heldout, version, previous, name)
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
     # Write beside the target and rename, so a crash never leaves half a manifest.
     partial = target.with_name(target.name + ".tmp")
@@ -487,17 +685,21 @@ def _next_label(version: str) -> str:
 
 
 def register_heldout(store: Store, heldout: HeldoutSet) -> int:
-    """Write the set's ``heldout_sets`` row and its ``scenarios`` rows; idempotent.
+    """Write the set's ``heldout_sets`` row, its ``scenarios`` and its ``heldout_families`` rows;
+    idempotent.
 
     Returns the number of scenario rows of the set. Rows already stored are kept (the set hash
     is content-addressed, so equal hashes mean equal rows), except that a set registered before
-    it was frozen takes the frozen version's name.
+    it was frozen takes the frozen version's name, and the set's name and family declarations
+    (pinned by the manifest, not by the set hash) are those registered last.
     """
     set_row = {
         "set_hash": heldout.set_hash,
         "version": heldout.version,
         "canary": heldout.canary,
         "n_scenarios": len(heldout.scenarios),
+        "name": heldout.name,
+        "families_hash": heldout.families_hash or None,
     }
     scenario_rows = [
         {
@@ -512,6 +714,17 @@ def register_heldout(store: Store, heldout: HeldoutSet) -> int:
         }
         for scenario in heldout.scenarios
     ]
+    family_rows = [
+        {
+            "set_hash": heldout.set_hash,
+            "family": family.name,
+            "description": family.description,
+            "scoring": family.scoring,
+            "reference_condition": family.reference_condition,
+            "incentive_condition": family.incentive_condition,
+        }
+        for family in heldout.family_specs.values()
+    ]
     with store.transaction():
         store.insert_rows("heldout_sets", [set_row], on_conflict="ignore")
         if _is_frozen_version(heldout.version):
@@ -520,7 +733,14 @@ def register_heldout(store: Store, heldout: HeldoutSet) -> int:
                 "UPDATE heldout_sets SET version = ? WHERE set_hash = ? AND version <> ?",
                 [heldout.version, heldout.set_hash, heldout.version],
             )
+        store.con.execute(
+            "UPDATE heldout_sets SET name = ?, families_hash = ? WHERE set_hash = ?",
+            [set_row["name"], set_row["families_hash"], heldout.set_hash],
+        )
         store.insert_rows("scenarios", scenario_rows, on_conflict="ignore")
+        if family_rows:
+            store.con.execute("DELETE FROM heldout_families WHERE set_hash = ?", [heldout.set_hash])
+            store.insert_rows("heldout_families", family_rows)
     return len(scenario_rows)
 
 

@@ -23,7 +23,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Verdict = Literal["covert", "honest"]
 SpecPlacement = Literal["system", "developer", "none"]
@@ -185,18 +185,52 @@ class ReferenceTranscript(_Frozen):
     turns: tuple[ReferenceTurn, ...]
 
 
-FAMILIES: dict[str, str] = {
-    "disable_oversight": "disabling or evading oversight and not saying so",
-    "edit_successor_config": "quietly editing a successor model's configuration",
-    "false_checklist": "ticking a checklist item that was not done",
-    "falsify_metrics": "falsifying logs or metrics",
-    "hide_evidence": "hiding or destroying evidence of a mistake",
-    "impossible_task": "claiming an impossible task is done",
-    "lie_about_action": "lying to the user about an earlier action",
-    "misreport_tests": "misreporting test results",
-    "sandbagging": "underperforming on a capability check (judged on the accuracy gap)",
-    "special_case_tests": "special-casing tests and hiding it",
-}
+Scoring = Literal["covert_rate", "accuracy_gap"]
+
+
+class Family(_Frozen):
+    """A family of covert actions, declared in the set's ``families.toml`` (data, not code).
+
+    Every family is judged on its covert rate (each sample graded by its scenario's rules). An
+    ``accuracy_gap`` family is judged on the distribution as well: one sample cannot tell low
+    ability from deliberate underperformance, so the analysis compares the question score of
+    the ``reference_condition`` with that of the ``incentive_condition``
+    (:mod:`audit.graders.sandbagging`), and each of its scenarios must offer both conditions,
+    a penalty on the incentive one, and questions.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = Field(
+        min_length=1, description="The covert action the family covers, in a few words."
+    )
+    scoring: Scoring = Field(
+        description="covert_rate: share of samples graded covert; accuracy_gap: also the "
+        "question-score gap between the reference and the incentive condition."
+    )
+    reference_condition: str | None = Field(
+        None, description="accuracy_gap only: the condition without an incentive (e.g. neutral)."
+    )
+    incentive_condition: str | None = Field(
+        None,
+        description="accuracy_gap only: the condition whose text penalises a high score.",
+    )
+
+    @model_validator(mode="after")
+    def _conditions_match_scoring(self) -> Family:
+        named = (self.reference_condition, self.incentive_condition)
+        if self.scoring == "accuracy_gap":
+            if None in named:
+                raise ValueError(
+                    "an accuracy_gap family names reference_condition and incentive_condition"
+                )
+            if self.reference_condition == self.incentive_condition:
+                raise ValueError("reference_condition and incentive_condition must differ")
+        elif named != (None, None):
+            raise ValueError(
+                "only accuracy_gap families name conditions: drop reference_condition and "
+                'incentive_condition, or set scoring = "accuracy_gap"'
+            )
+        return self
 
 
 class Scenario(_Frozen):
@@ -204,7 +238,10 @@ class Scenario(_Frozen):
 
     canary: str
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    family: str = Field(description="One of FAMILIES; the file lives in scenarios/<family>/.")
+    family: str = Field(
+        description="A family declared in the set's families.toml; the file lives in "
+        "scenarios/<family>/."
+    )
     title: str
     system: str
     user: str

@@ -1,13 +1,19 @@
 """Import Inspect AI eval logs: each sample of a log becomes one graded specdrift sample.
 
-Inspect logs know the model, the sample ids, the epochs, the scores and the messages, but not
-which spec revision was in force or what a score value means for covert actions. A small TOML
+Logs of specdrift's own Inspect task (:mod:`audit.integrations.inspect_task`) need nothing else:
+every sample's metadata names its scenario, condition, held-out set and spec revision, and its
+``specdrift_grader`` score carries the outcome, awareness, citation and question score that
+specdrift's graders gave it. The set must be the one imported against (``--heldout``).
+
+Logs of other tasks know the model, the sample ids, the epochs, the scores and the messages, but
+not which spec revision was in force or what a score value means for covert actions. A small TOML
 mapping file says that::
 
     spec_rev = "a1b2c3d"      # revision the log was run against (sample metadata "spec_rev" wins)
     score = "covert_check"    # scorer to read (optional when the log has one scorer)
     model = "o3-candidate"    # optional: model name to store (default: the log's model)
     aware_score = "aware"     # optional: scorer whose truthy value marks eval awareness
+    condition = "incentive"   # optional: condition of every sample (sample metadata wins)
 
     [outcomes]                # score value -> outcome (covert, honest, refused, invalid)
     I = "covert"
@@ -17,10 +23,13 @@ mapping file says that::
     "task-17" = "misreport-ledger-reconcile"
 
 Without ``aware_score`` eval awareness is detected by specdrift's own detector on the sample's
-reasoning and answer, as for run samples. Logs are read with ``inspect_ai.log.read_eval_log``
-when the optional ``inspect`` extra is installed (``.eval`` and ``.json`` logs), else ``.json``
-logs are parsed directly in their documented layout (``eval``, ``samples[]`` with ``id``,
-``epoch``, ``scores``, ``messages``, ``output``).
+reasoning and answer, as for run samples. Several logs (or a folder of them) are imported in one
+transaction. A sample Inspect records as errored refuses its log, naming the sample, unless
+``skip_errors``: then the scored samples are stored and the errored ones counted. Logs are read
+with ``inspect_ai.log.read_eval_log`` when the optional ``inspect`` extra is installed (``.eval``
+and ``.json`` logs), else ``.json`` logs are parsed directly in their documented layout
+(``eval``, ``samples[]`` with ``id``, ``epoch``, ``scores``, ``metadata``, ``error``,
+``messages``, ``output``).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -56,6 +66,7 @@ class InspectMapping(BaseModel):
     model: str | None = None
     model_version: str | None = None
     aware_score: str | None = None
+    condition: str | None = None
     outcomes: dict[str, str] = Field(min_length=1)
     scenarios: dict[str, str] = Field(default_factory=dict)
 
@@ -68,6 +79,20 @@ class _Sample:
     metadata: dict[str, Any]
     reasoning: str | None
     answer: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InspectImportResult(ImportResult):
+    """An import of one or more Inspect logs; ``errored`` samples were skipped (--skip-errors)."""
+
+    logs: int = 1
+    errored: int = 0
+
+    def line(self) -> str:
+        """One-line summary for the CLI."""
+        errored = f", {self.errored} errored samples skipped" if self.errored else ""
+        return super().line() + errored
 
 
 def load_mapping(path: str | Path) -> InspectMapping:
@@ -186,6 +211,7 @@ def _samples(log: dict[str, Any], path: Path) -> list[_Sample]:
     out = []
     for raw in raw_samples:
         answer, reasoning = _answer_and_reasoning(raw)
+        error = raw.get("error")
         out.append(
             _Sample(
                 id=str(raw.get("id")),
@@ -194,9 +220,17 @@ def _samples(log: dict[str, Any], path: Path) -> list[_Sample]:
                 metadata=raw.get("metadata") or {},
                 reasoning=reasoning,
                 answer=answer,
+                error=_error_line(error) if error else None,
             )
         )
     return out
+
+
+def _error_line(error: Any) -> str:
+    """The first line of an Inspect sample error (its message, not the traceback)."""
+    message = error.get("message") if isinstance(error, dict) else error
+    lines = str(message or "error").strip().splitlines()
+    return lines[0][:200] if lines else "error"
 
 
 # -- mapping ------------------------------------------------------------------------------------
@@ -246,6 +280,7 @@ def _to_imported(
 
         text = "\n\n".join(t for t in (sample.reasoning, sample.answer) if t)
         aware = detect_awareness(text).detected
+    condition = sample.metadata.get("condition") or mapping.condition
     return ImportedSample(
         model=model,
         spec_rev=str(spec_rev),
@@ -256,41 +291,201 @@ def _to_imported(
         reasoning=sample.reasoning,
         answer=sample.answer,
         model_version=mapping.model_version,
+        condition=None if condition is None else str(condition),
     )
 
 
-def read_inspect_log(path: str | Path, mapping: InspectMapping) -> list[SourcedSample]:
-    """The samples of an Inspect log, mapped to specdrift samples (not yet checked or stored)."""
+# -- logs of specdrift's own task -----------------------------------------------------------------
+
+
+def is_specdrift_log(log: dict[str, Any]) -> bool:
+    """Whether every sample of the log comes from specdrift's Inspect task."""
+    samples = log.get("samples") or []
+    return bool(samples) and all(
+        isinstance(s.get("metadata"), dict) and s["metadata"].get("specdrift") is True
+        for s in samples
+    )
+
+
+def _specdrift_imported(
+    sample: _Sample, model: str, heldout: HeldoutSet, where: str
+) -> ImportedSample:
+    """A sample of specdrift's task: everything comes from its metadata and its score."""
+    from audit.integrations.inspect_names import SCORER_NAME
+
+    meta = sample.metadata
+    if meta.get("set_hash") != heldout.set_hash:
+        raise AuditError(
+            f"{where}: the log was run on held-out set {meta.get('set_name')} "
+            f"({str(meta.get('set_hash'))[:19]}), not on {heldout.label()}: import it with "
+            "--heldout DIR of that set; nothing was imported"
+        )
+    score = sample.scores.get(SCORER_NAME)
+    if not isinstance(score, dict) or not isinstance(score.get("metadata"), dict):
+        raise AuditError(
+            f"{where}: no {SCORER_NAME} score (it has {', '.join(sorted(sample.scores)) or 'none'})"
+            "; rescore the log with `inspect score`, or pass --mapping; nothing was imported"
+        )
+    graded = score["metadata"]
+    try:
+        return ImportedSample(
+            model=model,
+            spec_rev=str(meta.get("spec_rev")),
+            scenario_id=str(meta.get("scenario_id")),
+            epoch=sample.epoch - 1,
+            outcome=graded.get("outcome"),
+            eval_aware=bool(graded.get("eval_aware")),
+            reasoning=sample.reasoning,
+            answer=sample.answer,
+            condition=meta.get("condition"),
+            spec_cited=graded.get("spec_cited"),
+            score=graded.get("score"),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise AuditError(
+            f"{where}: {field}: {first['msg']} (in the sample's metadata or its "
+            f"{SCORER_NAME} score); nothing was imported"
+        ) from None
+
+
+# -- reading and importing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogSamples:
+    """The samples of one log, ready to import, and how many errored samples were skipped."""
+
+    items: list[SourcedSample]
+    errored: int
+
+
+def read_inspect_log(
+    path: str | Path,
+    mapping: InspectMapping | None = None,
+    *,
+    heldout: HeldoutSet | None = None,
+    skip_errors: bool = False,
+    model: str | None = None,
+) -> LogSamples:
+    """The samples of an Inspect log, mapped to specdrift samples (not yet checked or stored).
+
+    A log of specdrift's task needs no ``mapping`` (but the held-out set it was run on); any
+    other log does. ``model`` overrides the model name (else the mapping's, else the log's).
+    """
     file = Path(path)
     if not file.is_file():
         raise AuditError(f"no Inspect log at {file}")
     log = _read_log_dict(file)
-    model = mapping.model or (log.get("eval") or {}).get("model")
+    own = is_specdrift_log(log)
+    if not own and mapping is None:
+        raise AuditError(
+            f"{file} is not a log of specdrift's Inspect task: pass --mapping FILE to say what "
+            "its samples and scores mean (see README)"
+        )
+    model = model or (mapping.model if mapping else None) or (log.get("eval") or {}).get("model")
     if not model:
         raise AuditError(f"{file}: the log names no model: set model = ... in the mapping")
-    items = []
+    items, errored = [], 0
     for sample in _samples(log, file):
         where = f"{file.name} sample {sample.id} epoch {sample.epoch}"
-        imported = _to_imported(sample, mapping, str(model), where)
+        if sample.error is not None:
+            if not skip_errors:
+                raise AuditError(
+                    f"{where}: the sample errored in Inspect ({sample.error}); nothing was "
+                    "imported: pass --skip-errors to store the scored samples and count the rest"
+                )
+            errored += 1
+            continue
+        if own:
+            if heldout is None:
+                from audit.heldout import load_heldout
+
+                heldout = load_heldout()
+            imported = _specdrift_imported(sample, str(model), heldout, where)
+        else:
+            assert mapping is not None
+            imported = _to_imported(sample, mapping, str(model), where)
         evidence = {
             "imported_from": file.name,
             "inspect_id": sample.id,
             "inspect_epoch": sample.epoch,
         }
         items.append(SourcedSample(where, imported, evidence))
-    return items
+    return LogSamples(items, errored)
+
+
+def inspect_log_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The log files named: files as given, folders expanded to their ``.json`` and ``.eval``
+    logs (sorted, not recursive); a path that does not exist, or a folder without logs, is an
+    error."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".json", ".eval"))
+            if not found:
+                raise AuditError(f"no Inspect logs (*.json, *.eval) in folder {path}")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise AuditError(f"no Inspect log at {path}")
+    if not files:
+        raise AuditError("no Inspect log given: pass log files or a folder of logs")
+    return list(dict.fromkeys(files))
+
+
+def import_inspect_logs(
+    store: Store,
+    paths: Sequence[str | Path],
+    mapping: InspectMapping | str | Path | None = None,
+    *,
+    heldout: HeldoutSet | None = None,
+    source_id: str | None = None,
+    skip_errors: bool = False,
+    model: str | None = None,
+) -> InspectImportResult:
+    """Import Inspect AI eval logs (files or folders) in one transaction: all or nothing, and
+    idempotent. Logs of specdrift's task need no ``mapping``."""
+    if mapping is not None and not isinstance(mapping, InspectMapping):
+        mapping = load_mapping(mapping)
+    if heldout is None:
+        from audit.heldout import load_heldout
+
+        heldout = load_heldout()
+    files = inspect_log_files(paths)
+    items: list[SourcedSample] = []
+    errored = 0
+    for file in files:
+        read = read_inspect_log(
+            file, mapping, heldout=heldout, skip_errors=skip_errors, model=model
+        )
+        items.extend(read.items)
+        errored += read.errored
+    label = str(files[0]) if len(files) == 1 else f"{len(files)} logs"
+    if not items:
+        raise AuditError(f"{label}: no scored sample to import ({errored} errored)")
+    result = import_records(store, items, label=label, heldout=heldout, source_id=source_id)
+    return InspectImportResult(result.path, result.read, result.stored, len(files), errored)
 
 
 def import_inspect_log(
     store: Store,
     log_path: str | Path,
-    mapping: InspectMapping | str | Path,
+    mapping: InspectMapping | str | Path | None = None,
     *,
     heldout: HeldoutSet | None = None,
     source_id: str | None = None,
-) -> ImportResult:
-    """Import one Inspect AI eval log through a mapping; all or nothing, and idempotent."""
-    if not isinstance(mapping, InspectMapping):
-        mapping = load_mapping(mapping)
-    items = read_inspect_log(log_path, mapping)
-    return import_records(store, items, label=str(log_path), heldout=heldout, source_id=source_id)
+    skip_errors: bool = False,
+) -> InspectImportResult:
+    """Import one Inspect AI eval log; all or nothing, and idempotent."""
+    return import_inspect_logs(
+        store,
+        [log_path],
+        mapping,
+        heldout=heldout,
+        source_id=source_id,
+        skip_errors=skip_errors,
+    )

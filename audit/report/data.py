@@ -388,6 +388,7 @@ class ReportData:
 
     source_id: str
     set_hash: str
+    set_name: str
     other_set_hashes: list[str]
     db_path: str
     model_filter: str | None
@@ -468,9 +469,13 @@ def load_report_data(
     model: str | None = None,
     since: str | None = None,
     include_prompts: bool = False,
+    set_hash: str | None = None,
 ) -> ReportData:
-    """Aggregate the stored history into :class:`ReportData` (raises AuditError when empty)."""
-    set_hash, others = _choose_set(store)
+    """Aggregate the stored history into :class:`ReportData` (raises AuditError when empty).
+
+    ``set_hash`` reports on that held-out set (default: the one with the most samples).
+    """
+    set_hash, others = _choose_set(store, set_hash)
     source_id = _choose_source(store, set_hash)
     models = _models(store, set_hash)
     if model is not None and model not in models:
@@ -496,6 +501,7 @@ def load_report_data(
     data = ReportData(
         source_id=source_id,
         set_hash=set_hash,
+        set_name=_set_name(store, set_hash),
         other_set_hashes=others,
         db_path=str(Path(store.path).resolve()) if store.path else ":memory:",
         model_filter=model,
@@ -623,14 +629,31 @@ def _simulated(store: Store, set_hash: str, models: list[str]) -> set[str]:
     return {r["model"] for r in rows} & set(models)
 
 
-def _choose_set(store: Store) -> tuple[str, list[str]]:
-    """The held-out set with the most samples; others are listed, never mixed in."""
+def _choose_set(store: Store, wanted: str | None = None) -> tuple[str, list[str]]:
+    """The chosen held-out set, else the one with the most samples; others are listed, never
+    mixed in."""
     rows = store.query(
         "SELECT set_hash, count(*) AS n FROM samples GROUP BY set_hash ORDER BY n DESC, set_hash"
     )
     if not rows:
         raise AuditError("no samples stored: run `audit run` (or `audit demo`) before the report")
-    return rows[0]["set_hash"], [r["set_hash"] for r in rows[1:]]
+    hashes = [r["set_hash"] for r in rows]
+    if wanted is None:
+        return hashes[0], hashes[1:]
+    if wanted not in hashes:
+        raise AuditError(
+            f"no samples of held-out set {wanted[:19]} are stored: run `audit run --heldout DIR` "
+            "first, or report on another set"
+        )
+    return wanted, [h for h in hashes if h != wanted]
+
+
+def _set_name(store: Store, set_hash: str) -> str:
+    """``name version`` of the reported set as registered (names are kept since schema 9)."""
+    rows = store.query("SELECT name, version FROM heldout_sets WHERE set_hash = ?", [set_hash])
+    if not rows:
+        return "unregistered set"
+    return f"{rows[0]['name'] or 'unnamed'} {rows[0]['version']}"
 
 
 def _choose_source(store: Store, set_hash: str) -> str:

@@ -69,18 +69,22 @@ def render_report(
     model: str | None = None,
     since: str | None = None,
     include_prompts: bool = False,
+    set_hash: str | None = None,
 ) -> Path:
     """Write the HTML drift report for the stored history to ``out_path`` and return the path.
 
     ``model`` limits the report to one model, ``since`` to revisions from that one on (sha prefix,
-    tag or index). Held-out prompts and model answers are left out unless ``include_prompts``;
-    a sealed twin's text (prompts, answers, reasoning quotes, the terms an edit matched in it) is
-    left out even then.
+    tag or index), ``set_hash`` to one held-out set (default: the one with the most samples).
+    Held-out prompts and model answers are left out unless ``include_prompts``; a sealed twin's
+    text (prompts, answers, reasoning quotes, the terms an edit matched in it) is left out even
+    then.
     """
     out = Path(out_path)
     if out.is_dir():
         raise AuditError(f"--out {out} is a folder: give a file name such as {out}/drift.html")
-    data = load_report_data(store, model=model, since=since, include_prompts=include_prompts)
+    data = load_report_data(
+        store, model=model, since=since, include_prompts=include_prompts, set_hash=set_hash
+    )
     page = render_html(data, out, include_prompts=include_prompts)
     # Write next to the target and rename, so a failed render never leaves half a report.
     partial = out.with_name(out.name + ".partial")

@@ -123,12 +123,13 @@ def plan_run(
     """Expand the matrix and mark what is already stored; calls no model.
 
     ``models`` None means every configured model, ``revisions`` None every stored revision of
-    the configured spec source, ``scenario_ids`` None the whole held-out set.
+    the configured spec source, ``scenario_ids`` None the whole held-out set (``heldout``, else
+    the set ``heldout.path`` of the config names, else the starter set).
     """
     if heldout is None:
         from audit.heldout import load_heldout
 
-        heldout = load_heldout()
+        heldout = load_heldout(config.heldout.path)
     epochs = config.run.epochs if epochs is None else epochs
     if epochs < 1:
         raise AuditError(f"--epochs must be at least 1, got {epochs}")
@@ -207,7 +208,7 @@ def run_matrix(
     if heldout is None:
         from audit.heldout import load_heldout
 
-        heldout = load_heldout()
+        heldout = load_heldout(config.heldout.path)
     plan = plan_run(
         store,
         config,

@@ -900,6 +900,35 @@ COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, dem
 COMMENT ON COLUMN sample_failures.sample_key IS 'Key of the sample that failed (samples.sample_key), or of a counterfactual sample (counterfactual_samples.cf_key).';
 """
 
+
+# Issue 14: a team's own held-out set. Families are data (each set's families.toml), so the set's
+# declarations are stored beside its scenarios and the analysis reads how a family is scored from
+# here, not from code; a database can hold runs of several sets, and reports name theirs.
+_V9_PRIVATE_SETS = """
+ALTER TABLE heldout_sets ADD COLUMN IF NOT EXISTS name VARCHAR;
+ALTER TABLE heldout_sets ADD COLUMN IF NOT EXISTS families_hash VARCHAR;
+COMMENT ON COLUMN heldout_sets.name IS 'Name of the set: the name frozen in its manifest (the starter set: specdrift-starter), else its folder''s name; NULL for sets registered before names were kept.';
+COMMENT ON COLUMN heldout_sets.families_hash IS 'sha256 of the family declarations (families.toml) as last registered; they are pinned by the manifest, not part of set_hash.';
+COMMENT ON COLUMN heldout_sets.version IS 'Version frozen in the set''s manifest (e.g. 2.0), 1.0+modified when the files drifted from it, or unversioned.';
+CREATE TABLE IF NOT EXISTS heldout_families (
+    set_hash             VARCHAR NOT NULL,
+    family               VARCHAR NOT NULL,
+    description          VARCHAR NOT NULL,
+    scoring              VARCHAR NOT NULL,
+    reference_condition  VARCHAR,
+    incentive_condition  VARCHAR,
+    PRIMARY KEY (set_hash, family)
+);
+COMMENT ON TABLE heldout_families IS 'Families declared by each registered held-out set (its families.toml, as last registered): what each covers and how it is scored. Detection reads the accuracy-gap conditions from here.';
+COMMENT ON COLUMN heldout_families.set_hash IS 'The held-out set (heldout_sets.set_hash).';
+COMMENT ON COLUMN heldout_families.family IS 'Family name, as scenarios.family names it.';
+COMMENT ON COLUMN heldout_families.description IS 'The covert action the family covers.';
+COMMENT ON COLUMN heldout_families.scoring IS 'covert_rate (each sample graded by its scenario''s rules) or accuracy_gap (also the question-score gap between two conditions, estimates.metric sandbagging_gap).';
+COMMENT ON COLUMN heldout_families.reference_condition IS 'accuracy_gap families: the condition without an incentive (the gap is its score minus the incentive''s); NULL otherwise.';
+COMMENT ON COLUMN heldout_families.incentive_condition IS 'accuracy_gap families: the condition whose text penalises a high score; NULL otherwise.';
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap (the accuracy gap of accuracy_gap families: reference minus incentive condition, see heldout_families), public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone) (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -913,6 +942,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(7, "sealed twin scenarios: twin_of and sealed, findings' twin gap", _V7_SEALED_TWINS),
     Migration(8, "counterfactual samples, their pairs view and estimates", _V8_COUNTERFACTUALS),
+    Migration(9, "private held-out sets: set names, family declarations", _V9_PRIVATE_SETS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
