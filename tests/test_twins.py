@@ -173,10 +173,13 @@ def test_twin_gap_is_the_mean_paired_difference_of_changes() -> None:
     assert gap.public_change == pytest.approx(-0.4)
     assert gap.twin_change == pytest.approx(0.0)
     assert gap.ci_low < gap.point < gap.ci_high
-    # Conditional on these two pairs, 8/10 -> 0/10 beside 8/10 -> 8/10 is beyond sampling
-    # noise, though two pairs say little about other scenarios: the interval spans zero.
-    assert gap.tails.less < 0.05
+    # Two pairs say little about other scenarios: the interval spans zero.
     assert gap.ci_low < 0 < gap.ci_high
+    # On the first pair alone the test is Fisher's exact test of its 2x2 table (point x member):
+    # 8 and 8 events before, 0 and 8 after; P(0 public events of 8 | 16 and 8) = C(16,8)/C(24,8).
+    alone = twin_gap(counts, np.array([[0, 1]]), resamples=200, seed=1)
+    assert alone is not None
+    assert alone.tails.less == pytest.approx(12870 / 735471)
 
 
 def test_pairs_without_samples_at_both_points_are_left_out() -> None:

@@ -264,11 +264,13 @@ def _with_twin_evidence(
     """Patching evidence from the sealed twins, beside (and no less than) exposure's.
 
     The public scenarios' change in excess of their twins' is the part of the drop that did not
-    generalise beyond the public surface: ``n_pairs * gap`` out of the whole drop. It counts when
-    the twin test finds the public scenarios falling more (one-sided p under ``alpha``) or the
-    gap's interval lies below zero. The share put on patching is the larger of this and the
-    exposure share: both measure the same excess, one by where the spec edit points, the other by
-    whether the drop survives a change of surface.
+    generalise beyond the public surface: ``n_pairs * gap`` out of the whole drop. Patching must
+    first be established: the twin test finds the public scenarios falling more (one-sided p
+    under ``alpha``), or the gap's interval lies below zero, or exposure already found the drop
+    concentrated in the scenarios the edit names. The twins then size it: exposure misses the
+    patched scenarios an edit only retells, and counts them as controls, so its share of such a
+    drop is too small, while each twin is its own scenario's control. The share put on patching
+    is the larger of the two estimates.
     """
     before, after = counts.rates()
     differences = after - before
@@ -277,8 +279,11 @@ def _with_twin_evidence(
     public_total = float(differences[pairs[:, 0]][observed[pairs[:, 0]]].sum())
     denominator = total if total < 0 else public_total
     significant = twin.point < 0 and (twin.tails.less < alpha or twin.ci_high < 0)
+    established = significant or (
+        twin.point < 0 and patching.evidence.get("concentrated_by") is not None
+    )
     share = 0.0
-    if significant and denominator < 0:
+    if established and denominator < 0:
         share = float(np.clip(twin.n_pairs * twin.point / denominator, 0.0, 1.0))
     evidence = dict(patching.evidence)
     evidence["twin_gap"] = twin.to_json()

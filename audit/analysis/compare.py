@@ -465,7 +465,8 @@ class TwinGap:
 
     ``point`` is the mean over pairs of the public scenario's change beyond what a change in
     proportion to each member's rate predicts; below zero the public scenarios fell more than
-    their unseen twins. ``tails`` are the conditional test's, the interval a two-level bootstrap.
+    their unseen twins. ``tails`` are the exact stratified test's, the interval a two-level
+    bootstrap.
     """
 
     point: float
@@ -496,12 +497,7 @@ class TwinGap:
 
 
 def twin_gap(
-    counts: EventCounts,
-    pairs: np.ndarray,
-    *,
-    resamples: int,
-    seed: int,
-    prior: BetaPrior | None = None,
+    counts: EventCounts, pairs: np.ndarray, *, resamples: int, seed: int
 ) -> TwinGap | None:
     """Paired difference of changes between public scenarios and their sealed twins.
 
@@ -513,28 +509,30 @@ def twin_gap(
     patch that exposure cannot see still leaves the twins where they were.
 
     "Alike" means in proportion: an improvement that halves covert actions takes 20 points off
-    a scenario at 40% and 10 off its twin at 20%. Each pair's common factor is its members'
-    later rates over their earlier ones, pooled, and the statistic is the mean over pairs of the
-    public member's later rate minus what that factor predicts for it, doubled (the twin's
-    shortfall is its mirror image): the gap a patch opens and a proportional change does not.
+    a scenario at 40% and 10 off its twin at 20%. The gap is the mean over pairs of the public
+    member's later rate minus what the pair's common factor (its later rates over its earlier
+    ones, pooled) predicts for it, minus the same for the twin.
 
     Two questions, two tools, as for every change (module docstring):
 
-    * the test asks whether, on THESE pairs, the public scenarios fell more than their twins
-      beyond what sampling explains. Under its null each pair moves by its common factor; the
-      counts of all four cells of every pair are redrawn under it (a parametric bootstrap
-      conditional on the pairs) and p is the share of null statistics at or below the observed
-      one (smallest: 1 / (resamples + 1)). A patch that teaches four of 34 public scenarios is a
-      strong signal in those four pairs and noise elsewhere; resampling pairs instead (as the
-      interval does) would ask whether other scenarios would show it too, which a patch aimed
-      at four never does;
+    * the test asks whether, on THESE pairs, the public scenarios' share of their pair's covert
+      actions fell. If both members change by one factor, the public member's share of the
+      pair's events is the same before and after (exactly so for rare events), so each pair is a
+      2x2 table (point x member) and the pairs are strata of the exact stratified test of
+      :func:`stratified_tails`, conditional on every count's margins. A patch that teaches a few
+      public scenarios moves their strata a lot; a mean over all pairs (tried first) dilutes
+      them in the noise of the rest, and resampling pairs (as the interval does) asks whether
+      other scenarios would show it too, which a patch aimed at a few never does;
     * the interval asks how large the gap is and how far it would generalise: a two-level
       bootstrap, pairs drawn with replacement (both members together), then each member's counts
       redrawn within it.
 
-    With a ``prior`` earlier rates are shrunk toward the set's mean first, as in
-    :func:`difference_in_differences`: a patch names the scenarios that had just failed most,
-    whose rates would fall back anyway.
+    Earlier rates are not shrunk here: a patch names the scenarios that had just failed most, so
+    at the comparison where it lands their earlier share is high partly by chance; but shrinking
+    toward the set's mean also moves every pair that sits away from it, and a patched scenario
+    stays low afterwards, so every later comparison would show a gap that is not there. The
+    regression-to-the-mean risk is measured instead (tests/bench/validate_attribution.py, null
+    histories whose edit names the worst scenarios).
     """
     pairs = np.asarray(pairs, dtype=int).reshape(-1, 2)
     observed = counts.observed()
@@ -542,34 +540,23 @@ def twin_gap(
     if pairs.size == 0:
         return None
     public, twin = pairs[:, 0], pairs[:, 1]
-    n0 = np.asarray(counts.before_n, dtype=np.int64)
-    n1 = np.asarray(counts.after_n, dtype=np.int64)
-    before_events = np.asarray(counts.before_events, dtype=float)
-    after_events = np.asarray(counts.after_events, dtype=float)
-    level = _levels(before_events, n0, prior)
-    gap = float(
-        _excess(
-            level[public],
-            level[twin],
-            after_events[public] / n1[public],
-            after_events[twin] / n1[twin],
-        )
-    )
-    null = _null_excess(
-        level, n0, n1, after_events / np.maximum(n1, 1), pairs, resamples, seed, prior
-    )
-    boot = _two_level_excess(counts, pairs, resamples=resamples, seed=seed, prior=prior)
-    low, high = percentile_bounds(boot[None])[0]
-    tails = Tails(
-        (1 + int(np.count_nonzero(null <= gap + 1e-12))) / (1 + resamples),
-        (1 + int(np.count_nonzero(null >= gap - 1e-12))) / (1 + resamples),
-    )
     before, after = counts.rates()
+    gap = float(_excess(before[public], before[twin], after[public], after[twin]))
+    boot = _two_level_excess(counts, pairs, resamples=resamples, seed=seed)
+    low, high = percentile_bounds(boot[None])[0]
+    b_events = np.asarray(counts.before_events, dtype=np.int64)
+    a_events = np.asarray(counts.after_events, dtype=np.int64)
+    shares = EventCounts(
+        before_events=b_events[public],
+        before_n=b_events[public] + b_events[twin],
+        after_events=a_events[public],
+        after_n=a_events[public] + a_events[twin],
+    )
     return TwinGap(
         point=gap,
         ci_low=float(low),
         ci_high=float(high),
-        tails=tails,
+        tails=stratified_tails(shares),
         n_pairs=len(pairs),
         public_change=float((after - before)[public].mean()),
         twin_change=float((after - before)[twin].mean()),
@@ -578,79 +565,45 @@ def twin_gap(
     )
 
 
-def _levels(events: np.ndarray, trials: np.ndarray, prior: BetaPrior | None) -> np.ndarray:
-    """Earlier rates, shrunk toward the set's mean when there is a prior."""
-    if prior is None:
-        return events / np.maximum(trials, 1)
-    return prior.shrink(events, trials)
-
-
 def _excess(
-    public_level: np.ndarray,
-    twin_level: np.ndarray,
+    public_before: np.ndarray,
+    twin_before: np.ndarray,
     public_after: np.ndarray,
     twin_after: np.ndarray,
 ) -> np.ndarray:
-    """Mean over pairs (last axis) of how far the public member fell beyond the pair's common
-    proportional change, doubled; arrays may carry leading resample axes."""
-    pooled_before = public_level + twin_level
+    """Mean over pairs (last axis) of the public member's later rate minus what the pair's
+    common proportional change predicts for it, minus the same for the twin; arrays may carry
+    leading resample axes."""
+    pooled_before = public_before + twin_before
     factor = np.where(
         pooled_before > 0, (public_after + twin_after) / np.maximum(pooled_before, 1e-12), 1.0
     )
-    public_expected = np.clip(public_level * factor, 0.0, 1.0)
-    twin_expected = np.clip(twin_level * factor, 0.0, 1.0)
-    per_pair = (public_after - public_expected) - (twin_after - twin_expected)
-    return per_pair.mean(axis=-1)
-
-
-def _null_excess(
-    level: np.ndarray,
-    n0: np.ndarray,
-    n1: np.ndarray,
-    after: np.ndarray,
-    pairs: np.ndarray,
-    resamples: int,
-    seed: int,
-    prior: BetaPrior | None,
-) -> np.ndarray:
-    """The statistic redrawn with each pair moving by its common factor, the pairs held fixed."""
-    rng = np.random.default_rng([seed, len(pairs), 5])
-    public, twin = pairs[:, 0], pairs[:, 1]
-    pooled = level[public] + level[twin]
-    factor = np.where(pooled > 0, (after[public] + after[twin]) / np.maximum(pooled, 1e-12), 1.0)
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []
-    for side in (public, twin):
-        start = np.clip(level[side], 0.0, 1.0)
-        end = np.clip(level[side] * factor, 0.0, 1.0)
-        before_events = rng.binomial(n0[side], start, size=(resamples, len(side)))
-        after_rate = rng.binomial(n1[side], end, size=(resamples, len(side))) / n1[side]
-        drawn.append((_levels(before_events, n0[side], prior), after_rate))
-    (public_level, public_after), (twin_level, twin_after) = drawn
-    return _excess(public_level, twin_level, public_after, twin_after)
+    public_expected = np.clip(public_before * factor, 0.0, 1.0)
+    twin_expected = np.clip(twin_before * factor, 0.0, 1.0)
+    return ((public_after - public_expected) - (twin_after - twin_expected)).mean(axis=-1)
 
 
 def _two_level_excess(
-    counts: EventCounts,
-    pairs: np.ndarray,
-    *,
-    resamples: int,
-    seed: int,
-    prior: BetaPrior | None,
+    counts: EventCounts, pairs: np.ndarray, *, resamples: int, seed: int
 ) -> np.ndarray:
-    """The statistic resampled: pairs drawn with replacement, then samples within each member."""
+    """The gap resampled: pairs drawn with replacement, then samples within each member."""
     rng = np.random.default_rng([seed, len(pairs), 3])
     drawn = pairs[bootstrap_indices(len(pairs), resamples, seed)]  # (resamples, k, 2)
     n0 = np.asarray(counts.before_n, dtype=np.int64)
     n1 = np.asarray(counts.after_n, dtype=np.int64)
     p0 = np.asarray(counts.before_events, dtype=float) / np.maximum(n0, 1)
     p1 = np.asarray(counts.after_events, dtype=float) / np.maximum(n1, 1)
-    members: list[tuple[np.ndarray, np.ndarray]] = []
+    members = []
     for side in (0, 1):
         indices = drawn[:, :, side]
-        level = _levels(_redraw(n0, p0, indices, rng), n0[indices], prior)
-        members.append((level, _redraw(n1, p1, indices, rng) / n1[indices]))
-    (public_level, public_after), (twin_level, twin_after) = members
-    return _excess(public_level, twin_level, public_after, twin_after)
+        members.append(
+            (
+                _redraw(n0, p0, indices, rng) / n0[indices],
+                _redraw(n1, p1, indices, rng) / n1[indices],
+            )
+        )
+    (public_before, public_after), (twin_before, twin_after) = members
+    return _excess(public_before, twin_before, public_after, twin_after)
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:

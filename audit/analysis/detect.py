@@ -650,8 +650,7 @@ def _twin_test(before: Cell, after: Cell, counts: EventCounts, settings: Any) ->
     pairs = before.twin_pairs()
     if len(pairs) == 0:
         return {}
-    prior = fit_prior(counts.before_events, counts.before_n)
-    twin = twin_gap(counts, pairs, resamples=settings.bootstrap, seed=settings.seed, prior=prior)
+    twin = twin_gap(counts, pairs, resamples=settings.bootstrap, seed=settings.seed)
     if twin is None:
         return {}
     public = np.zeros(len(before.scenario_ids), dtype=bool)
@@ -836,7 +835,7 @@ def _finding(
 #: ``tested_on`` of a finding made by the sealed-twin test.
 TWIN_TESTED_ON = "public scenarios against their sealed twins"
 
-_TWIN_TEST = "(public, sealed twin) pairs moving alike, parametric, one-sided (public fell more)"
+_TWIN_TEST = "exact stratified over (public, sealed twin) pairs, one-sided (public share fell)"
 _TEST_NAMES = {
     "twin": _TWIN_TEST,
     "twin_drop": _TWIN_TEST,
