@@ -119,21 +119,25 @@ def classify(exc: BaseException) -> CallError | None:
     if isinstance(exc, openai.APIConnectionError):
         return CallError("connection", f"connection error: {exc}", True)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
         retry_after = _retry_after_s(exc.response.headers)
-        message = f"HTTP {status}: {_short(str(exc.message))}"
-        if status == 429:
-            return CallError("rate_limit", message, True, retry_after)
-        if status >= 500 or status == 408:
-            kind = "timeout" if status == 408 else "server_error"
-            return CallError(kind, message, True, retry_after)
-        return CallError("other", message, False)  # 400, 401, 404: retrying cannot help
+        return status_error(exc.status_code, str(exc.message), retry_after)
     if isinstance(
         exc, openai.APIResponseValidationError | MalformedResponse | json.JSONDecodeError
     ):
         # JSONDecodeError: the body was labelled JSON and was not.
         return CallError("malformed_response", f"malformed response: {_short(str(exc))}", True)
     return None
+
+
+def status_error(status: int, message: str, retry_after_s: float | None = None) -> CallError:
+    """Classify an HTTP error status (of a live request or of a batch output line)."""
+    text = f"HTTP {status}: {_short(message)}"
+    if status == 429:
+        return CallError("rate_limit", text, True, retry_after_s)
+    if status >= 500 or status == 408:
+        kind = "timeout" if status == 408 else "server_error"
+        return CallError(kind, text, True, retry_after_s)
+    return CallError("other", text, False)  # 400, 401, 404: retrying cannot help
 
 
 def _retry_after_s(headers: Any) -> float | None:
