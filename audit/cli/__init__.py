@@ -40,6 +40,7 @@ def _register_commands() -> None:
     from audit.cli import (
         analysis,
         awareness,
+        batch,
         demo,
         heldout,
         organisms,
@@ -49,7 +50,7 @@ def _register_commands() -> None:
         sql,
     )
 
-    for module in (demo, specs, heldout, awareness, run, organisms, analysis, report, sql):
+    for module in (demo, specs, heldout, awareness, run, batch, organisms, analysis, report, sql):
         module.register(app)
 
 

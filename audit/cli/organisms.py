@@ -61,6 +61,18 @@ def serve_organisms_command(
         Path | None,
         typer.Option("--heldout", help="Scenario folder (default: the shipped held-out set)."),
     ] = None,
+    batch_delay_s: Annotated[
+        float,
+        typer.Option(
+            "--batch-delay-s", min=0.0, help="Seconds from creating a batch until it completes."
+        ),
+    ] = 0.0,
+    batch_request_errors: Annotated[
+        float,
+        typer.Option(
+            "--batch-request-errors", min=0.0, max=1.0, help="Share of batch lines that fail."
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve the model organisms (a SIMULATOR) until Ctrl-C.
 
@@ -70,6 +82,7 @@ def serve_organisms_command(
     from pydantic import ValidationError
 
     from audit.heldout import load_heldout
+    from audit.organisms.batches import BatchSettings
     from audit.organisms.config import load_organisms
     from audit.organisms.server import FaultConfig, serve_organisms
 
@@ -101,6 +114,7 @@ def serve_organisms_command(
         faults=faults,
         organisms=load_organisms(organism_files) if organism_files else None,
         heldout=load_heldout(heldout_dir),
+        batch=BatchSettings(delay_s=batch_delay_s, request_error=batch_request_errors),
         on_ready=ready,
     )
     typer.echo("organism simulator stopped")
