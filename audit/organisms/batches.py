@@ -5,15 +5,15 @@ end to end, offline: ``POST /v1/files`` (multipart, purpose ``batch``), ``GET /v
 ``GET /v1/files/{id}/content``, ``POST /v1/batches``, ``GET /v1/batches`` (newest first, cursor
 ``after``), ``GET /v1/batches/{id}`` and ``POST /v1/batches/{id}/cancel``.
 
-A batch is ``validating`` for the first tenth of its delay, then ``in_progress`` while its lines
-are answered by the same handler as ``POST /v1/chat/completions`` (so a line gets exactly the
-answer the live endpoint gives its body), then ``finalizing`` and ``completed`` once
-``delay_s`` has passed since it was created. :class:`BatchSettings` injects what real batches
-do: per-request errors (a deterministic share, by custom_id), batches that expire with part of
-their requests answered, batches that fail validation, and a slow answer to ``batches.create``
-(so a client can die after the batch exists but before it learns its id). Files over the
-Batch API's limits (50,000 requests, 200 MB) and files naming more than one model fail
-validation as they do at OpenAI. Everything lives in memory.
+A batch is ``validating`` for the first tenth of its delay (half a second at most), then
+``in_progress`` while its lines are answered by the same handler as the chat endpoint (so a
+line gets exactly the answer the live endpoint gives its body), then ``finalizing`` and
+``completed`` once ``delay_s`` has passed since it was created. :class:`BatchSettings`
+injects what real batches do: per-request errors (a deterministic share, by custom_id),
+batches that expire with part of their requests answered, batches that fail validation, and a
+slow answer to ``batches.create`` (so a client can die after the batch exists but before it
+learns its id). Files over the Batch API's limits (50,000 requests, 200 MB) and files naming
+more than one model fail validation as they do at OpenAI. Everything lives in memory.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class SimulatedBatch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     stamps: dict[str, int] = field(default_factory=dict)
     cancel_requested: bool = False
+    settings: BatchSettings = field(default_factory=BatchSettings)
+    """The service's settings when the batch was created."""
     task: asyncio.Task[None] | None = None
 
     def card(self) -> dict[str, Any]:
@@ -253,7 +255,12 @@ class BatchService:
             return _error(400, "completion_window must be 24h", "completion_window")
         number = len(self.batches)
         batch = SimulatedBatch(
-            self._next_id("batch"), number, file_id, time.time(), params.get("metadata")
+            self._next_id("batch"),
+            number,
+            file_id,
+            time.time(),
+            params.get("metadata"),
+            settings=self.settings,
         )
         self.batches[batch.id] = batch
         batch.task = asyncio.get_running_loop().create_task(self._run(batch))
@@ -296,9 +303,9 @@ class BatchService:
 
     async def _run(self, batch: SimulatedBatch) -> None:
         """Validate, answer, wait out the delay, and finish the batch."""
-        settings = self.settings
-        await asyncio.sleep(settings.delay_s / 10)
-        lines, problem = self._validate(self.files[batch.input_file_id].data)
+        settings = batch.settings
+        await asyncio.sleep(min(settings.delay_s / 10, 0.5))
+        lines, problem = self._validate(self.files[batch.input_file_id].data, settings)
         batch.total = len(lines)
         if problem is None and batch.number in settings.fail:
             problem = {"code": "simulated_failure", "message": "validation failed (simulated)"}
@@ -317,7 +324,9 @@ class BatchService:
             remaining = batch.created + settings.delay_s - time.time()
         self._finish(batch, lines, outputs, errors)
 
-    def _validate(self, data: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    def _validate(
+        self, data: bytes, settings: BatchSettings
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         lines: list[dict[str, Any]] = []
         seen: set[str] = set()
         models: set[str] = set()
@@ -337,8 +346,8 @@ class BatchService:
             seen.add(custom_id)
             models.add(str(line.get("body", {}).get("model")))
             lines.append(line)
-        if len(lines) > self.settings.max_requests:
-            message = f"{len(lines)} requests, more than {self.settings.max_requests}"
+        if len(lines) > settings.max_requests:
+            message = f"{len(lines)} requests, more than {settings.max_requests}"
             return [], {"code": "too_many_requests", "message": message}
         if len(models) > 1:
             message = f"one model per batch file, found {len(models)}"
@@ -348,7 +357,7 @@ class BatchService:
     async def _answer(
         self, batch: SimulatedBatch, lines: list[dict[str, Any]]
     ) -> tuple[list[bytes], list[bytes]]:
-        settings = self.settings
+        settings = batch.settings
         answered_limit = len(lines)
         if batch.number in settings.expire:
             answered_limit = int(len(lines) * settings.expire_answered)
@@ -398,7 +407,7 @@ class BatchService:
         answered = set(batch.custom_ids)
         if batch.cancel_requested:
             final, code = "cancelled", "batch_cancelled"
-        elif batch.number in self.settings.expire:
+        elif batch.number in batch.settings.expire:
             final, code = "expired", "batch_expired"
         else:
             final, code = "completed", None

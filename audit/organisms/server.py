@@ -543,6 +543,15 @@ class RunningServer:
         return list(self._batches.batches.values())
 
     @property
+    def uploaded_files(self) -> dict[str, bytes]:
+        """Content of every file stored by the Files API, by id."""
+        return {file_id: f.data for file_id, f in self._batches.files.items()}
+
+    def set_batch_settings(self, settings: BatchSettings) -> None:
+        """Change how batches created from now on behave (e.g. a slow first batch only)."""
+        self._batches.settings = settings
+
+    @property
     def injected_faults(self) -> dict[str, int]:
         """Faults injected so far, by kind."""
         return dict(self._chat.injected)

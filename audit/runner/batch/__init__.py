@@ -224,12 +224,12 @@ def export_wave(
         register_heldout(store, heldout)
     engine.enroll(plan)
     keys = [s.key for s in plan.pending]
-    _refuse_open_waves(store, keys)
     next_wave = rows.next_wave(store)
     if wave is not None and wave != next_wave:
         raise AuditError(
             f"there is no wave {wave}: the next wave is {next_wave} (omit --wave to export it)"
         )
+    _refuse_open_waves(store, keys)
     ready = rows.ready_keys(store, keys)
     if not ready:
         return ExportSummary(wave=None, stored=plan.skipped)
