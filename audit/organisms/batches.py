@@ -112,6 +112,8 @@ class SimulatedBatch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     stamps: dict[str, int] = field(default_factory=dict)
     cancel_requested: bool = False
+    polls: int = 0
+    """How many times ``GET /v1/batches/{id}`` asked for it."""
     settings: BatchSettings = field(default_factory=BatchSettings)
     """The service's settings when the batch was created."""
     task: asyncio.Task[None] | None = None
@@ -270,7 +272,10 @@ class BatchService:
 
     async def retrieve(self, request: Request) -> Response:
         batch = self.batches.get(request.path_params["batch_id"])
-        return JSONResponse(batch.card()) if batch else _error(404, "no such batch")
+        if batch is None:
+            return _error(404, "no such batch")
+        batch.polls += 1
+        return JSONResponse(batch.card())
 
     async def list_batches(self, request: Request) -> Response:
         newest = list(reversed(self.batches.values()))

@@ -256,7 +256,7 @@ class ApiSweep:
             waiting = rows.open_parts_of(self.store, sample_keys, "api")
             if waiting:
                 report = WaveReport(wave=min(p.wave for p in waiting))
-                self._submit(waiting, {}, report)
+                waiting = self._submit(waiting, {}, report)
             else:
                 ready = self._ready(sample_keys)
                 if not ready:
