@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 
 from audit.analysis import detect
 from audit.cli import app
-from audit.config import parse_config
+from audit.config import BatchConfig, parse_config
 from audit.errors import AuditError
 from audit.io import export_store, import_samples, partition_folder
 from audit.organisms.server import start_server
 from audit.runner import run_matrix
+from audit.runner.batch import run_batch
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
 from audit.store import Store, open_store
@@ -70,7 +71,8 @@ def imported_lines(shas: list[str]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
-    """A database with rows in every table: a real run, imports, detection, a judge grade."""
+    """A database with rows in every table: a real run, a batch run, imports, detection, a judge
+    grade."""
     root = tmp_path_factory.mktemp("history")
     db = root / "audit.duckdb"
     with start_server(port=0) as server, open_store(db) as store:
@@ -95,6 +97,16 @@ def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
             store, config, models=None, revisions=shas[:3], scenario_ids=RUN_SCENARIOS, epochs=2
         )
         assert summary.failed == 0
+        # One more revision in batch mode, so the batch tables have rows to export too.
+        batched = run_batch(
+            store,
+            config.model_copy(update={"batch": BatchConfig(poll_s=0.01)}),
+            models=None,
+            revisions=shas[3:4],
+            scenario_ids=RUN_SCENARIOS,
+            epochs=2,
+        )
+        assert batched.stored > 0 and batched.failed == 0
         path = root / "imported.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in imported_lines(shas)))
         import_samples(store, path)

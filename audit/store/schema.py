@@ -769,7 +769,7 @@ COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_ci
 # the OpenAI Batch API or request files any batch engine reads. Everything needed to resume a
 # killed sweep without resubmitting lives here. Numbered 10: 8 and 9 belong to other branches.
 _V10_BATCHES = """
-CREATE TABLE batch_samples (
+CREATE TABLE IF NOT EXISTS batch_samples (
     sample_key     VARCHAR PRIMARY KEY,
     model          VARCHAR NOT NULL,
     model_config   JSON NOT NULL,
@@ -803,7 +803,7 @@ COMMENT ON COLUMN batch_samples.failures IS 'Failed or expired requests at the c
 COMMENT ON COLUMN batch_samples.enrolled_at IS 'When the sample was first enrolled.';
 COMMENT ON COLUMN batch_samples.finished_at IS 'When it was stored or gave up.';
 
-CREATE TABLE batch_parts (
+CREATE TABLE IF NOT EXISTS batch_parts (
     part_id         VARCHAR PRIMARY KEY,
     wave            INTEGER NOT NULL,
     via             VARCHAR NOT NULL CHECK (via IN ('api', 'export')),
@@ -851,7 +851,7 @@ COMMENT ON COLUMN batch_parts.submitted_at IS 'When the batch was created (api) 
 COMMENT ON COLUMN batch_parts.finished_at IS 'When the batch reached a final status.';
 COMMENT ON COLUMN batch_parts.ingested_at IS 'When its results were read back and applied; NULL while any are outstanding.';
 
-CREATE TABLE batch_requests (
+CREATE TABLE IF NOT EXISTS batch_requests (
     custom_id    VARCHAR PRIMARY KEY,
     part_id      VARCHAR NOT NULL,
     wave         INTEGER NOT NULL,
