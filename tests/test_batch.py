@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import git
@@ -293,8 +294,28 @@ def test_keys_echoed_back_by_a_server_are_scrubbed(
     assert_secret_absent(db, SECRET)
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_ray_script_answer(requests: Path, outputs: Path, base_url: str) -> int:
+    """Answer a request file with the ``Answer`` class of the README's Ray Data script, row by
+    row as Ray would call it (Ray itself is not needed for that)."""
+    section = README.read_text().split("### vLLM, Ray Data", 1)[1]
+    script = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert script is not None
+    namespace: dict = {"__name__": "readme_ray_script"}
+    exec(compile(script.group(1), "README.md", "exec"), namespace)
+    answer = namespace["Answer"](base_url)
+    rows = [answer({"text": line}) for line in requests.read_text().splitlines() if line]
+    outputs.write_text("".join(row["text"] + "\n" for row in rows))
+    return len(rows)
+
+
+@pytest.mark.parametrize(
+    "engine", [answer_file, readme_ray_script_answer], ids=["local-executor", "readme-ray-script"]
+)
 def test_export_engine_import_stores_the_rows_a_live_run_stores(
-    tmp_path: Path, spec_root: Path, live_rows: list[dict], key: str
+    tmp_path: Path, spec_root: Path, live_rows: list[dict], key: str, engine: Callable
 ) -> None:
     db = tmp_path / "audit.duckdb"
     sync(db, spec_root)
@@ -322,7 +343,7 @@ def test_export_engine_import_stores_the_rows_a_live_run_stores(
             for request_file in map(Path, exported["files"]):
                 assert SECRET not in request_file.read_text()
                 outputs.append(tmp_path / f"out-{request_file.name}")
-                answer_file(request_file, outputs[-1], server.base_url)
+                engine(request_file, outputs[-1], server.base_url)
             code, out, err = run_cli("batch", "import", "--config", str(config), *map(str, outputs))
             assert code == 0, err
             assert f"wave {waves} is answered in full" in out
