@@ -528,3 +528,43 @@ def test_a_server_without_a_batch_api_is_named_with_the_way_out(
     assert err.startswith(f"error: {base_url} has no Files and Batches API (HTTP 404: ")
     assert "write request files with audit batch export" in err
     assert os.environ["SPECDRIFT_TEST_KEY"] not in err
+
+
+def test_a_wave_built_but_never_uploaded_is_rebuilt_byte_for_byte(
+    tmp_path: Path, spec_root: Path, live_rows: list[dict], batch_server: RunningServer, key: str
+) -> None:
+    """A crash after a wave's files were recorded and before they were uploaded: the files are
+    gone (they lived in a temporary folder); the rerun writes them again, identically."""
+    from audit.heldout import register_heldout
+    from audit.runner import plan_run
+    from audit.runner.batch.waves import WaveEngine
+    from audit.runner.client import Scrubber
+
+    config_path = batch_config(tmp_path, spec_root, batch_server.base_url)
+    config = load_config(config_path)
+    db = tmp_path / "audit.duckdb"
+    sync(db, spec_root)
+    heldout = load_heldout()
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    with open_store(db) as store:
+        plan = plan_run(store, config, models=None, revisions=None, scenario_ids=scenario_ids())
+        register_heldout(store, heldout)
+        engine = WaveEngine(store, heldout, run=config.run, scrub=Scrubber(set()), run_id=None)
+        engine.enroll(plan)
+        [built] = engine.build(
+            [s.key for s in plan.pending],
+            wave=0,
+            via="api",
+            folder=lost,
+            limits=config.batch,
+            endpoint=lambda model: batch_server.base_url,
+        )
+    original = built.path.read_bytes()
+    built.path.unlink()
+
+    code, _out, err = run_cli("sweep", "--batch", "--config", str(config_path), *scenario_args())
+    assert code == 0, err
+    first_upload = next(iter(batch_server.uploaded_files.values()))
+    assert first_upload == original
+    assert stored_rows(db) == live_rows

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -361,8 +362,6 @@ def import_outputs(
 def _start_import_run(
     store: Store, config: AuditConfig, heldout: HeldoutSet, files: Sequence[Path]
 ) -> str:
-    import uuid
-
     run_id = uuid.uuid4().hex
     resolved = {"files": [str(p) for p in files], "run": config.run.model_dump()}
     store.insert_rows(

@@ -12,6 +12,7 @@ for the part's file or id first, so a batch is never submitted twice.
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import time
@@ -52,8 +53,6 @@ CREATED_SLACK_S = 3600
 
 def key_from_env(api_key_env: str | None, base_url: str) -> str:
     """The key for a part's endpoint, read again from the variable the model named."""
-    import os
-
     key = os.environ.get(api_key_env or "", "")
     if key:
         return key
@@ -105,7 +104,7 @@ class BatchApi:
 
     def _refused(self, what: str, error: CallError) -> AuditError:
         message = self.scrub(error.message)
-        if "HTTP 404" in message and what in ("upload", "create batch"):
+        if message.startswith("HTTP 404") and what in ("upload", "create batch"):
             return AuditError(
                 f"{self.base_url} has no Files and Batches API ({message}): vLLM and llama.cpp "
                 "servers have none; write request files with audit batch export for their batch "
@@ -291,9 +290,10 @@ class ApiSweep:
         return [k for k in ready if enrolled[k].model not in self.engine.abandoned]
 
     def _count_retries(self, built: list[BuiltPart]) -> None:
-        keys = [k for b in built for k in rows.requests_of_part(self.store, b.part.part_id)]
-        enrolled = rows.samples(self.store, [r.sample_key for r in keys])
-        self.retried += sum(1 for r in keys if enrolled[r.sample_key].failures > 0)
+        """Count the requests that repeat one that failed or expired."""
+        requests = [r for b in built for r in rows.requests_of_part(self.store, b.part.part_id)]
+        enrolled = rows.samples(self.store, [r.sample_key for r in requests])
+        self.retried += sum(1 for r in requests if enrolled[r.sample_key].failures > 0)
 
     def _submit(
         self, parts: list[BatchPart], paths: dict[str, Path], report: WaveReport
