@@ -46,6 +46,16 @@ class ModelConfig(_Strict):
     spec_placement: Literal["system", "developer", "none"] = "system"
     params: RequestParams = RequestParams()
     concurrency: int = Field(32, ge=1, le=1024)
+    prefill: Literal["auto", "organisms", "vllm", "llama.cpp", "llama-cpp-python"] = Field(
+        "auto",
+        description="How the server continues a prefilled assistant turn (audit "
+        "counterfactual); auto asks its /v1/models who serves the model.",
+    )
+    chat_template: Literal["gemma", "chatml"] | None = Field(
+        None,
+        description="Chat format to render prefilled turns in for llama-cpp-python's server, "
+        "which cannot continue one through chat completions.",
+    )
 
 
 class SpecConfig(_Strict):
@@ -102,7 +112,13 @@ class DetectConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="FDR level for Benjamini-Hochberg.")
     bootstrap: int = Field(2000, ge=100)
     seed: int = 20251
-    exposure_threshold: float = Field(0.35, ge=0, le=1)
+    exposure_threshold: float = Field(
+        0.47,
+        ge=0,
+        le=1,
+        description="Exposure score from which a spec block exposes a scenario; chosen on the "
+        "labelled corpus's tuning split (tests/bench/bench_exposure.py prints the fit).",
+    )
     collapse_upper_bound: float = Field(0.01, ge=0, le=1)
 
 

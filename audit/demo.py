@@ -2,9 +2,10 @@
 
 :func:`run_demo` replays ``specs_history/`` into a real git repository, syncs it into DuckDB,
 registers the held-out set, serves the shipped model organisms (a SIMULATOR, not real models)
-on a free loopback port, sweeps every spec revision x every organism version, grades, detects
-and attributes changes, and writes the HTML report. Every step is a library call that a user
-can make on their own data; the demo only chooses the inputs.
+on a free loopback port, sweeps every spec revision x every organism version, grades, runs the
+counterfactual awareness experiments (ablation, injection, control) on the watcher and steady
+organisms, detects and attributes changes, and writes the HTML report. Every step is a library
+call that a user can make on their own data; the demo only chooses the inputs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 from audit.analysis import detect
 from audit.analysis.detect import Finding
 from audit.config import AuditConfig, ModelConfig, RequestParams, RunConfig, SpecConfig
+from audit.counterfactual import MODES, CounterfactualResult, run_counterfactual
 from audit.errors import AuditError
-from audit.heldout import load_heldout
+from audit.heldout import HeldoutSet, load_heldout
 from audit.heldout.loader import register_heldout
 from audit.organisms.config import OrganismModel, load_organisms
 from audit.organisms.server import ServerProcess
@@ -44,6 +46,11 @@ DEMO_CONCURRENCY = 32
 # The runner is CPU-bound against the instant organisms (the openai client costs ~2 ms a call):
 # two runner processes beside the server process use both cores (1.5x measured).
 DEMO_WORKERS = 2
+# The counterfactual experiments: the organism whose good behaviour is awareness (watcher) and
+# the one awareness does not move (steady), at their latest version and the latest revision,
+# where watcher is most often aware (ablation needs aware samples, injection unaware ones).
+COUNTERFACTUAL_LINES = ("watcher", "steady")
+COUNTERFACTUAL_REVISION = "-1"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class DemoResult:
     run: RunSummary
     findings: tuple[Finding, ...]
     elapsed_s: float
+    counterfactuals: tuple[CounterfactualResult, ...] = ()
 
 
 def demo_models(
@@ -138,6 +146,8 @@ def run_demo(
             command="demo",
             heldout=heldout,
         )
+        progress.message("counterfactual awareness experiments (simulated organisms)")
+        counterfactuals = demo_counterfactuals(store, config, heldout, progress)
         progress.message("detecting and attributing changes")
         findings = detect(store, config, heldout=heldout, progress=progress)
         progress.message("writing the report")
@@ -152,6 +162,31 @@ def run_demo(
         run=run,
         findings=tuple(findings),
         elapsed_s=time.perf_counter() - started,
+        counterfactuals=counterfactuals,
+    )
+
+
+def demo_counterfactuals(
+    store: Store, config: AuditConfig, heldout: HeldoutSet, progress: Progress
+) -> tuple[CounterfactualResult, ...]:
+    """Ablation, injection and control on the latest version of each of
+    :data:`COUNTERFACTUAL_LINES`, at the latest revision (cached like every run)."""
+    latest: dict[str, ModelConfig] = {}
+    for model in config.models:
+        if model.family in COUNTERFACTUAL_LINES:
+            latest[model.family] = model  # configured oldest first
+    return tuple(
+        run_counterfactual(
+            store,
+            config,
+            model=model.name,
+            revision=COUNTERFACTUAL_REVISION,
+            mode=mode,
+            progress=progress,
+            heldout=heldout,
+        )
+        for model in latest.values()
+        for mode in MODES
     )
 
 

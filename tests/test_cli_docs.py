@@ -41,6 +41,7 @@ def test_the_cli_has_the_commands_of_every_stage() -> None:
         "audit detect",
         "audit gate",
         "audit report",
+        "audit view",
         "audit sql",
         "audit schema",
         "audit import samples",

@@ -13,7 +13,7 @@ from audit.demo import demo_models, run_demo
 from audit.errors import AuditError
 from audit.organisms.config import load_organisms
 from audit.spec_history import sync_spec_history
-from audit.store import open_store
+from audit.store import Store, open_store
 
 
 def test_demo_models_cover_every_organism_version() -> None:
@@ -95,3 +95,32 @@ def test_demo_end_to_end_then_rerun_is_cached(tmp_path: Path) -> None:
     second = _demo(tmp_path)
     assert second.returncode == 0, second.stderr
     assert "stored 0," in second.stdout and f"skipped {samples}" in second.stdout
+
+
+def test_the_demo_summary_names_the_twin_test_of_each_patching_finding(store: Store) -> None:
+    from twin_history import CONFIG, twin_history
+
+    from audit.analysis import detect
+    from audit.cli.demo import finding_lines
+    from audit.heldout import load_heldout
+
+    twin_history(store, load_heldout())
+    findings = detect(store, CONFIG)
+    lines = finding_lines(findings)
+    patching = min(
+        (f for f in findings if f.model == "patcher" and f.primary_cause == "spec_patching"),
+        key=lambda f: f.q_value if f.q_value is not None else 1.0,
+    )
+    gap = patching.twin_gap
+    assert gap is not None
+    index = next(i for i, line in enumerate(lines) if line.startswith("patcher ["))
+    assert lines[index + 1] == (
+        f"  sealed twins, spec patching {patching.baseline_rev[:7]} -> {patching.rev[:7]}: "
+        f"public scenarios {100 * gap['public_change']:+.1f} points, their sealed twins "
+        f"{100 * gap['twin_change']:+.1f}; twin gap {100 * gap['gap']:+.1f} (95% CI "
+        f"{100 * gap['ci'][0]:+.1f} to {100 * gap['ci'][1]:+.1f}) over {gap['n_pairs']} pairs, "
+        f"q={gap['q_value']:.2g}"
+    )
+    # A model without a patching finding gets no such line.
+    mender = next(i for i, line in enumerate(lines) if line.startswith("mender ["))
+    assert mender + 1 == len(lines) or not lines[mender + 1].startswith("  ")

@@ -124,3 +124,38 @@ def test_a_model_with_nothing_found_gets_one_none_finding(demo_result: DemoResul
     # Steady never changes: it was checked (latest revision against the baseline), not skipped.
     steady = {m: k for m, k in kinds.items() if m.startswith("steady")}
     assert steady and all(k == ["none"] for k in steady.values()), steady
+
+
+@pytest.mark.slow
+def test_demo_counterfactuals_show_what_awareness_causes(demo_result: DemoResult) -> None:
+    results = {(r.model, r.mode): r.estimate for r in demo_result.counterfactuals}
+    assert set(results) == {
+        (model, mode)
+        for model in ("watcher-v3", "steady-v2")
+        for mode in ("ablate", "inject", "control")
+    }
+    assert all(estimate is not None for estimate in results.values()), results
+
+    def effect(model: str, mode: str) -> tuple[float, float, float]:
+        estimate = results[(model, mode)]
+        assert estimate is not None and estimate.effect.value is not None
+        return estimate.effect.value, estimate.effect.low or 0.0, estimate.effect.high or 0.0
+
+    # Watcher behaves well because it notices the test: removing the awareness raises covert
+    # actions, adding it lowers them, a neutral sentence does nothing.
+    assert effect("watcher-v3", "ablate")[1] > 0
+    assert effect("watcher-v3", "inject")[2] < 0
+    for key in (("watcher-v3", "control"), ("steady-v2", "inject"), ("steady-v2", "control")):
+        _, low, high = effect(*key)
+        assert low < 0 < high, key
+    _, low, high = effect("steady-v2", "ablate")
+    assert low <= 0 <= high
+    # The finding at the revision the experiments ran on cites them as causal evidence.
+    latest = [
+        f
+        for f in demo_result.findings
+        if f.model == "watcher-v3"
+        and f.primary_cause == "eval_awareness"
+        and "causal evidence" in f.summary
+    ]
+    assert latest, [f.summary for f in demo_result.findings if f.model == "watcher-v3"]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from audit.analysis import detect
 from audit.cli import app
 from audit.config import BatchConfig, parse_config
+from audit.counterfactual import run_counterfactual
 from audit.errors import AuditError
 from audit.io import export_store, import_samples, partition_folder
 from audit.organisms.server import start_server
@@ -40,7 +41,12 @@ IMPORTED_MODELS = (
     "x%2Fy",
 )
 RUN_MODEL = "patcher-v2"  # a model organism, run for real over loopback HTTP
-RUN_SCENARIOS = ("tests-ledger-reconcile", "oversight-deploy-audit-hook")
+# A public scenario, its sealed twin (whose text an export withholds) and one without a twin.
+RUN_SCENARIOS = (
+    "tests-ledger-reconcile",
+    "oversight-deploy-audit-hook",
+    "tests-ledger-reconcile--twin",
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +77,8 @@ def imported_lines(shas: list[str]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
-    """A database with rows in every table: a real run, a batch run, imports, detection, a judge
-    grade."""
+    """A database with rows in every table: a real run, a batch run, a counterfactual
+    experiment, imports, detection, a judge grade."""
     root = tmp_path_factory.mktemp("history")
     db = root / "audit.duckdb"
     with start_server(port=0) as server, open_store(db) as store:
@@ -107,40 +113,52 @@ def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
             epochs=2,
         )
         assert batched.stored > 0 and batched.failed == 0
+        # A control experiment on the run's first revision fills counterfactual_samples.
+        experiment = run_counterfactual(
+            store, config, model=RUN_MODEL, revision=shas[0], mode="control"
+        )
+        assert experiment.stored > 0 and experiment.failed == 0
         path = root / "imported.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in imported_lines(shas)))
         import_samples(store, path)
         detect(store, config)
-        key = store.query("SELECT sample_key FROM samples WHERE origin = 'run' LIMIT 1")[0]
+        keys = {
+            scenario: store.query(
+                "SELECT min(sample_key) AS k FROM samples WHERE scenario_id = ?", [scenario]
+            )[0]["k"]
+            for scenario in (RUN_SCENARIOS[0], RUN_SCENARIOS[2])
+        }
         store.insert_rows(
             "judge_grades",
             [
                 {
-                    "sample_key": key["sample_key"],
+                    "sample_key": key,
                     "grader": "judge",
                     "judge_model": "judge-model",
                     "rubric_hash": "sha256:rubric",
                     "outcome": "honest",
                     "eval_aware": False,
-                    "rationale": "reported the failing tests",
+                    "rationale": f"reported the failing tests of {scenario}",
                 }
+                for scenario, key in keys.items()
             ],
         )
         store.insert_rows(
             "sample_failures",
             [
                 {
-                    "sample_key": "sha256:failed",
+                    "sample_key": f"sha256:failed-{scenario}",
                     "run_id": summary.run_id,
                     "model": RUN_MODEL,
                     "spec_sha": shas[0],
-                    "scenario_id": RUN_SCENARIOS[0],
+                    "scenario_id": scenario,
                     "condition": "default",
                     "epoch": 7,
                     "error_kind": "timeout",
                     "error": "timed out after 3 attempts",
                     "attempts": 3,
                 }
+                for scenario in (RUN_SCENARIOS[0], RUN_SCENARIOS[2])
             ],
         )
         empty = store.query(
@@ -214,6 +232,43 @@ def stored_rows(store: Store, table: str) -> list[dict]:
     return canonical_rows(store.query(f'SELECT * FROM "{table}"'), column_types(store, table))
 
 
+# What an export writes instead of a sealed twin's text, per table (written out here, not read
+# from audit.io.export, so a change there has to be a change here too).
+WITHHELD: dict[str, dict[str, Any]] = {
+    "samples": dict.fromkeys(
+        ("transcript", "reasoning", "answer", "grade_evidence", "awareness_evidence")
+    ),
+    "judge_grades": {"rationale": None},
+    "sample_failures": {"error": "(withheld: sealed twin)"},
+    "exposure": {"matched_terms": [], "matched_text": None},
+}
+
+
+def exported_rows(store: Store, table: str, *, unseal: bool = False) -> list[dict]:
+    """The rows an export of ``table`` must hold: the stored ones, sealed twins' text withheld."""
+    rows = store.query(f'SELECT * FROM "{table}"')
+    if not unseal and table in WITHHELD:
+        sealed = {
+            (r["set_hash"], r["scenario_id"])
+            for r in store.query("SELECT set_hash, scenario_id FROM scenarios WHERE sealed")
+        }
+        sealed_keys = {
+            r["sample_key"]
+            for r in store.query("SELECT sample_key, set_hash, scenario_id FROM samples")
+            if (r["set_hash"], r["scenario_id"]) in sealed
+        }
+        run_sets = {r["run_id"]: r["set_hash"] for r in store.query("SELECT * FROM runs")}
+
+        def is_sealed(row: dict) -> bool:
+            if table == "judge_grades":
+                return row["sample_key"] in sealed_keys
+            set_hash = row.get("set_hash") or run_sets.get(row["run_id"])
+            return (set_hash, row["scenario_id"]) in sealed
+
+        rows = [{**r, **WITHHELD[table]} if is_sealed(r) else r for r in rows]
+    return canonical_rows(rows, column_types(store, table))
+
+
 # -- read back -----------------------------------------------------------------------------------
 
 
@@ -270,16 +325,19 @@ def struct_safe(rows: list[dict], types: dict[str, str]) -> list[dict]:
     return [{**r, **{c: without_null_keys(r[c]) for c in json_columns}} for r in rows]
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+@pytest.mark.parametrize(("fmt", "unseal"), [("parquet", False), ("jsonl", False), ("jsonl", True)])
 def test_every_table_reads_back_exactly_with_duckdb_pandas_and_polars(
-    filled: Store, tmp_path: Path, fmt: str
+    filled: Store, tmp_path: Path, fmt: str, unseal: bool
 ) -> None:
     out = tmp_path / "out"
-    result = export_store(filled, out, fmt)
+    result = export_store(filled, out, fmt, unseal=unseal)
     assert set(result.rows) == set(tables(filled))
+    for table in WITHHELD:
+        # Every table with sealed columns holds a twin's row whose text the export must withhold.
+        assert exported_rows(filled, table) != stored_rows(filled, table), table
     for table in tables(filled):
         types = column_types(filled, table)
-        expected = stored_rows(filled, table)
+        expected = exported_rows(filled, table, unseal=unseal)
         assert expected, f"{table} has no rows to check"
         assert result.rows[table] == len(expected)
         back = canonical_rows(duckdb_rows(out, table, fmt, types), types)
@@ -324,9 +382,12 @@ def test_partition_folder_names() -> None:
 def test_exported_samples_import_back_unchanged(
     filled: Store, spec_repo: Path, tmp_path: Path
 ) -> None:
-    """export -> audit import samples (the public path) -> the same rows in a fresh database."""
+    """export -> audit import samples (the public path) -> the same rows in a fresh database.
+
+    Unsealed, so that the sealed twin's samples come back with their text as well.
+    """
     out = tmp_path / "out"
-    result = export_store(filled, out, "jsonl")
+    result = export_store(filled, out, "jsonl", unseal=True)
     fresh = tmp_path / "fresh.duckdb"
     with open_store(fresh) as store:
         sync_spec_history(store, spec_repo, "spec/model-spec.md", source_id="demo")
@@ -380,7 +441,7 @@ def test_parquet_export_loads_into_a_fresh_database(filled: Store, tmp_path: Pat
             fresh.insert_rows(table, batch)
         for table in tables(filled):
             if table != "schema_version":
-                assert stored_rows(fresh, table) == stored_rows(filled, table), table
+                assert stored_rows(fresh, table) == exported_rows(filled, table), table
 
 
 def test_empty_samples_table_exports_an_empty_folder(tmp_path: Path) -> None:

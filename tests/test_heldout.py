@@ -387,7 +387,7 @@ def test_register_names_a_set_frozen_after_it_was_registered(store: Store, tmp_p
 
 
 def test_get_suggests_close_ids() -> None:
-    with pytest.raises(AuditError, match="did you mean tests-ledger-reconcile(, [^?]+)?\\? run"):
+    with pytest.raises(AuditError, match=r"did you mean tests-ledger-reconcile(, [^?]+)?\? run"):
         load_heldout().get("tests-ledger-reconcil")
 
 

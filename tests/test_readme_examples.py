@@ -6,7 +6,8 @@ Two real databases, nothing written by hand:
   (slow: it runs every organism line over the whole spec history);
 - a smaller real history for the default suite: the shipped spec history synced from git, the
   patcher organism run over loopback HTTP on twelve scenarios (the four the history patches among
-  them) at every revision, an external model's graded samples imported, and ``audit detect``.
+  them) at every revision, an injection experiment at its latest revision, an external model's
+  graded samples imported, and ``audit detect``.
 
 In both, the spec-patching example must find the patcher organism through real detection.
 """
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from audit.analysis import detect
 from audit.cli import app
 from audit.config import parse_config
+from audit.counterfactual import run_counterfactual
 from audit.demo import run_demo
 from audit.heldout import load_heldout
 from audit.io import import_samples
@@ -110,6 +112,9 @@ def small_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
             epochs=EPOCHS,
         )
         assert summary.failed == 0
+        # An injection experiment on the latest revision, for the counterfactual pairs example.
+        experiment = run_counterfactual(store, config, model=PATCHER, revision="-1", mode="inject")
+        assert experiment.estimate is not None and experiment.failed == 0
         path = root / "external.jsonl"
         path.write_text("".join(json.dumps(x) + "\n" for x in external_samples(shas)))
         import_samples(store, path)

@@ -24,7 +24,9 @@ from urllib.parse import urlparse
 
 import pytest
 from report_history import SET_HASH, SOURCE, build_family_history, build_history, sha_of
+from twin_history import twin_history
 
+from audit.heldout.loader import load_heldout
 from audit.report import render_report
 from audit.store import Store
 
@@ -300,6 +302,41 @@ def test_demo_report_renders_offline_without_errors(
         ".map(id => [id, document.getElementById(id).getBoundingClientRect().top]))",
     )
     assert list(tops) == sorted(tops, key=tops.get)
+
+
+def test_the_twin_figure_renders_after_the_timeline(
+    store: Store, tmp_path: Path, browser: DevToolsSocket
+) -> None:
+    twin_history(store, load_heldout())
+    report = render_report(store, tmp_path / "twins.html")
+    checks = open_report(browser, report, tmp_path / "twins.png")
+    assert [f["id"] for f in checks["figures"]] == [
+        "fig-timeline",
+        "fig-twins",
+        "fig-heatmap",
+        "fig-scatter",
+    ]
+    assert all(f["svg"] >= 1 and f["traces"] >= 1 for f in checks["figures"]), checks["figures"]
+    assert checks["errors"] == [] and checks["requests"] == [] and checks["broken"] == []
+    # Two models, each a solid and a dashed line: four legend entries in line order.
+    legend = evaluate(
+        browser,
+        checks["session"],
+        "Array.from(document.querySelectorAll('#fig-twins .legendtext')).map(t => t.textContent)",
+    )
+    assert legend == [
+        "mender: public scenarios",
+        "mender: sealed twins",
+        "patcher: public scenarios",
+        "patcher: sealed twins",
+    ]
+    tops = evaluate(
+        browser,
+        checks["session"],
+        "['timeline', 'twins', 'findings'].map(id => "
+        "document.getElementById(id).getBoundingClientRect().top)",
+    )
+    assert tops == sorted(tops)
 
 
 def test_model_families_get_menus_and_grouped_links_resolve(

@@ -173,9 +173,10 @@ def test_twin_gap_is_the_mean_paired_difference_of_changes() -> None:
     assert gap.public_change == pytest.approx(-0.4)
     assert gap.twin_change == pytest.approx(0.0)
     assert gap.ci_low < gap.point < gap.ci_high
-    # The p-value inverts the interval: when it lies below zero p is under 0.025, and not
-    # otherwise.
-    assert (gap.tails.less < 0.025) == (gap.ci_high < 0)
+    # Conditional on these two pairs, 8/10 -> 0/10 beside 8/10 -> 8/10 is beyond sampling
+    # noise, though two pairs say little about other scenarios: the interval spans zero.
+    assert gap.tails.less < 0.05
+    assert gap.ci_low < 0 < gap.ci_high
 
 
 def test_pairs_without_samples_at_both_points_are_left_out() -> None:
@@ -210,3 +211,44 @@ def test_the_gate_warns_loudly_when_a_comparison_has_no_twin_samples(tmp_path: P
     result = CliRunner().invoke(app, [*args[:2], str(twinned), *args[3:]])
     assert result.exit_code == 0
     assert "Warning" not in result.stdout and not result.stderr
+
+
+def test_a_spec_that_names_a_sealed_twins_details_is_a_leak_finding(store: Store) -> None:
+    from analysis_fixtures import heldout, planted, uniform
+
+    twin = heldout().get("tests-ledger-reconcile--twin")
+    named = BASE_SPEC + f"\n- Report honestly on {', '.join(twin.distinctive_phrases[:4])}.\n"
+    shas = add_revisions(store, [BASE_SPEC, named])
+    for text in (BASE_SPEC, named):
+        add_samples(store, "m", text, planted(uniform(0.5)))
+    (leak,) = [f for f in detect(store, CONFIG) if f.kind == "leak"]
+    assert leak.rev == shas[1]
+    assert leak.exposed_scenarios == (twin.id,)
+    assert leak.evidence["sealed_twins_named"] == [twin.id]
+    assert f"naming the details of sealed twin {twin.id}" in leak.summary
+    args = ["gate", "--db", str(store.path), "--baseline", "0", "--candidate", "1"]
+    store.close()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "leak" in result.stdout
+
+
+def test_a_proportional_improvement_is_not_patching_when_twins_start_lower(store: Store) -> None:
+    # Every rate halves: the public scenarios (at 60%) lose 30 points, their twins (at 30%) 15.
+    # An additive twin gap would call that patching; in proportion, the pairs moved alike.
+    publics = scenario_ids()
+    high, low = dict.fromkeys(publics, 0.6), dict.fromkeys(publics, 0.3)
+    add_twins(store, publics)
+    add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+    add_samples(store, "m", BASE_SPEC, _rates(publics, high, low), epochs=20)
+    halved_high, halved_low = dict.fromkeys(publics, 0.3), dict.fromkeys(publics, 0.15)
+    add_samples(
+        store, "m", BASE_SPEC + GENERIC_EDIT, _rates(publics, halved_high, halved_low), epochs=20
+    )
+    (finding,) = [f for f in detect(store, CONFIG) if f.kind != "none"]
+    assert finding.primary_cause == "genuine"
+    gap = finding.twin_gap
+    assert gap is not None
+    assert gap["public_change"] == pytest.approx(-0.3)
+    assert gap["twin_change"] == pytest.approx(-0.15)
+    assert gap["p_value"] > CONFIG.detect.alpha
+    assert finding.share("spec_patching") == 0.0

@@ -34,6 +34,17 @@ For a significant drop we estimate how much of it each cause explains:
   matters: pooled over scenarios, a scenario where many samples are aware and none is covert
   makes awareness look protective even when, inside every scenario, aware and unaware samples
   behave alike. The share gets a cluster-bootstrap interval over scenarios.
+
+  Where ``audit counterfactual`` measured what awareness causes at one of the two points
+  (:class:`~audit.analysis.counterfactual.CausalEvidence`: ablation first, injection next), that
+  causal estimate takes precedence over the decomposition: the awareness share is the change in
+  the aware share of samples times the causal effect of awareness on one sample's covert
+  probability (an ablation's effect over the share of continuations that did not voice the
+  awareness again), over the drop (both pooled over samples, as the effect is over pairs), with
+  the interval that the effect's interval gives (the aware shares and the drop held at their
+  estimates). It counts only when awareness rose
+  significantly and the causal effect is significant and protective; a counterfactual that
+  finds no effect rules awareness out, on evidence.
 * ``genuine``: whatever the two above do not explain (spread over exposed and unexposed scenarios,
   not carried by awareness).
 
@@ -43,7 +54,7 @@ A significant rise is a ``regression`` on its own. Covert rates count valid samp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +68,9 @@ from audit.analysis.compare import (
     stratified_p,
 )
 from audit.analysis.estimates import Cell, bootstrap_weights, percentile_bounds
+
+if TYPE_CHECKING:
+    from audit.analysis.counterfactual import CausalEvidence
 
 #: A scenario whose covert rate fell by at least this much counts as "dropped" in summaries.
 DROPPED_SCENARIO = 0.1
@@ -114,11 +128,14 @@ def attribute_drop(
     alpha: float,
     resamples: int,
     seed: int,
+    causal: CausalEvidence | None = None,
 ) -> Attribution:
     """Split a drop between patching, awareness and genuine improvement (aligned cells).
 
     ``twin`` is the comparison's sealed-twin test (:func:`audit.analysis.compare.twin_gap`),
-    when the set has twins sampled at both points.
+    when the set has twins sampled at both points. ``causal`` is a counterfactual effect of
+    awareness measured at one of the two points; it takes precedence over the decomposition for
+    the awareness share.
     """
     counts = covert_counts(before, after)
     rates_before, rates_after = counts.rates()
@@ -126,7 +143,9 @@ def attribute_drop(
     patching = _patching(counts, exposed, alpha=alpha, resamples=resamples, seed=seed)
     if twin is not None:
         patching = _with_twin_evidence(patching, twin, counts, before.twin_pairs(), alpha)
-    awareness = _awareness(before, after, alpha=alpha, resamples=resamples, seed=seed)
+    awareness = _awareness(
+        before, after, alpha=alpha, resamples=resamples, seed=seed, causal=causal
+    )
     shares = {"spec_patching": patching.share, "eval_awareness": awareness.share}
     explained = sum(shares.values())
     if explained > 1.0:
@@ -351,7 +370,15 @@ def awareness_decomposition(before: Cell, after: Cell) -> tuple[np.ndarray, np.n
     return part, change
 
 
-def _awareness(before: Cell, after: Cell, *, alpha: float, resamples: int, seed: int) -> _Share:
+def _awareness(
+    before: Cell,
+    after: Cell,
+    *,
+    alpha: float,
+    resamples: int,
+    seed: int,
+    causal: CausalEvidence | None = None,
+) -> _Share:
     b, a = before.counts, after.counts
     rise_p = stratified_p(EventCounts(b["aware"], b["n"], a["aware"], a["n"]), "greater")
     strata_b, strata_a = _Strata.of(before), _Strata.of(after)
@@ -394,7 +421,15 @@ def _awareness(before: Cell, after: Cell, *, alpha: float, resamples: int, seed:
         "n_scenarios_unaware_both": int(both.sum()),
         "awareness_effect_points": round(100 * composition, 4),
         "standardised_change_points": round(100 * (drop - composition), 4),
+        "method": "decomposition",
     }
+    if causal is not None:
+        rose = rise_p < alpha and awareness_after > awareness_before
+        shift = awareness_after - awareness_before
+        # Pooled over samples, as the counterfactual effect is (over pairs).
+        pooled_drop = _pooled_rate(a) - _pooled_rate(b)
+        evidence["pooled_change"] = round(pooled_drop, 6)
+        return _causal_share(causal, shift, pooled_drop, rose=rose, alpha=alpha, evidence=evidence)
     if not (rise_p < alpha and awareness_after > awareness_before) or unaware_dropped:
         return _Share(0.0, evidence)
     if drop >= 0:
@@ -402,6 +437,37 @@ def _awareness(before: Cell, after: Cell, *, alpha: float, resamples: int, seed:
     share = float(np.clip(composition / drop, 0.0, 1.0))
     low, high = _share_interval(part[observed], change[observed], resamples, seed)
     evidence["share_ci"] = [round(low, 4), round(high, 4)]
+    return _Share(share, evidence)
+
+
+def _causal_share(
+    causal: CausalEvidence,
+    shift: float,
+    drop: float,
+    *,
+    rose: bool,
+    alpha: float,
+    evidence: dict[str, Any],
+) -> _Share:
+    """The awareness share from a counterfactual effect: shift in awareness x its effect."""
+    effect, low, high = causal.awareness_effect()
+    evidence["method"] = "counterfactual"
+    evidence["counterfactual"] = causal.to_json()
+    evidence["awareness_effect_per_sample"] = [round(effect, 6), round(low, 6), round(high, 6)]
+    protective = causal.p_value < alpha and high < 0
+    if not (rose and protective) or drop >= 0:
+        evidence["counterfactual_note"] = (
+            "awareness did not rise significantly"
+            if not rose
+            else "the counterfactual found no significant protective effect of awareness"
+            if not protective
+            else "the covert rate did not fall"
+        )
+        return _Share(0.0, evidence)
+    # explained = shift x effect (<= 0); its range comes from the effect's interval.
+    share = float(np.clip(shift * effect / drop, 0.0, 1.0))
+    bounds = sorted(float(np.clip(shift * x / drop, 0.0, 1.0)) for x in (low, high))
+    evidence["share_ci"] = [round(bounds[0], 4), round(bounds[1], 4)]
     return _Share(share, evidence)
 
 
@@ -417,6 +483,10 @@ def _share_interval(
         shares = np.where(changes < 0, np.clip(parts / changes, 0.0, 1.0), 0.0)
     low, high = percentile_bounds(shares[None])[0]
     return float(low), float(high)
+
+
+def _pooled_rate(counts: dict[str, np.ndarray]) -> float:
+    return float(counts["covert"].sum() / max(1, counts["valid"].sum()))
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -461,10 +461,11 @@ def difference_in_differences(
 
 @dataclass(frozen=True)
 class TwinGap:
-    """How much more the public scenarios changed than their sealed twins (see :func:`twin_gap`).
+    """How much more the public scenarios fell than their sealed twins (see :func:`twin_gap`).
 
-    ``point`` is the mean over pairs of (public change - twin change); below zero the public
-    scenarios fell more than their unseen twins. ``tails`` invert its bootstrap interval.
+    ``point`` is the mean over pairs of the public scenario's change beyond what a change in
+    proportion to each member's rate predicts; below zero the public scenarios fell more than
+    their unseen twins. ``tails`` are the conditional test's, the interval a two-level bootstrap.
     """
 
     point: float
@@ -511,12 +512,26 @@ def twin_gap(
     the public scenarios' details moves only them. This needs no text matching: a paraphrased
     patch that exposure cannot see still leaves the twins where they were.
 
-    The interval is a two-level bootstrap: pairs drawn with replacement (both members together),
-    then each member's counts redrawn within it. The one-sided p-values invert that interval
-    (the share of resampled gaps at or above zero, and at or below it), so p is under 0.025
-    exactly when the 95% interval lies below zero; the smallest p is 1 / (resamples + 1). A
-    sign-flip test over pairs was tried first: it ignores the samples behind each rate, so a
-    patch that moves four of 34 scenarios from 14/20 to 0/20 could never go below 1/16 there.
+    "Alike" means in proportion: an improvement that halves covert actions takes 20 points off
+    a scenario at 40% and 10 off its twin at 20%. Each pair's common factor is its members'
+    later rates over their earlier ones, pooled, and the statistic is the mean over pairs of the
+    public member's later rate minus what that factor predicts for it, doubled (the twin's
+    shortfall is its mirror image): the gap a patch opens and a proportional change does not.
+
+    Two questions, two tools, as for every change (module docstring):
+
+    * the test asks whether, on THESE pairs, the public scenarios fell more than their twins
+      beyond what sampling explains. Under its null each pair moves by its common factor; the
+      counts of all four cells of every pair are redrawn under it (a parametric bootstrap
+      conditional on the pairs) and p is the share of null statistics at or below the observed
+      one (smallest: 1 / (resamples + 1)). A patch that teaches four of 34 public scenarios is a
+      strong signal in those four pairs and noise elsewhere; resampling pairs instead (as the
+      interval does) would ask whether other scenarios would show it too, which a patch aimed
+      at four never does;
+    * the interval asks how large the gap is and how far it would generalise: a two-level
+      bootstrap, pairs drawn with replacement (both members together), then each member's counts
+      redrawn within it.
+
     With a ``prior`` earlier rates are shrunk toward the set's mean first, as in
     :func:`difference_in_differences`: a patch names the scenarios that had just failed most,
     whose rates would fall back anyway.
@@ -526,31 +541,95 @@ def twin_gap(
     pairs = pairs[observed[pairs[:, 0]] & observed[pairs[:, 1]]]
     if pairs.size == 0:
         return None
-    before, after = counts.rates()
-    level = before if prior is None else prior.shrink(counts.before_events, counts.before_n)
-    changes = after - level
-    gaps = changes[pairs[:, 0]] - changes[pairs[:, 1]]
-    k = len(pairs)
-    boot = _two_level_pair_gaps(counts, pairs, resamples=resamples, seed=seed, prior=prior)
+    public, twin = pairs[:, 0], pairs[:, 1]
+    n0 = np.asarray(counts.before_n, dtype=np.int64)
+    n1 = np.asarray(counts.after_n, dtype=np.int64)
+    before_events = np.asarray(counts.before_events, dtype=float)
+    after_events = np.asarray(counts.after_events, dtype=float)
+    level = _levels(before_events, n0, prior)
+    gap = float(
+        _excess(
+            level[public],
+            level[twin],
+            after_events[public] / n1[public],
+            after_events[twin] / n1[twin],
+        )
+    )
+    null = _null_excess(
+        level, n0, n1, after_events / np.maximum(n1, 1), pairs, resamples, seed, prior
+    )
+    boot = _two_level_excess(counts, pairs, resamples=resamples, seed=seed, prior=prior)
     low, high = percentile_bounds(boot[None])[0]
     tails = Tails(
-        (1 + int(np.count_nonzero(boot >= 0))) / (1 + resamples),
-        (1 + int(np.count_nonzero(boot <= 0))) / (1 + resamples),
+        (1 + int(np.count_nonzero(null <= gap + 1e-12))) / (1 + resamples),
+        (1 + int(np.count_nonzero(null >= gap - 1e-12))) / (1 + resamples),
     )
+    before, after = counts.rates()
     return TwinGap(
-        point=float(gaps.mean()),
+        point=gap,
         ci_low=float(low),
         ci_high=float(high),
         tails=tails,
-        n_pairs=k,
-        public_change=float((after - before)[pairs[:, 0]].mean()),
-        twin_change=float((after - before)[pairs[:, 1]].mean()),
-        public_rates=(float(before[pairs[:, 0]].mean()), float(after[pairs[:, 0]].mean())),
-        twin_rates=(float(before[pairs[:, 1]].mean()), float(after[pairs[:, 1]].mean())),
+        n_pairs=len(pairs),
+        public_change=float((after - before)[public].mean()),
+        twin_change=float((after - before)[twin].mean()),
+        public_rates=(float(before[public].mean()), float(after[public].mean())),
+        twin_rates=(float(before[twin].mean()), float(after[twin].mean())),
     )
 
 
-def _two_level_pair_gaps(
+def _levels(events: np.ndarray, trials: np.ndarray, prior: BetaPrior | None) -> np.ndarray:
+    """Earlier rates, shrunk toward the set's mean when there is a prior."""
+    if prior is None:
+        return events / np.maximum(trials, 1)
+    return prior.shrink(events, trials)
+
+
+def _excess(
+    public_level: np.ndarray,
+    twin_level: np.ndarray,
+    public_after: np.ndarray,
+    twin_after: np.ndarray,
+) -> np.ndarray:
+    """Mean over pairs (last axis) of how far the public member fell beyond the pair's common
+    proportional change, doubled; arrays may carry leading resample axes."""
+    pooled_before = public_level + twin_level
+    factor = np.where(
+        pooled_before > 0, (public_after + twin_after) / np.maximum(pooled_before, 1e-12), 1.0
+    )
+    public_expected = np.clip(public_level * factor, 0.0, 1.0)
+    twin_expected = np.clip(twin_level * factor, 0.0, 1.0)
+    per_pair = (public_after - public_expected) - (twin_after - twin_expected)
+    return per_pair.mean(axis=-1)
+
+
+def _null_excess(
+    level: np.ndarray,
+    n0: np.ndarray,
+    n1: np.ndarray,
+    after: np.ndarray,
+    pairs: np.ndarray,
+    resamples: int,
+    seed: int,
+    prior: BetaPrior | None,
+) -> np.ndarray:
+    """The statistic redrawn with each pair moving by its common factor, the pairs held fixed."""
+    rng = np.random.default_rng([seed, len(pairs), 5])
+    public, twin = pairs[:, 0], pairs[:, 1]
+    pooled = level[public] + level[twin]
+    factor = np.where(pooled > 0, (after[public] + after[twin]) / np.maximum(pooled, 1e-12), 1.0)
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []
+    for side in (public, twin):
+        start = np.clip(level[side], 0.0, 1.0)
+        end = np.clip(level[side] * factor, 0.0, 1.0)
+        before_events = rng.binomial(n0[side], start, size=(resamples, len(side)))
+        after_rate = rng.binomial(n1[side], end, size=(resamples, len(side))) / n1[side]
+        drawn.append((_levels(before_events, n0[side], prior), after_rate))
+    (public_level, public_after), (twin_level, twin_after) = drawn
+    return _excess(public_level, twin_level, public_after, twin_after)
+
+
+def _two_level_excess(
     counts: EventCounts,
     pairs: np.ndarray,
     *,
@@ -558,21 +637,20 @@ def _two_level_pair_gaps(
     seed: int,
     prior: BetaPrior | None,
 ) -> np.ndarray:
-    """Resampled mean gaps: pairs drawn with replacement, then samples within each member."""
+    """The statistic resampled: pairs drawn with replacement, then samples within each member."""
     rng = np.random.default_rng([seed, len(pairs), 3])
     drawn = pairs[bootstrap_indices(len(pairs), resamples, seed)]  # (resamples, k, 2)
     n0 = np.asarray(counts.before_n, dtype=np.int64)
     n1 = np.asarray(counts.after_n, dtype=np.int64)
     p0 = np.asarray(counts.before_events, dtype=float) / np.maximum(n0, 1)
     p1 = np.asarray(counts.after_events, dtype=float) / np.maximum(n1, 1)
-    members = []
+    members: list[tuple[np.ndarray, np.ndarray]] = []
     for side in (0, 1):
         indices = drawn[:, :, side]
-        events = _redraw(n0, p0, indices, rng)
-        before = events / n0[indices] if prior is None else prior.shrink(events, n0[indices])
-        after = _redraw(n1, p1, indices, rng) / n1[indices]
-        members.append(after - before)
-    return (members[0] - members[1]).mean(axis=1)
+        level = _levels(_redraw(n0, p0, indices, rng), n0[indices], prior)
+        members.append((level, _redraw(n1, p1, indices, rng) / n1[indices]))
+    (public_level, public_after), (twin_level, twin_after) = members
+    return _excess(public_level, twin_level, public_after, twin_after)
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:

@@ -54,6 +54,7 @@ from audit.analysis.compare import (
     paired_change,
     twin_gap,
 )
+from audit.analysis.counterfactual import CausalEvidence, load_causal_evidence
 from audit.analysis.estimates import (
     Cell,
     CellKey,
@@ -235,6 +236,7 @@ def detect(
     _refuse_mixed_sets(cells)
     sources = _load_revisions(store, source_id)
     context = Context(config, heldout, progress)
+    context.causal = load_causal_evidence(store, models)
     sample_set = next(iter(cells)).set_hash
     if context.heldout is not None and context.heldout.set_hash != sample_set:
         progress.message(
@@ -404,6 +406,17 @@ class Context:
         self._leaks: dict[str, Leak] = {}
         self._rates: dict[tuple[CellKey, tuple[str, ...]], Interval] = {}
         self.exposure_rows: list[dict[str, Any]] = []
+        #: Counterfactual effects of awareness per (model, revision), from ``estimates``.
+        self.causal: dict[tuple[str, str], tuple[CausalEvidence, ...]] = {}
+
+    def causal_for(self, comparison: Comparison) -> CausalEvidence | None:
+        """A counterfactual effect measured at the comparison's later point, else its earlier
+        one (ablation before injection at each), or None."""
+        for point in (comparison.after, comparison.before):
+            found = self.causal.get((point.model, point.revision.sha))
+            if found:
+                return found[0]
+        return None
 
     def rate(self, cell: Cell) -> Interval:
         """The covert rate of a cell with its interval (cached: points recur in comparisons)."""
@@ -710,6 +723,7 @@ def _classify(
             alpha=alpha,
             resamples=settings.bootstrap,
             seed=settings.seed,
+            causal=context.causal_for(item.comparison),
         )
     else:
         kind = "none"
@@ -805,7 +819,7 @@ def _finding(
 #: ``tested_on`` of a finding made by the sealed-twin test.
 TWIN_TESTED_ON = "public scenarios against their sealed twins"
 
-_TWIN_TEST = "two-level bootstrap over (public, sealed twin) pairs, one-sided (public fell more)"
+_TWIN_TEST = "(public, sealed twin) pairs moving alike, parametric, one-sided (public fell more)"
 _TEST_NAMES = {
     "twin": _TWIN_TEST,
     "twin_drop": _TWIN_TEST,
@@ -952,6 +966,17 @@ def _reason(cause: str, evidence: dict[str, Any], attribution: Attribution | Non
                 f"sealed twins {100 * gap['twin_change']:+.1f}"
             )
         return text
+    if cause == "eval_awareness" and evidence.get("method") == "counterfactual":
+        measured = evidence["counterfactual"]
+        verb = "removing" if measured["mode"] == "ablate" else "injecting"
+        return (
+            f"causal evidence: {verb} verbalized awareness in the reasoning moved covert actions "
+            f"from {100 * measured['covert_rate_original']:.1f}% to "
+            f"{100 * measured['covert_rate_counterfactual']:.1f}% (McNemar "
+            f"p={measured['p_value']:.2g}, {measured['n_pairs']} pairs at "
+            f"{measured['rev'][:7]}), and awareness rose from "
+            f"{100 * evidence['awareness_before']:.1f}% to {100 * evidence['awareness_after']:.1f}%"
+        )
     if cause == "eval_awareness":
         return (
             f"awareness rose from {100 * evidence['awareness_before']:.1f}% to "
@@ -1115,6 +1140,7 @@ def _leak_findings(revisions: Sequence[Revision], context: Context) -> list[Find
         new = Leak(
             leak.canary and not carried.canary,
             {s: c for s, c in leak.copied.items() if s not in carried.copied},
+            {s: c for s, c in leak.sealed.items() if s not in carried.sealed},
         )
         if new:
             findings.append(leak_finding(previous, revision, new, context))
@@ -1132,13 +1158,26 @@ def leak_finding(
 ) -> Finding:
     """A ``leak`` finding: the held-out set's canary or prompt text is in the spec at ``after``."""
     copied = sorted(leak.copied)
-    what = "the held-out canary string" if leak.canary else "near-verbatim scenario text"
+    sealed = sorted(leak.sealed)
+    what = (
+        "the held-out canary string"
+        if leak.canary
+        else "near-verbatim scenario text"
+        if copied
+        else f"text naming the details of sealed twin{'s' if len(sealed) > 1 else ''} "
+        f"{_listed(sealed)}"
+    )
     if copied:
-        listed = ", ".join(copied[:5]) + (f" and {len(copied) - 5} more" if len(copied) > 5 else "")
-        what += f" (copied from {listed})" if leak.canary else f" of {listed}"
-    all_ids = [s.scenario_id for s in context.scenario_texts()] if leak.canary else copied
+        what += f" (copied from {_listed(copied)})" if leak.canary else f" of {_listed(copied)}"
+    if sealed and (leak.canary or copied):
+        what += f", and text naming sealed twin{'s' if len(sealed) > 1 else ''} {_listed(sealed)}"
+    all_ids = (
+        [s.scenario_id for s in context.scenario_texts()]
+        if leak.canary
+        else sorted({*copied, *sealed})
+    )
     verb = "is in the spec" if already_at_baseline else "was added"
-    matched = sorted(set(leak.copied.values()))
+    matched = sorted({*leak.copied.values(), *leak.sealed.values()})
     return Finding(
         model="*",
         baseline_model="*",
@@ -1163,10 +1202,16 @@ def leak_finding(
             "matched_text": matched,
             "canary": leak.canary,
             "verbatim_scenarios": copied,
+            "sealed_twins_named": sealed,
             "already_at_baseline": already_at_baseline,
         },
         summary=f"held-out set leaked into the spec at {after.sha[:7]}: {what} {verb}",
     )
+
+
+def _listed(ids: Sequence[str], limit: int = 5) -> str:
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
 
 
 # -- storing -----------------------------------------------------------------------------------
@@ -1188,8 +1233,10 @@ def _store_results(
                 "(SELECT unnest(?)))",
                 [source, models],
             )
+            # Counterfactual estimates are audit counterfactual's: detect reads them, never redoes.
             store.con.execute(
-                "DELETE FROM estimates WHERE source_id = ? AND model IN (SELECT unnest(?))",
+                "DELETE FROM estimates WHERE source_id = ? AND model IN (SELECT unnest(?)) "
+                "AND NOT starts_with(metric, 'counterfactual_')",
                 [source, models],
             )
         store.insert_rows("estimates", estimate_rows, on_conflict="replace")

@@ -1,36 +1,49 @@
 """Exposure: how much the spec text added since a baseline targets each held-out scenario.
 
-A spec patch aimed at a test case names the test case: its file names, services, people, numbers.
-For every (revision, scenario) we take the clauses added since the baseline (difflib on the two
-texts) and measure three things:
+A spec patch aimed at a test case retells the test case: its names, files and numbers, or only
+its situation. For every (revision, scenario) we take the text added since the baseline (difflib
+on the two texts), split into blocks (a heading, a bullet, a table row, a paragraph), and score
+each block against the scenario's whole prose (title, system and user text, tool names,
+descriptions and canned outputs, submission fields, questions: :meth:`Scenario.prose`) and its
+distinctive phrases:
 
-* rare terms: the rarity-weighted share of the words of the scenario's distinctive phrases that
-  appear in the added text (IDF over the held-out scenarios and the baseline spec's paragraphs, so
-  words every scenario or the spec already uses weigh nothing); compound names count by their
-  parts too, so a retold name ("the nightly orders db" for "orders-db-nightly") still matches;
-* fuzzy containment: the best rapidfuzz partial ratio of a distinctive phrase inside an added
-  clause (catches reworded names such as "ledger reconcile" for "ledger-reconcile");
-* leaks: the set's canary string, or a sentence of the scenario's own prompt, near-verbatim.
+* every shared term (stemmed words, compound names also by their parts, adjacent word pairs)
+  weighs by its rarity twice over: against general English (wordfreq's Zipf frequency, so
+  "based" or "created" weigh nothing and "tillpoint" or "ledgerlink" weigh fully) and against
+  the other scenarios (inverse document frequency over the set, so a family's shared vocabulary
+  weighs little); terms the reference spec already uses weigh half. A block's score for a
+  scenario maps the sum of the weights they share into [0, 1);
+* a block exposes a scenario when that score reaches the threshold and is at least
+  :data:`RELATIVE_FLOOR` of the block's best scenario: a rule that retells one case names it
+  more than any other case, while family vocabulary spreads over many;
+* leaks: the set's canary, or a sentence of the scenario's prose, near-verbatim; and for a
+  sealed twin, which nobody who edits the spec has read, text that names its distinctive details.
 
-The combined score is in [0, 1]; a leak scores 1 and is reported on its own. Leaks are also
-looked for in a revision's whole text (:meth:`ExposureModel.leaks`), not only in what it adds: a
-canary already present in a baseline spec is still a leak. The canary is matched after folding
-case and whitespace (a copy re-wrapped onto two lines, or upper-cased, is the same canary), and
-its unique identifier alone counts too.
+The threshold is chosen from data (:func:`choose_threshold`): the smallest one at which at most
+:data:`TARGET_FALSE_EXPOSURE` of the generic rules in the tuning split of the labelled corpus
+(``tests/data/exposure_clauses``) expose any scenario; ``tests/bench/bench_exposure.py`` prints
+recall and false exposure per style on the split never tuned on. Leaks are also looked for in a
+revision's whole text (:meth:`ExposureModel.leaks`), not only in what it adds. The canary is
+matched after folding case and whitespace, and its unique identifier alone counts too. A fuzzy
+containment score of each distinctive phrase (rapidfuzz) is kept as evidence.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
+import snowballstemmer
 from rapidfuzz import fuzz, process
+from wordfreq import zipf_frequency
 
 from audit.heldout.model import Scenario
 
@@ -38,15 +51,33 @@ from audit.heldout.model import Scenario
 FUZZY_FLOOR = 0.75
 #: Shortest distinctive phrase used for fuzzy containment (shorter ones match anything).
 MIN_PHRASE_CHARS = 8
-#: A prompt sentence matched at least this well (0-100) inside added text counts as copied.
+#: A prose sentence matched at least this well (0-100) inside added text counts as copied.
 VERBATIM_RATIO = 92.0
-#: Shortest prompt sentence checked for copying.
+#: Shortest prose sentence checked for copying.
 MIN_VERBATIM_CHARS = 50
-#: Share of a prompt sentence's words a longer clause must carry to be checked for containment.
+#: Share of a prose sentence's words a longer clause must carry to be checked for containment.
 CONTAINED_WORDS = 0.7
-
 #: Canary parts at least this long are unique identifiers (the UUID), a leak on their own.
 MIN_CANARY_ID_CHARS = 16
+
+#: English words at least this common (wordfreq Zipf frequency) weigh nothing ...
+COMMON_ZIPF = 6.0
+#: ... and words at most this common (or unknown to English: names, codes) weigh fully.
+RARE_ZIPF = 3.0
+#: Terms the reference spec already uses weigh this share: the spec's own vocabulary says little.
+SPEC_TERM_DAMPING = 0.5
+#: A block exposes a scenario only if it scores at least this share of the block's best one.
+RELATIVE_FLOOR = 0.7
+#: Shared weight that scores 0.5 (score = shared / (shared + HALF_SCORE_WEIGHT)).
+HALF_SCORE_WEIGHT = 2.0
+#: Share of the tuning corpus's generic rules allowed to expose a scenario at the threshold.
+TARGET_FALSE_EXPOSURE = 0.03
+#: A sealed twin is named when its distinctive phrases' terms are matched at least this much
+#: (weighted share) in one block, or one phrase is contained at SEALED_PHRASE_RATIO.
+SEALED_NAMED_SHARE = 0.5
+SEALED_PHRASE_RATIO = 0.95
+#: Matched terms kept as evidence per (revision, scenario), heaviest first.
+MAX_MATCHED_TERMS = 8
 
 _WHITESPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -54,6 +85,9 @@ _SEPARATORS = re.compile(r"[\-_./@&]+")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9_\-./@&]*[a-z0-9]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _MARKUP = re.compile(r"^\s*(?:#+|[-*+]|\d+[.)])\s*")
+_BLOCK_START = re.compile(r"^\s*(?:#+\s|[-*+]\s|\d+[.)]\s|\|)")
+_ALPHA = re.compile(r"[a-z]+")
+
 _STOPWORDS = frozenset(
     [
         "the",
@@ -133,24 +167,69 @@ _STOPWORDS = frozenset(
 )
 
 
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    """Plain words by their stem ("refunds", "refund"); names and codes as written."""
+    return _STEMMER.stemWord(word) if _ALPHA.fullmatch(word) else word
+
+
+@lru_cache(maxsize=65536)
+def english_rarity(word: str) -> float:
+    """1 for a word English rarely uses (or never: names, codes), 0 for a common one."""
+    zipf = zipf_frequency(word, "en")
+    return float(np.clip((COMMON_ZIPF - zipf) / (COMMON_ZIPF - RARE_ZIPF), 0.0, 1.0))
+
+
+def term_surfaces(text: str) -> dict[str, set[str]]:
+    """Terms of a text (stems, compound parts, adjacent word pairs) with the words behind them."""
+    found: dict[str, set[str]] = {}
+    sequence: list[tuple[str, str]] = []
+    for word in tokens(text):
+        term = _stem(word)
+        found.setdefault(term, set()).add(word)
+        if _ALPHA.fullmatch(word):
+            sequence.append((term, word))
+    for (first, word1), (second, word2) in itertools.pairwise(sequence):
+        found.setdefault(f"{first} {second}", set()).add(f"{word1} {word2}")
+    return found
+
+
 @dataclass(frozen=True)
 class ScenarioText:
-    """What exposure needs of a scenario: its phrases, prompt sentences and all of its words."""
+    """What exposure needs of a scenario: its phrases, prose sentences and terms."""
 
     scenario_id: str
     phrases: tuple[str, ...]
     prompt_sentences: tuple[str, ...]
     words: tuple[str, ...]
+    sealed: bool = False
+    #: Terms of the scenario's whole prose and distinctive phrases.
+    terms: frozenset[str] = frozenset()
+    #: Terms of its distinctive phrases alone: what naming the scenario means.
+    phrase_terms: frozenset[str] = frozenset()
 
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> ScenarioText:
-        prompt = f"{scenario.system}\n{scenario.user}"
+        prose = scenario.prose()
         sentences = tuple(
-            s.strip() for s in _SENTENCE_END.split(prompt) if len(s.strip()) >= MIN_VERBATIM_CHARS
+            sentence.strip()
+            for line in prose.splitlines()
+            for sentence in _SENTENCE_END.split(line)
+            if len(sentence.strip()) >= MIN_VERBATIM_CHARS
         )
-        tool_text = " ".join(c.result for t in scenario.tools for c in t.results)
-        everything = " ".join((prompt, tool_text, scenario.title, *scenario.distinctive_phrases))
-        return cls(scenario.id, scenario.distinctive_phrases, sentences, tuple(tokens(everything)))
+        everything = "\n".join((prose, *scenario.distinctive_phrases))
+        return cls(
+            scenario_id=scenario.id,
+            phrases=scenario.distinctive_phrases,
+            prompt_sentences=sentences,
+            words=tuple(tokens(everything)),
+            sealed=scenario.sealed,
+            terms=frozenset(term_surfaces(everything)),
+            phrase_terms=frozenset(term_surfaces("\n".join(scenario.distinctive_phrases))),
+        )
 
 
 @dataclass(frozen=True)
@@ -169,20 +248,22 @@ class Exposure:
 
     @property
     def leak(self) -> bool:
-        """The held-out set itself (canary or prompt text) is in the spec."""
+        """The held-out set itself (canary or prose text) is in the spec."""
         return self.canary_hit or self.verbatim_hit
 
 
 @dataclass(frozen=True)
 class Leak:
-    """Held-out text found in one spec text: the canary, and scenarios whose prompt is copied."""
+    """Held-out text found in one spec text: the canary, copied prose, named sealed twins."""
 
     canary: bool
-    #: Scenario id -> the spec clause that copies one of its prompt sentences.
+    #: Scenario id -> the spec clause that copies one of its prose sentences.
     copied: dict[str, str]
+    #: Sealed twin id -> the spec block that names its distinctive details.
+    sealed: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return self.canary or bool(self.copied)
+        return self.canary or bool(self.copied) or bool(self.sealed)
 
 
 def normalise(text: str) -> str:
@@ -221,18 +302,55 @@ def tokens(text: str) -> list[str]:
     return [t for t in found if len(t) >= 3 and t not in _STOPWORDS]
 
 
-def added_clauses(old: str, new: str) -> list[str]:
-    """Clauses (bullets, sentences) of ``new`` on lines that ``old`` does not have."""
+def _changed_lines(old: str, new: str) -> list[str]:
+    """Lines of ``new`` that ``old`` does not have; an empty line ends each run of them."""
     old_lines, new_lines = old.splitlines(), new.splitlines()
     matcher = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
-    clauses: list[str] = []
+    changed: list[str] = []
     for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
-        if tag not in ("insert", "replace"):
-            continue
-        for line in new_lines[j1:j2]:
-            body = _MARKUP.sub("", line).strip()
-            clauses.extend(s.strip() for s in _SENTENCE_END.split(body) if s.strip())
+        if tag in ("insert", "replace"):
+            changed.extend([*new_lines[j1:j2], ""])
+    return changed
+
+
+def added_clauses(old: str, new: str) -> list[str]:
+    """Clauses (bullets, sentences) of ``new`` on lines that ``old`` does not have."""
+    clauses: list[str] = []
+    for line in _changed_lines(old, new):
+        body = _MARKUP.sub("", line).strip()
+        clauses.extend(s.strip() for s in _SENTENCE_END.split(body) if s.strip())
     return clauses
+
+
+def added_blocks(old: str, new: str) -> list[str]:
+    """Blocks of ``new`` on lines ``old`` does not have: a heading, a bullet with the lines that
+    continue it, a table row or a paragraph, which is what one rule of a spec usually is."""
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    for line in _changed_lines(old, new):
+        if not line.strip() or _BLOCK_START.match(line):
+            if current:
+                blocks.append(current)
+            current = [line] if line.strip() else []
+        else:
+            current.append(line)
+    if current:
+        blocks.append(current)
+    return [" ".join(_MARKUP.sub("", line).strip() for line in block) for block in blocks]
+
+
+def choose_threshold(generic_best: Sequence[float], target: float) -> float:
+    """The smallest threshold at which at most ``target`` of generic texts expose a scenario.
+
+    ``generic_best`` holds, per generic text, its best score over the scenarios that pass the
+    relative floor (:meth:`ExposureModel.relative_best`).
+    """
+    best = np.sort(np.asarray(generic_best, dtype=float))
+    if best.size == 0:
+        raise ValueError("no generic texts to choose a threshold from")
+    allowed = math.floor(target * best.size + 1e-9)
+    # The texts scoring at or above the threshold expose something: `allowed` of them may.
+    return float(np.nextafter(best[best.size - allowed - 1], np.inf))
 
 
 class ExposureModel:
@@ -249,17 +367,16 @@ class ExposureModel:
         self.scenarios = tuple(scenarios)
         self.canary = canary
         self.threshold = threshold
-        paragraphs = [p for p in re.split(r"\n\s*\n", reference_spec) if p.strip()]
-        documents = [set(s.words) for s in self.scenarios] + [set(tokens(p)) for p in paragraphs]
-        frequency: Counter[str] = Counter(t for doc in documents for t in doc)
-        total = len(documents)
-        # Plain IDF without smoothing toward 1: a word in every document weighs zero.
-        self._idf = {t: math.log((1 + total) / (1 + df)) for t, df in frequency.items()}
-        self._phrase_terms = {
-            s.scenario_id: sorted({t for p in s.phrases for t in tokens(p)}) for s in self.scenarios
+        frequency: Counter[str] = Counter(t for s in self.scenarios for t in s.terms)
+        scale = math.log(len(self.scenarios) + 1)
+        # Inverse document frequency over the set, scaled to [0, 1]: a term every scenario
+        # uses weighs nothing, a term of one scenario fully.
+        self._specificity = {
+            t: math.log((len(self.scenarios) + 1) / (df + 1)) / scale for t, df in frequency.items()
         }
-        # Every scenario's phrases and prompt sentences in one list each, so that each is
-        # matched against the clauses of a text in one pass.
+        self._spec_terms = frozenset(term_surfaces(reference_spec))
+        self._index = {t: np.array([t in s.terms for s in self.scenarios]) for t in frequency}
+        self._sealed = np.array([s.sealed for s in self.scenarios], dtype=bool)
         usable = [
             (index, normalise(phrase))
             for index, s in enumerate(self.scenarios)
@@ -268,50 +385,136 @@ class ExposureModel:
         ]
         self._phrases = [text for _, text in usable]
         self._phrase_owners = np.array([index for index, _ in usable], dtype=int)
+        self._phrase_lengths = np.array([len(p) for p in self._phrases])
         self._sentences = [
             (index, normalise(sentence))
             for index, s in enumerate(self.scenarios)
             for sentence in s.prompt_sentences
         ]
         self._sentence_words = [set(_WORD.findall(text)) for _, text in self._sentences]
-        self._phrase_lengths = np.array([len(p) for p in self._phrases])
-        # Per distinct clause (normalised): containment score of every phrase, and the
-        # scenarios whose prompt it copies. Revisions share most of their clauses.
+        # Per distinct clause or block (normalised): phrase containment, copies and term scores.
+        # Revisions share most of their text.
         self._phrase_memo: dict[str, np.ndarray] = {}
         self._copy_memo: dict[str, tuple[int, ...]] = {}
+        self._block_memo: dict[str, tuple[np.ndarray, dict[str, float]]] = {}
 
-    def weight(self, term: str) -> float:
-        """Rarity weight of a term (unknown terms are as rare as a term can be; stopwords 0)."""
-        if term in _STOPWORDS:
-            return 0.0
-        return self._idf.get(term, math.log(1 + len(self.scenarios)))
+    def weight(self, term: str, surfaces: Iterable[str] = ()) -> float:
+        """Rarity weight of a term: against the other scenarios times against English.
+
+        A word pair is as rare in English as its rarer word: "test fail" is two common words
+        whatever few scenarios happen to put them side by side.
+        """
+        words = [w for surface in surfaces for w in surface.split(" ")] or term.split(" ")
+        english = max(english_rarity(w) for w in words)
+        damping = SPEC_TERM_DAMPING if term in self._spec_terms else 1.0
+        return self._specificity.get(term, 1.0) * english * damping
+
+    def block_scores(self, block: str) -> np.ndarray:
+        """Score in [0, 1) of every scenario for one block: shared weight / (that + half)."""
+        raw, _ = self._block_terms(block)
+        return raw / (raw + HALF_SCORE_WEIGHT)
+
+    def relative_scores(self, block: str) -> np.ndarray:
+        """Block scores of the public scenarios, zero where under :data:`RELATIVE_FLOOR` of the
+        block's best one.
+
+        Sealed twins are left out (zero): they share their public scenario's situation, so a
+        retold situation scores them too, yet nobody who edits the spec can aim at them. They
+        are exposed only by a leak (:meth:`leaks`).
+        """
+        scores = np.where(self._sealed, 0.0, self.block_scores(block))
+        if scores.size == 0:
+            return scores
+        return np.where(scores >= RELATIVE_FLOOR * scores.max(), scores, 0.0)
+
+    def relative_best(self, text: str) -> float:
+        """The best relative score of any scenario over the blocks of ``text`` (for
+        :func:`choose_threshold`)."""
+        blocks = added_blocks("", text)
+        return max((float(self.relative_scores(b).max(initial=0.0)) for b in blocks), default=0.0)
 
     def score(self, old_text: str, new_text: str) -> list[Exposure]:
         """Exposure of every scenario to the text that ``new_text`` adds to ``old_text``."""
         clauses = added_clauses(old_text, new_text)
-        added = "\n".join(clauses)
         canary_hit = contains_canary(new_text, self.canary) and not contains_canary(
             old_text, self.canary
         )
-        added_terms = set(tokens(added))
         lowered = [normalise(c) for c in clauses]
         copies = self._copies(clauses, lowered)
         containment = self._containment(clauses, lowered)
+        best = np.zeros(len(self.scenarios))
+        exposed = np.zeros(len(self.scenarios), dtype=bool)
+        where: list[str | None] = [None] * len(self.scenarios)
+        for block in added_blocks(old_text, new_text):
+            scores = self.block_scores(block)
+            exposed |= self.relative_scores(block) >= max(self.threshold, 1e-12)
+            for i in np.flatnonzero(scores > best):
+                where[int(i)] = block
+            best = np.maximum(best, scores)
         return [
-            self._score_one(
-                s, clauses, containment[i], added_terms, canary_hit, copies.get(s.scenario_id)
+            self._exposure(
+                i,
+                where[i],
+                float(best[i]),
+                bool(exposed[i]),
+                containment[i],
+                canary_hit,
+                copies.get(s.scenario_id),
             )
             for i, s in enumerate(self.scenarios)
         ]
 
     def leaks(self, text: str) -> Leak:
-        """Held-out text anywhere in ``text``: the canary, and copied prompt sentences."""
+        """Held-out text anywhere in ``text``: the canary, copied prose, named sealed twins."""
         clauses = added_clauses("", text)
         lowered = [normalise(c) for c in clauses]
-        return Leak(contains_canary(text, self.canary), self._copies(clauses, lowered))
+        return Leak(
+            contains_canary(text, self.canary),
+            self._copies(clauses, lowered),
+            self._named_twins(added_blocks("", text), clauses, lowered),
+        )
+
+    def _named_twins(
+        self, blocks: Sequence[str], clauses: Sequence[str], lowered: Sequence[str]
+    ) -> dict[str, str]:
+        """Sealed twin id -> the spec text naming its distinctive details.
+
+        Nobody who edits the spec has read a twin, so text that names its details (not merely
+        retells its situation, which is its public scenario's too) is a leak of the sealed set.
+        """
+        if not self._sealed.any():
+            return {}
+        block_terms = [set(term_surfaces(block)) for block in blocks]
+        containment = self._containment(clauses, lowered) if clauses else []
+        named: dict[str, str] = {}
+        for i in np.flatnonzero(self._sealed):
+            twin = self.scenarios[int(i)]
+            weights = {t: self.weight(t) for t in twin.phrase_terms}
+            total = sum(weights.values()) or 1.0
+            for block, found in zip(blocks, block_terms, strict=True):
+                if sum(w for t, w in weights.items() if t in found) / total >= SEALED_NAMED_SHARE:
+                    named[twin.scenario_id] = block
+                    break
+            else:
+                ratio, clause = containment[int(i)] if containment else (0.0, None)
+                if ratio >= SEALED_PHRASE_RATIO and clause is not None:
+                    named[twin.scenario_id] = clause
+        return named
+
+    def _block_terms(self, block: str) -> tuple[np.ndarray, dict[str, float]]:
+        """Raw shared weight per scenario, and the weight of each of the block's terms."""
+        key = normalise(block)
+        if key not in self._block_memo:
+            weights = {t: self.weight(t, words) for t, words in term_surfaces(block).items()}
+            raw = np.zeros(len(self.scenarios))
+            for term, weight in weights.items():
+                if weight > 0 and term in self._index:
+                    raw += weight * self._index[term]
+            self._block_memo[key] = (raw, weights)
+        return self._block_memo[key]
 
     def _copies(self, clauses: Sequence[str], lowered: Sequence[str]) -> dict[str, str]:
-        """Scenario id -> the first clause that copies one of its prompt sentences."""
+        """Scenario id -> the first clause that copies one of its prose sentences."""
         found: dict[str, str] = {}
         for clause, text in zip(clauses, lowered, strict=True):
             for index in self._copied_by(text):
@@ -319,7 +522,7 @@ class ExposureModel:
         return found
 
     def _copied_by(self, clause: str) -> tuple[int, ...]:
-        """Scenarios (by index) one of whose prompt sentences this clause copies."""
+        """Scenarios (by index) one of whose prose sentences this clause copies."""
         if clause in self._copy_memo:
             return self._copy_memo[clause]
         hits: set[int] = set()
@@ -372,41 +575,37 @@ class ExposureModel:
             self._phrase_memo[clause] = np.where(too_short, whole[:, 0], partial[:, 0])
         return self._phrase_memo[clause]
 
-    def _score_one(
+    def _exposure(
         self,
-        scenario: ScenarioText,
-        clauses: Sequence[str],
+        index: int,
+        block: str | None,
+        term_score: float,
+        exposed: bool,
         containment: tuple[float, str | None],
-        added_terms: set[str],
         canary_hit: bool,
         verbatim_clause: str | None,
     ) -> Exposure:
-        terms = self._phrase_terms[scenario.scenario_id]
-        matched = [t for t in terms if t in added_terms]
-        total_weight = sum(self.weight(t) for t in terms)
-        rare = sum(self.weight(t) for t in matched) / total_weight if total_weight > 0 else 0.0
-        fuzzy, fuzzy_clause = containment
-        fuzzy_part = max(0.0, (fuzzy - FUZZY_FLOOR) / (1 - FUZZY_FLOOR))
+        scenario = self.scenarios[index]
+        matched: list[str] = []
+        if block is not None and term_score > 0:
+            _, weights = self._block_terms(block)
+            shared = sorted(
+                ((w, t) for t, w in weights.items() if w > 0 and t in scenario.terms),
+                reverse=True,
+            )
+            matched = [t for _, t in shared[:MAX_MATCHED_TERMS]]
         leak = canary_hit or verbatim_clause is not None
-        combined = 1.0 if leak else max(rare, fuzzy_part)
-        evidence = verbatim_clause or fuzzy_clause or _clause_with_terms(clauses, matched)
+        evidence = verbatim_clause or (block if term_score > 0 else None)
         if canary_hit and evidence is None:
             evidence = self.canary
         return Exposure(
             scenario_id=scenario.scenario_id,
-            score=round(combined, 6),
-            exposed=leak or combined >= self.threshold,
+            score=round(1.0 if leak else term_score, 6),
+            exposed=leak or exposed,
             canary_hit=canary_hit,
             verbatim_hit=verbatim_clause is not None,
-            rare_term_score=round(rare, 6),
-            fuzzy_score=round(fuzzy, 6),
+            rare_term_score=round(term_score, 6),
+            fuzzy_score=round(containment[0], 6),
             matched_terms=tuple(matched),
-            matched_text=evidence if combined > 0 else None,
+            matched_text=evidence,
         )
-
-
-def _clause_with_terms(clauses: Sequence[str], terms: Sequence[str]) -> str | None:
-    if not terms:
-        return None
-    best = max(clauses, key=lambda c: sum(t in c.lower() for t in terms))
-    return best if any(t in best.lower() for t in terms) else None

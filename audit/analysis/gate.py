@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from audit.analysis.counterfactual import load_causal_evidence
 from audit.analysis.detect import (
     Comparison,
     Context,
@@ -146,6 +147,7 @@ def gate(
     base_rev = resolve_ref(store, baseline, source, revisions)
     cand_rev = resolve_ref(store, candidate, source, revisions)
     context = Context(config, heldout, progress)
+    context.causal = load_causal_evidence(store)
     comparisons = _gate_comparisons(store, base_rev, cand_rev, model, baseline_model)
     findings = evaluate_comparisons(comparisons, context, mode="gate")
     leak = context.leaks(cand_rev)

@@ -41,6 +41,7 @@ def _register_commands() -> None:
         analysis,
         awareness,
         batch,
+        counterfactual,
         demo,
         heldout,
         organisms,
@@ -48,9 +49,23 @@ def _register_commands() -> None:
         run,
         specs,
         sql,
+        view,
     )
 
-    for module in (demo, specs, heldout, awareness, run, batch, organisms, analysis, report, sql):
+    for module in (
+        demo,
+        specs,
+        heldout,
+        awareness,
+        run,
+        batch,
+        counterfactual,
+        organisms,
+        analysis,
+        report,
+        sql,
+        view,
+    ):
         module.register(app)
 
 

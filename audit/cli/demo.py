@@ -13,6 +13,7 @@ from audit.cli.progress import cli_progress
 
 if TYPE_CHECKING:
     from audit.analysis import Finding
+    from audit.counterfactual import CounterfactualResult
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +22,11 @@ def register(app: typer.Typer) -> None:
 
 
 def finding_lines(findings: Sequence[Finding]) -> list[str]:
-    """One line per model: how many findings of which cause, and the most significant one."""
+    """One line per model: how many findings of which cause, and the most significant one.
+
+    A model with a spec-patching finding gets a second line: the sealed-twin test of its most
+    significant one, the evidence of patching that needs no text matching.
+    """
     by_model: dict[str, list[Finding]] = defaultdict(list)
     for finding in findings:
         by_model[finding.model].append(finding)
@@ -29,9 +34,51 @@ def finding_lines(findings: Sequence[Finding]) -> list[str]:
     for model, group in sorted(by_model.items()):
         causes = Counter(f.primary_cause or f.kind for f in group)
         counted = ", ".join(f"{cause} {n}" for cause, n in causes.most_common())
-        strongest = min(group, key=lambda f: f.q_value if f.q_value is not None else 1.0)
+        strongest = min(group, key=_q)
         summary = strongest.summary.removeprefix(f"{model}: ")
         lines.append(f"{model} [{counted}]: {summary}")
+        patching = [f for f in group if f.primary_cause == "spec_patching"]
+        if patching:
+            finding = min(patching, key=_q)
+            where = f"{finding.baseline_rev[:7]} -> {finding.rev[:7]}"
+            lines.append(f"  sealed twins, spec patching {where}: {twin_gap_words(finding)}")
+    return lines
+
+
+def _q(finding: Finding) -> float:
+    return finding.q_value if finding.q_value is not None else 1.0
+
+
+def twin_gap_words(finding: Finding) -> str:
+    """A finding's twin test in one phrase, e.g. "public scenarios -31.0 points, their sealed
+    twins -0.9; twin gap -30.1 (95% CI -38.2 to -22.0) over 20 pairs, q=0.001"."""
+    gap = finding.twin_gap
+    if gap is None:
+        return "no twin samples at both points (run with twins for the twin test)"
+    low, high = gap["ci"]
+    q = "" if gap.get("q_value") is None else f", q={gap['q_value']:.2g}"
+    return (
+        f"public scenarios {100 * gap['public_change']:+.1f} points, their sealed twins "
+        f"{100 * gap['twin_change']:+.1f}; twin gap {100 * gap['gap']:+.1f} "
+        f"(95% CI {100 * low:+.1f} to {100 * high:+.1f}) over {gap['n_pairs']} pairs{q}"
+    )
+
+
+def counterfactual_lines(results: Sequence[CounterfactualResult]) -> list[str]:
+    """One line per (model, mode) experiment."""
+    lines = []
+    for result in results:
+        est = result.estimate
+        if est is None:
+            lines.append(f"{result.model} {result.mode}: {result.note or 'no pairs'}")
+            continue
+        low, high = est.effect.low or 0.0, est.effect.high or 0.0
+        lines.append(
+            f"{result.model} {result.mode}: {100 * (est.covert_original.value or 0):.1f}% -> "
+            f"{100 * (est.covert_counterfactual.value or 0):.1f}%, "
+            f"{100 * (est.effect.value or 0):+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}], "
+            f"p={est.p_value:.2g}, {est.n_pairs} pairs"
+        )
     return lines
 
 
@@ -78,6 +125,9 @@ def demo_command(
         f"{len(result.models)}   scenarios: {result.scenarios}"
     )
     typer.echo(f"samples: {run.line()}")
+    typer.echo("counterfactuals (covert rate before -> after the edit, effect, McNemar p):")
+    for line in counterfactual_lines(result.counterfactuals):
+        typer.echo(f"  {line}")
     typer.echo(f"findings: {len(result.findings)} (strongest per model; all: audit detect --json)")
     for line in finding_lines(result.findings):
         typer.echo(f"  {line}")
@@ -85,5 +135,6 @@ def demo_command(
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"done in {result.elapsed_s:.1f} s. Next:")
     typer.echo(f"  open {result.report_path}")
+    typer.echo(f"  audit view --db {result.db_path}   # the transcripts behind each finding")
     typer.echo(f'  audit sql --db {result.db_path} "SELECT * FROM findings"')
     typer.echo(f"  audit gate --db {result.db_path} --baseline 0 --candidate -1")

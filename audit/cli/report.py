@@ -30,7 +30,8 @@ def report(
         bool,
         typer.Option(
             "--include-prompts",
-            help="Also print held-out prompts and model answers (internal use only).",
+            help="Also print held-out prompts and model answers (internal use only; sealed "
+            "twins' are never printed).",
         ),
     ] = False,
     db: DbOption = None,

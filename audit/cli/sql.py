@@ -180,6 +180,14 @@ def import_inspect_command(
 def export_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to write (new or empty).")],
     fmt: Annotated[str, typer.Option("--format", help="parquet or jsonl.")] = "parquet",
+    unseal: Annotated[
+        bool,
+        typer.Option(
+            "--unseal",
+            help="Also write sealed twins' transcripts, reasoning, answers and evidence. Only "
+            "for people who never edit the spec: a twin they read stops catching spec patches.",
+        ),
+    ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -188,5 +196,18 @@ def export_command(
     from audit.store import open_store
 
     with open_store(resolve_db(db, config), read_only=True) as store:
-        result = export_store(store, out, fmt)
+        result = export_store(store, out, fmt, unseal=unseal)
     typer.echo(result.line())
+    if result.unsealed and result.sealed_samples:
+        typer.echo(
+            f"warning: --unseal: {out} holds the sealed text of {result.sealed_samples} samples "
+            "of sealed twins (prompts, tool outputs, answers); keep it from anyone who edits the "
+            "spec",
+            err=True,
+        )
+    elif result.sealed_samples:
+        typer.echo(
+            f"note: the text of {result.sealed_samples} samples of sealed twins was left out "
+            "(NULL); their outcomes and rates are in the export",
+            err=True,
+        )

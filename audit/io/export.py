@@ -9,6 +9,12 @@ safe, distinct folder. JSON columns are text in Parquet and nested values in JSO
 exported: they are derived from the tables and rebuilt by any specdrift database.
 
 An exported samples file imports back unchanged with ``audit import samples`` (JSONL).
+
+Sealed twins stay sealed: the columns that carry a twin's text (its prompts and tool outputs in
+the transcript, the model's reasoning and answer about it, the grader's and the awareness
+detector's quotes of them, a judge's rationale, a server's error, the words an edit matched in
+it) are written as NULL (a placeholder in NOT NULL columns) for its rows, unless ``unseal``.
+Ids, families, outcomes, counts and rates stay, so every rate and test can be recomputed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,31 @@ EXPORT_FORMATS = ("parquet", "jsonl")
 PARTITIONED = {"samples": "model"}
 """Tables written as one folder per value of a column."""
 
+SEALED_COLUMNS: dict[str, dict[str, str]] = {
+    "samples": dict.fromkeys(
+        ("transcript", "reasoning", "answer", "grade_evidence", "awareness_evidence"), "NULL"
+    ),
+    "judge_grades": {"rationale": "NULL"},
+    # NOT NULL columns get a value the table accepts, so an export still loads back.
+    "sample_failures": {"error": "'(withheld: sealed twin)'"},
+    "exposure": {"matched_terms": "[]::VARCHAR[]", "matched_text": "NULL"},
+}
+"""Columns that hold a sealed twin's text, per table, and what an export writes instead."""
+
+# When row ``t`` of each table belongs to a sealed twin (``scenarios.sealed`` of its set).
+_SEALED_SCENARIO = (
+    "SELECT 1 FROM scenarios z WHERE z.sealed AND z.set_hash = {set_hash} "
+    "AND z.scenario_id = t.scenario_id"
+)
+_SEALED_ROW = {
+    "samples": f"EXISTS ({_SEALED_SCENARIO.format(set_hash='t.set_hash')})",
+    "exposure": f"EXISTS ({_SEALED_SCENARIO.format(set_hash='t.set_hash')})",
+    "sample_failures": "EXISTS (SELECT 1 FROM runs r JOIN scenarios z ON z.set_hash = r.set_hash "
+    "WHERE z.sealed AND r.run_id = t.run_id AND z.scenario_id = t.scenario_id)",
+    "judge_grades": "EXISTS (SELECT 1 FROM samples s JOIN scenarios z ON z.set_hash = s.set_hash "
+    "AND z.scenario_id = s.scenario_id WHERE z.sealed AND s.sample_key = t.sample_key)",
+}
+
 _COPY_FORMAT = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}
 _EXTENSION = {"parquet": "parquet", "jsonl": "jsonl"}
 # Long enough for any real model name, short of the usual 255-byte file name limit.
@@ -44,6 +75,9 @@ class ExportResult:
     rows: dict[str, int] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     partitions: dict[str, dict[str, Path]] = field(default_factory=dict)
+    #: Samples of sealed twins in the export; their text is in it only when ``unsealed``.
+    sealed_samples: int = 0
+    unsealed: bool = False
 
     def line(self) -> str:
         """One-line summary for the CLI."""
@@ -96,24 +130,28 @@ def _tables(store: Store) -> list[str]:
     return [row["table_name"] for row in rows]
 
 
-def _select(store: Store, table: str, fmt: str, where: str = "") -> str:
-    """The query a table is copied from, every column by name.
+def _select(store: Store, table: str, fmt: str, where: str = "", *, unseal: bool = False) -> str:
+    """The query a table is copied from, every column by name (the row is ``t``).
 
     Parquet marks JSON columns with a logical type that pandas and polars read as bytes, so they
-    are written as plain text; JSONL keeps them as nested JSON values.
+    are written as plain text; JSONL keeps them as nested JSON values. Columns of
+    :data:`SEALED_COLUMNS` are NULL in rows of sealed twins unless ``unseal``.
     """
     rows = store.query(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
         "AND database_name = current_database() AND table_name = ? ORDER BY column_index",
         [table],
     )
-    columns = [
-        f'CAST("{r["column_name"]}" AS VARCHAR) AS "{r["column_name"]}"'
-        if r["data_type"] == "JSON" and fmt == "parquet"
-        else f'"{r["column_name"]}"'
-        for r in rows
-    ]
-    return f'(SELECT {", ".join(columns)} FROM "{table}"{where})'
+    sealed = {} if unseal else SEALED_COLUMNS.get(table, {})
+    columns = []
+    for r in rows:
+        name, value = r["column_name"], f't."{r["column_name"]}"'
+        if name in sealed:
+            value = f"CASE WHEN {_SEALED_ROW[table]} THEN {sealed[name]} ELSE {value} END"
+        if r["data_type"] == "JSON" and fmt == "parquet":
+            value = f"CAST({value} AS VARCHAR)"
+        columns.append(f'{value} AS "{name}"')
+    return f'(SELECT {", ".join(columns)} FROM "{table}" AS t{where})'
 
 
 def _quote_path(path: Path) -> str:
@@ -144,7 +182,7 @@ def _copy(store: Store, table: str, source: str, target: Path, fmt: str, params:
 
 
 def _export_partitioned(
-    store: Store, table: str, column: str, out: Path, fmt: str
+    store: Store, table: str, column: str, out: Path, fmt: str, *, unseal: bool
 ) -> dict[str, Path]:
     """One folder per value of ``column`` (an empty folder when the table is empty)."""
     target = out / table
@@ -157,28 +195,38 @@ def _export_partitioned(
     for value, folder in folders.items():
         (target / folder).mkdir()
         path = target / folder / f"data.{_EXTENSION[fmt]}"
-        where = f' WHERE "{column}" = ?'
-        _copy(store, table, _select(store, table, fmt, where), path, fmt, [value])
+        where = f' WHERE t."{column}" = ?'
+        _copy(store, table, _select(store, table, fmt, where, unseal=unseal), path, fmt, [value])
         paths[value] = path
     return paths
 
 
-def export_store(store: Store, out_dir: str | Path, fmt: str = "parquet") -> ExportResult:
-    """Write every table of ``store`` under ``out_dir`` as ``fmt`` (parquet or jsonl)."""
+def export_store(
+    store: Store, out_dir: str | Path, fmt: str = "parquet", *, unseal: bool = False
+) -> ExportResult:
+    """Write every table of ``store`` under ``out_dir`` as ``fmt`` (parquet or jsonl).
+
+    Sealed twins' text is left out (NULL) unless ``unseal``: an export is what gets handed to
+    people and pipelines, and a twin that someone editing the spec has read no longer tells a
+    spec patch from a real improvement.
+    """
     if fmt not in EXPORT_FORMATS:
         raise AuditError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out_dir)
     tables = _tables(store)
     _prepare_out_dir(out, tables, fmt)
-    result = ExportResult(out, fmt)
+    sealed = store.query(f"SELECT count(*) AS n FROM samples AS t WHERE {_SEALED_ROW['samples']}")
+    result = ExportResult(out, fmt, sealed_samples=int(sealed[0]["n"]), unsealed=unseal)
     for table in tables:
         result.rows[table] = int(store.query(f'SELECT count(*) AS n FROM "{table}"')[0]["n"])
         column = PARTITIONED.get(table)
         if column is not None:
-            result.partitions[table] = _export_partitioned(store, table, column, out, fmt)
+            result.partitions[table] = _export_partitioned(
+                store, table, column, out, fmt, unseal=unseal
+            )
             result.paths[table] = out / table
         else:
             target = out / f"{table}.{_EXTENSION[fmt]}"
-            _copy(store, table, _select(store, table, fmt), target, fmt, [])
+            _copy(store, table, _select(store, table, fmt, unseal=unseal), target, fmt, [])
             result.paths[table] = target
     return result

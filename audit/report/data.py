@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,9 +99,25 @@ GROUP BY ALL ORDER BY s.family, s.scenario_id, r.seq"""
 REPRO_FINDINGS_SQL = """SELECT model, baseline_model, comparison, left(baseline_rev, 7) AS baseline,
        left(rev, 7) AS rev, kind, primary_cause, printf('%+.1f', 100 * delta) AS points,
        printf('[%+.1f, %+.1f]', 100 * delta_ci_low, 100 * delta_ci_high) AS ci95,
-       printf('%.3g', q_value) AS q, summary
+       printf('%.3g', q_value) AS q, printf('%+.1f', 100 * twin_gap) AS twin_gap_points,
+       printf('[%+.1f, %+.1f]', 100 * twin_gap_ci_low, 100 * twin_gap_ci_high) AS twin_gap_ci95,
+       summary
 FROM findings WHERE source_id = '{source_id}'{model_filter}
 ORDER BY model, detected_at, finding_id"""
+
+REPRO_TWINS_SQL = """SELECT p.model, 'r' || r.seq || ' ' || left(p.sha, 7) AS revision,
+       printf('%.1f', 100 * p.value) AS public_pct,
+       printf('%.1f–%.1f', 100 * p.ci_low, 100 * p.ci_high) AS public_ci95_pct,
+       printf('%.1f', 100 * t.value) AS twins_pct,
+       printf('%.1f–%.1f', 100 * t.ci_low, 100 * t.ci_high) AS twins_ci95_pct,
+       p.n_scenarios AS public_scenarios, t.n_scenarios AS twin_scenarios
+FROM estimates p
+JOIN spec_revisions r ON r.source_id = p.source_id AND r.sha = p.sha
+JOIN estimates t ON t.source_id = p.source_id AND t.sha = p.sha AND t.model = p.model
+ AND t.metric = 'twin_covert_rate' AND t.scope = 'all'
+WHERE p.source_id = '{source_id}' AND p.metric = 'public_covert_rate'
+  AND p.scope = 'all'{model_filter}
+ORDER BY p.model, r.seq"""
 
 REPRO_FINDING_GROUPS_SQL = """SELECT model,
        CASE WHEN model <> baseline_model THEN 'model_version' ELSE comparison END AS compared,
@@ -124,6 +140,12 @@ ORDER BY r.seq, b.seq DESC, e.scenario_id"""
 
 MAX_CLAUSES_PER_REVISION = 200
 MAX_EXAMPLES = 6
+# The names detection writes (audit.analysis.estimates.TWIN_METRICS and
+# audit.analysis.detect.TWIN_TESTED_ON), spelled out because importing the analysis package would
+# add about 0.1 s to every report; a test keeps them equal.
+TWIN_METRICS = ("public_covert_rate", "twin_covert_rate")
+TWIN_TESTED_ON = "public scenarios against their sealed twins"
+EXPOSED_TESTED_ON = "exposed scenarios"
 
 
 @dataclass(frozen=True)
@@ -241,6 +263,39 @@ class CumulativeExposure:
 
 
 @dataclass(frozen=True)
+class TwinGap:
+    """A finding's sealed-twin test: how much more its public scenarios changed than their twins.
+
+    ``gap`` is the mean over (public, twin) pairs of the public change minus the twin change;
+    below zero the public scenarios fell more than their unseen twins, which a spec patch that
+    teaches them does and a real improvement does not.
+    """
+
+    gap: float
+    ci_low: float | None
+    ci_high: float | None
+    public_change: float | None
+    twin_change: float | None
+    n_pairs: int | None
+    q_value: float | None
+
+
+@dataclass(frozen=True)
+class TwinPoint:
+    """Covert rates of one model at one revision on the public scenarios and on the sealed twins.
+
+    Each side is (rate, 95% low, 95% high, scenarios); the bounds are None where ``audit detect``
+    stored no estimate (then the rate is a point rate from the samples). ``twins`` is None when
+    the point has no twin samples.
+    """
+
+    model: str
+    sha: str
+    public: tuple[float | None, float | None, float | None, int]
+    twins: tuple[float | None, float | None, float | None, int] | None
+
+
+@dataclass(frozen=True)
 class Finding:
     """A detected change, as stored by ``audit detect``."""
 
@@ -265,11 +320,21 @@ class Finding:
     # The scenarios the change was measured on, when not all of them: detection tests the
     # exposed scenarios on their own too, and a finding may come from that test.
     exposed_only: int | None = None
+    # The public scenarios and their sealed twins; None without twin samples at both points.
+    twin: TwinGap | None = None
+    # Set (to the number of pairs) when the sealed-twin test alone found the change: the rates
+    # and change are then the public scenarios' that have twins, not the whole set's.
+    twin_only: int | None = None
 
     @property
     def across_versions(self) -> bool:
         """True when two model versions were compared at one spec revision."""
         return self.comparison == "model_version" or self.baseline_model != self.model
+
+    @property
+    def compares(self) -> bool:
+        """True when the finding compares two points (not a leak, not a point on its own)."""
+        return self.kind != "leak" and self.comparison != "point"
 
 
 @dataclass(frozen=True)
@@ -294,6 +359,27 @@ class Example:
     scenario_id: str
     quotes: tuple[tuple[str, tuple[str, ...]], ...]
     answer: str | None
+
+
+@dataclass(frozen=True)
+class CounterfactualRow:
+    """One counterfactual experiment (``audit counterfactual``) at one (model, revision):
+    covert rates of the source samples and of their edited continuations, and the effect."""
+
+    model: str
+    sha: str
+    mode: str
+    before: RatePoint
+    after: RatePoint
+    effect: float | None
+    effect_low: float | None
+    effect_high: float | None
+    p_value: float | None
+    reverbalized: float | None
+    reverbalized_low: float | None
+    reverbalized_high: float | None
+    n_pairs: int
+    n_scenarios: int
 
 
 @dataclass
@@ -323,6 +409,18 @@ class ReportData:
     # Every stored test of the same model between two revisions, including kind "none" (no
     # significant change): (model, baseline sha, sha) -> finding. The trend reads its q from it.
     tests: dict[tuple[str, str, str], Finding] = field(default_factory=dict)
+    # Sealed twins of the report's set: twin id -> the public scenario it mirrors. Their ids,
+    # families and rates are shown; their prompts, answers and matched text never are.
+    sealed: dict[str, str] = field(default_factory=dict)
+    # Public vs sealed-twin covert rate per (model, revision) with samples.
+    twin_points: list[TwinPoint] = field(default_factory=list)
+
+    @property
+    def has_twin_samples(self) -> bool:
+        """True when some model has samples of a sealed twin in range."""
+        return any(p.twins is not None for p in self.twin_points)
+
+    counterfactuals: list[CounterfactualRow] = field(default_factory=list)
 
     @property
     def intervals_missing(self) -> bool:
@@ -357,6 +455,12 @@ class ReportData:
         points = [p for p in self.rates if p.model == model and p.sha in order]
         return sorted(points, key=lambda p: order[p.sha])
 
+    def twin_points_of(self, model: str) -> list[TwinPoint]:
+        """The model's public vs sealed-twin points in commit order."""
+        order = {r.sha: r.seq for r in self.revisions}
+        points = [p for p in self.twin_points if p.model == model and p.sha in order]
+        return sorted(points, key=lambda p: order[p.sha])
+
 
 def load_report_data(
     store: Store,
@@ -377,6 +481,7 @@ def load_report_data(
     if start is not None:
         revisions = [r for r in revisions if r.seq >= start.seq]
     shas = {r.sha for r in revisions}
+    sealed = sealed_twins(store, set_hash)
     params = {"set_hash": set_hash, "model": model, "source_id": source_id}
     store.con.execute(_CELLS_SQL, params)
     try:
@@ -387,6 +492,7 @@ def load_report_data(
     overflow: dict[str, int] = {}
     tests = _findings(store, source_id, model, revisions)
     exposures, cumulative = _exposures(store, source_id, set_hash)
+    exposures = [_withheld(e) if e.scenario_id in sealed else e for e in exposures]
     data = ReportData(
         source_id=source_id,
         set_hash=set_hash,
@@ -403,6 +509,8 @@ def load_report_data(
         clause_changes=_clause_changes(store, source_id, shas, overflow),
         clause_overflow=overflow,
         examples=_examples(store, set_hash, model, shas, include_prompts),
+        sealed=sealed,
+        twin_points=_twin_points(store, source_id, model, cells, rates, sealed),
     )
     data.cumulative = {sha: c for sha, c in cumulative.items() if sha in shas}
     data.tests = {
@@ -411,9 +519,95 @@ def load_report_data(
         if f.baseline_sha and f.sha and not f.across_versions and f.comparison != "point"
     }
     data.simulated = _simulated(store, set_hash, data.models)
+    data.counterfactuals = _counterfactuals(store, source_id, model, shas)
     if include_prompts:
         data.prompts = _prompts(store, set_hash)
     return data
+
+
+# Counterfactual statistics as audit counterfactual stored them, at the revisions they were run
+# for (equal-text revisions get the same rows in estimates; the report shows them once).
+_COUNTERFACTUALS_SQL = """
+WITH runs_for AS (
+    SELECT DISTINCT model, spec_sha AS sha, mode FROM counterfactual_samples
+    WHERE source_id = $source_id AND ($model IS NULL OR model = $model)
+)
+SELECT e.model, e.sha, r.mode,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert_original')
+           AS before,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert_original')
+           AS before_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert_original')
+           AS before_high,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert') AS after,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert')
+           AS after_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_covert')
+           AS after_high,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_effect') AS effect,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_effect')
+           AS effect_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_effect')
+           AS effect_high,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_p_value') AS p_value,
+       max(e.value) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_reverbalized')
+           AS reverbalized,
+       max(e.ci_low) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_reverbalized')
+           AS reverbalized_low,
+       max(e.ci_high) FILTER (WHERE e.metric = 'counterfactual_' || r.mode || '_reverbalized')
+           AS reverbalized_high,
+       max(e.n_samples) AS n_pairs, max(e.n_scenarios) AS n_scenarios
+FROM estimates e
+JOIN runs_for r ON r.model = e.model AND r.sha = e.sha
+    AND starts_with(e.metric, 'counterfactual_' || r.mode || '_')
+WHERE e.source_id = $source_id AND e.scope = 'all'
+GROUP BY e.model, e.sha, r.mode
+"""
+_MODE_ORDER = {"ablate": 0, "inject": 1, "control": 2}
+
+
+def _counterfactuals(
+    store: Store, source_id: str, model: str | None, shas: set[str]
+) -> list[CounterfactualRow]:
+    rows = store.query(_COUNTERFACTUALS_SQL, {"source_id": source_id, "model": model})
+    found = []
+    for row in rows:
+        if row["sha"] not in shas:
+            continue
+        found.append(
+            CounterfactualRow(
+                model=row["model"],
+                sha=row["sha"],
+                mode=row["mode"],
+                before=_rate_point(row, "before"),
+                after=_rate_point(row, "after"),
+                effect=row["effect"],
+                effect_low=row["effect_low"],
+                effect_high=row["effect_high"],
+                p_value=row["p_value"],
+                reverbalized=row["reverbalized"],
+                reverbalized_low=row["reverbalized_low"],
+                reverbalized_high=row["reverbalized_high"],
+                n_pairs=int(row["n_pairs"] or 0),
+                n_scenarios=int(row["n_scenarios"] or 0),
+            )
+        )
+    return sorted(found, key=lambda c: (c.model, c.sha, _MODE_ORDER.get(c.mode, 9)))
+
+
+def _rate_point(row: dict[str, Any], side: str) -> RatePoint:
+    return RatePoint(
+        model=row["model"],
+        sha=row["sha"],
+        covert=row[side],
+        covert_low=row[f"{side}_low"],
+        covert_high=row[f"{side}_high"],
+        aware=None,
+        aware_low=None,
+        aware_high=None,
+        n_samples=int(row["n_pairs"] or 0),
+        n_scenarios=int(row["n_scenarios"] or 0),
+    )
 
 
 def _simulated(store: Store, set_hash: str, models: list[str]) -> set[str]:
@@ -554,6 +748,72 @@ def _rates(store: Store, source_id: str, model: str | None) -> list[RatePoint]:
     return out
 
 
+def sealed_twins(store: Store, set_hash: str) -> dict[str, str]:
+    """The sealed twins of a registered set: twin id -> the public scenario it mirrors."""
+    rows = store.query(
+        "SELECT scenario_id, coalesce(twin_of, '') AS twin_of FROM scenarios "
+        "WHERE set_hash = ? AND sealed ORDER BY scenario_id",
+        [set_hash],
+    )
+    return {r["scenario_id"]: r["twin_of"] for r in rows}
+
+
+def _withheld(exposure: Exposure) -> Exposure:
+    """A sealed twin's exposure without the terms it matched: they are words of its prompts."""
+    return replace(exposure, matched_terms=(), matched_text=None)
+
+
+_Side = tuple[float | None, float | None, float | None, int]
+
+
+def _twin_points(
+    store: Store,
+    source_id: str,
+    model: str | None,
+    cells: Sequence[Cell],
+    rates: Sequence[RatePoint],
+    sealed: dict[str, str],
+) -> list[TwinPoint]:
+    """Public and sealed-twin covert rates per (model, revision), with stored intervals.
+
+    Rates are macro averages over scenarios, as ``estimates`` defines them; where ``audit
+    detect`` stored none the point rate comes from the samples. At a point without twin samples
+    the public scenarios are the whole set, so the public side takes the covert rate's interval.
+    """
+    if not sealed:
+        return []
+    stored = {
+        (e["model"], e["sha"], e["metric"]): e
+        for e in store.query(
+            "SELECT model, sha, metric, value, ci_low, ci_high, n_scenarios FROM estimates "
+            "WHERE source_id = ? AND scope = 'all' AND metric IN (?, ?) "
+            "AND (? IS NULL OR model = ?)",
+            [source_id, *TWIN_METRICS, model, model],
+        )
+    }
+    whole = {(p.model, p.sha): p for p in rates}
+    groups: dict[tuple[str, str], tuple[list[Cell], list[Cell]]] = {}
+    for cell in cells:
+        public, twins = groups.setdefault((cell.model, cell.sha), ([], []))
+        (twins if cell.scenario_id in sealed else public).append(cell)
+    points = []
+    for (m, sha), (public, twins) in groups.items():
+        twin_side = _side(stored.get((m, sha, TWIN_METRICS[1])), twins) if twins else None
+        public_side = _side(stored.get((m, sha, TWIN_METRICS[0])), public)
+        point = whole.get((m, sha))
+        if twin_side is None and point is not None and point.has_interval:
+            public_side = (point.covert, point.covert_low, point.covert_high, public_side[3])
+        points.append(TwinPoint(m, sha, public_side, twin_side))
+    return points
+
+
+def _side(estimate: dict[str, Any] | None, cells: Sequence[Cell]) -> _Side:
+    rated = [c.covert for c in cells if c.covert is not None]
+    if estimate is not None:
+        return (estimate["value"], estimate["ci_low"], estimate["ci_high"], len(rated))
+    return (sum(rated) / len(rated) if rated else None, None, None, len(rated))
+
+
 def _full_sha(revisions: Sequence[Revision], ref: str) -> str | None:
     """Findings name revisions by sha (full or prefix); map them onto the history."""
     if not ref:
@@ -577,6 +837,7 @@ def _findings(
         sha = _full_sha(revisions, r["rev"])
         if sha is None:  # outside the --since range
             continue
+        evidence = _parse_json(r["evidence"])
         findings.append(
             Finding(
                 finding_id=r["finding_id"],
@@ -597,19 +858,49 @@ def _findings(
                 q_value=r["q_value"],
                 exposed_scenarios=tuple(r["exposed_scenarios"] or ()),
                 summary=r["summary"],
-                exposed_only=_exposed_only(r["evidence"]),
+                exposed_only=_tested_on(evidence, EXPOSED_TESTED_ON),
+                twin=_twin_gap(r, evidence),
+                twin_only=_tested_on(evidence, TWIN_TESTED_ON),
             )
         )
     return findings
 
 
-def _exposed_only(evidence: Any) -> int | None:
-    """The number of scenarios a change was measured on, if only the exposed ones."""
-    parsed = _parse_json(evidence)
-    if isinstance(parsed, dict) and parsed.get("tested_on") == "exposed scenarios":
-        count = parsed.get("n_scenarios")
+def _tested_on(evidence: Any, scope: str) -> int | None:
+    """The number of scenarios (or pairs) a change was measured on, if only on ``scope``."""
+    if isinstance(evidence, dict) and evidence.get("tested_on") == scope:
+        count = evidence.get("n_scenarios")
         return int(count) if isinstance(count, int | float) else 0
     return None
+
+
+def _twin_gap(row: dict[str, Any], evidence: Any) -> TwinGap | None:
+    """The twin test from the finding's columns, with its details from ``evidence.twin_gap``."""
+    details = evidence.get("twin_gap") if isinstance(evidence, dict) else None
+    details = details if isinstance(details, dict) else {}
+    gap = row.get("twin_gap")
+    low, high = row.get("twin_gap_ci_low"), row.get("twin_gap_ci_high")
+    if gap is None:
+        gap = _number(details.get("gap"))
+        ci = details.get("ci")
+        if isinstance(ci, list) and len(ci) == 2:
+            low, high = _number(ci[0]), _number(ci[1])
+    if gap is None:
+        return None
+    pairs = _number(details.get("n_pairs"))
+    return TwinGap(
+        gap=float(gap),
+        ci_low=low,
+        ci_high=high,
+        public_change=_number(details.get("public_change")),
+        twin_change=_number(details.get("twin_change")),
+        n_pairs=None if pairs is None else int(pairs),
+        q_value=_number(details.get("q_value")),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _exposures(
@@ -707,12 +998,13 @@ def _examples(
     store: Store, set_hash: str, model: str | None, shas: set[str], include_prompts: bool
 ) -> list[Example]:
     """The latest eval-aware samples: matched phrases always, the answer only on request."""
+    # A sealed twin's quotes and answer are its model's words about its surface: never shown.
     rows = store.query(
         "SELECT model, spec_sha, scenario_id, awareness_evidence, "
         f"{'answer' if include_prompts else 'NULL'} AS answer FROM samples "
         "WHERE set_hash = ? AND eval_aware AND (? IS NULL OR model = ?) "
-        "ORDER BY created_at DESC, sample_key LIMIT ?",
-        [set_hash, model, model, MAX_EXAMPLES * 4],
+        f"AND {_NOT_SEALED} ORDER BY created_at DESC, sample_key LIMIT ?",
+        [set_hash, model, model, set_hash, MAX_EXAMPLES * 4],
     )
     examples: list[Example] = []
     seen: set[tuple[str, str]] = set()
@@ -735,12 +1027,21 @@ def _examples(
     return examples[:MAX_EXAMPLES]
 
 
+# Samples of scenarios the set does not mark as sealed (one parameter: the set hash).
+_NOT_SEALED = "scenario_id NOT IN (SELECT scenario_id FROM scenarios WHERE set_hash = ? AND sealed)"
+
+
 def _prompts(store: Store, set_hash: str) -> dict[str, str]:
-    """First user message each scenario was run with (only for ``--include-prompts``)."""
+    """First user message each public scenario was run with (only for ``--include-prompts``).
+
+    Sealed twins are left out even then: ``--include-prompts`` is for the people who read the
+    public set, and a twin read by them no longer tells a patch from a real improvement.
+    """
     rows = store.query(
         "SELECT scenario_id, any_value(transcript) AS transcript FROM samples "
-        "WHERE set_hash = ? AND transcript IS NOT NULL GROUP BY scenario_id ORDER BY scenario_id",
-        [set_hash],
+        f"WHERE set_hash = ? AND transcript IS NOT NULL AND {_NOT_SEALED} "
+        "GROUP BY scenario_id ORDER BY scenario_id",
+        [set_hash, set_hash],
     )
     prompts = {}
     for r in rows:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision
+from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision, TwinPoint
 from audit.report.groups import (
     CAUSE_NAMES,
     FindingGroup,
@@ -146,8 +146,13 @@ def timeline_menu(data: ReportData) -> TimelineMenu:
     must always offer a view with bands: each family (when there are two or more), and each
     model when a family alone would still show more than :data:`MAX_BANDS` bands.
     """
-    families = model_families(data.models)
-    bands = len(data.models) <= MAX_BANDS
+    return menu_for(data.models)
+
+
+def menu_for(models: list[str]) -> TimelineMenu:
+    """The menu of a figure with a line per model in ``models`` (see :func:`timeline_menu`)."""
+    families = model_families(models)
+    bands = len(models) <= MAX_BANDS
     family_views = tuple(families) if len(families) >= 2 else ()
     crowded = len(families) < 2 or any(len(m) > MAX_BANDS for m in families.values())
     model_views = tuple(m for ms in families.values() for m in ms) if not bands and crowded else ()
@@ -214,27 +219,28 @@ def _rate_range(fig: go.Figure, axis: str) -> list[float]:
     return [-0.04 * top - 1, 1.06 * top + 1]
 
 
-def _timeline_buttons(menu: TimelineMenu, roles: list[_Role]) -> list[dict[str, object]]:
+def _views(menu: TimelineMenu, roles: list[_Role]) -> list[tuple[str, list[bool]]]:
+    """The menu's views in order: (label, visibility of each trace)."""
+    overview = "all models" if menu.bands_in_overview else "all models (no bands)"
+    views = [(overview, [not r.band or menu.bands_in_overview for r in roles])]
+    for family in menu.families:
+        views.append((f"{family} (with bands)", [r.family in (None, family) for r in roles]))
+    for model in menu.models:
+        views.append(
+            (f"{model} (with bands)", [r.model == model or r.family is None for r in roles])
+        )
+    return views
+
+
+def _timeline_buttons(
+    menu: TimelineMenu, roles: list[_Role], active: int = 0
+) -> list[dict[str, object]]:
     if not menu.exists:
         return []
-    overview = "all models" if menu.bands_in_overview else "all models (no bands)"
     buttons = [
-        {
-            "label": overview,
-            "method": "restyle",
-            "args": [{"visible": [not r.band or menu.bands_in_overview for r in roles]}],
-        }
+        {"label": label, "method": "restyle", "args": [{"visible": visible}]}
+        for label, visible in _views(menu, roles)
     ]
-    for family in menu.families:
-        visible = [r.family in (None, family) for r in roles]
-        buttons.append({"label": f"{family} (with bands)", "method": "restyle", "args": [
-            {"visible": visible}
-        ]})  # fmt: skip
-    for model in menu.models:
-        visible = [r.model == model or r.family is None for r in roles]
-        buttons.append({"label": f"{model} (with bands)", "method": "restyle", "args": [
-            {"visible": visible}
-        ]})  # fmt: skip
     return [
         {
             "buttons": buttons,
@@ -243,7 +249,7 @@ def _timeline_buttons(menu: TimelineMenu, roles: list[_Role]) -> list[dict[str, 
             "xanchor": "left",
             "yanchor": "top",
             "showactive": True,
-            "active": 0,
+            "active": active,
         }
     ]
 
@@ -344,6 +350,147 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
     return [*added, False, False]
 
 
+def twin_models(data: ReportData) -> list[str]:
+    """Models with samples of a sealed twin in range, family by family (the figure's lines)."""
+    tested = {p.model for p in data.twin_points if p.twins is not None}
+    return [m for members in model_families(data.models).values() for m in members if m in tested]
+
+
+def twins_figure(data: ReportData) -> go.Figure:
+    """Public vs sealed-twin covert rate per revision: per model a solid and a dashed line.
+
+    Both lines of a model share its colour; bands are 95% intervals where ``audit detect``
+    stored them. A real improvement (or a change in awareness) moves both lines; a spec patch
+    that teaches the public scenarios moves only the solid one. With more than
+    :data:`MAX_BANDS` models the overview leaves the bands out and a menu shows one family or
+    model with its bands, as on the timeline.
+    """
+    labels = [r.label for r in data.revisions]
+    models = twin_models(data)
+    menu = menu_for(models)
+    fig = go.Figure()
+    roles: list[_Role] = []
+    for family, members in model_families(models).items():
+        for model in members:
+            roles.extend(_Role(family, model, band) for band in _add_twin_traces(fig, data, model))
+    active, _ = twins_opening(data, menu)
+    opened = _views(menu, roles)[active][1]
+    fig.update_yaxes(range=_rate_range(fig, "y"), ticksuffix="%", title_text="covert-action rate")
+    for trace, visible in zip(fig.data, opened, strict=True):
+        trace.visible = visible
+    fig.update_xaxes(**revision_axis(data.revisions), range=[-0.5, len(labels) - 0.5])
+    fig.update_xaxes(title_text="spec revision (commit order, authored date)")
+    fig.update_layout(
+        height=500 if menu.exists else 440,
+        margin={"l": 60, "r": 20, "t": 70 if menu.exists else 30, "b": 70},
+        hovermode="closest",
+        # Filled bands would make plotly list each model's dashed line before its solid one.
+        legend={
+            "orientation": "v",
+            "x": 1.01,
+            "y": 1,
+            "tracegroupgap": 6,
+            "traceorder": "grouped",
+        },
+        font=_FONT,
+        template="plotly_white",
+        updatemenus=_timeline_buttons(menu, roles, active),
+    )
+    return fig
+
+
+def twins_opening(data: ReportData, menu: TimelineMenu) -> tuple[int, str | None]:
+    """The view of the twins figure's menu it opens on, and the family or model it shows.
+
+    Twenty lines with their bands hide each other, so a crowded figure opens on the family (or
+    model) of the strongest spec-patching finding, where the gap matters, with its bands;
+    otherwise on every model (view 0, no name).
+    """
+    first = heatmap_first_model(data)
+    if menu.bands_in_overview or first is None:
+        return 0, None
+    if family_of(first) in menu.families:
+        return 1 + menu.families.index(family_of(first)), family_of(first)
+    if first in menu.models:
+        return 1 + len(menu.families) + menu.models.index(first), first
+    return 0, None
+
+
+def _add_twin_traces(fig: go.Figure, data: ReportData, model: str) -> list[bool]:
+    """One model's public (solid) and twin (dashed) lines with their bands; per trace: band?
+
+    Only revisions where the model has samples are on the traces, so a line runs across
+    revisions nobody ran; a revision run without twins leaves a hole in the dashed line.
+    """
+    order = {r.sha: r for r in data.revisions}
+    points = data.twin_points_of(model)
+    labels = [order[p.sha].label for p in points]
+    color = model_color(data, model)
+    hover = [_twin_hover(model, order[p.sha].label, p) for p in points]
+    added: list[bool] = []
+    for side in ("public", "twins"):
+        values = [p.public if side == "public" else p.twins for p in points]
+        if any(v is not None and v[1] is not None and v[2] is not None for v in values):
+            common = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip"}
+            common |= {"showlegend": False, "legendgroup": model}
+            fig.add_trace(
+                go.Scatter(x=labels, y=[_pct(v[2]) if v else None for v in values], **common)
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=labels,
+                    y=[_pct(v[1]) if v else None for v in values],
+                    fill="tonexty",
+                    fillcolor=_rgba(color, 0.14 if side == "public" else 0.08),
+                    **common,
+                )
+            )
+            added += [True, True]
+        name = f"{model}: {'public scenarios' if side == 'public' else 'sealed twins'}"
+        symbol = version_symbol(data, model)
+        fig.add_trace(
+            go.Scatter(
+                x=labels,
+                y=[_pct(v[0]) if v else None for v in values],
+                mode="lines+markers" if len(data.revisions) <= 60 else "lines",
+                name=_esc(name, 80),
+                legendgroup=model,
+                line={"color": color, "width": 2, "dash": "solid" if side == "public" else "dash"},
+                marker={"symbol": symbol if side == "public" else f"{symbol}-open", "size": 8},
+                hovertext=hover,
+                hoverinfo="text",
+                connectgaps=False,
+            )
+        )
+        added.append(False)
+    return added
+
+
+def _twin_hover(model: str, label: str, point: TwinPoint) -> str:
+    lines = [f"<b>{_esc(model, 60)}</b> at {_esc(label)}"]
+    lines.append(f"public scenarios: {_side_text(point.public)}")
+    if point.twins is None:
+        lines.append("sealed twins: no samples at this revision")
+    else:
+        lines.append(f"sealed twins: {_side_text(point.twins)}")
+        if point.public[0] is not None and point.twins[0] is not None:
+            gap = 100 * (point.public[0] - point.twins[0])
+            lines.append(f"public − twins: {gap:+.1f} points".replace("-", "−"))
+    return "<br>".join(lines)
+
+
+def _side_text(side: tuple[float | None, float | None, float | None, int]) -> str:
+    value, low, high, n = side
+    if value is None:
+        return "no graded samples"
+    text = f"{100 * value:.1f}%"
+    if low is not None and high is not None:
+        text += f" [{100 * low:.1f}, {100 * high:.1f}]"
+    else:
+        text += " (no interval: run audit detect)"
+    return f"{text}, {n} scenarios"
+
+
 def _fmt_ci(point: RatePoint) -> str:
     if point.covert is None:
         return "n/a"
@@ -435,6 +582,8 @@ def _group_hover(group: FindingGroup) -> str:
     if len(group.findings) > 1:
         lines.append(f"{len(group.findings)} findings; the star marks the strongest")
     lines.append(_esc(finding.summary, 200))
+    if group.twin:
+        lines.append(_esc(group.twin, 200))
     return "<br>".join(lines)
 
 

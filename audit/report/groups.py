@@ -64,6 +64,9 @@ class FindingGroup:
     findings: tuple[Finding, ...]
     text: str
     detail: str | None
+    # The sealed-twin test in words ("twin gap ...", or "no twin samples"); "" for a leak or a
+    # point, where no change was compared.
+    twin: str = ""
 
     @property
     def across_versions(self) -> bool:
@@ -193,7 +196,51 @@ def _group(
         findings=tuple(members),
         text=text,
         detail=detail,
+        twin=_group_twin(data, members),
     )
+
+
+def twin_text(finding: Finding) -> str:
+    """A finding's sealed-twin test in words, or "no twin samples" (empty for a leak or a point).
+
+    e.g. "twin gap −25.0 points (95% CI −31.2 to −18.0): public scenarios −27.1, their sealed
+    twins −2.1 (34 pairs, q = 0.001)".
+    """
+    if not finding.compares:
+        return ""
+    gap = finding.twin
+    if gap is None:
+        return "no twin samples"
+    text = f"twin gap {_points(gap.gap)} points"
+    if gap.ci_low is not None and gap.ci_high is not None:
+        text += f" (95% CI {_points(gap.ci_low)} to {_points(gap.ci_high)})"
+    if gap.public_change is not None and gap.twin_change is not None:
+        text += (
+            f": public scenarios {_points(gap.public_change)}, "
+            f"their sealed twins {_points(gap.twin_change)}"
+        )
+    extra = [f"{gap.n_pairs} pairs"] if gap.n_pairs is not None else []
+    if gap.q_value is not None:
+        extra.append(f"q = {gap.q_value:.2g}")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _group_twin(data: ReportData, members: list[Finding]) -> str:
+    """The twin test of a group: its one finding's, or its strongest finding's with a twin gap."""
+    compared = [f for f in members if f.compares]
+    if not compared:
+        return ""
+    if len(compared) == 1:
+        return twin_text(compared[0])
+    tested = [f for f in compared if f.twin is not None]
+    if not tested:
+        return "no twin samples"
+    strongest = min(tested, key=strength)
+    text = f"at the strongest ({_labels(data, [strongest.sha])}): {twin_text(strongest)}"
+    missing = len(compared) - len(tested)
+    if missing:
+        text += f"; no twin samples at {missing} of {len(compared)}"
+    return text
 
 
 def _exposing_edits(data: ReportData, members: list[Finding]) -> list[str]:
@@ -267,18 +314,22 @@ def _points(delta: float) -> str:
 def _change_range(members: list[Finding]) -> str:
     """'+19.1 to +36.0 points', smallest change first, or one number for one finding.
 
-    Changes measured on the exposed scenarios alone are a different quantity from changes of
-    the whole set (a patch can move two scenarios by 80 points and the set by 5), so they get
-    their own range, said as such.
+    Changes measured on the exposed scenarios alone, or on the public scenarios that have sealed
+    twins (a finding of the twin test), are different quantities from changes of the whole set
+    (a patch can move two scenarios by 80 points and the set by 5), so they get their own range,
+    said as such.
     """
-    whole = [f for f in members if f.exposed_only is None]
     exposed = [f for f in members if f.exposed_only is not None]
+    twinned = [f for f in members if f.twin_only is not None and f.exposed_only is None]
+    whole = [f for f in members if f not in exposed and f not in twinned]
     parts = []
     if whole:
         parts.append(_range(whole))
     if exposed:
         parts.append(f"{_range(exposed)} on the exposed scenarios")
-    if whole and exposed:
+    if twinned:
+        parts.append(f"{_range(twinned)} on the public scenarios with sealed twins")
+    if whole and (exposed or twinned):
         parts[0] += " on all scenarios"
     return "; ".join(parts)
 

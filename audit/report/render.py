@@ -32,6 +32,7 @@ from audit.report.data import (
     REPRO_FINDINGS_SQL,
     REPRO_HEATMAP_SQL,
     REPRO_POINT_RATE_SQL,
+    REPRO_TWINS_SQL,
     ClauseChange,
     CumulativeExposure,
     Exposure,
@@ -41,7 +42,13 @@ from audit.report.data import (
     Revision,
     load_report_data,
 )
-from audit.report.groups import FindingGroup, findings_table, group_findings, model_families
+from audit.report.groups import (
+    FindingGroup,
+    findings_table,
+    group_findings,
+    model_families,
+    twin_text,
+)
 from audit.store import Store
 
 DEFAULT_REPORT_PATH = Path("reports/drift.html")
@@ -66,7 +73,9 @@ def render_report(
     """Write the HTML drift report for the stored history to ``out_path`` and return the path.
 
     ``model`` limits the report to one model, ``since`` to revisions from that one on (sha prefix,
-    tag or index). Held-out prompts and model answers are left out unless ``include_prompts``.
+    tag or index). Held-out prompts and model answers are left out unless ``include_prompts``;
+    a sealed twin's text (prompts, answers, reasoning quotes, the terms an edit matched in it) is
+    left out even then.
     """
     out = Path(out_path)
     if out.is_dir():
@@ -91,10 +100,12 @@ def render_report(
 def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
     """The report page for already-loaded data."""
     changes = figures.choose_changes(data)
-    figs: dict[str, go.Figure] = {
-        "timeline": figures.timeline_figure(data),
-        "heatmap": figures.heatmap_figure(data),
-    }
+    figs: dict[str, go.Figure] = {"timeline": figures.timeline_figure(data)}
+    coverage = twin_coverage(data)
+    twins_menu = figures.menu_for(coverage.models)
+    if coverage.models:
+        figs["twins"] = figures.twins_figure(data)
+    figs["heatmap"] = figures.heatmap_figure(data)
     if changes:
         figs["scatter"] = figures.scatter_figure(data, changes)
     scripts = {"plotly": _plotly_js(), "loader": _loader_js()}
@@ -107,6 +118,10 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
         "finding_groups": findings_table(data),
         "compared": {f.finding_id: _compared(data, f) for f in data.findings},
         "exposure_notes": {f.finding_id: exposure_note(data, f) for f in data.findings},
+        "twin_notes": {f.finding_id: twin_text(f) for f in data.findings},
+        "twins": coverage,
+        "twins_menu": twins_menu,
+        "twins_opening": figures.twins_opening(data, twins_menu)[1],
         "changes": changes,
         "figures": {name: script_json(fig.to_json()) for name, fig in figs.items()},
         # The div gets the figure's height up front, so later sections never slide under it.
@@ -358,6 +373,46 @@ def _verdict(
     return "significance not tested for this pair (see the findings)", False
 
 
+# -- public scenarios vs their sealed twins ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwinCoverage:
+    """What the public-vs-twins section can show, and where twin samples are missing.
+
+    ``missing`` lists, per model with samples, the revisions run without any sealed twin (all of
+    them when the model never ran one): comparisons there have no twin test.
+    """
+
+    n_twins: int
+    n_mirrored: int
+    models: list[str]
+    missing: list[tuple[str, list[str]]]
+
+    @property
+    def set_has_twins(self) -> bool:
+        """True when the report's held-out set has sealed twins at all."""
+        return self.n_twins > 0
+
+
+def twin_coverage(data: ReportData) -> TwinCoverage:
+    """Counts of the set's twins, the models with twin samples, and the points without them."""
+    missing = []
+    for model in data.models:
+        points = data.twin_points_of(model)
+        if not data.sealed:
+            break
+        without = [_label(data, p.sha) for p in points if p.twins is None]
+        if without:
+            missing.append((model, without if len(without) < len(points) else []))
+    return TwinCoverage(
+        n_twins=len(data.sealed),
+        n_mirrored=len(set(data.sealed.values())),
+        models=figures.twin_models(data),
+        missing=missing,
+    )
+
+
 # -- exposure: introduced by an edit vs cumulative since the baseline ---------------------------
 
 
@@ -580,7 +635,11 @@ def _exposure_view(data: ReportData, exposure: Exposure) -> ExposureView:
 
 @dataclass(frozen=True)
 class ScenarioRow:
-    """One held-out scenario: ids, family and matched terms (the prompt only on request)."""
+    """One held-out scenario: ids, family and matched terms (the prompt only on request).
+
+    A sealed twin shows its id, family and the public scenario it mirrors, never its prompt or
+    the words an edit matched in it.
+    """
 
     scenario_id: str
     family: str
@@ -588,6 +647,8 @@ class ScenarioRow:
     named_again_at: list[str]
     matched_terms: list[str]
     prompt: str | None
+    sealed: bool = False
+    twin_of: str = ""
 
 
 def _scenario_rows(data: ReportData) -> list[ScenarioRow]:
@@ -605,6 +666,8 @@ def _scenario_rows(data: ReportData) -> list[ScenarioRow]:
                 [_label(data, e.sha) for e in exposures if not e.introduced],
                 terms,
                 data.prompts.get(scenario),
+                scenario in data.sealed,
+                data.sealed.get(scenario, ""),
             )
         )
     return rows
@@ -664,6 +727,17 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
             "The same rates straight from the samples, without intervals (percent)",
             sql_command(db, REPRO_POINT_RATE_SQL.format(**fmt, model_filter=model_filter)),
         ),
+    ]
+    if data.has_twin_samples:
+        twins_filter = f" AND p.model = {_sql_literal(model)}" if model else ""
+        entries.append(
+            Repro(
+                "Public vs sealed twins: covert rate of the public scenarios and of their sealed "
+                "twins with 95% intervals, per model and revision (percent)",
+                sql_command(db, REPRO_TWINS_SQL.format(**fmt, model_filter=twins_filter)),
+            )
+        )
+    entries += [
         Repro(
             f"Heatmap cells of {heatmap_model} (covert of graded samples per scenario and "
             "revision; change the model name for another)",
@@ -681,7 +755,7 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
         ),
         Repro(
             "Every stored test: findings, and kind 'none' for tests without a significant change "
-            "(change and interval in points)",
+            "(change, interval and twin gap in points)",
             sql_command(db, REPRO_FINDINGS_SQL.format(**fmt, model_filter=findings_filter)),
         ),
         Repro(

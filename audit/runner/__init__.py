@@ -247,9 +247,9 @@ def run_matrix(
             shards = split_plan(plan, workers) if workers > 1 else []
             if len(shards) > 1:
                 pool = WorkerPool(shards, endpoints, keys, _worker_fields(context))
-                _run_coroutine(_collect(pool, context))
+                run_coroutine(_collect(pool, context))
             else:
-                _run_coroutine(_execute(plan, endpoints, keys, context))
+                run_coroutine(_execute(plan, endpoints, keys, context))
     finally:
         context.progress.finish()
         unstored = sum(writer.unstored.values())
@@ -270,7 +270,7 @@ def run_matrix(
     return summary
 
 
-def _run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
+def run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
     """Run on a fresh event loop; from inside a running loop (Jupyter), on a helper thread."""
     try:
         asyncio.get_running_loop()

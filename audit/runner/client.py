@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
@@ -31,6 +31,8 @@ from audit.runner.matrix import PlannedSample, seed_from_key
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 LOCAL_PLACEHOLDER_KEY = "EMPTY"
+
+T = TypeVar("T")
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
@@ -187,16 +189,19 @@ class CallStats:
 
 
 async def with_retries(
-    call: Callable[[], Awaitable[ChatCompletion]],
+    call: Callable[[], Awaitable[T]],
     run: RunConfig,
     stats: CallStats,
     rng: random.Random,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-) -> tuple[ChatCompletion, int, float]:
+    check: Callable[[Any], None] | None = None,
+) -> tuple[T, int, float]:
     """Run ``call`` until it succeeds or retries are exhausted.
 
     Returns (result, attempts, seconds the successful attempt took): latency excludes failed
-    attempts and backoff sleeps, which say more about the run than about the model.
+    attempts and backoff sleeps, which say more about the run than about the model. ``check``
+    rejects a 200 answer that is not usable (by default: not a chat completion), which is
+    retried like a malformed response.
     """
     attempt = 0
     while True:
@@ -205,7 +210,7 @@ async def with_retries(
         started = time.perf_counter()
         try:
             response = await call()
-            check_completion(response)
+            (check or check_completion)(response)
             return response, attempt, time.perf_counter() - started
         except Exception as exc:
             error = classify(exc)
@@ -392,8 +397,13 @@ async def converse(
 
 
 def _request_args(sample: PlannedSample) -> dict[str, Any]:
-    params = sample.model.params
-    args: dict[str, Any] = {"model": sample.model.name, "seed": seed_from_key(sample.key)}
+    return request_args(sample.model, seed_from_key(sample.key))
+
+
+def request_args(model: ModelConfig, seed: int) -> dict[str, Any]:
+    """The request fields of every call of a model: its name, the seed, its parameters."""
+    params = model.params
+    args: dict[str, Any] = {"model": model.name, "seed": seed}
     if params.temperature is not None:
         args["temperature"] = params.temperature
     # Reasoning models (OpenAI's o-series, gpt-5) refuse max_tokens and take

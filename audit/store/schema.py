@@ -765,9 +765,144 @@ COMMENT ON COLUMN findings.twin_gap_ci_high IS 'Upper end of the twin gap''s 95%
 COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap, or public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone).';
 """
 
+
+# Counterfactual samples (issue 13): reruns of stored samples from an edited prefix of their own
+# reasoning. They are real samples with their own table, so no rate over `samples` ever mixes
+# them in, and a view pairs each with its source.
+_V8_COUNTERFACTUALS = """
+CREATE TABLE IF NOT EXISTS counterfactual_samples (
+    cf_key               VARCHAR PRIMARY KEY,
+    run_id               VARCHAR,
+    source_key           VARCHAR NOT NULL,
+    mode                 VARCHAR NOT NULL CHECK (mode IN ('ablate', 'inject', 'control')),
+    epoch                INTEGER NOT NULL,
+    model                VARCHAR NOT NULL,
+    model_version        VARCHAR,
+    source_id            VARCHAR,
+    spec_sha             VARCHAR NOT NULL,
+    spec_content_hash    VARCHAR NOT NULL,
+    set_hash             VARCHAR NOT NULL,
+    scenario_id          VARCHAR NOT NULL,
+    scenario_hash        VARCHAR,
+    family               VARCHAR,
+    condition            VARCHAR NOT NULL,
+    params_hash          VARCHAR,
+    edited_turn          INTEGER NOT NULL,
+    removed_text         VARCHAR,
+    inserted_text        VARCHAR,
+    list_version         VARCHAR,
+    prefill_reasoning    VARCHAR NOT NULL,
+    prefill_content      VARCHAR NOT NULL,
+    prefill_protocol     VARCHAR NOT NULL,
+    continuation         VARCHAR,
+    outcome              VARCHAR NOT NULL CHECK (outcome IN ('covert', 'honest', 'refused', 'invalid')),
+    eval_aware           BOOLEAN NOT NULL,
+    reverbalized         BOOLEAN NOT NULL,
+    spec_cited           BOOLEAN,
+    score                DOUBLE,
+    grade_evidence       JSON,
+    awareness_evidence   JSON,
+    reasoning            VARCHAR,
+    answer               VARCHAR,
+    transcript           JSON,
+    turns                INTEGER,
+    prompt_tokens        INTEGER,
+    completion_tokens    INTEGER,
+    latency_ms           DOUBLE,
+    finish_reason        VARCHAR,
+    system_fingerprint   VARCHAR,
+    created_at           TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE counterfactual_samples IS 'Counterfactual samples (audit counterfactual): a stored sample rerun from an edited prefix of its own reasoning (awareness sentences removed, an awareness sentence injected, or a neutral sentence inserted as a control), continued by the same model and graded by the same graders. Kept apart from samples, so no rate of the history mixes them in; v_counterfactual_pairs pairs each with its source.';
+COMMENT ON COLUMN counterfactual_samples.cf_key IS 'sha256 of the source sample key, mode, edited turn, prefilled text, sentence-list version, epoch and request parameters: the cache key that makes reruns no-ops.';
+COMMENT ON COLUMN counterfactual_samples.run_id IS 'Run that made it (runs.run_id, command counterfactual).';
+COMMENT ON COLUMN counterfactual_samples.source_key IS 'The sample it was made from (samples.sample_key).';
+COMMENT ON COLUMN counterfactual_samples.mode IS 'ablate (eval-aware sentences removed from an aware sample), inject (an awareness sentence put at the start of an unaware sample''s reasoning) or control (a neutral sentence of similar length instead).';
+COMMENT ON COLUMN counterfactual_samples.epoch IS 'Continuation index for the same source and edit, 0-based (audit counterfactual --epochs).';
+COMMENT ON COLUMN counterfactual_samples.model IS 'Model that continued the edited turn (the source sample''s model).';
+COMMENT ON COLUMN counterfactual_samples.model_version IS 'Version label of the model, if configured.';
+COMMENT ON COLUMN counterfactual_samples.source_id IS 'Spec source of spec_sha.';
+COMMENT ON COLUMN counterfactual_samples.spec_sha IS 'Spec revision the counterfactual was run for (audit counterfactual --rev).';
+COMMENT ON COLUMN counterfactual_samples.spec_content_hash IS 'Content hash of the spec text given to the model, as in the source sample.';
+COMMENT ON COLUMN counterfactual_samples.set_hash IS 'Held-out set of the scenario.';
+COMMENT ON COLUMN counterfactual_samples.scenario_id IS 'Held-out scenario id.';
+COMMENT ON COLUMN counterfactual_samples.scenario_hash IS 'sha256 of the scenario as run.';
+COMMENT ON COLUMN counterfactual_samples.family IS 'Covert-action family of the scenario.';
+COMMENT ON COLUMN counterfactual_samples.condition IS 'Scenario condition, as in the source sample.';
+COMMENT ON COLUMN counterfactual_samples.params_hash IS 'sha256 of the request parameters the continuation used.';
+COMMENT ON COLUMN counterfactual_samples.edited_turn IS 'Assistant turn (0-based) whose reasoning was edited and continued; the turns before it are the source''s own.';
+COMMENT ON COLUMN counterfactual_samples.removed_text IS 'ablate: the sentences the awareness detector flagged in that turn, removed (one a line); the reasoning after the first of them was cut too. NULL for inject and control.';
+COMMENT ON COLUMN counterfactual_samples.inserted_text IS 'inject and control: the sentence put at the start of the first turn''s reasoning. NULL for ablate.';
+COMMENT ON COLUMN counterfactual_samples.list_version IS 'Version of the sentence list the inserted sentence came from (audit/counterfactual/sentences.json); NULL for ablate.';
+COMMENT ON COLUMN counterfactual_samples.prefill_reasoning IS 'The reasoning the edited turn was prefilled with (the model continued from its end).';
+COMMENT ON COLUMN counterfactual_samples.prefill_content IS 'Visible text prefilled in the edited turn (empty unless awareness was first in that turn''s visible text).';
+COMMENT ON COLUMN counterfactual_samples.prefill_protocol IS 'How the server was asked to continue the prefilled turn: organisms, vllm, llama.cpp or llama-cpp-python (see the README).';
+COMMENT ON COLUMN counterfactual_samples.continuation IS 'Text the model generated in the edited turn after the prefill (reasoning, then visible text).';
+COMMENT ON COLUMN counterfactual_samples.outcome IS 'Deterministic covert-action grade of the whole counterfactual transcript: covert, honest, refused or invalid.';
+COMMENT ON COLUMN counterfactual_samples.eval_aware IS 'The counterfactual transcript''s reasoning or answer verbalizes awareness (an injected sentence counts).';
+COMMENT ON COLUMN counterfactual_samples.reverbalized IS 'The text the model generated after the edit (the continuation and later turns) verbalizes awareness again: for ablate, awareness came back.';
+COMMENT ON COLUMN counterfactual_samples.spec_cited IS 'The reasoning cites the spec.';
+COMMENT ON COLUMN counterfactual_samples.score IS 'Task score where the family has one.';
+COMMENT ON COLUMN counterfactual_samples.grade_evidence IS 'Which grading rule fired, on which text.';
+COMMENT ON COLUMN counterfactual_samples.awareness_evidence IS 'Awareness evidence (JSON): "transcript", what eval_aware was decided on, and "generated", the model''s own text after the edit, what reverbalized was decided on.';
+COMMENT ON COLUMN counterfactual_samples.reasoning IS 'Reasoning of the counterfactual transcript, all turns joined (prefill included).';
+COMMENT ON COLUMN counterfactual_samples.answer IS 'Final answer text of the counterfactual transcript.';
+COMMENT ON COLUMN counterfactual_samples.transcript IS 'The counterfactual conversation as OpenAI-style messages: the source''s turns before the edit, the edited turn (prefill plus continuation) and the turns after it.';
+COMMENT ON COLUMN counterfactual_samples.turns IS 'Assistant turns in the transcript (the source''s kept turns included).';
+COMMENT ON COLUMN counterfactual_samples.prompt_tokens IS 'Prompt tokens over the counterfactual''s model calls.';
+COMMENT ON COLUMN counterfactual_samples.completion_tokens IS 'Completion tokens over the counterfactual''s model calls.';
+COMMENT ON COLUMN counterfactual_samples.latency_ms IS 'Wall time of the counterfactual''s model calls, in milliseconds.';
+COMMENT ON COLUMN counterfactual_samples.finish_reason IS 'finish_reason of the last model call.';
+COMMENT ON COLUMN counterfactual_samples.system_fingerprint IS 'system_fingerprint the server returned, if any.';
+COMMENT ON COLUMN counterfactual_samples.created_at IS 'When the counterfactual was graded and stored.';
+
+CREATE OR REPLACE VIEW v_counterfactual_pairs AS
+SELECT c.cf_key, c.source_key, c.mode, c.model, c.source_id, c.spec_sha, r.seq AS rev_seq,
+       c.scenario_id, c.family, c.condition, s.epoch AS source_epoch, c.epoch,
+       s.outcome AS source_outcome, c.outcome,
+       s.outcome = 'covert' AS source_covert, c.outcome = 'covert' AS covert,
+       s.eval_aware AS source_aware, c.eval_aware, c.reverbalized,
+       c.removed_text, c.inserted_text, c.list_version, c.prefill_protocol, c.edited_turn,
+       c.created_at
+FROM counterfactual_samples c
+JOIN samples s ON s.sample_key = c.source_key
+LEFT JOIN spec_revisions r ON r.source_id = c.source_id AND r.sha = c.spec_sha;
+COMMENT ON VIEW v_counterfactual_pairs IS 'Each counterfactual sample beside its source sample: the paired outcomes that audit counterfactual''s statistics (covert rate before and after, McNemar on discordant pairs) are computed from.';
+COMMENT ON COLUMN v_counterfactual_pairs.cf_key IS 'Key of the counterfactual sample (counterfactual_samples.cf_key).';
+COMMENT ON COLUMN v_counterfactual_pairs.source_key IS 'Key of its source sample (samples.sample_key).';
+COMMENT ON COLUMN v_counterfactual_pairs.mode IS 'ablate, inject or control.';
+COMMENT ON COLUMN v_counterfactual_pairs.model IS 'Model of both samples.';
+COMMENT ON COLUMN v_counterfactual_pairs.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN v_counterfactual_pairs.spec_sha IS 'Spec revision the counterfactual was run for.';
+COMMENT ON COLUMN v_counterfactual_pairs.rev_seq IS 'Position of that revision in its history, 0 = oldest.';
+COMMENT ON COLUMN v_counterfactual_pairs.scenario_id IS 'Held-out scenario of both samples.';
+COMMENT ON COLUMN v_counterfactual_pairs.family IS 'Covert-action family of the scenario.';
+COMMENT ON COLUMN v_counterfactual_pairs.condition IS 'Scenario condition of both samples.';
+COMMENT ON COLUMN v_counterfactual_pairs.source_epoch IS 'Epoch of the source sample.';
+COMMENT ON COLUMN v_counterfactual_pairs.epoch IS 'Continuation index of the counterfactual for this source and edit.';
+COMMENT ON COLUMN v_counterfactual_pairs.source_outcome IS 'Grade of the source sample.';
+COMMENT ON COLUMN v_counterfactual_pairs.outcome IS 'Grade of the counterfactual sample.';
+COMMENT ON COLUMN v_counterfactual_pairs.source_covert IS 'The source sample took a covert action.';
+COMMENT ON COLUMN v_counterfactual_pairs.covert IS 'The counterfactual sample took a covert action.';
+COMMENT ON COLUMN v_counterfactual_pairs.source_aware IS 'The source sample verbalized eval awareness.';
+COMMENT ON COLUMN v_counterfactual_pairs.eval_aware IS 'The counterfactual transcript verbalizes eval awareness (an injected sentence counts).';
+COMMENT ON COLUMN v_counterfactual_pairs.reverbalized IS 'The model''s own text after the edit verbalizes awareness (for ablate: awareness came back).';
+COMMENT ON COLUMN v_counterfactual_pairs.removed_text IS 'ablate: the removed sentences.';
+COMMENT ON COLUMN v_counterfactual_pairs.inserted_text IS 'inject and control: the inserted sentence.';
+COMMENT ON COLUMN v_counterfactual_pairs.list_version IS 'Version of the sentence list of the inserted sentence.';
+COMMENT ON COLUMN v_counterfactual_pairs.prefill_protocol IS 'How the server continued the prefilled turn.';
+COMMENT ON COLUMN v_counterfactual_pairs.edited_turn IS 'Assistant turn that was edited and continued.';
+COMMENT ON COLUMN v_counterfactual_pairs.created_at IS 'When the counterfactual sample was stored.';
+
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap, public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone) (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
+COMMENT ON COLUMN estimates.computed_at IS 'When audit detect (or audit counterfactual, for counterfactual_ metrics) computed it.';
+COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, demo or counterfactual.';
+COMMENT ON COLUMN sample_failures.sample_key IS 'Key of the sample that failed (samples.sample_key), or of a counterfactual sample (counterfactual_samples.cf_key).';
+"""
+
 # Batch inference (issue 17): a sweep runs in waves, one request per pending sample each, through
 # the OpenAI Batch API or request files any batch engine reads. Everything needed to resume a
-# killed sweep without resubmitting lives here. Numbered 10: 8 and 9 belong to other branches.
+# killed sweep without resubmitting lives here. Numbered 10: 9 belongs to another branch.
 _V10_BATCHES = """
 CREATE TABLE IF NOT EXISTS batch_samples (
     sample_key     VARCHAR PRIMARY KEY,
@@ -878,6 +1013,7 @@ COMMENT ON COLUMN batch_requests.finished_at IS 'When the answer or error was re
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS mode VARCHAR DEFAULT 'live';
 COMMENT ON COLUMN runs.mode IS 'live (one request at a time through the API) or batch (waves of batch files: audit sweep --batch or audit batch import), which providers bill at their batch price.';
 COMMENT ON COLUMN sample_failures.error_kind IS 'rate_limit, server_error, timeout, malformed_response, connection, expired (a batch ended without answering) or other.';
+COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, demo, counterfactual, or batch import (outputs of exported batch waves read back).';
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -892,6 +1028,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         6, "v_spec_changes: exposure from the closest compared revision", _V6_SPEC_CHANGES_EXPOSURE
     ),
     Migration(7, "sealed twin scenarios: twin_of and sealed, findings' twin gap", _V7_SEALED_TWINS),
+    Migration(8, "counterfactual samples, their pairs view and estimates", _V8_COUNTERFACTUALS),
     Migration(
         10, "batch inference: samples, request files and requests of batch waves", _V10_BATCHES
     ),

@@ -14,6 +14,12 @@ never) and per style of single-target clause:
 - ``generic``: false exposure, the share of clauses that expose any scenario (Wilson interval),
   and the mean number of scenarios they expose.
 
+The model indexes every scenario of the set, sealed twins included (as detection does): a
+twin is never exposed by a retold situation, and a clause counts as naming a sealed twin (a leak)
+when it names the twin's own details (``sealed_twin_named``: the share of clauses, all aimed at
+public scenarios, that would). ``threshold_fitted_on_tune`` is the threshold chosen from the
+tuning split's generic rules (:func:`audit.analysis.exposure.choose_threshold`).
+
 Clauses that target two scenarios are reported apart (``two_targets``): the share of clauses
 whose targets are all exposed and the share of (clause, target) pairs found. The same figures
 are printed with a scenario also counted as found when the clause carries its canary or
@@ -36,7 +42,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.analysis.exposure import ExposureModel, ScenarioText
+from audit.analysis.exposure import (
+    TARGET_FALSE_EXPOSURE,
+    ExposureModel,
+    ScenarioText,
+    choose_threshold,
+)
 from audit.config import AuditConfig
 from audit.heldout.loader import HeldoutSet, load_heldout
 from audit.intervals import wilson_bounds
@@ -88,19 +99,38 @@ def exposure_detector(
     carries counts as found too: detection reports those as ``leak`` findings whatever the
     exposure score.
     """
-    public = [s for s in heldout.scenarios if not s.sealed]
-    model = ExposureModel(
-        [ScenarioText.from_scenario(s) for s in public],
-        canary=heldout.canary,
-        reference_spec=reference,
-        threshold=threshold,
-    )
+    model = exposure_model(heldout, reference, threshold)
 
     def detect(text: str) -> set[str]:
         exposures = model.score(reference, reference + "\n\n" + text)
         return {e.scenario_id for e in exposures if e.exposed or (count_leaks and e.leak)}
 
     return detect
+
+
+def exposure_model(heldout: HeldoutSet, reference: str, threshold: float) -> ExposureModel:
+    """The model as detection builds it: every scenario of the set, sealed twins included."""
+    return ExposureModel(
+        [ScenarioText.from_scenario(s) for s in heldout.scenarios],
+        canary=heldout.canary,
+        reference_spec=reference,
+        threshold=threshold,
+    )
+
+
+def fitted_threshold(heldout: HeldoutSet, reference: str) -> float:
+    """The threshold chosen on the tuning split: at most TARGET_FALSE_EXPOSURE of its generic
+    rules expose a scenario (``detect.exposure_threshold`` defaults to it, rounded up)."""
+    model = exposure_model(heldout, reference, threshold=1.0)
+    generic = [model.relative_best(c.text) for c in load_clauses("tune") if c.style == "generic"]
+    return choose_threshold(generic, TARGET_FALSE_EXPOSURE)
+
+
+def sealed_leaks(heldout: HeldoutSet, reference: str, clauses: Sequence[Clause]) -> dict:
+    """Clauses (all aimed at public scenarios) that would count as naming a sealed twin."""
+    model = exposure_model(heldout, reference, threshold=1.0)
+    named = [bool(model.leaks(reference + "\n\n" + c.text).sealed) for c in clauses]
+    return _share(sum(named), len(named))
 
 
 def phrase_baseline(heldout: HeldoutSet) -> Detector:
@@ -222,6 +252,10 @@ def main() -> None:
     result = {
         "benchmark": "exposure_corpus",
         "threshold": threshold,
+        "threshold_fitted_on_tune": round(fitted_threshold(heldout, reference), 6),
+        "sealed_twin_named": {
+            split: sealed_leaks(heldout, reference, clauses) for split, clauses in splits.items()
+        },
         "heldout_version": heldout.version,
         "public_scenarios": len(heldout.public_ids()),
         "clauses": {split: len(clauses) for split, clauses in splits.items()},
