@@ -4,6 +4,7 @@ request was submitted twice and that the stored rows are those of a live run."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,3 +117,42 @@ def test_sigkill_then_rerun_submits_nothing_twice_and_stores_the_live_rows(
     assert len(uploaded) == sum(r["turns"] for r in live_rows)
     assert answered == [{"n": len(uploaded), "ids": len(uploaded)}]
     assert runs == [{"done": False}, {"done": True}]
+
+
+@pytest.mark.slow
+def test_batch_status_reads_the_database_while_a_sweep_polls(
+    tmp_path: Path, spec_root: Path, live_rows: list[dict]
+) -> None:
+    with start_server(port=0, batch=BatchSettings(delay_s=4.0)) as server:
+        config = batch_config(tmp_path, spec_root, server.base_url)
+        config.write_text(config.read_text().replace("poll_s = 0.02", "poll_s = 0.5"))
+        db = tmp_path / "audit.duckdb"
+        sync(db, spec_root)
+        args = ["sweep", "--batch", "--config", str(config), *scenario_args()]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "audit", *args],
+            env={**os.environ, "SPECDRIFT_TEST_KEY": SECRET},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for(server, 1, True, process)
+            # The sweep holds the file only while it writes; between polls it is free.
+            deadline = time.monotonic() + 60
+            while True:
+                code, out, err = run_cli("batch", "status", "--config", str(config), "--json")
+                if code == 0 or time.monotonic() > deadline:
+                    break
+                assert "is in use by another process" in err
+                time.sleep(0.05)
+            assert code == 0, err
+            [part] = json.loads(out)
+            assert part["status"] in ("validating", "in_progress") and part["wave"] == 0
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, stderr
+    assert stdout.startswith(f"stored {len(live_rows)}, skipped 0, failed 0 in ")
+    assert stored_rows(db) == live_rows

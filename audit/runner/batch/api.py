@@ -357,7 +357,9 @@ class ApiSweep:
                         _tally(report, counts)
                         del waiting[part.part_id]
                 if waiting:
-                    self.sleep(self.limits.poll_s)
+                    # Nothing is written while waiting: let other commands open the database.
+                    with self.store.released():
+                        self.sleep(self.limits.poll_s)
         finally:
             self.progress.finish()
         report.wait_s += time.perf_counter() - started - report.ingest_s
