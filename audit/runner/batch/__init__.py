@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
+
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
@@ -138,10 +140,18 @@ def run_batch(
         completed = True
     finally:
         sweep.close()
-        summary = _summary(store, run_id, plan, sweep, engine, reports, started, sample_keys)
-        finish_run(
-            store, summary, completed=completed and not summary.unfinished and not engine.abandoned
-        )
+        try:
+            summary = _summary(store, run_id, plan, sweep, engine, reports, started, sample_keys)
+            finish_run(
+                store,
+                summary,
+                completed=completed and not summary.unfinished and not engine.abandoned,
+            )
+        except duckdb.Error:
+            # The database was lost while an error propagates (it could not be opened again
+            # after a poll): that error says why; the run stays unfinished and resumes.
+            if completed:
+                raise
     return summary
 
 
