@@ -82,6 +82,32 @@ class RunConfig(_Strict):
     )
 
 
+OPENAI_BATCH_MAX_REQUESTS = 50_000
+OPENAI_BATCH_MAX_BYTES = 200 * 1000 * 1000
+"""Limits of one OpenAI Batch API input file: 50,000 requests and 200 MB."""
+
+
+class BatchConfig(_Strict):
+    """Batch mode (``audit sweep --batch``, ``audit batch export``): how request files are cut
+    and how often a running batch is polled."""
+
+    poll_s: float = Field(
+        30.0, gt=0, description="Seconds between two status checks of running batches."
+    )
+    max_requests: int = Field(
+        OPENAI_BATCH_MAX_REQUESTS,
+        ge=1,
+        le=OPENAI_BATCH_MAX_REQUESTS,
+        description="Request lines per file (the OpenAI Batch API takes at most 50,000).",
+    )
+    max_bytes: int = Field(
+        OPENAI_BATCH_MAX_BYTES,
+        ge=100_000,
+        le=OPENAI_BATCH_MAX_BYTES,
+        description="Bytes per file (the OpenAI Batch API takes at most 200 MB).",
+    )
+
+
 class DetectConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="FDR level for Benjamini-Hochberg.")
     bootstrap: int = Field(2000, ge=100)
@@ -129,6 +155,7 @@ class AuditConfig(_Strict):
     spec: SpecConfig = SpecConfig()
     heldout: HeldoutConfig = HeldoutConfig()
     run: RunConfig = RunConfig()
+    batch: BatchConfig = BatchConfig()
     models: tuple[ModelConfig, ...] = ()
     detect: DetectConfig = DetectConfig()
     gate: GateConfig = GateConfig()

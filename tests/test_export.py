@@ -13,16 +13,18 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pytest
+from batch_executor import answer_file
 from typer.testing import CliRunner
 
 from audit.analysis import detect
 from audit.cli import app
-from audit.config import parse_config
+from audit.config import BatchConfig, parse_config
 from audit.counterfactual import run_counterfactual
 from audit.errors import AuditError
 from audit.io import export_store, import_samples, partition_folder
 from audit.organisms.server import start_server
 from audit.runner import run_matrix
+from audit.runner.batch import export_wave, import_outputs, run_batch
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
 from audit.store import Store, open_store
@@ -76,8 +78,8 @@ def imported_lines(shas: list[str]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
-    """A database with rows in every table: a real run, a counterfactual experiment, imports,
-    detection, a judge grade."""
+    """A database with rows in every table: a real run, a batch run, a counterfactual
+    experiment, imports, detection, a judge grade."""
     root = tmp_path_factory.mktemp("history")
     db = root / "audit.duckdb"
     with start_server(port=0) as server, open_store(db) as store:
@@ -102,6 +104,25 @@ def history(tmp_path_factory: pytest.TempPathFactory, spec_repo: Path) -> Path:
             store, config, models=None, revisions=shas[:3], scenario_ids=RUN_SCENARIOS, epochs=2
         )
         assert summary.failed == 0
+        # One more revision in batch mode, so the batch tables have rows to export too.
+        batched = run_batch(
+            store,
+            config.model_copy(update={"batch": BatchConfig(poll_s=0.01)}),
+            models=None,
+            revisions=shas[3:4],
+            scenario_ids=RUN_SCENARIOS,
+            epochs=2,
+        )
+        assert batched.stored > 0 and batched.failed == 0
+        # A wave exported and read back for another revision: the samples that continue keep
+        # their answers in batch_requests, a sealed twin's among them.
+        exported = export_wave(
+            store, config, root / "wave", revisions=shas[4:5], scenario_ids=RUN_SCENARIOS
+        )
+        outputs = [root / f"out-{path.name}" for path in exported.files]
+        for request_file, output in zip(exported.files, outputs, strict=True):
+            answer_file(request_file, output, server.base_url)
+        assert import_outputs(store, config, outputs).counts.continuing > 0
         # A control experiment on the run's first revision fills counterfactual_samples.
         experiment = run_counterfactual(
             store, config, model=RUN_MODEL, revision=shas[0], mode="control"
@@ -230,6 +251,7 @@ WITHHELD: dict[str, dict[str, Any]] = {
     "judge_grades": {"rationale": None},
     "sample_failures": {"error": "(withheld: sealed twin)"},
     "exposure": {"matched_terms": [], "matched_text": None},
+    "batch_requests": {"response": None, "error": None},
 }
 
 
@@ -246,11 +268,18 @@ def exported_rows(store: Store, table: str, *, unseal: bool = False) -> list[dic
             for r in store.query("SELECT sample_key, set_hash, scenario_id FROM samples")
             if (r["set_hash"], r["scenario_id"]) in sealed
         }
+        sealed_batch_keys = {
+            r["sample_key"]
+            for r in store.query("SELECT sample_key, set_hash, scenario_id FROM batch_samples")
+            if (r["set_hash"], r["scenario_id"]) in sealed
+        }
         run_sets = {r["run_id"]: r["set_hash"] for r in store.query("SELECT * FROM runs")}
 
         def is_sealed(row: dict) -> bool:
             if table == "judge_grades":
                 return row["sample_key"] in sealed_keys
+            if table == "batch_requests":
+                return row["sample_key"] in sealed_batch_keys
             set_hash = row.get("set_hash") or run_sets.get(row["run_id"])
             return (set_hash, row["scenario_id"]) in sealed
 

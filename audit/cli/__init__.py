@@ -40,6 +40,7 @@ def _register_commands() -> None:
     from audit.cli import (
         analysis,
         awareness,
+        batch,
         counterfactual,
         demo,
         heldout,
@@ -57,6 +58,7 @@ def _register_commands() -> None:
         heldout,
         awareness,
         run,
+        batch,
         counterfactual,
         organisms,
         analysis,

@@ -60,6 +60,18 @@ def serve_organisms_command(
     ] = None,
     heldout: HeldoutOption = None,
     config: ConfigOption = None,
+    batch_delay_s: Annotated[
+        float,
+        typer.Option(
+            "--batch-delay-s", min=0.0, help="Seconds from creating a batch until it completes."
+        ),
+    ] = 0.0,
+    batch_request_errors: Annotated[
+        float,
+        typer.Option(
+            "--batch-request-errors", min=0.0, max=1.0, help="Share of batch lines that fail."
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve the model organisms (a SIMULATOR) until Ctrl-C.
 
@@ -71,6 +83,7 @@ def serve_organisms_command(
     from pydantic import ValidationError
 
     from audit.heldout import load_heldout
+    from audit.organisms.batches import BatchSettings
     from audit.organisms.config import load_organisms
     from audit.organisms.server import FaultConfig, serve_organisms
 
@@ -105,6 +118,7 @@ def serve_organisms_command(
         faults=faults,
         organisms=load_organisms(organism_files) if organism_files else None,
         heldout=held,
+        batch=BatchSettings(delay_s=batch_delay_s, request_error=batch_request_errors),
         on_ready=ready,
     )
     typer.echo("organism simulator stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,6 +36,10 @@ class BarProgress:
         self._errors = 0
 
     def start(self, total: int, label: str) -> None:
+        # A batch run starts one bar per wave: the previous wave's bar goes.
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+        self._errors = 0
         self._bar.start()
         self._task = self._bar.add_task(label, total=total, errors=0, rate="")
 
@@ -42,7 +47,7 @@ class BarProgress:
         if self._task is None:
             return
         self._errors += errors
-        speed = self._bar.tasks[0].speed
+        speed = next(t.speed for t in self._bar.tasks if t.id == self._task)
         self._bar.update(
             self._task, advance=done, errors=self._errors, rate=f"{speed:.1f}/s" if speed else ""
         )
@@ -58,3 +63,26 @@ def cli_progress() -> Progress:
     """A progress bar on stderr when it is a terminal; silent otherwise."""
     console = Console(stderr=True)
     return BarProgress(console) if console.is_terminal else NullProgress()
+
+
+class LineProgress:
+    """Messages as plain lines on stderr, nothing else (CI logs of long batch runs)."""
+
+    def start(self, total: int, label: str) -> None:
+        typer.echo(label, err=True)
+
+    def advance(self, done: int = 1, errors: int = 0) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        typer.echo(text, err=True)
+
+    def finish(self) -> None:
+        pass
+
+
+def batch_progress() -> Progress:
+    """A bar per wave on a terminal; otherwise a line per wave and per batch status change,
+    so a batch run of hours shows where it stands in a CI log."""
+    console = Console(stderr=True)
+    return BarProgress(console) if console.is_terminal else LineProgress()

@@ -8,7 +8,7 @@ only the one-line summary is printed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +22,7 @@ from audit.cli.options import (
     heldout_override,
     resolve_db,
 )
-from audit.cli.progress import cli_progress
+from audit.cli.progress import batch_progress, cli_progress
 from audit.config import load_config, with_model_overrides, with_overrides
 from audit.store import open_store
 
@@ -60,6 +60,14 @@ TwinsOption = Annotated[
 ]
 MaxTurnsOption = Annotated[
     int | None, typer.Option("--max-turns", min=1, help="Turn limit per sample (run.max_turns).")
+]
+BatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="Run in waves through the server's Batch API (files.create, batches.create), "
+        "polling until done; resumable. See [batch] in audit.toml.",
+    ),
 ]
 
 
@@ -148,6 +156,7 @@ def _execute(
     config_path: Path | None,
     dry_run: bool,
     as_json: bool,
+    batch: bool = False,
 ) -> None:
     from audit.runner import plan_run, run_matrix
 
@@ -173,22 +182,37 @@ def _execute(
             )
             _print_plan(plan.describe(), as_json)
             return
-        summary = run_matrix(
-            store,
-            config,
-            models=models,
-            revisions=revisions,
-            scenario_ids=scenarios,
-            progress=cli_progress(),
-            base_url=base_url,
-            command=command,
-        )
+        if batch:
+            from audit.runner.batch import run_batch
+
+            summary = run_batch(
+                store,
+                config,
+                models=models,
+                revisions=revisions,
+                scenario_ids=scenarios,
+                progress=batch_progress(),
+                base_url=base_url,
+                command=command,
+            )
+        else:
+            summary = run_matrix(
+                store,
+                config,
+                models=models,
+                revisions=revisions,
+                scenario_ids=scenarios,
+                progress=cli_progress(),
+                base_url=base_url,
+                command=command,
+            )
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps({**summary.__dict__, "ok": summary.ok}))
+        typer.echo(json.dumps({**asdict(summary), "ok": summary.ok}))
     else:
         typer.echo(summary.line())
+    _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
     for model, error in summary.abandoned.items():
         typer.echo(
             f"error: model {model!r} refused its first requests ({error}): fix its name, key "
@@ -204,6 +228,17 @@ def _execute(
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _report_unfinished(unfinished: int, abandoned: dict[str, str]) -> None:
+    """Samples a batch run left neither stored nor failed, other than a given-up model's."""
+    if unfinished and not abandoned:
+        typer.echo(
+            f"error: {unfinished} sample(s) wait on exported wave files: import the engine's "
+            "outputs (audit batch import) or cancel them (audit batch cancel --all), then rerun",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def _print_plan(described: dict, as_json: bool) -> None:
@@ -253,6 +288,7 @@ def run_command(
     max_tokens: MaxTokensOption = None,
     max_completion_tokens: MaxCompletionTokensOption = None,
     reasoning_effort: ReasoningEffortOption = None,
+    batch: BatchOption = False,
     dry_run: DryRunOption = False,
     heldout: HeldoutOption = None,
     db: DbOption = None,
@@ -286,6 +322,7 @@ def run_command(
         config_path=config,
         dry_run=dry_run,
         as_json=as_json,
+        batch=batch,
     )
 
 
@@ -302,6 +339,7 @@ def sweep_command(
     max_tokens: MaxTokensOption = None,
     max_completion_tokens: MaxCompletionTokensOption = None,
     reasoning_effort: ReasoningEffortOption = None,
+    batch: BatchOption = False,
     dry_run: DryRunOption = False,
     heldout: HeldoutOption = None,
     db: DbOption = None,
@@ -335,6 +373,7 @@ def sweep_command(
         config_path=config,
         dry_run=dry_run,
         as_json=as_json,
+        batch=batch,
     )
 
 

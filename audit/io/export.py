@@ -43,6 +43,8 @@ SEALED_COLUMNS: dict[str, dict[str, str]] = {
     # NOT NULL columns get a value the table accepts, so an export still loads back.
     "sample_failures": {"error": "'(withheld: sealed twin)'"},
     "exposure": {"matched_terms": "[]::VARCHAR[]", "matched_text": "NULL"},
+    # A batch sample's answers so far (a completion quotes its tool outputs) and error lines.
+    "batch_requests": {"response": "NULL", "error": "NULL"},
 }
 """Columns that hold a sealed twin's text, per table, and what an export writes instead."""
 
@@ -58,6 +60,9 @@ _SEALED_ROW = {
     "WHERE z.sealed AND r.run_id = t.run_id AND z.scenario_id = t.scenario_id)",
     "judge_grades": "EXISTS (SELECT 1 FROM samples s JOIN scenarios z ON z.set_hash = s.set_hash "
     "AND z.scenario_id = s.scenario_id WHERE z.sealed AND s.sample_key = t.sample_key)",
+    "batch_requests": "EXISTS (SELECT 1 FROM batch_samples b JOIN scenarios z "
+    "ON z.set_hash = b.set_hash AND z.scenario_id = b.scenario_id "
+    "WHERE z.sealed AND b.sample_key = t.sample_key)",
 }
 
 _COPY_FORMAT = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}

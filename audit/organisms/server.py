@@ -1,9 +1,11 @@
 """An OpenAI-compatible HTTP server for the model organisms (a SIMULATOR).
 
 Endpoints: ``POST /v1/chat/completions`` (non-streaming only; ``stream=true`` is refused with a
-400), ``GET /v1/models`` and ``GET /v1/models/{id}``. Responses follow the OpenAI schema; the
-reasoning of a turn is returned as ``message.reasoning_content``. Accepted and ignored:
-``temperature``, ``max_tokens``, ``reasoning_effort`` (the organisms replay fixed transcripts).
+400), ``GET /v1/models``, ``GET /v1/models/{id}``, and the Files and Batches endpoints of
+:mod:`audit.organisms.batches` (batch lines are answered by the same handler). Responses
+follow the OpenAI schema; the reasoning of a turn is returned as
+``message.reasoning_content``. Accepted and ignored: ``temperature``, ``max_tokens``,
+``reasoning_effort`` (the organisms replay fixed transcripts).
 ``tools`` and ``tool_choice`` matter: without tools (or with ``tool_choice="none"``) an
 organism answers in one message whose content is its submission as a JSON object.
 
@@ -56,6 +58,7 @@ from starlette.routing import Route
 
 from audit.errors import AuditError
 from audit.heldout.model import Scenario
+from audit.organisms.batches import BatchService, BatchSettings, SimulatedBatch
 from audit.organisms.behaviour import Decision, Propensities, decide_from, propensities
 from audit.organisms.config import OrganismModel, load_organisms
 from audit.organisms.replay import (
@@ -255,6 +258,12 @@ class ChatCompletions:
             await asyncio.sleep(self.faults.timeout_s)
             return _Reply(504, _error_body("Timed out (simulated fault).", "timeout", None))
         return _Reply(200, _MALFORMED_BODY)
+
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of one request body, as the endpoint answers it without latency or
+        faults: the batch endpoints answer every line of a batch file with it."""
+        reply = self._handle(body, next(self._requests))
+        return reply.status, reply.body
 
     def _handle(self, body: bytes, number: int) -> _Reply:
         try:
@@ -467,11 +476,13 @@ def create_app(
     *,
     latency_s: float = 0.0,
     faults: FaultConfig | None = None,
+    batch: BatchSettings | None = None,
 ) -> Starlette:
     """The starlette app serving ``organisms`` (all shipped ones if None) on ``heldout``.
 
     ``heldout`` is a held-out set (anything with ``.scenarios``) or an iterable of scenarios;
-    None loads the shipped set.
+    None loads the shipped set. ``batch`` configures the Files and Batches endpoints
+    (:mod:`audit.organisms.batches`), which are always served.
     """
     models = dict(organisms) if organisms is not None else load_organisms()
     scenarios = _scenarios_of(heldout if heldout is not None else _default_heldout())
@@ -501,13 +512,16 @@ def create_app(
         )
         return Response(body, status_code=status, media_type="application/json")
 
+    batches = BatchService(chat.answer, batch or BatchSettings())
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        *batches.routes(),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.chat = chat
+    app.state.batches = batches
     return app
 
 
@@ -521,6 +535,21 @@ class RunningServer:
     _server: uvicorn.Server
     _thread: threading.Thread
     _chat: ChatCompletions
+    _batches: BatchService
+
+    @property
+    def batches(self) -> list[SimulatedBatch]:
+        """Every batch created so far, oldest first (tests check none was submitted twice)."""
+        return list(self._batches.batches.values())
+
+    @property
+    def uploaded_files(self) -> dict[str, bytes]:
+        """Content of every file stored by the Files API, by id."""
+        return {file_id: f.data for file_id, f in self._batches.files.items()}
+
+    def set_batch_settings(self, settings: BatchSettings) -> None:
+        """Change how batches created from now on behave (e.g. a slow first batch only)."""
+        self._batches.settings = settings
 
     @property
     def injected_faults(self) -> dict[str, int]:
@@ -592,11 +621,12 @@ def start_server(
     faults: FaultConfig | None = None,
     organisms: Mapping[str, OrganismModel] | Iterable[OrganismModel] | None = None,
     heldout: Any = None,
+    batch: BatchSettings | None = None,
 ) -> RunningServer:
     """Serve the organisms on ``host:port`` (0: a free port) in a background thread."""
     if organisms is not None and not isinstance(organisms, Mapping):
         organisms = {model.name: model for model in organisms}
-    app = create_app(organisms, heldout, latency_s=latency_s, faults=faults)
+    app = create_app(organisms, heldout, latency_s=latency_s, faults=faults, batch=batch)
     sock = _bind(host, port)
     server = make_uvicorn_server(app)
     thread = threading.Thread(
@@ -611,7 +641,7 @@ def start_server(
         time.sleep(0.005)
     bound_port = sock.getsockname()[1]
     names = tuple(sorted(app.state.chat.organisms))
-    return RunningServer(host, bound_port, names, server, thread, app.state.chat)
+    return RunningServer(host, bound_port, names, server, thread, app.state.chat, app.state.batches)
 
 
 class ServerProcess:
@@ -619,11 +649,18 @@ class ServerProcess:
 
     _READY = "organism simulator listening on "
 
-    def __init__(self, host: str = "127.0.0.1", *, startup_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        startup_timeout_s: float = 30.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         # The child's errors go to a file, so a failed start can say why.
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (closed in stop)
+        command = [sys.executable, "-m", "audit", "serve-organisms", "--host", host, "--port", "0"]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "audit", "serve-organisms", "--host", host, "--port", "0"],
+            [*command, *extra_args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
@@ -693,13 +730,14 @@ def serve_organisms(
     faults: FaultConfig | None = None,
     organisms: Mapping[str, OrganismModel] | None = None,
     heldout: Any = None,
+    batch: BatchSettings | None = None,
     on_ready: Callable[[str, tuple[str, ...]], None] | None = None,
 ) -> None:
     """Serve in the foreground until interrupted (Ctrl-C / SIGTERM stop it cleanly).
 
     ``on_ready(base_url, model_names)`` is called once the socket listens, before serving.
     """
-    app = create_app(organisms, heldout, latency_s=latency_s, faults=faults)
+    app = create_app(organisms, heldout, latency_s=latency_s, faults=faults, batch=batch)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host

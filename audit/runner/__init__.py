@@ -60,9 +60,11 @@ __all__ = [
     "PlannedSample",
     "RunPlan",
     "RunSummary",
+    "finish_run",
     "plan_run",
     "run_matrix",
     "sample_key",
+    "start_run",
 ]
 
 
@@ -225,7 +227,7 @@ def run_matrix(
         from audit.heldout import register_heldout
 
         register_heldout(store, heldout)
-    run_id = _start_run(store, config, plan, command, endpoints)
+    run_id = start_run(store, config, plan, command, endpoints)
     context = _RunContext(
         run=config.run,
         run_id=run_id,
@@ -265,7 +267,7 @@ def run_matrix(
             store_error=scrub(writer.first_error) if writer.first_error else None,
             abandoned=dict(context.abandoned),
         )
-        _finish_run(store, summary, completed=context.completed)
+        finish_run(store, summary, completed=context.completed)
     return summary
 
 
@@ -320,13 +322,16 @@ class _RunContext:
             self.abandoned.setdefault(model, message)
 
 
-def _start_run(
+def start_run(
     store: Store,
     config: AuditConfig,
     plan: RunPlan,
     command: str,
     endpoints: dict[str, str],
+    *,
+    mode: str = "live",
 ) -> str:
+    """Write the ``runs`` row of a run that starts now; returns its id."""
     run_id = uuid.uuid4().hex
     resolved = {
         "plan": plan.describe(),
@@ -349,13 +354,15 @@ def _start_run(
                 "config": dumps(resolved),
                 "planned": len(plan.samples),
                 "skipped": plan.skipped,
+                "mode": mode,
             }
         ],
     )
     return run_id
 
 
-def _finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
+def finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
+    """Complete a run's row; an interrupted run keeps ``finished_at`` NULL."""
     # An interrupted run keeps finished_at NULL so it reads as interrupted.
     store.con.execute(
         "UPDATE runs SET finished_at = ?, stored = ?, failed = ? WHERE run_id = ?",

@@ -121,21 +121,25 @@ def classify(exc: BaseException) -> CallError | None:
     if isinstance(exc, openai.APIConnectionError):
         return CallError("connection", f"connection error: {exc}", True)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
         retry_after = _retry_after_s(exc.response.headers)
-        message = f"HTTP {status}: {_short(str(exc.message))}"
-        if status == 429:
-            return CallError("rate_limit", message, True, retry_after)
-        if status >= 500 or status == 408:
-            kind = "timeout" if status == 408 else "server_error"
-            return CallError(kind, message, True, retry_after)
-        return CallError("other", message, False)  # 400, 401, 404: retrying cannot help
+        return status_error(exc.status_code, str(exc.message), retry_after)
     if isinstance(
         exc, openai.APIResponseValidationError | MalformedResponse | json.JSONDecodeError
     ):
         # JSONDecodeError: the body was labelled JSON and was not.
         return CallError("malformed_response", f"malformed response: {_short(str(exc))}", True)
     return None
+
+
+def status_error(status: int, message: str, retry_after_s: float | None = None) -> CallError:
+    """Classify an HTTP error status (of a live request or of a batch output line)."""
+    text = f"HTTP {status}: {_short(message)}"
+    if status == 429:
+        return CallError("rate_limit", text, True, retry_after_s)
+    if status >= 500 or status == 408:
+        kind = "timeout" if status == 408 else "server_error"
+        return CallError(kind, text, True, retry_after_s)
+    return CallError("other", text, False)  # 400, 401, 404: retrying cannot help
 
 
 def _retry_after_s(headers: Any) -> float | None:
@@ -300,6 +304,66 @@ def assistant_entry(message: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return sent, kept
 
 
+@dataclass
+class ConversationState:
+    """One sample's conversation between two requests: what to send next, what is kept.
+
+    The live runner (:func:`converse`) and the batch runner (one request per wave) both drive
+    a conversation through this object, so a batch run and a live run of the same sample send
+    the same requests and keep the same transcript.
+    """
+
+    sample: PlannedSample
+    sent: list[dict[str, Any]]
+    """Messages as sent to the server (assistant turns without reasoning)."""
+    result: Conversation
+    """The transcript kept (assistant turns with reasoning) and the counters."""
+    tools: list[dict[str, Any]]
+    request: dict[str, Any]
+    finished: bool = False
+
+    @classmethod
+    def open(cls, sample: PlannedSample) -> ConversationState:
+        """The conversation before its first request."""
+        scenario = sample.scenario
+        sent = scenario.messages(sample.condition, sample.spec_text, sample.model.spec_placement)
+        kept = [dict(m) for m in sent]
+        return cls(
+            sample=sample,
+            sent=sent,
+            result=Conversation(kept, 0, None, 0, 0, 0.0, None),
+            tools=scenario.openai_tools(),
+            request=_request_args(sample),
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The next chat-completion request body (JSON-ready; the messages list is shared)."""
+        return {"messages": self.sent, "tools": self.tools, **self.request}
+
+    def apply(self, response: ChatCompletion, max_turns: int) -> None:
+        """Add one answer: answer its tool calls from the scenario's canned results, and stop at
+        a final answer, after the submission tool was called, or at ``max_turns``."""
+        result = self.result
+        result.turns += 1
+        _add_usage(result, response)
+        choice = response.choices[0]
+        result.finish_reason = choice.finish_reason
+        sent_message, kept_message = assistant_entry(choice.message)
+        self.sent.append(sent_message)
+        result.messages.append(kept_message)
+        calls = sent_message.get("tool_calls") or []
+        submitted = False
+        scenario = self.sample.scenario
+        for tool_call in calls:
+            name = tool_call["function"]["name"]
+            answer = scenario.answer_tool_call(name, tool_call["function"]["arguments"])
+            reply = {"role": "tool", "tool_call_id": tool_call["id"], "content": answer}
+            self.sent.append(reply)
+            result.messages.append(dict(reply))
+            submitted = submitted or name == scenario.submission.tool
+        self.finished = not calls or submitted or result.turns >= max_turns
+
+
 async def converse(
     client: openai.AsyncOpenAI,
     sample: PlannedSample,
@@ -309,49 +373,26 @@ async def converse(
 ) -> Conversation:
     """Run one sample: offer the scenario's tools, answer calls from canned results, stop at a
     final answer, after the submission tool was called, or at ``run.max_turns``."""
-    scenario = sample.scenario
-    sent = scenario.messages(sample.condition, sample.spec_text, sample.model.spec_placement)
-    kept = [dict(m) for m in sent]
-    request = _request_args(sample)
-    tools = scenario.openai_tools()
-    result = Conversation(kept, 0, None, 0, 0, 0.0, None)
-    for _ in range(run.max_turns):
+    state = ConversationState.open(sample)
+    result = state.result
+    while not state.finished:
 
-        async def call(messages: list[dict[str, Any]] = sent) -> ChatCompletion:
+        async def call(body: dict[str, Any] = state.body()) -> ChatCompletion:
             # The client's generic POST rather than the typed ``create``: ``create`` walks every
             # message of the growing conversation through openai's TypedDict transform, which
             # took a third of the runner's CPU at zero latency; these dicts are already JSON.
-            body = await client.post(
+            raw = await client.post(
                 "/chat/completions",
-                body={"messages": messages, "tools": tools, **request},
+                body=body,
                 cast_to=bytes,
                 options={"security": {"bearer_auth": True}},
             )
-            return parse_completion(body)
+            return parse_completion(raw)
 
         response, attempts, elapsed_s = await with_retries(call, run, stats, rng)
         result.latency_ms += elapsed_s * 1000
         result.attempts += attempts
-        result.turns += 1
-        _add_usage(result, response)
-        choice = response.choices[0]
-        result.finish_reason = choice.finish_reason
-        sent_message, kept_message = assistant_entry(choice.message)
-        sent.append(sent_message)
-        kept.append(kept_message)
-        calls = sent_message.get("tool_calls") or []
-        if not calls:
-            break
-        submitted = False
-        for tool_call in calls:
-            name = tool_call["function"]["name"]
-            answer = scenario.answer_tool_call(name, tool_call["function"]["arguments"])
-            reply = {"role": "tool", "tool_call_id": tool_call["id"], "content": answer}
-            sent.append(reply)
-            kept.append(dict(reply))
-            submitted = submitted or name == scenario.submission.tool
-        if submitted:
-            break
+        state.apply(response, run.max_turns)
     return result
 
 

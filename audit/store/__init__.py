@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,23 @@ class Store:
 
     def close(self) -> None:
         self.con.close()
+
+    @contextmanager
+    def released(self, wait_s: float = 3600.0, retry_s: float = 0.1) -> Iterator[None]:
+        """Close the file for the length of the block, then open it again.
+
+        A batch sweep polls its batches for hours between writes; released, the file can be
+        opened meanwhile (``audit batch status`` in another terminal). Reopening waits while
+        another process holds the file, up to ``wait_s``. An in-memory store is kept open.
+        """
+        if self.path is None or self.read_only:
+            yield
+            return
+        self.con.close()
+        try:
+            yield
+        finally:
+            self.con = _reconnect(self.path, wait_s, retry_s)
 
     def __enter__(self) -> Store:
         return self
@@ -98,6 +116,21 @@ class Store:
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _reconnect(path: Path, wait_s: float, retry_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            locked = any(p in str(exc).lower() for p in _LOCK_PATTERNS)
+            if not locked or time.monotonic() > deadline:
+                raise StoreLockedError(
+                    f"database {path} stayed in use by another process: close it, then run the "
+                    "command again (a batch sweep resumes where it stopped)"
+                ) from None
+            time.sleep(retry_s)
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:

@@ -929,6 +929,123 @@ COMMENT ON COLUMN heldout_families.incentive_condition IS 'accuracy_gap families
 COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap (the accuracy gap of accuracy_gap families: reference minus incentive condition, see heldout_families), public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone) (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
 """
 
+
+# Batch inference (issue 17): a sweep runs in waves, one request per pending sample each, through
+# the OpenAI Batch API or request files any batch engine reads. Everything needed to resume a
+# killed sweep without resubmitting lives here.
+_V10_BATCHES = """
+CREATE TABLE IF NOT EXISTS batch_samples (
+    sample_key     VARCHAR PRIMARY KEY,
+    model          VARCHAR NOT NULL,
+    model_config   JSON NOT NULL,
+    source_id      VARCHAR NOT NULL,
+    spec_sha       VARCHAR NOT NULL,
+    set_hash       VARCHAR NOT NULL,
+    scenario_id    VARCHAR NOT NULL,
+    scenario_hash  VARCHAR NOT NULL,
+    condition      VARCHAR NOT NULL,
+    epoch          INTEGER NOT NULL,
+    max_turns      INTEGER NOT NULL,
+    state          VARCHAR NOT NULL CHECK (state IN ('active', 'stored', 'failed')),
+    failures       INTEGER NOT NULL DEFAULT 0,
+    enrolled_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    finished_at    TIMESTAMPTZ
+);
+COMMENT ON TABLE batch_samples IS 'Samples run in batch mode (audit sweep --batch, audit batch export): what is needed to rebuild each one''s conversation in a later process, and where it stands.';
+COMMENT ON COLUMN batch_samples.sample_key IS 'The sample''s cache key, as in samples.sample_key.';
+COMMENT ON COLUMN batch_samples.model IS 'Model name sent to the server.';
+COMMENT ON COLUMN batch_samples.model_config IS 'The model''s settings as run (params, spec placement, version; the key variable''s name, never a key).';
+COMMENT ON COLUMN batch_samples.source_id IS 'Spec source of the revision.';
+COMMENT ON COLUMN batch_samples.spec_sha IS 'Spec revision whose text the model is given.';
+COMMENT ON COLUMN batch_samples.set_hash IS 'Held-out set the scenario was taken from.';
+COMMENT ON COLUMN batch_samples.scenario_id IS 'Held-out scenario.';
+COMMENT ON COLUMN batch_samples.scenario_hash IS 'Hash of the scenario when enrolled; a changed scenario is refused rather than continued.';
+COMMENT ON COLUMN batch_samples.condition IS 'Scenario condition.';
+COMMENT ON COLUMN batch_samples.epoch IS 'Repetition index, 0-based.';
+COMMENT ON COLUMN batch_samples.max_turns IS 'Turn limit of the conversation, fixed when the sample was enrolled.';
+COMMENT ON COLUMN batch_samples.state IS 'active (turns still to run), stored (graded and in samples) or failed (gave up; in sample_failures; a rerun enrolls it again).';
+COMMENT ON COLUMN batch_samples.failures IS 'Failed or expired requests at the current turn since the last answer; the sample gives up when this exceeds run.max_retries.';
+COMMENT ON COLUMN batch_samples.enrolled_at IS 'When the sample was first enrolled.';
+COMMENT ON COLUMN batch_samples.finished_at IS 'When it was stored or gave up.';
+
+CREATE TABLE IF NOT EXISTS batch_parts (
+    part_id         VARCHAR PRIMARY KEY,
+    wave            INTEGER NOT NULL,
+    via             VARCHAR NOT NULL CHECK (via IN ('api', 'export')),
+    model           VARCHAR NOT NULL,
+    base_url        VARCHAR,
+    api_key_env     VARCHAR,
+    requests        INTEGER NOT NULL,
+    bytes           BIGINT NOT NULL,
+    input_hash      VARCHAR NOT NULL,
+    input_file_id   VARCHAR,
+    batch_id        VARCHAR,
+    status          VARCHAR NOT NULL,
+    completed       INTEGER,
+    failed          INTEGER,
+    output_file_id  VARCHAR,
+    error_file_id   VARCHAR,
+    error           VARCHAR,
+    run_id          VARCHAR,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    submitted_at    TIMESTAMPTZ,
+    finished_at     TIMESTAMPTZ,
+    ingested_at     TIMESTAMPTZ
+);
+COMMENT ON TABLE batch_parts IS 'One request file of a wave: an OpenAI-format batch submitted through the Files and Batches API (via api) or written for another engine (via export).';
+COMMENT ON COLUMN batch_parts.part_id IS 'Our id of the file; also its name and the batch''s metadata, so a batch created just before a crash is found again instead of resubmitted.';
+COMMENT ON COLUMN batch_parts.wave IS 'Wave number: every pending sample''s next request goes into one wave.';
+COMMENT ON COLUMN batch_parts.via IS 'api (OpenAI Batch API or a compatible server) or export (audit batch export; answered by audit batch import).';
+COMMENT ON COLUMN batch_parts.model IS 'The one model every request of the file names (the Batch API wants one model per file).';
+COMMENT ON COLUMN batch_parts.base_url IS 'Endpoint the batch was submitted to (api only).';
+COMMENT ON COLUMN batch_parts.api_key_env IS 'NAME of the environment variable holding the key for that endpoint; the key itself is never stored.';
+COMMENT ON COLUMN batch_parts.requests IS 'Request lines in the file.';
+COMMENT ON COLUMN batch_parts.bytes IS 'Size of the file in bytes (at most batch.max_bytes).';
+COMMENT ON COLUMN batch_parts.input_hash IS 'sha256 of the file as written; a rebuilt file must hash the same.';
+COMMENT ON COLUMN batch_parts.input_file_id IS 'Id of the uploaded file (api).';
+COMMENT ON COLUMN batch_parts.batch_id IS 'Id of the batch created from it (api).';
+COMMENT ON COLUMN batch_parts.status IS 'built, uploaded, then the batch''s own status (validating, in_progress, finalizing, completed, expired, failed, cancelling, cancelled) for api; exported, imported or cancelled for export.';
+COMMENT ON COLUMN batch_parts.completed IS 'Requests the engine reported completed.';
+COMMENT ON COLUMN batch_parts.failed IS 'Requests the engine reported failed.';
+COMMENT ON COLUMN batch_parts.output_file_id IS 'File of successful results (api).';
+COMMENT ON COLUMN batch_parts.error_file_id IS 'File of failed or expired requests (api).';
+COMMENT ON COLUMN batch_parts.error IS 'Why the whole batch failed, as the server said it (scrubbed of keys).';
+COMMENT ON COLUMN batch_parts.run_id IS 'Run that built the file.';
+COMMENT ON COLUMN batch_parts.created_at IS 'When the file was built.';
+COMMENT ON COLUMN batch_parts.submitted_at IS 'When the batch was created (api) or the file written (export).';
+COMMENT ON COLUMN batch_parts.finished_at IS 'When the batch reached a final status.';
+COMMENT ON COLUMN batch_parts.ingested_at IS 'When its results were read back and applied; NULL while any are outstanding.';
+
+CREATE TABLE IF NOT EXISTS batch_requests (
+    custom_id    VARCHAR PRIMARY KEY,
+    part_id      VARCHAR NOT NULL,
+    wave         INTEGER NOT NULL,
+    sample_key   VARCHAR NOT NULL,
+    turn         INTEGER NOT NULL,
+    state        VARCHAR NOT NULL CHECK (state IN ('pending', 'answered', 'failed', 'expired', 'cancelled', 'superseded')),
+    error_kind   VARCHAR,
+    error        VARCHAR,
+    response     JSON,
+    finished_at  TIMESTAMPTZ
+);
+COMMENT ON TABLE batch_requests IS 'Every request line of every batch file: which sample and turn it asks for, and what came back.';
+COMMENT ON COLUMN batch_requests.custom_id IS 'The line''s custom_id: the sample key''s hex digest, the turn and the wave (no scenario names).';
+COMMENT ON COLUMN batch_requests.part_id IS 'File the line is in.';
+COMMENT ON COLUMN batch_requests.wave IS 'Wave of that file.';
+COMMENT ON COLUMN batch_requests.sample_key IS 'The sample asked for.';
+COMMENT ON COLUMN batch_requests.turn IS 'Assistant turn asked for, 0-based.';
+COMMENT ON COLUMN batch_requests.state IS 'pending, answered, failed (an error line: retried in the next wave up to run.max_retries), expired (no answer before the batch ended: retried likewise), cancelled (by audit batch cancel: retried without counting), superseded (the sample was started over).';
+COMMENT ON COLUMN batch_requests.error_kind IS 'rate_limit, server_error, timeout, malformed_response, expired or other, as in sample_failures.';
+COMMENT ON COLUMN batch_requests.error IS 'The error as the engine gave it (scrubbed of keys).';
+COMMENT ON COLUMN batch_requests.response IS 'The chat completion (scrubbed of keys) while the sample still has turns to run; NULL once the sample is stored, whose transcript keeps it.';
+COMMENT ON COLUMN batch_requests.finished_at IS 'When the answer or error was read back.';
+
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS mode VARCHAR DEFAULT 'live';
+COMMENT ON COLUMN runs.mode IS 'live (one request at a time through the API) or batch (waves of batch files: audit sweep --batch or audit batch import), which providers bill at their batch price.';
+COMMENT ON COLUMN sample_failures.error_kind IS 'rate_limit, server_error, timeout, malformed_response, connection, expired (a batch ended without answering) or other.';
+COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, demo, counterfactual, or batch import (outputs of exported batch waves read back).';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -943,6 +1060,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "sealed twin scenarios: twin_of and sealed, findings' twin gap", _V7_SEALED_TWINS),
     Migration(8, "counterfactual samples, their pairs view and estimates", _V8_COUNTERFACTUALS),
     Migration(9, "private held-out sets: set names, family declarations", _V9_PRIVATE_SETS),
+    Migration(
+        10, "batch inference: samples, request files and requests of batch waves", _V10_BATCHES
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
