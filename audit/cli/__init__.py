@@ -6,7 +6,8 @@ for the user (:class:`audit.errors.AuditError`) become one line on stderr and ex
 
 from __future__ import annotations
 
-import click
+from typing import Any
+
 import typer
 from typer.core import TyperGroup
 
@@ -16,7 +17,7 @@ from audit.errors import AuditError
 class AuditGroup(TyperGroup):
     """Command group that turns AuditError into a clean exit."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except AuditError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,7 +21,9 @@ from audit.cli.options import (
     resolve_heldout,
 )
 from audit.errors import AuditError
-from audit.graders.awareness import LabelScores, SnippetResult, grade_snippet_file
+
+if TYPE_CHECKING:
+    from audit.graders.awareness import LabelScores, SnippetResult
 
 FileOption = Annotated[
     Path,
@@ -36,6 +38,8 @@ FileOption = Annotated[
 
 def awareness(file: FileOption, json_output: JsonOption = False) -> None:
     """Grade each line's text for verbalized eval awareness and show the matched evidence."""
+    from audit.graders.awareness import grade_snippet_file
+
     report = grade_snippet_file(file)
     scores = report.scores()
     for result in report.results:

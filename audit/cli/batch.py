@@ -18,8 +18,6 @@ import typer
 
 from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
 from audit.cli.run import EpochsOption, MaxTurnsOption, ScenarioOption, TwinsOption
-from audit.config import load_config, with_overrides
-from audit.store import open_store
 
 batch_app = typer.Typer(
     help="Batch inference: batches of every wave, and request files for other engines.",
@@ -43,7 +41,9 @@ def status_command(
     as_json: JsonOption = False,
 ) -> None:
     """List every batch of every wave: model, requests, state and ids."""
+    from audit.config import load_config
     from audit.runner.batch import batch_status
+    from audit.store import open_store
 
     settings = load_config(config)
     with open_store(resolve_db(db, config)) as store:
@@ -88,7 +88,9 @@ def cancel_command(
     The next sweep or export puts their unanswered requests into a new wave; a cancellation
     costs no retry.
     """
+    from audit.config import load_config
     from audit.runner.batch import cancel_batches
+    from audit.store import open_store
 
     settings = load_config(config)
     with open_store(resolve_db(db, config)) as store:
@@ -126,7 +128,9 @@ def export_command(
 
     One model per file, for vllm run-batch, a Ray Data job or any engine that reads the format.
     """
+    from audit.config import load_config, with_overrides
     from audit.runner.batch import export_wave
+    from audit.store import open_store
 
     settings = with_overrides(
         load_config(config),
@@ -175,7 +179,9 @@ def import_command(
     Finished samples are graded and stored, the rest wait for the next wave; a bad line
     changes nothing.
     """
+    from audit.config import load_config
     from audit.runner.batch import import_outputs
+    from audit.store import open_store
 
     settings = load_config(config)
     with open_store(resolve_db(db, config)) as store:

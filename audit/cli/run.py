@@ -23,8 +23,6 @@ from audit.cli.options import (
     resolve_db,
 )
 from audit.cli.progress import batch_progress, cli_progress
-from audit.config import load_config, with_model_overrides, with_overrides
-from audit.store import open_store
 
 EpochsOption = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Repetitions per cell (default: run.epochs).")
@@ -158,7 +156,9 @@ def _execute(
     as_json: bool,
     batch: bool = False,
 ) -> None:
+    from audit.config import load_config, with_model_overrides, with_overrides
     from audit.runner import plan_run, run_matrix
+    from audit.store import open_store
 
     config = with_overrides(
         load_config(config_path),
