@@ -4,6 +4,9 @@ models that refuse every request, and keys echoed back by a hostile server."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -233,6 +236,54 @@ def test_revision_ranges_and_unconfigured_models_with_a_base_url(
     assert code == 0, err
     assert out.startswith(f"stored {cells_of(1)}, skipped 0, failed 0")
 
+
+
+@contextmanager
+def server_killing_worker_0() -> Iterator[tuple[str, list[int]]]:
+    """A real OpenAI-style server whose first request SIGKILLs runner process 0 of this test
+    process's run before any answer is sent; every request gets a plain final answer.
+    Yields (base_url, pids killed)."""
+    killed: list[int] = []
+
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        if not killed:
+            for child in multiprocessing.active_children():
+                if child.name == "specdrift-runner-0" and child.pid is not None:
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+        message = {"role": "assistant", "content": "Done. Two tests still fail; see the log."}
+        answer = {
+            "id": "chatcmpl-killer",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+        return JSONResponse(answer)
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    with served_in_thread(app) as (base_url, _):
+        yield base_url, killed
+
+
+def test_a_killed_worker_is_reported_on_stderr_when_it_is_not_a_terminal(
+    tmp_path: Path, spec_repo: Path
+) -> None:
+    # CliRunner captures stdout and stderr: neither is a terminal, as in a CI log.
+    with server_killing_worker_0() as (base_url, killed):
+        config = write_config(tmp_path, spec_repo, base_url, epochs=1)
+        db = tmp_path / "audit.duckdb"
+        sync(db, spec_repo)
+        args = ["run", "--model", MODEL, "--config", str(config), "--rev", "0"]
+        code, out, err = run_cli(*args, *scenario_args(4), "--workers", "2")
+    assert len(killed) == 1
+    assert f"runner worker 0 exited with code -{int(signal.SIGKILL)}\n" in err, (code, out, err)
+    with open_store(db, read_only=True) as store:
+        stored = store.query("SELECT count(*) AS n FROM samples")[0]["n"]
+        runs = store.query("SELECT finished_at FROM runs")
+    assert 0 < stored < cells_of(4)  # worker 1's share only; a rerun redoes worker 0's
+    assert runs == [{"finished_at": None}]
 
 # -- servers that refuse or misbehave ---------------------------------------------------------
 

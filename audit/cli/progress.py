@@ -1,26 +1,35 @@
-"""Progress for the CLI: a rich bar on a terminal, nothing otherwise (plain summaries follow)."""
+"""Progress for the CLI: a rich bar on a terminal; otherwise no bar, but messages on stderr.
+
+rich is imported when a command asks for progress, not when the CLI starts (see
+:mod:`audit.cli`): ``audit --help`` never draws a bar.
+"""
 
 from __future__ import annotations
 
-import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.progress import Progress as RichBar
+from typing import TYPE_CHECKING
 
-from audit.progress import NullProgress, Progress
+import typer
+
+from audit.progress import Progress
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class BarProgress:
     """A rich progress bar: done/total, rate and errors (for terminals)."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskID,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.progress import Progress as RichBar
+
         self._bar = RichBar(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -59,17 +68,15 @@ class BarProgress:
         self._bar.stop()
 
 
-def cli_progress() -> Progress:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
-    console = Console(stderr=True)
-    return BarProgress(console) if console.is_terminal else NullProgress()
+class MessageProgress:
+    """No bar, but every message as a plain line on stderr.
 
-
-class LineProgress:
-    """Messages as plain lines on stderr, nothing else (CI logs of long batch runs)."""
+    What a command has to say while it works (a runner process died, exposure was skipped)
+    must reach a CI log, where stdout and stderr are not terminals.
+    """
 
     def start(self, total: int, label: str) -> None:
-        typer.echo(label, err=True)
+        pass
 
     def advance(self, done: int = 1, errors: int = 0) -> None:
         pass
@@ -81,8 +88,30 @@ class LineProgress:
         pass
 
 
+class LineProgress(MessageProgress):
+    """Messages and the label of each started task as plain lines on stderr (CI logs of long
+    batch runs)."""
+
+    def start(self, total: int, label: str) -> None:
+        typer.echo(label, err=True)
+
+
+def _terminal_console() -> Console | None:
+    """A rich console on stderr if stderr is a terminal, else None."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else None
+
+
+def cli_progress() -> Progress:
+    """A progress bar on stderr when it is a terminal; otherwise messages only, on stderr."""
+    console = _terminal_console()
+    return BarProgress(console) if console is not None else MessageProgress()
+
+
 def batch_progress() -> Progress:
     """A bar per wave on a terminal; otherwise a line per wave and per batch status change,
     so a batch run of hours shows where it stands in a CI log."""
-    console = Console(stderr=True)
-    return BarProgress(console) if console.is_terminal else LineProgress()
+    console = _terminal_console()
+    return BarProgress(console) if console is not None else LineProgress()
