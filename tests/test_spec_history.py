@@ -473,6 +473,24 @@ def test_refuses_a_folder_that_is_not_a_repository(seeded: Store, tmp_path: Path
     _assert_refused(seeded, "missing does not exist", tmp_path / "missing", "spec.md")
 
 
+def test_refuses_a_folder_inside_a_repository(seeded: Store, builder: GitBuilder) -> None:
+    # git is not allowed to search upwards: a sub-folder is not taken for the repository above.
+    builder.commit("v1", {"spec.md": SPEC_V1, "docs/spec.md": SPEC_V1})
+    _assert_refused(seeded, "docs is not a git repository", builder.path / "docs", "spec.md")
+    plain = builder.path / "plain"
+    plain.mkdir()
+    _assert_refused(seeded, "plain is not a git repository", plain, "spec.md")
+
+
+def test_the_git_folder_of_a_working_tree_stands_for_the_tree(
+    store: Store, builder: GitBuilder
+) -> None:
+    c1 = builder.commit("v1", {"spec.md": SPEC_V1})
+    result = sync_spec_history(store, builder.path / ".git", "spec.md")
+    assert (result.repo, result.source_id) == (str(builder.path.resolve()), "specs:spec.md")
+    assert [r.sha for r in list_revisions(store)] == [c1]
+
+
 def test_refuses_an_unknown_ref(seeded: Store, builder: GitBuilder) -> None:
     builder.commit("v1", {"spec.md": SPEC_V1})
     _assert_refused(seeded, "unknown ref 'nope' in", builder.path, "spec.md", ref="nope")

@@ -24,13 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
-from audit.spec_history import arrow_columns as columns
 from audit.spec_history.clauses import (
     ClauseChange,
     ClauseSplitter,
@@ -43,6 +40,9 @@ from audit.spec_history.clauses import (
 )
 from audit.spec_history.git_source import FileCommit, GitRepository
 from audit.store import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 """Largest spec revision accepted (4 MiB); larger content is refused with a one-line error."""
@@ -427,6 +427,8 @@ class _RevisionWriter:
         self._reset()
 
     def _revision_table(self) -> pa.Table:
+        from audit.spec_history import arrow_columns as columns
+
         commits = [commit for commit, _, _, _ in self.revisions]
         return columns.table(
             {
@@ -449,6 +451,8 @@ class _RevisionWriter:
         )
 
     def _change_table(self) -> pa.Table:
+        from audit.spec_history import arrow_columns as columns
+
         shas, prevs, added, removed, diffs = zip(*self.changes, strict=True)
         return columns.table(
             {
@@ -462,6 +466,8 @@ class _RevisionWriter:
         )
 
     def _clause_table(self) -> pa.Table:
+        from audit.spec_history import arrow_columns as columns
+
         shas, prevs, ordinals, changes = zip(*self.clauses, strict=True)
         return columns.table(
             {
@@ -503,6 +509,8 @@ def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
             in_effect[commit] = current
     found = [(name, commit) for name, commit in sorted(tags.items()) if commit in in_effect]
     if found:
+        from audit.spec_history import arrow_columns as columns
+
         store.insert_rows(
             "spec_tags",
             columns.table(
