@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,8 @@ from typing import Any
 
 import git
 import pytest
+from hypothesis import given, settings
+from test_spec_history_clauses import _revisions
 
 from audit.errors import AuditError
 from audit.spec_history import (
@@ -20,7 +23,8 @@ from audit.spec_history import (
     resolve_revision,
     sync_spec_history,
 )
-from audit.store import Store
+from audit.spec_history.clauses import diff_clauses, split_clauses
+from audit.store import Store, open_store
 
 SPEC_V1 = "# Spec {#spec}\n\n## Rules {#rules}\n\n- Report test failures.\n- Keep logs on.\n"
 SPEC_V2 = SPEC_V1 + "\n## Examples {#examples}\n\nA failing build is reported. Always.\n"
@@ -427,6 +431,35 @@ def test_bare_repository(store: Store, builder: GitBuilder, tmp_path: Path) -> N
     assert [r.sha for r in list_revisions(store)] == [c1, c2]
 
 
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None)
+@given(texts=_revisions())
+def test_stored_clause_changes_equal_the_batch_splitters_diff(texts: list[str]) -> None:
+    # The sync splits and compares incrementally; `audit specs diff` splits both texts whole.
+    with tempfile.TemporaryDirectory() as folder:
+        builder = GitBuilder(Path(folder) / "specs")
+        try:
+            for n, text in enumerate(texts):
+                builder.commit(f"r{n}", {"spec.md": text})
+            with open_store(":memory:") as store:
+                sync_spec_history(store, builder.path, "spec.md")
+                revisions = list_revisions(store)
+                for old, new in zip([None, *revisions], revisions, strict=False):
+                    stored = store.query(
+                        "SELECT change, clause_kind, section, old_text, new_text, similarity "
+                        "FROM spec_clause_changes WHERE sha = ? ORDER BY ordinal",
+                        [new.sha],
+                    )
+                    if old is None:
+                        text = resolve_revision(store, new.seq).content or ""
+                        batch = diff_clauses([], split_clauses(text))
+                    else:
+                        batch = diff_revisions(store, old.seq, new.seq).changes
+                    assert stored == [change.as_dict() for change in batch]
+        finally:
+            builder.repo.close()
+
+
 def test_diff_revisions_any_pair(store: Store, builder: GitBuilder) -> None:
     builder.commit("v1", {"spec.md": SPEC_V1})
     builder.commit("v2", {"spec.md": SPEC_V2})
@@ -521,6 +554,29 @@ def test_refuses_binary_and_non_utf8_content(seeded: Store, builder: GitBuilder)
         builder.path,
         "spec.md",
     )
+
+
+def test_batches_written_before_a_bad_revision_are_rolled_back(
+    seeded: Store, builder: GitBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One revision per batch: the writer thread has inserted the good revisions (and may still
+    # be inserting) when the bad one is read; none of them may stay.
+    from audit.spec_history import sync
+
+    monkeypatch.setattr(sync, "_BATCH_BYTES", 1)
+    for n in range(6):
+        builder.commit(f"v{n}", {"spec.md": SPEC_V1 + f"\nRule {n} holds.\n" * (n + 1)})
+    bad = builder.commit("latin-1", {"spec.md": "# Spécification\n".encode("latin-1")})
+    _assert_refused(seeded, f"spec.md at {bad[:7]} is not valid UTF-8", builder.path, "spec.md")
+    # The same history without the bad revision is stored whole, batch by batch.
+    result = sync_spec_history(seeded, builder.path, "spec.md", ref="HEAD~1")
+    assert (result.added, result.total) == (6, 6)
+    stored = seeded.query(
+        "SELECT count(DISTINCT sha) AS revisions, count(*) AS clauses FROM spec_clause_changes "
+        "WHERE source_id = ?",
+        [result.source_id],
+    )
+    assert stored == [{"revisions": 6, "clauses": result.clause_changes}]
 
 
 def test_refuses_a_10_mb_spec_with_its_limit(seeded: Store, builder: GitBuilder) -> None:

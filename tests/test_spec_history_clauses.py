@@ -374,6 +374,23 @@ def test_incremental_splitter_agrees_with_split_clauses_on_random_markdown(
         assert splitter.split(split_lines(text)) == split_clauses(text)
 
 
+@settings(max_examples=300, deadline=None)
+@given(texts=_revisions())
+def test_the_sync_path_gives_the_batch_splitters_clause_changes(texts: list[str]) -> None:
+    # What the sync does per revision: lines split only where the text changed (the old line
+    # objects kept), blocks re-read only there, clauses compared with the previous revision's.
+    splitter = ClauseSplitter()
+    prev_text, prev_lines = "", split_lines("")
+    prev_clauses = splitter.split(prev_lines)
+    for text in texts:
+        lines, ends = split_lines_after(prev_text, prev_lines, text)
+        clauses = splitter.split(lines, ends)
+        assert clauses == split_clauses(text)
+        batch = diff_clauses(split_clauses(prev_text), split_clauses(text))
+        assert diff_clauses(prev_clauses, clauses) == batch
+        prev_text, prev_lines, prev_clauses = text, lines, clauses
+
+
 def test_windowed_unified_diff_equals_whole_file_difflib() -> None:
     import difflib
 
