@@ -237,7 +237,6 @@ def test_revision_ranges_and_unconfigured_models_with_a_base_url(
     assert out.startswith(f"stored {cells_of(1)}, skipped 0, failed 0")
 
 
-
 @contextmanager
 def server_killing_worker_0() -> Iterator[tuple[str, list[int]]]:
     """A real OpenAI-style server whose first request SIGKILLs runner process 0 of this test
@@ -284,6 +283,7 @@ def test_a_killed_worker_is_reported_on_stderr_when_it_is_not_a_terminal(
         runs = store.query("SELECT finished_at FROM runs")
     assert 0 < stored < cells_of(4)  # worker 1's share only; a rerun redoes worker 0's
     assert runs == [{"finished_at": None}]
+
 
 # -- servers that refuse or misbehave ---------------------------------------------------------
 

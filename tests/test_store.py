@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.errors import AuditError, StoreLockedError
-from audit.store import open_store
+from audit.store import SQL_VALUES_ROWS, open_store
 from audit.store.schema import LATEST_VERSION, MIGRATIONS
 
 
@@ -112,3 +116,82 @@ def test_garbage_file_is_a_user_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(AuditError):
         open_store(path)
+
+
+# -- Arrow batches built from buffers ----------------------------------------------------------
+
+_TYPED_COLUMNS = {
+    "text": "VARCHAR",
+    "doc": "JSON",
+    "small": "INTEGER",
+    "big": "BIGINT",
+    "ratio": "DOUBLE",
+    "flag": "BOOLEAN",
+    "moment": "TIMESTAMPTZ",
+}
+_ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+)
+_VALUES = {
+    "text": st.none() | st.text(max_size=12),
+    "doc": st.none()
+    | st.text(max_size=5).map(json.dumps)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    "small": st.none() | st.integers(-(2**31), 2**31 - 1),
+    "big": st.none() | st.integers(-(2**63), 2**63 - 1),
+    # An int among floats takes the pa.array path; both must store the same.
+    "ratio": st.none() | st.floats(allow_nan=False) | st.integers(-(2**40), 2**40),
+    "flag": st.none() | st.booleans(),
+    "moment": st.none() | st.datetimes(timezones=_ZONES),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.fixed_dictionaries(_VALUES), min_size=1, max_size=3 * SQL_VALUES_ROWS))
+def test_rows_as_sql_values_or_built_arrow_store_what_pa_array_stores(rows: list[dict]) -> None:
+    import pyarrow as pa
+
+    body = ", ".join(f"{name} {kind}" for name, kind in _TYPED_COLUMNS.items())
+    numbered = [{"n": n, **row} for n, row in enumerate(rows)]
+    with open_store(":memory:") as store:
+        for table in ("one_by_one", "batch", "plain"):
+            store.con.execute(f"CREATE TABLE {table} (n INTEGER, {body})")
+        for row in numbered:  # SQL parameters
+            store.insert_rows("one_by_one", [row])
+        store.insert_rows("batch", numbered)  # Arrow built from buffers, past a few rows
+        plain = {
+            name: pa.array(
+                [
+                    json.dumps(r[name]) if name == "doc" and isinstance(r[name], dict) else r[name]
+                    for r in numbered
+                ]
+            )
+            for name in numbered[0]
+        }
+        store.insert_rows("plain", pa.table(plain))
+        expected = store.query("SELECT * FROM plain ORDER BY n")
+        assert len(expected) == len(rows)
+        assert store.query("SELECT * FROM batch ORDER BY n") == expected
+        assert store.query("SELECT * FROM one_by_one ORDER BY n") == expected
+
+
+def test_writing_plain_rows_imports_neither_pandas_nor_a_few_rows_pyarrow() -> None:
+    # pa.array imports pandas (0.2-0.3 s per process); a run's own row needs no pyarrow at all.
+    script = (
+        "import sys\n"
+        "from datetime import datetime, UTC\n"
+        "from audit.store import open_store\n"
+        "def run(n):\n"
+        "    return {'run_id': f'r{n}', 'command': 'run', 'started_at': datetime.now(UTC),\n"
+        "            'set_hash': 's', 'tool_version': 'v', 'config': {'a': n}, 'planned': n,\n"
+        "            'skipped': 0, 'mode': 'live'}\n"
+        "with open_store(':memory:') as store:\n"
+        "    store.insert_rows('runs', [run(0)])\n"
+        "    loaded = ['pyarrow' in sys.modules]\n"
+        "    store.insert_rows('runs', [run(n) for n in range(1, 40)])\n"
+        "    assert store.query('SELECT sum(planned) AS n FROM runs') == [{'n': 780}]\n"
+        "print(loaded + ['pyarrow' in sys.modules, 'pandas' in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[False, True, False]"

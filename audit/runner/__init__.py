@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-import openai
-
 from audit.config import AuditConfig, ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
@@ -54,6 +52,8 @@ from audit.runner.writer import BatchWriter
 from audit.store import Store
 
 if TYPE_CHECKING:
+    import openai
+
     from audit.heldout import HeldoutSet
 
 __all__ = [

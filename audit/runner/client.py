@@ -17,17 +17,19 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
-
-import httpx2
-import openai
-import pydantic
-from openai.types.chat import ChatCompletion
 
 from audit.config import ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.runner.matrix import PlannedSample, seed_from_key
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletion
+
+# openai (with httpx and its hundreds of typed models) takes about 0.4 s to import: it is imported
+# where a request is made or answered, so a rerun that finds every sample stored never loads it.
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 LOCAL_PLACEHOLDER_KEY = "EMPTY"
@@ -86,6 +88,9 @@ def make_client(
     base_url: str, api_key: str, pool_size: int, timeout_s: float
 ) -> openai.AsyncOpenAI:
     """One AsyncOpenAI client per endpoint, with a connection pool as large as its concurrency."""
+    import httpx2
+    import openai
+
     limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
     http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s)
     return openai.AsyncOpenAI(
@@ -116,6 +121,8 @@ class CallError:
 
 def classify(exc: BaseException) -> CallError | None:
     """Map an exception to an error kind, or None when it is not a request failure (a bug)."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return CallError("timeout", "request timed out", True)
     if isinstance(exc, openai.APIConnectionError):
@@ -229,6 +236,9 @@ def parse_completion(body: bytes) -> ChatCompletion:
     recursive construction, which cost 14% of the runner's CPU); a body that is valid JSON but
     not quite the schema (servers omit fields) is still read leniently, as the client would.
     """
+    import pydantic
+    from openai.types.chat import ChatCompletion
+
     try:
         return ChatCompletion.model_validate_json(body)
     except pydantic.ValidationError:
@@ -240,6 +250,8 @@ def parse_completion(body: bytes) -> ChatCompletion:
 
 def check_completion(response: object) -> None:
     """Reject 200 answers that are not usable completions (text bodies, missing choices)."""
+    from openai.types.chat import ChatCompletion
+
     if not isinstance(response, ChatCompletion):
         raise MalformedResponse(f"expected a chat completion, got {type(response).__name__}")
     choices = getattr(response, "choices", None)

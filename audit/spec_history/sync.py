@@ -475,7 +475,7 @@ class _RevisionWriter:
             self.store.insert_rows("spec_clause_changes", self._clause_table(batch))
 
     def _revision_table(self, batch: _Batch) -> pa.Table:
-        from audit.spec_history import arrow_columns as columns
+        from audit.store import arrow_columns as columns
 
         commits = [commit for commit, _, _ in batch.revisions]
         digests = ["sha256:" + hashlib.sha256(data).hexdigest() for data in batch.contents]
@@ -500,7 +500,7 @@ class _RevisionWriter:
         )
 
     def _change_table(self, batch: _Batch) -> pa.Table:
-        from audit.spec_history import arrow_columns as columns
+        from audit.store import arrow_columns as columns
 
         shas, prevs, added, removed, diffs = zip(*batch.changes, strict=True)
         return columns.table(
@@ -515,7 +515,7 @@ class _RevisionWriter:
         )
 
     def _clause_table(self, batch: _Batch) -> pa.Table:
-        from audit.spec_history import arrow_columns as columns
+        from audit.store import arrow_columns as columns
 
         shas, prevs, ordinals, changes = zip(*batch.clauses, strict=True)
         return columns.table(
@@ -558,7 +558,7 @@ def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
             in_effect[commit] = current
     found = [(name, commit) for name, commit in sorted(tags.items()) if commit in in_effect]
     if found:
-        from audit.spec_history import arrow_columns as columns
+        from audit.store import arrow_columns as columns
 
         store.insert_rows(
             "spec_tags",

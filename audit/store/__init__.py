@@ -2,8 +2,9 @@
 
 Every stage reads from and writes to one DuckDB file, so any stage can be rerun alone. Writes go
 through :meth:`Store.insert_rows`, which hands DuckDB one Arrow table per batch instead of
-inserting row by row. pyarrow (with numpy, about 0.15 s to import) is loaded by the first write,
-so a command that only reads, or finds nothing to write, does without it.
+inserting row by row (a few rows go as SQL parameters). pyarrow (with numpy, about 0.1 s to
+import) is loaded by the first batch, so a command that only reads, or writes a row or two,
+does without it.
 """
 
 from __future__ import annotations
@@ -88,24 +89,46 @@ class Store:
         """Insert a batch of rows (dicts or an Arrow table) by column name; returns rows given.
 
         ``on_conflict`` is ``"error"``, ``"ignore"`` (keep the stored row) or ``"replace"``.
-        Columns missing from the batch take their defaults.
+        Columns missing from the batch take their defaults. Up to :data:`SQL_VALUES_ROWS` dicts
+        go in as SQL parameters, more as one Arrow batch.
         """
-        import pyarrow as pa
-
         if not _IDENTIFIER.fullmatch(table):
             raise ValueError(f"not a table name: {table!r}")
-        batch = rows if isinstance(rows, pa.Table) else _to_arrow(table, rows, self.con)
-        if batch.num_rows == 0:
-            return 0
         verb = {"error": "INSERT", "ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE"}[
             on_conflict
         ]
+        if isinstance(rows, Sequence):
+            if not rows:
+                return 0
+            if len(rows) <= SQL_VALUES_ROWS:
+                return self._insert_values(table, rows, verb)
+            batch = _to_arrow(table, rows, self.con)
+        else:
+            batch = rows
+        if batch.num_rows == 0:
+            return 0
         self.con.register("_specdrift_batch", batch)
         try:
             self.con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM _specdrift_batch")
         finally:
             self.con.unregister("_specdrift_batch")
         return batch.num_rows
+
+    def _insert_values(self, table: str, rows: Sequence[Mapping[str, Any]], verb: str) -> int:
+        types = _column_types(self.con, table)
+        names = _known_columns(table, rows, types)
+        json_columns = {name for name in names if types[name] == "JSON"}
+        params = [
+            json.dumps(row[name])
+            if name in json_columns and row[name] is not None and not isinstance(row[name], str)
+            else row[name]
+            for row in rows
+            for name in names
+        ]
+        columns = ", ".join(f'"{name}"' for name in names)
+        values = ", ".join(["(" + ", ".join("?" * len(names)) + ")"] * len(rows))
+        self.con.execute(f"{verb} INTO {table} ({columns}) VALUES {values}", params)
+        return len(rows)
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -121,6 +144,11 @@ class Store:
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+SQL_VALUES_ROWS = 8
+"""Batches of up to this many dict rows are inserted as SQL parameters rather than Arrow: as
+quick for a few rows, and a command that writes only a run's row or a finding needs no pyarrow
+(0.1 s to import, and ``pa.array`` imports pandas: 0.2-0.3 s more)."""
 
 
 def _reconnect(path: Path, wait_s: float, retry_s: float) -> duckdb.DuckDBPyConnection:
@@ -151,23 +179,39 @@ def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
 def _to_arrow(
     table: str, rows: Sequence[Mapping[str, Any]], con: duckdb.DuckDBPyConnection
 ) -> pa.Table:
-    """Build an Arrow table from dicts, typing JSON columns as strings so DuckDB casts them."""
+    """Build an Arrow table from dicts, typing JSON columns as strings so DuckDB casts them.
+
+    Columns of plain values are laid out from their buffers (:mod:`audit.store.arrow_columns`),
+    because ``pa.array`` imports pandas (0.2-0.3 s, once per process); anything else goes
+    through ``pa.array``.
+    """
     import pyarrow as pa
+
+    from audit.store import arrow_columns
 
     if not rows:
         return pa.table({})
     types = _column_types(con, table)
-    names = list(rows[0].keys())
-    unknown = [n for n in names if n not in types]
-    if unknown:
-        raise ValueError(f"table {table} has no column(s) {unknown}")
+    names = _known_columns(table, rows, types)
     columns: dict[str, pa.Array] = {}
     for name in names:
         values = [row[name] for row in rows]
         if types[name] == "JSON":
             values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
-        columns[name] = pa.array(values)
+        column = arrow_columns.for_duckdb_type(values, types[name])
+        columns[name] = pa.array(values) if column is None else column
     return pa.table(columns)
+
+
+def _known_columns(
+    table: str, rows: Sequence[Mapping[str, Any]], types: Mapping[str, str]
+) -> list[str]:
+    """The columns the first row names; ValueError if the table lacks one of them."""
+    names = list(rows[0].keys())
+    unknown = [n for n in names if n not in types]
+    if unknown:
+        raise ValueError(f"table {table} has no column(s) {unknown}")
+    return names
 
 
 def _current_version(con: duckdb.DuckDBPyConnection) -> int:
