@@ -559,8 +559,8 @@ def test_refuses_binary_and_non_utf8_content(seeded: Store, builder: GitBuilder)
 def test_batches_written_before_a_bad_revision_are_rolled_back(
     seeded: Store, builder: GitBuilder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # One revision per batch: the writer thread has inserted the good revisions (and may still
-    # be inserting) when the bad one is read; none of them may stay.
+    # One revision per batch: the good revisions are inserted before the bad one is read; none
+    # of them may stay.
     from audit.spec_history import sync
 
     monkeypatch.setattr(sync, "_BATCH_BYTES", 1)

@@ -11,7 +11,7 @@ cloned afresh) keeps its source id.
 Limits: a revision larger than :data:`MAX_SPEC_BYTES` is refused from git's object sizes before
 any content is read (specs are prose; a multi-megabyte file is almost certainly not one, and
 diffing it at every revision would be slow), as is binary (NUL bytes) or non-UTF-8 content.
-Contents are streamed from git and written in batches of about 8 MiB, inside the one
+Contents are streamed from git and written in batches of about 32 MiB, inside the one
 transaction, so memory does not grow with the length of the history.
 """
 
@@ -20,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -243,14 +241,13 @@ def sync_spec_file(
     progress.start(len(new_commits), f"spec revisions of {spec.path}")
     try:
         previous = _last_revision(store, sid) if stored_shas else None
+        writer = _RevisionWriter(store, sid, previous, len(stored_shas))
         with store.transaction():
-            # The writer's thread is done with the connection before the transaction ends.
-            with _RevisionWriter(store, sid, previous, len(stored_shas)) as writer:
-                with spec.source.blob_stream([c.blob_sha for c in new_commits]) as blobs:
-                    for commit, (_, data) in zip(new_commits, blobs, strict=True):
-                        writer.add(commit, data)
-                        progress.advance()
-                writer.flush()
+            with spec.source.blob_stream([c.blob_sha for c in new_commits]) as blobs:
+                for commit, (_, data) in zip(new_commits, blobs, strict=True):
+                    writer.add(commit, data)
+                    progress.advance()
+            writer.flush()
             n_tags = _store_tags(store, spec.source, sid, spec.tip)
             _upsert_source(store, sid, spec, created=stored_source is None)
     finally:
@@ -352,35 +349,17 @@ def _last_revision(store: Store, sid: str) -> tuple[str, str]:
     return row["sha"], row["content"]
 
 
-_BATCH_BYTES = 8 * _MIB
-"""Spec text gathered before a batch of rows goes to DuckDB: bounds the sync's own memory (at
-most two batches are held: one being written, one being gathered)."""
-
-
-@dataclass
-class _Batch:
-    """Rows of consecutive revisions, waiting to be written."""
-
-    revisions: list[tuple[FileCommit, str | None, int]] = field(default_factory=list)
-    contents: list[bytes] = field(default_factory=list)
-    changes: list[tuple[str, str | None, int, int, str]] = field(default_factory=list)
-    clauses: list[tuple[str, str | None, int, ClauseChange]] = field(default_factory=list)
-    size: int = 0
+_BATCH_BYTES = 32 * _MIB
+"""Spec text gathered before a batch of rows goes to DuckDB: bounds the sync's own memory."""
 
 
 class _RevisionWriter:
     """Turns each new revision into its rows (revision, line change, clause changes) and writes
-    them to DuckDB in batches, on a thread of its own.
+    them to DuckDB in batches.
 
     Consecutive revisions are compared once: the common start and end of the two texts bound
     the lines split again (:func:`split_lines_after`), the unified diff and the part of the
     text whose clauses are read again (see :class:`ClauseSplitter`).
-
-    A batch is hashed, laid out as Arrow columns and inserted by one background thread while
-    the next revisions are compared: DuckDB and hashlib release the GIL, so on a second core
-    the writes (about 0.3 s of the 2,000-revision bench's 120 MB of text) overlap the diffs.
-    Only that thread uses the connection until :meth:`close` has waited for it, which the
-    caller does before its transaction ends (commit or rollback).
     """
 
     def __init__(
@@ -394,15 +373,14 @@ class _RevisionWriter:
         self.splitter = ClauseSplitter()
         self.prev_clauses = self.splitter.split(self.prev_lines)
         self.clause_changes = 0
-        self._batch = _Batch()
-        self._executor: ThreadPoolExecutor | None = None
-        self._writing: Future[None] | None = None
+        self._reset()
 
-    def __enter__(self) -> _RevisionWriter:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self.close(raise_errors=kind is None)
+    def _reset(self) -> None:
+        self.revisions: list[tuple[FileCommit, str | None, int, str]] = []
+        self.contents: list[bytes] = []
+        self.changes: list[tuple[str, str | None, int, int, str]] = []
+        self.clauses: list[tuple[str, str | None, int, ClauseChange]] = []
+        self.pending_bytes = 0
 
     def add(self, commit: FileCommit, data: bytes) -> None:
         """Compare one new revision (the next one in order) with the previous one."""
@@ -416,10 +394,10 @@ class _RevisionWriter:
             ends,
         )
         clauses = self.splitter.split(lines, ends)
-        batch = self._batch
-        batch.revisions.append((commit, self.prev_sha, self.seq))
-        batch.contents.append(data)
-        batch.changes.append(
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.revisions.append((commit, self.prev_sha, self.seq, digest))
+        self.contents.append(data)
+        self.changes.append(
             (
                 commit.sha,
                 self.prev_sha,
@@ -429,63 +407,36 @@ class _RevisionWriter:
             )
         )
         for ordinal, change in enumerate(diff_clauses(self.prev_clauses, clauses)):
-            batch.clauses.append((commit.sha, self.prev_sha, ordinal, change))
+            self.clauses.append((commit.sha, self.prev_sha, ordinal, change))
         self.prev_sha, self.prev_text = commit.sha, text
         self.prev_lines, self.prev_clauses = lines, clauses
         self.seq += 1
-        batch.size += len(data)
-        if batch.size >= _BATCH_BYTES:
+        self.pending_bytes += len(data)
+        if self.pending_bytes >= _BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the rows gathered so far to the writing thread (after the previous batch is
-        written, so a failed write stops the sync at the next batch)."""
-        batch, self._batch = self._batch, _Batch()
-        if not batch.revisions:
+        """Write the rows gathered so far (inside the caller's transaction)."""
+        if not self.revisions:
             return
-        self._wait()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="specdrift-sync-writer")
-        self._writing = self._executor.submit(self._write, batch)
-        self.clause_changes += len(batch.clauses)
+        self.store.insert_rows("spec_revisions", self._revision_table())
+        self.store.insert_rows("spec_changes", self._change_table())
+        if self.clauses:
+            self.store.insert_rows("spec_clause_changes", self._clause_table())
+        self.clause_changes += len(self.clauses)
+        self._reset()
 
-    def close(self, *, raise_errors: bool = True) -> None:
-        """Wait until every handed batch is written; with ``raise_errors``, re-raise a failed
-        write (without it, the caller is already leaving with an error of its own)."""
-        try:
-            if raise_errors:
-                self._wait()
-            elif self._writing is not None:
-                futures.wait([self._writing])
-        finally:
-            self._writing = None
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
-
-    def _wait(self) -> None:
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            writing.result()
-
-    def _write(self, batch: _Batch) -> None:
-        self.store.insert_rows("spec_revisions", self._revision_table(batch))
-        self.store.insert_rows("spec_changes", self._change_table(batch))
-        if batch.clauses:
-            self.store.insert_rows("spec_clause_changes", self._clause_table(batch))
-
-    def _revision_table(self, batch: _Batch) -> pa.Table:
+    def _revision_table(self) -> pa.Table:
         from audit.store import arrow_columns as columns
 
-        commits = [commit for commit, _, _ in batch.revisions]
-        digests = ["sha256:" + hashlib.sha256(data).hexdigest() for data in batch.contents]
+        commits = [commit for commit, _, _, _ in self.revisions]
         return columns.table(
             {
                 "source_id": columns.strings([self.sid] * len(commits)),
                 "sha": columns.strings([c.sha for c in commits]),
-                "seq": columns.integers([seq for _, _, seq in batch.revisions], bits=32),
+                "seq": columns.integers([seq for _, _, seq, _ in self.revisions], bits=32),
                 "parent_shas": columns.string_lists([c.parent_shas for c in commits]),
-                "prev_sha": columns.strings([prev for _, prev, _ in batch.revisions]),
+                "prev_sha": columns.strings([prev for _, prev, _, _ in self.revisions]),
                 "author_name": columns.strings([c.author_name for c in commits]),
                 "author_email": columns.strings([c.author_email for c in commits]),
                 "authored_at": columns.timestamps([c.authored_at for c in commits]),
@@ -493,16 +444,16 @@ class _RevisionWriter:
                 "committed_at": columns.timestamps([c.committed_at for c in commits]),
                 "message": columns.strings([c.message for c in commits]),
                 "path": columns.strings([c.path for c in commits]),
-                "content": columns.utf8_blobs(batch.contents),
-                "content_hash": columns.strings(digests),
-                "size_bytes": columns.integers([len(c) for c in batch.contents]),
+                "content": columns.utf8_blobs(self.contents),
+                "content_hash": columns.strings([digest for _, _, _, digest in self.revisions]),
+                "size_bytes": columns.integers([len(c) for c in self.contents]),
             }
         )
 
-    def _change_table(self, batch: _Batch) -> pa.Table:
+    def _change_table(self) -> pa.Table:
         from audit.store import arrow_columns as columns
 
-        shas, prevs, added, removed, diffs = zip(*batch.changes, strict=True)
+        shas, prevs, added, removed, diffs = zip(*self.changes, strict=True)
         return columns.table(
             {
                 "source_id": columns.strings([self.sid] * len(shas)),
@@ -514,10 +465,10 @@ class _RevisionWriter:
             }
         )
 
-    def _clause_table(self, batch: _Batch) -> pa.Table:
+    def _clause_table(self) -> pa.Table:
         from audit.store import arrow_columns as columns
 
-        shas, prevs, ordinals, changes = zip(*batch.clauses, strict=True)
+        shas, prevs, ordinals, changes = zip(*self.clauses, strict=True)
         return columns.table(
             {
                 "source_id": columns.strings([self.sid] * len(shas)),
