@@ -440,3 +440,17 @@ def test_parse_completion_is_strict_first_then_lenient_like_the_client() -> None
         parse_completion(b"[1, 2]")
     assert classify(not_object.value) is not None
     assert classify(not_object.value).kind == "malformed_response"
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(1, 1024), most=st.integers(1, 64))
+def test_connection_pools_hold_the_concurrency_in_as_few_even_pools_as_fit(
+    total: int, most: int
+) -> None:
+    from audit.runner import _pool_sizes
+
+    sizes = _pool_sizes(total, most)
+    assert sum(sizes) == total  # never more requests in flight than configured
+    assert max(sizes) <= most
+    assert len(sizes) == -(-total // most)
+    assert max(sizes) - min(sizes) <= 1
