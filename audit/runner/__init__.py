@@ -11,12 +11,14 @@ a ``sample_failures`` row instead.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import random
 import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -246,15 +248,17 @@ def run_matrix(
     workers = config.run.workers if workers is None else workers
     try:
         if plan.pending:
+            # Imported before worker processes fork (they share the modules instead of each
+            # spending 0.4 s of CPU importing openai) and before the heap is frozen.
+            importlib.import_module("openai")
+            importlib.import_module("audit.graders")
             shards = split_plan(plan, workers) if workers > 1 else []
-            if len(shards) > 1:
-                # Imported before the workers fork, so they share it instead of each spending
-                # 0.4 s of CPU on the import.
-                importlib.import_module("openai")
-                pool = WorkerPool(shards, endpoints, keys, _worker_fields(context))
-                run_coroutine(_collect(pool, context))
-            else:
-                run_coroutine(_execute(plan, endpoints, keys, context))
+            with _frozen_heap():
+                if len(shards) > 1:
+                    pool = WorkerPool(shards, endpoints, keys, _worker_fields(context))
+                    run_coroutine(_collect(pool, context))
+                else:
+                    run_coroutine(_execute(plan, endpoints, keys, context))
     finally:
         context.progress.finish()
         unstored = sum(writer.unstored.values())
@@ -273,6 +277,23 @@ def run_matrix(
         )
         finish_run(store, summary, completed=context.completed)
     return summary
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Leave the objects that exist before the run (modules, the held-out set, the plan) out of
+    the garbage collector's passes until it ends.
+
+    Their full passes stalled the event loop: 200 ms server, 64 in flight, 1,368 samples: three
+    gen-2 passes took 143 ms, one of them 73 ms, with every response waiting meanwhile. Frozen
+    objects are still freed when their count drops to zero; cycles among them wait for the end
+    of the run, when they are handed back to the collector.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -95,6 +95,27 @@ def spec_repo(folder: Path) -> Path:
     return root
 
 
+class PhaseTimer:
+    """A progress sink that times the run's conversation phase: from the first request being
+    planned to the last row written (what the replay loop's time covers), without loading the
+    held-out set, planning, or importing openai."""
+
+    def __init__(self) -> None:
+        self.started = self.finished = 0.0
+
+    def start(self, total: int, label: str) -> None:
+        self.started = time.perf_counter()
+
+    def advance(self, done: int = 1, errors: int = 0) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    def finish(self) -> None:
+        self.finished = time.perf_counter()
+
+
 def run_once(
     db: Path, repo: Path, base_url: str, epochs: int, profile: bool, workers: int = 1
 ) -> dict:
@@ -109,7 +130,8 @@ def run_once(
         profiler = cProfile.Profile() if profile else None
         if profiler:
             profiler.enable()
-        summary = run_matrix(store, config, models=[MODEL], revisions=None)
+        timer = PhaseTimer()
+        summary = run_matrix(store, config, models=[MODEL], revisions=None, progress=timer)
         if profiler:
             profiler.disable()
             stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative")
@@ -121,6 +143,7 @@ def run_once(
         "failed": summary.failed,
         "calls": summary.calls,
         "seconds": summary.elapsed_s,
+        "conversation_s": timer.finished - timer.started,
         "mean_turns": turns,
     }
 
@@ -281,6 +304,8 @@ def main() -> None:
             "replay_loop_calls_per_s": replayed,
             "replay_loop_share_of_ideal_calls": replayed / (CONCURRENCY / 0.2),
             "ratio_to_replay_loop": slow["calls"] / slow["seconds"] / replayed,
+            # The same over the conversation phase only (the replay has nothing to load).
+            "ratio_to_replay_loop_conversations": slow["calls"] / slow["conversation_s"] / replayed,
             "two_workers_share_of_ideal": slow_two["stored"] / slow_two["seconds"] / ideal,
         }
         with ServerProcess(0.0) as server:
