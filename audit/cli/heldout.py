@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from audit.cli.options import JsonOption
+from audit.terminal import printable
 
 heldout_app = typer.Typer(
     help="The held-out covert-action set: list, show, verify, freeze.", no_args_is_help=True
@@ -40,10 +41,13 @@ def list_command(json_output: JsonOption = False, directory: DirOption = None) -
     if json_output:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
-    typer.echo(_table(rows))
+    # Titles, ids and versions come from scenario files (--dir may be anyone's folder).
+    typer.echo(printable(_table(rows)))
     typer.echo(
-        f"{len(rows)} scenarios in {len(heldout.families())} families; "
-        f"set {heldout.set_hash[:_HASH_PREFIX]} version {heldout.version}"
+        printable(
+            f"{len(rows)} scenarios in {len(heldout.families())} families; "
+            f"set {heldout.set_hash[:_HASH_PREFIX]} version {heldout.version}"
+        )
     )
 
 
@@ -60,7 +64,7 @@ def show_command(
     if json_output:
         typer.echo(json.dumps(described, ensure_ascii=False, indent=2))
         return
-    typer.echo(_show_text(described))
+    typer.echo(printable(_show_text(described)))
 
 
 @heldout_app.command("verify")
@@ -70,8 +74,10 @@ def verify_command(directory: DirOption = None, manifest: ManifestOption = None)
 
     heldout = verify_heldout(directory, manifest)
     typer.echo(
-        f"ok: {len(heldout.scenarios)} scenarios match manifest version {heldout.version} "
-        f"(set {heldout.set_hash[:_HASH_PREFIX]})"
+        printable(
+            f"ok: {len(heldout.scenarios)} scenarios match manifest version {heldout.version} "
+            f"(set {heldout.set_hash[:_HASH_PREFIX]})"
+        )
     )
 
 
@@ -91,15 +97,17 @@ def freeze_command(
 
     heldout = freeze_heldout(version, directory, manifest)
     typer.echo(
-        f"frozen: version {heldout.version}, {len(heldout.scenarios)} scenarios, "
-        f"set {heldout.set_hash}"
+        printable(
+            f"frozen: version {heldout.version}, {len(heldout.scenarios)} scenarios, "
+            f"set {heldout.set_hash}"
+        )
     )
     history = manifest_history(directory, manifest)
     if history:
         earlier = ", ".join(
             f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history
         )
-        typer.echo(f"earlier versions: {earlier}")
+        typer.echo(printable(f"earlier versions: {earlier}"))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from audit.errors import AuditError
+from audit.terminal import printable
 
 
 def register(app: typer.Typer) -> None:
@@ -91,7 +92,7 @@ def serve_organisms_command(
 
     def ready(base_url: str, models: tuple[str, ...]) -> None:
         typer.echo(f"organism simulator listening on {base_url}")
-        typer.echo(f"models: {', '.join(models)}")
+        typer.echo(printable(f"models: {', '.join(models)}"))  # names from organism files
         typer.echo("press Ctrl-C to stop")
 
     serve_organisms(
