@@ -156,6 +156,8 @@ def import_samples_command(
     from audit.io import import_samples
     from audit.store import open_store
 
+    if not file.is_file():  # before the database is opened: a typo must not create one
+        raise AuditError(f"cannot read {file}: no such file")
     with open_store(resolve_db(db, config)) as store:
         result = import_samples(store, file, source_id=source, progress=cli_progress())
     typer.echo(printable(result.line()))
@@ -174,11 +176,16 @@ def import_inspect_command(
     config: ConfigOption = None,
 ) -> None:
     """Import an Inspect AI eval log through a mapping file (see README)."""
-    from audit.io import import_inspect_log
+    from audit.io import import_inspect_log, load_mapping
     from audit.store import open_store
 
+    # The mapping and the log's presence are checked before the database is opened: a typo
+    # must not create a database file or open one for writing.
+    checked_mapping = load_mapping(mapping)
+    if not log.is_file():
+        raise AuditError(f"no Inspect log at {log}")
     with open_store(resolve_db(db, config)) as store:
-        result = import_inspect_log(store, log, mapping, source_id=source)
+        result = import_inspect_log(store, log, checked_mapping, source_id=source)
     typer.echo(printable(result.line()))
 
 
