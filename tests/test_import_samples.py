@@ -328,6 +328,7 @@ def test_a_crash_part_way_stores_nothing(synced: Store, tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr
     with open_store(db) as store:
         assert count(store) == 0
+        assert store.query("SELECT count(*) AS n FROM heldout_sets") == [{"n": 0}]
         assert import_samples(store, path).stored == 40  # and the file imports fine afterwards
 
 

@@ -264,7 +264,7 @@ def _load_json(raw: str, where: str) -> Any:
             "which one counts); nothing was imported"
         ) from None
     # Only lines that could hold such a value are walked: the walk costs more than the parse.
-    if "NaN" in raw or "Infinity" in raw or "\\ud" in raw.lower():
+    if "NaN" in raw or "Infinity" in raw or "\\ud" in raw or "\\uD" in raw:
         found = unusable_value(data, "")
         if found:
             field, problem = found
