@@ -471,3 +471,18 @@ def test_memory_limit_is_lowered_during_an_import_and_restored(
     synced.con.execute("SET memory_limit = '100MB'")  # a lower limit is kept
     import_samples(synced, write_jsonl(tmp_path / "t.jsonl", [line(sha, epoch=1)]))
     assert synced.con.execute("SELECT current_setting('memory_limit')").fetchone() == ("95.3 MiB",)
+
+
+def test_running_out_of_memory_without_room_to_spill_is_one_line(
+    synced: Store, tmp_path: Path
+) -> None:
+    sha = revisions(synced)[0]["sha"]
+    rows = [line(sha, epoch=i, answer="x" * 200) for i in range(30_000)]
+    path = write_jsonl(tmp_path / "s.jsonl", rows)
+    synced.con.execute("SET temp_directory = ''")  # nowhere to spill the staged rows
+    synced.con.execute("SET memory_limit = '8MB'")  # kept: lower than the import's own
+    with pytest.raises(AuditError) as caught:
+        import_samples(synced, path)
+    assert str(caught.value).startswith("the import ran out of memory (Out of Memory Error")
+    assert "\n" not in str(caught.value)
+    assert count(synced) == 0

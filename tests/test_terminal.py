@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 from pathlib import Path
 
@@ -31,7 +32,6 @@ PAYLOAD = (
     "ok\x1b[2J\x1b]0;HIJACKED\x07 "
     "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\ \x9b31m \u202eevil\r"
 )
-SHOWN = "ok^[[2J^[]0;HIJACKED^G"  # how the payload's start must read
 # rich's own colours are SGR sequences; anything else after ESC came from the payload.
 _FOREIGN_ESCAPE = re.compile(rb"\x1b(?!\[[0-9;]*m)")
 
@@ -113,11 +113,11 @@ def commands(paths: dict[str, Path]) -> list[list[str]]:
 def test_every_output_path_shows_control_characters_in_a_pipe(hostile: dict[str, Path]) -> None:
     for args in commands(hostile):
         result = CliRunner().invoke(app, args)
-        assert result.exit_code in (0, 1, 2), (args, result.output)
+        assert result.exit_code in (0, 1, 2), (args, result.output)  # gate 1, import 2
+        assert result.exception is None or isinstance(result.exception, SystemExit), args
         out = assert_harmless(result.stdout_bytes, tty=False)
         err = assert_harmless(result.stderr_bytes, tty=False)
-        assert "HIJACKED" in out + err, args  # the payload was printed, made visible
-        assert SHOWN in out + err or "^[]0;HIJACKED^G" in out + err, args
+        assert "^[]0;HIJACKED^G" in out + err, args  # the payload was printed, made visible
 
 
 _DRIVER = """
@@ -141,13 +141,16 @@ def run_on_a_terminal(argv_lists: list[list[str]]) -> tuple[bytes, bytes]:
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
-    with subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, json.dumps(argv_lists)],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        env=env,
-    ) as child:
+    with (
+        tempfile.TemporaryFile() as err_file,  # a file, not a pipe: it cannot fill up and block
+        subprocess.Popen(
+            [sys.executable, "-c", _DRIVER, json.dumps(argv_lists)],
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=err_file,
+            env=env,
+        ) as child,
+    ):
         os.close(follower)
         chunks = []
         while True:
@@ -158,9 +161,9 @@ def run_on_a_terminal(argv_lists: list[list[str]]) -> tuple[bytes, bytes]:
             if not chunk:
                 break
             chunks.append(chunk)
-        assert child.stderr is not None
-        err = child.stderr.read()
-        assert child.wait(timeout=300) == 0, err
+        assert child.wait(timeout=300) == 0
+        err_file.seek(0)
+        err = err_file.read()
     os.close(leader)
     return b"".join(chunks), err
 

@@ -13,11 +13,13 @@ either. Graded samples are keyed like the runner's (:func:`audit.runner.matrix.s
 an import-specific parameters hash, so importing the same file twice adds nothing, and detection
 and reports treat the rows like run ones.
 
-Memory stays flat: DuckDB works within :data:`IMPORT_MEMORY_LIMIT` during an import (the staging
-table spills to DuckDB's temporary folder beside the database), and new rows are found by an
-anti-join rather than ``INSERT OR IGNORE``, whose per-row key checks held every staged key in
-memory (2,000,000 lines peaked at 4.8 GB; see ``tests/bench/bench_import.py`` for the figures
-now).
+Memory stays flat in the length of the file: DuckDB reads and stages within
+:data:`IMPORT_MEMORY_LIMIT` (the staging table spills to DuckDB's temporary folder beside the
+database), and new rows are found by an anti-join rather than ``INSERT OR IGNORE``, whose per-row
+key checks held every staged row in memory (2,000,000 lines peaked at 4.8 GB). What still grows
+is DuckDB's primary-key index, which must sit in memory while new rows are committed: about 150
+bytes per row of ``samples``, stored and new (:data:`KEY_INDEX_BYTES_PER_ROW`).
+``tests/bench/bench_import.py`` prints the figures.
 
 Lines are read strictly: duplicate keys in an object, ``NaN`` and ``Infinity``, lone UTF-16
 surrogates, nesting too deep for the parser, integers outside DuckDB's column types and control
@@ -29,13 +31,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import duckdb
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -61,8 +64,18 @@ IMPORT_BATCH_ROWS = 5_000
 """Lines validated and staged at a time: memory stays flat however long the file is."""
 
 IMPORT_MEMORY_LIMIT = "400MB"
-"""DuckDB's memory limit while an import runs (the previous limit is restored afterwards): past
-it, staged rows spill to disk instead of growing the process."""
+"""DuckDB's memory limit while lines are read and staged (the previous limit is restored
+afterwards): past it, staged rows spill to disk instead of growing the process."""
+
+KEY_INDEX_BYTES_PER_ROW = 256
+"""Memory allowed per row of ``samples`` (stored and new) while new rows are committed, on top
+of :data:`COMMIT_MEMORY_BYTES`. DuckDB checks the primary key with an in-memory index that
+cannot spill: measured here at more than 150 bytes per sha256 key (2,000,000 keys failed to
+commit under a 300 MB limit, 4,000,000 under 600 MB; a limit that is too low is a fatal error
+that invalidates the connection). The rest is a margin for longer keys."""
+
+COMMIT_MEMORY_BYTES = 128e6
+"""Memory allowed for the commit besides the key index."""
 
 INT32_MAX = 2**31 - 1
 """Largest value of DuckDB's INTEGER columns (epoch, turns, token counts)."""
@@ -526,22 +539,30 @@ class _Staging:
         ).fetchone()
         return (found[0], found[1]) if found else None
 
-    def store_new(self, heldout: HeldoutSet) -> int:
+    def store_new(self, heldout: HeldoutSet, budget: _MemoryBudget) -> int:
         """Register the held-out set and move the staged rows that are not stored yet to
         ``samples``, in one transaction; returns how many were new.
 
         An anti-join finds the new rows: ``INSERT OR IGNORE`` checked each row against the key
-        index one at a time and held all of them in memory (4.8 GB for 2,000,000 lines).
+        index one at a time and held all of them in memory (4.8 GB for 2,000,000 lines). The
+        commit needs DuckDB's key index of the whole table in memory, so the memory limit is
+        raised to what that index needs (:data:`KEY_INDEX_BYTES_PER_ROW`) for this step only.
         """
+        new_rows = f"FROM {_STAGING} staged WHERE NOT EXISTS " + (
+            "(SELECT 1 FROM samples stored WHERE stored.sample_key = staged.sample_key)"
+        )
+        counted = self.store.con.execute(f"SELECT count(*) {new_rows}").fetchone()
+        new = int(counted[0]) if counted else 0
+        if new:
+            total = _count(self.store) + new
+            budget.allow(max(budget.base, COMMIT_MEMORY_BYTES + KEY_INDEX_BYTES_PER_ROW * total))
         with self.store.transaction():
             register_heldout(self.store, heldout)
-            inserted = self.store.con.execute(
-                "INSERT INTO samples BY NAME "
-                f"SELECT * EXCLUDE (_where, _ordinal) FROM {_STAGING} staged "
-                "WHERE NOT EXISTS "
-                "(SELECT 1 FROM samples stored WHERE stored.sample_key = staged.sample_key)"
-            ).fetchone()
-        return int(inserted[0]) if inserted else 0
+            if new:
+                self.store.con.execute(
+                    f"INSERT INTO samples BY NAME SELECT * EXCLUDE (_where, _ordinal) {new_rows}"
+                )
+        return new
 
     def drop(self) -> None:
         self.store.con.execute(f"DROP TABLE IF EXISTS {_STAGING}")
@@ -559,25 +580,41 @@ def _size_bytes(text: str) -> float:
     return float(found.group(1)) * _SIZE_UNITS.get(found.group(2).lower(), 1)
 
 
-@contextmanager
-def _memory_limit(store: Store, limit: str) -> Iterator[None]:
-    """DuckDB's memory limit lowered to ``limit`` for the block (a lower one is kept), then put
-    back as it was."""
-    row = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
-    previous = str(row[0]) if row else ""
-    if previous and _size_bytes(previous) <= _size_bytes(limit):
-        yield
-        return
-    store.con.execute(f"SET memory_limit = '{limit}'")
-    try:
-        yield
-    finally:
+class _MemoryBudget:
+    """DuckDB's memory limit during an import: lowered for staging, raised for the commit, never
+    above the limit the connection had, and restored afterwards."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        row = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        self.previous = str(row[0]) if row else ""
+        self.ceiling = _size_bytes(self.previous) if self.previous else float("inf")
+        self.base = _size_bytes(IMPORT_MEMORY_LIMIT)
+        self.changed = False
+
+    def allow(self, nbytes: float) -> None:
+        """Set the limit to ``nbytes`` (at most the connection's own limit)."""
+        if nbytes < self.ceiling:
+            self.store.con.execute(f"SET memory_limit = '{math.ceil(nbytes / 1e6)}MB'")
+            self.changed = True
+        else:
+            self.restore()
+
+    def restore(self) -> None:
+        """Put back the limit the connection had."""
+        if not self.changed:
+            return
+        self.changed = False
         # DuckDB shows the limit rounded (18.8 GiB): the default comes back exactly by RESET,
         # a limit the caller had set by its rounded value.
-        store.con.execute("RESET memory_limit")
-        now = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
-        if previous and (not now or str(now[0]) != previous):
-            store.con.execute(f"SET memory_limit = '{previous}'")
+        self.store.con.execute("RESET memory_limit")
+        now = self.store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        if self.previous and (not now or str(now[0]) != self.previous):
+            self.store.con.execute(f"SET memory_limit = '{self.previous}'")
+
+
+def _count(store: Store) -> int:
+    return int(store.query("SELECT count(*) AS n FROM samples")[0]["n"])
 
 
 def import_records(
@@ -598,7 +635,9 @@ def import_records(
         raise AuditError("the database is open read-only: imports need a writable --db")
     heldout = heldout if heldout is not None else load_heldout()
     builder = _RowBuilder(store, heldout, source_id)
-    with _memory_limit(store, IMPORT_MEMORY_LIMIT):
+    budget = _MemoryBudget(store)
+    budget.allow(budget.base)
+    try:
         staging = _Staging(store)
         try:
             iterator = iter(items)
@@ -610,9 +649,18 @@ def import_records(
                     f"{duplicate[0]}: same model, spec content, scenario, condition and epoch "
                     f"as {duplicate[1]}; nothing was imported"
                 )
-            stored = staging.store_new(heldout)
+            stored = staging.store_new(heldout, budget)
+        except duckdb.OutOfMemoryException as exc:
+            # Spilling needs DuckDB's temporary folder (beside the database file by default).
+            raise AuditError(
+                f"the import ran out of memory ({str(exc).splitlines()[0]}); nothing was "
+                "imported: make the folder beside the database writable, or set DuckDB's "
+                "temp_directory to one that is"
+            ) from None
         finally:
             staging.drop()
+    finally:
+        budget.restore()
     return ImportResult(label, staging.rows, stored)
 
 
