@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from audit.errors import AuditError
+from audit.terminal import printable
 
 
 class AuditGroup(TyperGroup):
@@ -21,8 +22,9 @@ class AuditGroup(TyperGroup):
             return super().invoke(ctx)
         except AuditError as exc:
             # typer vendors click and renders ClickException in a rich box, so print the one
-            # line ourselves and exit through typer's own Exit.
-            typer.echo(f"error: {exc}", err=True)
+            # line ourselves and exit through typer's own Exit. Messages quote input (names,
+            # revisions, lines of a file), so control characters are shown, not obeyed.
+            typer.echo(f"error: {printable(str(exc), multiline=False)}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
 
 

@@ -19,6 +19,7 @@ from audit.cli.options import (
     heldout_override,
     resolve_db,
 )
+from audit.terminal import printable
 
 ModelOption = Annotated[str | None, typer.Option("--model", help="Only this model.")]
 SourceOption = Annotated[
@@ -40,7 +41,7 @@ class _MessagesToStderr:
         pass
 
     def message(self, text: str) -> None:
-        typer.echo(f"note: {text}", err=True)
+        typer.echo(f"note: {printable(text)}", err=True)
 
     def finish(self) -> None:
         pass
@@ -83,8 +84,8 @@ def detect_command(
     if not findings:  # every model with samples at a stored revision gets at least a "none"
         typer.echo("no samples were made on a stored spec revision: nothing was compared")
         return
-    for finding in findings:
-        typer.echo(f"[{finding.kind}] {finding.summary}")
+    for finding in findings:  # summaries name models and scenarios from the database
+        typer.echo(printable(f"[{finding.kind}] {finding.summary}"))
 
 
 def gate_command(
@@ -128,11 +129,12 @@ def gate_command(
             set_hash=set_hash,
             progress=_MessagesToStderr(),
         )
-    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.markdown(), nl=False)
+    text = json.dumps(result.to_json(), indent=2) if as_json else printable(result.markdown())
+    typer.echo(text, nl=False)
     if as_json:
         typer.echo()
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        typer.echo(printable(f"warning: {warning}", multiline=False), err=True)
     raise typer.Exit(result.exit_code)
 
 

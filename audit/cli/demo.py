@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from audit.cli.progress import cli_progress
+from audit.terminal import printable
 
 if TYPE_CHECKING:
     from audit.analysis import Finding
@@ -130,7 +131,7 @@ def demo_command(
         typer.echo(f"  {line}")
     typer.echo(f"findings: {len(result.findings)} (strongest per model; all: audit detect --json)")
     for line in finding_lines(result.findings):
-        typer.echo(f"  {line}")
+        typer.echo(printable(f"  {line}"))
     typer.echo(f"database: {result.db_path}")
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"done in {result.elapsed_s:.1f} s. Next:")

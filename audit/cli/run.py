@@ -25,6 +25,7 @@ from audit.cli.options import (
 from audit.cli.progress import batch_progress, cli_progress
 from audit.config import load_config, with_model_overrides, with_overrides
 from audit.store import open_store
+from audit.terminal import printable
 
 EpochsOption = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Repetitions per cell (default: run.epochs).")
@@ -213,20 +214,20 @@ def _execute(
     else:
         typer.echo(summary.line())
     _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
-    for model, error in summary.abandoned.items():
-        typer.echo(
+    for model, error in summary.abandoned.items():  # the error is the server's text
+        message = (
             f"error: model {model!r} refused its first requests ({error}): fix its name, key "
-            "variable or parameters, then rerun (its other samples were not run)",
-            err=True,
+            "variable or parameters, then rerun (its other samples were not run)"
         )
+        typer.echo(printable(message, multiline=False), err=True)
     if summary.abandoned and summary.ok:
         raise typer.Exit(2)
     if not summary.ok:
-        typer.echo(
+        message = (
             f"error: {summary.unstored} sample(s) could not be stored ({summary.store_error}); "
-            "rerun to redo them",
-            err=True,
+            "rerun to redo them"
         )
+        typer.echo(printable(message, multiline=False), err=True)
         raise typer.Exit(1)
 
 
@@ -245,7 +246,7 @@ def _print_plan(described: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(described))
         return
-    typer.echo(
+    text = (
         f"models     {', '.join(described['models'])}\n"
         f"revisions  {len(described['revisions'])}: {' '.join(described['revisions'])}\n"
         f"scenarios  {described['scenarios']} (with their conditions; "
@@ -255,6 +256,7 @@ def _print_plan(described: dict, as_json: bool) -> None:
         f"samples, {described['already_stored']} already stored\n"
         f"to run     {described['to_run']} samples, at most {described['max_calls']} calls"
     )
+    typer.echo(printable(text))  # model names come from the config and flags
 
 
 def run_command(

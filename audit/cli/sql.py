@@ -23,6 +23,7 @@ from audit.cli.options import (
     resolve_heldout,
 )
 from audit.errors import AuditError
+from audit.terminal import printable
 
 import_app = typer.Typer(
     help="Join graded samples from elsewhere to the history (JSONL, Inspect AI logs).",
@@ -75,19 +76,20 @@ def sql_command(
     config: ConfigOption = None,
 ) -> None:
     """Run SQL over the history (read-only unless --write). `audit schema` lists the tables."""
-    from audit.query import FORMATS, format_result, open_query_store, run_sql
+    from audit.query import FORMATS, format_result, run_sql
 
     fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
     if fmt not in FORMATS:
         raise AuditError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     sql = _sql_text(query, file)
-    path = resolve_db(db, config)
-    with open_query_store(path, write=write, allow_files=allow_files) as store:
-        result = run_sql(store, sql, allow_write=write)
+    # Given the path, run_sql opens the sandbox itself: Python callers get the same one.
+    result = run_sql(resolve_db(db, config), sql, allow_write=write, allow_files=allow_files)
     if fmt == "table":
         _print_table(result)
+    elif fmt in ("json", "jsonl"):
+        typer.echo(format_result(result, fmt), nl=False)  # JSON escapes control characters
     else:
-        typer.echo(format_result(result, fmt), nl=False)
+        typer.echo(printable(format_result(result, fmt)), nl=False)
 
 
 def _sql_text(query: str | None, file: Path | None) -> str:
@@ -104,15 +106,18 @@ def _sql_text(query: str | None, file: Path | None) -> str:
 def _print_table(result: object) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from audit.query import QueryResult, cell_text
 
     assert isinstance(result, QueryResult)
     table = Table(show_edge=False, header_style="bold")
+    # Text objects, not strings: rich reads strings as markup ("[link=...]" would become a
+    # hyperlink), and it passes ESC through; values from the database are shown, never obeyed.
     for column in result.columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(printable(column, multiline=False)), overflow="fold")
     for row in result.rows:
-        table.add_row(*(cell_text(v) for v in row))
+        table.add_row(*(Text(printable(cell_text(v))) for v in row))
     # Off a terminal rich would wrap at 80 columns; give it room so pipes get whole rows.
     width = None if sys.stdout.isatty() else 200
     console = Console(width=width, highlight=False)
@@ -141,7 +146,7 @@ def schema_command(
     if json_output:
         typer.echo(json.dumps([r.to_json() for r in relations], ensure_ascii=False, indent=2))
     else:
-        typer.echo(format_schema(relations), nl=False)
+        typer.echo(printable(format_schema(relations)), nl=False)  # comments come from the file
 
 
 @import_app.command("samples")
@@ -167,7 +172,7 @@ def import_samples_command(
         result = import_samples(
             store, file, heldout=held, source_id=source, progress=cli_progress()
         )
-    typer.echo(result.line())
+    typer.echo(printable(result.line()))
 
 
 @import_app.command("inspect")
@@ -224,7 +229,7 @@ def import_inspect_command(
             skip_errors=skip_errors,
             model=model,
         )
-    typer.echo(result.line())
+    typer.echo(printable(result.line()))
 
 
 def export_command(
@@ -247,7 +252,7 @@ def export_command(
 
     with open_store(resolve_db(db, config), read_only=True) as store:
         result = export_store(store, out, fmt, unseal=unseal)
-    typer.echo(result.line())
+    typer.echo(printable(result.line()))
     if result.unsealed and result.sealed_samples:
         typer.echo(
             f"warning: --unseal: {out} holds the sealed text of {result.sealed_samples} samples "
