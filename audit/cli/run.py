@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,8 +23,12 @@ from audit.cli.options import (
     resolve_db,
 )
 from audit.cli.progress import batch_progress, cli_progress
-from audit.config import load_config, with_model_overrides, with_overrides
-from audit.store import open_store
+from audit.config import AuditConfig, load_config, with_model_overrides, with_overrides
+from audit.store import Store, open_store
+from audit.terminal import printable
+
+if TYPE_CHECKING:
+    from audit.analysis.usage import PlanEstimate
 
 EpochsOption = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Repetitions per cell (default: run.epochs).")
@@ -158,7 +162,9 @@ def _execute(
     as_json: bool,
     batch: bool = False,
 ) -> None:
+    from audit.analysis.usage import estimate_plan
     from audit.runner import plan_run, run_matrix
+    from audit.runner.failures import failure_report
 
     config = with_overrides(
         load_config(config_path),
@@ -180,7 +186,8 @@ def _execute(
             plan = plan_run(
                 store, config, models=models, revisions=revisions, scenario_ids=scenarios
             )
-            _print_plan(plan.describe(), as_json)
+            estimate = estimate_plan(store, config, plan, batch=batch)
+            _print_plan(plan.describe(), estimate, as_json)
             return
         if batch:
             from audit.runner.batch import run_batch
@@ -206,17 +213,38 @@ def _execute(
                 base_url=base_url,
                 command=command,
             )
+        failures = failure_report(
+            store,
+            summary.run_id,
+            attempted=summary.stored + summary.failed,
+            limit=config.run.max_failed_share,
+        )
+        usage = run_usage(store, config, summary.run_id)
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps({**asdict(summary), "ok": summary.ok}))
+        typer.echo(
+            json.dumps(
+                {
+                    **asdict(summary),
+                    "ok": summary.ok and not failures.exceeded,
+                    "failures": failures.to_json(),
+                    "usage": usage,
+                }
+            )
+        )
     else:
         typer.echo(summary.line())
+        if summary.stored:
+            typer.echo(_usage_line(usage))
     _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
     for model, error in summary.abandoned.items():
         typer.echo(
-            f"error: model {model!r} refused its first requests ({error}): fix its name, key "
-            "variable or parameters, then rerun (its other samples were not run)",
+            printable(
+                f"error: model {model!r} refused its first requests ({error}): fix its name, "
+                "key variable or parameters, then rerun (its other samples were not run)",
+                multiline=False,
+            ),
             err=True,
         )
     if summary.abandoned and summary.ok:
@@ -228,6 +256,35 @@ def _execute(
             err=True,
         )
         raise typer.Exit(1)
+    if failures.exceeded:
+        typer.echo(printable(f"error: {failures.message()}", multiline=False), err=True)
+        raise typer.Exit(1)
+
+
+def run_usage(store: Store, config: AuditConfig, run_id: str) -> dict[str, Any]:
+    """A run's token totals and cost: in all, per model, and per model and revision."""
+    from audit.analysis.usage import total, usage_totals
+
+    by_revision = usage_totals(store, config, by=("model", "spec_sha"), run_ids=[run_id])
+    by_model = usage_totals(store, config, by=("model",), run_ids=[run_id])
+    return {
+        "total": total(by_model).to_json(),
+        "by_model": [row.to_json() for row in by_model],
+        "by_revision": [row.to_json() for row in by_revision],
+    }
+
+
+def _usage_line(usage: dict[str, Any]) -> str:
+    total = usage["total"]
+    text = f"tokens: prompt {total['prompt_tokens']:,}, completion {total['completion_tokens']:,}"
+    if total["reasoning_tokens"] is not None:
+        text += f" (reasoning {total['reasoning_tokens']:,})"
+    cost = " + ".join(f"{v:,.4g} {c}" for c, v in total["cost"].items())
+    if cost:
+        text += f"; cost {cost}"
+    if total["unpriced"]:
+        text += f"; {total['unpriced']} samples without a price (set [models.price])"
+    return text
 
 
 def _report_unfinished(unfinished: int, abandoned: dict[str, str]) -> None:
@@ -241,9 +298,10 @@ def _report_unfinished(unfinished: int, abandoned: dict[str, str]) -> None:
         raise typer.Exit(2)
 
 
-def _print_plan(described: dict, as_json: bool) -> None:
+def _print_plan(described: dict, estimate: PlanEstimate | None, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(described))
+        forecast = None if estimate is None else estimate.to_json()
+        typer.echo(json.dumps({**described, "estimate": forecast}))
         return
     typer.echo(
         f"models     {', '.join(described['models'])}\n"
@@ -255,6 +313,31 @@ def _print_plan(described: dict, as_json: bool) -> None:
         f"samples, {described['already_stored']} already stored\n"
         f"to run     {described['to_run']} samples, at most {described['max_calls']} calls"
     )
+    typer.echo(_estimate_lines(estimate, described["to_run"]))
+
+
+def _estimate_lines(estimate: PlanEstimate | None, to_run: int) -> str:
+    if not to_run:
+        return "estimate   nothing to run"
+    if estimate is None or not estimate.estimated:
+        return "estimate   none: no stored samples of these scenarios to average tokens over"
+    forecast = estimate.to_json()
+    tokens = (
+        f"estimate   prompt {forecast['prompt_tokens']:,}, completion "
+        f"{forecast['completion_tokens']:,} tokens"
+    )
+    if forecast["reasoning_tokens"] is not None:
+        tokens += f" (reasoning {forecast['reasoning_tokens']:,})"
+    basis = (
+        f"           from stored means per scenario: {estimate.from_model} samples by the same "
+        f"model, {estimate.from_other_models} by other models, "
+        f"{estimate.pending - estimate.estimated} without any"
+    )
+    cost = " + ".join(f"{v:,.4g} {c}" for c, v in forecast["cost"].items())
+    priced = f"cost       {cost or 'unknown'}" + (
+        f" ({estimate.unpriced} samples without a price)" if estimate.unpriced else ""
+    )
+    return "\n".join((tokens, basis, priced))
 
 
 def run_command(

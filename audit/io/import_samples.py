@@ -111,6 +111,7 @@ class ExportedSample(BaseModel):
     turns: int | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
     latency_ms: float | None = Field(default=None, strict=False)
     finish_reason: str | None = None
     system_fingerprint: str | None = None
