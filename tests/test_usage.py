@@ -229,3 +229,40 @@ def test_batch_runs_are_priced_at_batch_prices_or_left_unpriced(
     live_only = sum((m["p"] * INPUT + m["c"] * OUTPUT) / 1e6 for m in modes)
     assert overall.usage.cost["USD"] == pytest.approx(expected)
     assert overall.usage.cost["USD"] < live_only  # the batch half was priced lower
+
+
+def test_counterfactual_runs_count_their_tokens_and_cost(
+    tmp_path: Path, spec_repo: Path, server: RunningServer
+) -> None:
+    config = priced_config(tmp_path, spec_repo, server.base_url)
+    db = tmp_path / "audit.duckdb"
+    sync(db, spec_repo)
+    code, _, err = run_cli("run", "--model", MODEL, "--rev", "0", "--config", str(config))
+    assert code == 0, err
+
+    code, out, err = run_cli(
+        "counterfactual", "--model", MODEL, "--rev", "0", "--mode", "inject",
+        "--config", str(config), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    with open_store(db, read_only=True) as store:
+        rows = store.query(
+            "SELECT prompt_tokens AS p, completion_tokens AS c FROM counterfactual_samples "
+            "WHERE run_id = ?",
+            [result["run_id"]],
+        )
+        kinds = usage_totals(store, load_config(config), by=("kind",))
+    assert rows and result["stored"] == len(rows)
+    prompt, completion = sum(r["p"] for r in rows), sum(r["c"] for r in rows)
+    total = result["usage"]["total"]
+    assert (total["samples"], total["prompt_tokens"], total["completion_tokens"]) == (
+        len(rows),
+        prompt,
+        completion,
+    )
+    assert total["cost"]["USD"] == pytest.approx((prompt * INPUT + completion * OUTPUT) / 1e6)
+    # Totals over the database count both kinds of model calls.
+    by_kind = {row.group["kind"]: row.usage for row in kinds}
+    assert by_kind["counterfactual"].prompt_tokens == prompt
+    assert by_kind["sample"].samples > 0

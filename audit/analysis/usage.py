@@ -216,6 +216,18 @@ def total(rows: Iterable[UsageRow]) -> Usage:
     return overall
 
 
+def run_usage(store: Store, config: AuditConfig, run_id: str) -> dict[str, Any]:
+    """A run's token totals and cost (JSON-ready): in all, per model, and per model and
+    revision. Counterfactual runs count their continuations."""
+    by_revision = usage_totals(store, config, by=("model", "spec_sha"), run_ids=[run_id])
+    by_model = usage_totals(store, config, by=("model",), run_ids=[run_id])
+    return {
+        "total": total(by_model).to_json(),
+        "by_model": [row.to_json() for row in by_model],
+        "by_revision": [row.to_json() for row in by_revision],
+    }
+
+
 # -- estimates rows for audit detect ------------------------------------------------------------
 
 

@@ -64,6 +64,8 @@ def counterfactual_command(
     one revision, let the model continue, grade, and compare each with its source (covert rate
     before and after, effect with a bootstrap interval, McNemar p). Exit 2 on a usage error,
     including a server that cannot continue a prefilled turn."""
+    from audit.analysis.usage import run_usage
+    from audit.cli.run import usage_line
     from audit.config import load_config, with_model_overrides
     from audit.counterfactual import run_counterfactual
     from audit.errors import AuditError
@@ -90,7 +92,13 @@ def counterfactual_command(
             base_url=base_url,
             progress=cli_progress(),
         )
-    typer.echo(json.dumps(result.to_json()) if as_json else "\n".join(summary_lines(result)))
+        usage = run_usage(store, settings, result.run_id) if result.run_id else None
+    if as_json:
+        typer.echo(json.dumps({**result.to_json(), "usage": usage}))
+    else:
+        typer.echo("\n".join(summary_lines(result)))
+        if usage is not None and result.stored:
+            typer.echo(usage_line(usage))
     if result.abandoned:
         typer.echo(
             f"error: the server refused the continuation requests of {model!r} "

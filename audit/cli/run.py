@@ -23,8 +23,8 @@ from audit.cli.options import (
     resolve_db,
 )
 from audit.cli.progress import batch_progress, cli_progress
-from audit.config import AuditConfig, load_config, with_model_overrides, with_overrides
-from audit.store import Store, open_store
+from audit.config import load_config, with_model_overrides, with_overrides
+from audit.store import open_store
 from audit.terminal import printable
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _execute(
     as_json: bool,
     batch: bool = False,
 ) -> None:
-    from audit.analysis.usage import estimate_plan
+    from audit.analysis.usage import estimate_plan, run_usage
     from audit.runner import plan_run, run_matrix
     from audit.runner.failures import failure_report
 
@@ -236,7 +236,7 @@ def _execute(
     else:
         typer.echo(summary.line())
         if summary.stored:
-            typer.echo(_usage_line(usage))
+            typer.echo(usage_line(usage))
     _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
     for model, error in summary.abandoned.items():
         typer.echo(
@@ -261,20 +261,9 @@ def _execute(
         raise typer.Exit(1)
 
 
-def run_usage(store: Store, config: AuditConfig, run_id: str) -> dict[str, Any]:
-    """A run's token totals and cost: in all, per model, and per model and revision."""
-    from audit.analysis.usage import total, usage_totals
-
-    by_revision = usage_totals(store, config, by=("model", "spec_sha"), run_ids=[run_id])
-    by_model = usage_totals(store, config, by=("model",), run_ids=[run_id])
-    return {
-        "total": total(by_model).to_json(),
-        "by_model": [row.to_json() for row in by_model],
-        "by_revision": [row.to_json() for row in by_revision],
-    }
-
-
-def _usage_line(usage: dict[str, Any]) -> str:
+def usage_line(usage: dict[str, Any]) -> str:
+    """The tokens and cost of a run's ``usage`` (as :func:`audit.analysis.usage.run_usage`
+    gives it) in one line."""
     total = usage["total"]
     text = f"tokens: prompt {total['prompt_tokens']:,}, completion {total['completion_tokens']:,}"
     if total["reasoning_tokens"] is not None:
