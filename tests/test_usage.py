@@ -223,9 +223,7 @@ def test_batch_runs_are_priced_at_batch_prices_or_left_unpriced(
             "FROM samples s JOIN runs r USING (run_id) GROUP BY ALL"
         )
     assert {m["mode"] for m in modes} == {"batch", "live"}
-    expected = sum(
-        cost_of(priced.models[0].price, m["mode"], m["p"], m["c"]) or 0.0 for m in modes
-    )
+    expected = sum(cost_of(priced.models[0].price, m["mode"], m["p"], m["c"]) or 0.0 for m in modes)
     live_only = sum((m["p"] * INPUT + m["c"] * OUTPUT) / 1e6 for m in modes)
     assert overall.usage.cost["USD"] == pytest.approx(expected)
     assert overall.usage.cost["USD"] < live_only  # the batch half was priced lower

@@ -11,7 +11,6 @@ command quietly with exit 0.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from audit.cli.options import discard_stdout
 from audit.errors import AuditError
 
 HELP_OPTION_NAMES = ["-h", "--help"]
@@ -47,7 +47,7 @@ class AuditGroup(TyperGroup):
         except BrokenPipeError:
             # The reader stopped reading (`audit detect | head -1`): that is not an error.
             # click would exit 1 here, which fails a pipeline under `set -o pipefail`.
-            _discard_stdout()
+            discard_stdout()
             raise typer.Exit(0) from None
 
 
@@ -57,20 +57,9 @@ def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _discard_stdout()
+        discard_stdout()
     except (OSError, ValueError):  # stdout closed or replaced by a test runner
         pass
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail again."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError):
-        return  # not a real file (a test runner's buffer): nothing left to fail at exit
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 def show_flags_as_flags(command: Any) -> None:
