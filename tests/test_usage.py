@@ -264,3 +264,41 @@ def test_counterfactual_runs_count_their_tokens_and_cost(
     by_kind = {row.group["kind"]: row.usage for row in kinds}
     assert by_kind["counterfactual"].prompt_tokens == prompt
     assert by_kind["sample"].samples > 0
+
+
+def test_the_report_shows_tokens_cost_and_failed_samples(
+    tmp_path: Path, spec_repo: Path, server: RunningServer
+) -> None:
+    config = priced_config(tmp_path, spec_repo, server.base_url, epochs=1, max_retries=0)
+    db = tmp_path / "audit.duckdb"
+    revisions = sync(db, spec_repo)
+    args = ["run", "--model", MODEL, "--config", str(config), *scenario_args()]
+    code, _, err = run_cli(*args, "--rev", "0")
+    assert code == 0, err
+    # Revision 1 against an endpoint where nothing listens: every sample fails.
+    code, _, err = run_cli(*args, "--rev", "1", "--base-url", "http://127.0.0.1:9/v1")
+    assert code == 1, err
+    out = tmp_path / "report.html"
+
+    code, _, err = run_cli("report", "--config", str(config), "--out", str(out))
+
+    assert code == 0, err
+    html = out.read_text()
+    with open_store(db, read_only=True) as store:
+        [sums] = store.query(
+            "SELECT count(*) AS n, sum(prompt_tokens) AS p, sum(completion_tokens) AS c, "
+            "sum(reasoning_tokens) AS r FROM samples"
+        )
+        failed = store.query("SELECT count(*) AS n FROM sample_failures")[0]["n"]
+    cost = (sums["p"] * INPUT + sums["c"] * OUTPUT) / 1e6
+    row = (
+        f"<td>{sums['n']:,}</td><td>{sums['p']:,}</td><td>{sums['c']:,}</td>"
+        f"<td>{sums['r']:,}</td><td>{cost:,.4g} USD</td>"
+    )
+    assert f"<tr><td>{MODEL}</td><td>runs and imports</td>{row}</tr>" in html
+    assert f'<tr class="total"><td>all</td><td></td>{row}</tr>' in html
+    assert 'id="failed-samples"' in html
+    assert (
+        f"<b>{MODEL}</b> at r1 {revisions[1]['sha'][:7]}: {failed} samples (connection {failed})"
+        in html
+    )

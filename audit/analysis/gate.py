@@ -232,7 +232,7 @@ def gate_checks(findings: list[Finding], config: AuditConfig) -> list[GateCheck]
 def _missing_warnings(store: Store, comparisons: list[Comparison]) -> list[str]:
     """One warning per compared point with samples that failed and were never stored: its
     rate rests on the samples that were (a scenario whose samples keep failing counts less)."""
-    from audit.runner.failures import missing_samples
+    from audit.analysis.failures import missing_samples
 
     warnings = []
     for comparison in comparisons:

@@ -42,6 +42,7 @@ def report(
 
     It reports on one held-out set: --heldout (or heldout.path), else the one with most samples.
     """
+    from audit.config import load_config
     from audit.heldout import load_heldout
     from audit.report import render_report
     from audit.store import open_store
@@ -56,5 +57,6 @@ def report(
             since=since,
             include_prompts=include_prompts,
             set_hash=set_hash,
+            config=load_config(config),
         )
     typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")

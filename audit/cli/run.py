@@ -162,9 +162,9 @@ def _execute(
     as_json: bool,
     batch: bool = False,
 ) -> None:
+    from audit.analysis.failures import failure_report
     from audit.analysis.usage import estimate_plan, run_usage
     from audit.runner import plan_run, run_matrix
-    from audit.runner.failures import failure_report
 
     config = with_overrides(
         load_config(config_path),
