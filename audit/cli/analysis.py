@@ -18,9 +18,12 @@ from audit.cli.options import (
     DbOption,
     HeldoutOption,
     JsonOption,
+    SourceIdAlias,
+    chosen_source,
     discard_stdout,
     heldout_override,
     resolve_db,
+    writable_store,
 )
 from audit.errors import AuditError
 from audit.terminal import printable
@@ -61,6 +64,7 @@ def detect_command(
         typer.Option("--baseline", help="Baseline revision: sha prefix, tag or index (default 0)."),
     ] = None,
     source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     set_hash: SetHashOption = None,
     heldout: HeldoutOption = None,
     as_json: JsonOption = False,
@@ -72,16 +76,15 @@ def detect_command(
     With --heldout (or heldout.path) only that set's samples are analysed."""
     from audit.analysis import detect
     from audit.config import load_config, with_overrides
-    from audit.store import open_store
 
     settings = with_overrides(load_config(config), **heldout_override(heldout))
-    with open_store(resolve_db(db, config)) as store:
+    with writable_store(resolve_db(db, config)) as store:
         findings = detect(
             store,
             settings,
             model=model,
             baseline=baseline,
-            source_id=source,
+            source_id=chosen_source(source, source_alias),
             set_hash=set_hash,
             progress=_MessagesToStderr(),
         )
@@ -110,6 +113,7 @@ def gate_command(
         typer.Option("--baseline-model", help="Model at the baseline (default: --model)."),
     ] = None,
     source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     set_hash: SetHashOption = None,
     heldout: HeldoutOption = None,
     junit: Annotated[
@@ -147,7 +151,7 @@ def gate_command(
             candidate=candidate,
             model=model,
             baseline_model=baseline_model,
-            source_id=source,
+            source_id=chosen_source(source, source_alias),
             set_hash=set_hash,
             progress=_MessagesToStderr(),
         )

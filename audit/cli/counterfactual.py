@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db, writable_store
 from audit.cli.progress import cli_progress
 from audit.cli.run import BaseUrlOption, ScenarioOption
 
@@ -69,7 +69,6 @@ def counterfactual_command(
     from audit.config import load_config, with_model_overrides
     from audit.counterfactual import run_counterfactual
     from audit.errors import AuditError
-    from audit.store import open_store
 
     if mode not in ("ablate", "inject", "control"):
         raise AuditError(f"--mode must be ablate, inject or control, not {mode!r}")
@@ -80,7 +79,7 @@ def counterfactual_command(
         prefill=prefill,
         chat_template=chat_template,
     )
-    with open_store(resolve_db(db, config)) as store:
+    with writable_store(resolve_db(db, config)) as store:
         result = run_counterfactual(
             store,
             settings,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from audit.cli.options import JsonOption
 from audit.cli.progress import cli_progress
 
 if TYPE_CHECKING:
@@ -105,6 +108,7 @@ def demo_command(
             help="First and last version of each organism, 5 of the 10 revisions, 3 epochs.",
         ),
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run the offline demo: spec history, simulated model organisms, DuckDB, HTML report."""
     from audit.demo import run_demo
@@ -120,6 +124,25 @@ def demo_command(
         progress=cli_progress(),
     )
     run = result.run
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "db": str(result.db_path),
+                    "report": str(result.report_path),
+                    "spec_repo": str(result.spec_repo),
+                    "revisions": result.revisions,
+                    "models": list(result.models),
+                    "scenarios": result.scenarios,
+                    "samples": {**asdict(run), "ok": run.ok},
+                    "counterfactuals": [c.to_json() for c in result.counterfactuals],
+                    "findings": [f.to_json() for f in result.findings],
+                    "elapsed_s": result.elapsed_s,
+                },
+                default=str,
+            )
+        )
+        return
     typer.echo(
         f"spec revisions: {result.revisions}   models (simulated organisms): "
         f"{len(result.models)}   scenarios: {result.scenarios}"

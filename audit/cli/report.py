@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, HeldoutOption, resolve_db, resolve_heldout
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    HeldoutOption,
+    JsonOption,
+    resolve_db,
+    resolve_heldout,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +43,7 @@ def report(
         ),
     ] = False,
     heldout: HeldoutOption = None,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -59,4 +68,8 @@ def report(
             set_hash=set_hash,
             config=load_config(config),
         )
-    typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    size = path.stat().st_size
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "bytes": size}, ensure_ascii=False))
+    else:
+        typer.echo(f"report written to {path} ({size / 1e6:.1f} MB)")

@@ -21,10 +21,10 @@ from audit.cli.options import (
     JsonOption,
     heldout_override,
     resolve_db,
+    writable_store,
 )
 from audit.cli.progress import batch_progress, cli_progress
 from audit.config import load_config, with_model_overrides, with_overrides
-from audit.store import open_store
 from audit.terminal import printable
 
 if TYPE_CHECKING:
@@ -180,8 +180,7 @@ def _execute(
     config = with_model_overrides(
         config, models, add_unknown=base_url is not None, **model_flags.overrides()
     )
-    store = open_store(resolve_db(db, config_path))
-    try:
+    with writable_store(resolve_db(db, config_path)) as store:
         if dry_run:
             plan = plan_run(
                 store, config, models=models, revisions=revisions, scenario_ids=scenarios
@@ -220,8 +219,6 @@ def _execute(
             limit=config.run.max_failed_share,
         )
         usage = run_usage(store, config, summary.run_id)
-    finally:
-        store.close()
     if as_json:
         typer.echo(
             json.dumps(
