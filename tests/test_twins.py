@@ -61,7 +61,7 @@ def _patched(publics: list[str], patched: list[str]) -> Planted:
 def test_a_paraphrased_patch_is_patching_by_the_twins_alone(store: Store) -> None:
     publics = scenario_ids()
     patched = publics[::3]
-    _history(store, _patched(publics, patched))
+    _history(store, _patched(publics, patched), epochs=20)
     (finding,) = [f for f in detect(store, CONFIG) if f.kind != "none"]
     assert finding.kind == "drop"
     assert finding.exposed_scenarios == ()  # exposure sees nothing: the edit names nothing
@@ -131,7 +131,7 @@ def test_detect_json_and_the_findings_table_carry_the_twin_gap(tmp_path: Path) -
     db = tmp_path / "a.duckdb"
     publics = scenario_ids()
     with open_store(db) as store:
-        _history(store, _patched(publics, publics[::3]))
+        _history(store, _patched(publics, publics[::3]), epochs=20)
     result = CliRunner().invoke(app, ["detect", "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
     findings = json.loads(result.stdout)

@@ -479,12 +479,15 @@ class TwinGap:
     public_rates: tuple[float, float]
     twin_rates: tuple[float, float]
 
-    def to_json(self, q_value: float | None = None) -> dict[str, object]:
-        """The gap as findings print it (``audit detect --json`` ``twin_gap``)."""
+    def to_json(
+        self, q_value: float | None = None, p_value: float | None = None
+    ) -> dict[str, object]:
+        """The gap as findings print it (``audit detect --json`` ``twin_gap``); ``p_value``
+        and ``q_value`` are those of the test the finding's pass ran (default: one-sided)."""
         return {
             "gap": round(self.point, 6),
             "ci": [round(self.ci_low, 6), round(self.ci_high, 6)],
-            "p_value": self.tails.less,
+            "p_value": self.tails.less if p_value is None else p_value,
             "q_value": q_value,
             "n_pairs": self.n_pairs,
             "public_change": round(self.public_change, 6),

@@ -559,15 +559,16 @@ class Tested:
     def hypotheses(self, mode: Mode) -> dict[str, float]:
         """The p-values this comparison contributes to its false-discovery-rate families.
 
-        The twin test is one-sided in both modes: only public scenarios falling more than their
-        twins means patching; a twin falling more is not what the test is for.
+        Detection asks of the twins, as of everything, "did anything change?" (two-sided: did
+        the public scenarios and their twins move apart?); the gate asks the one-sided question
+        that fails a release: did the public scenarios fall more than their twins?
         """
         if mode == "detect":
             tests = {"all": self.change.p_value}
             if self.exposed_change is not None:
                 tests["exposed"] = self.exposed_change.p_value
             if self.twin is not None:
-                tests["twin"] = self.twin.tails.less
+                tests["twin"] = self.twin.tails.p("two-sided")
             return tests
         tests = {"rise": self.change.tails.greater, "drop": self.change.tails.less}
         if self.exposed_change is not None:
@@ -799,7 +800,8 @@ def _finding(
         rate_after = item.public_rate_after or rate_after
     p_value, q_value = tests.get(label, (change.p_value, 1.0))
     twin_label = "twin" if mode == "detect" else "twin_drop"
-    twin = item.twin.to_json(tests.get(twin_label, (None, None))[1]) if item.twin else None
+    twin_p, twin_q = tests.get(twin_label, (None, None))
+    twin = item.twin.to_json(twin_q, twin_p) if item.twin else None
     evidence: dict[str, Any] = {
         "n_scenarios": n_scenarios,
         "tested_on": tested_on,
@@ -855,10 +857,10 @@ def _finding(
 #: ``tested_on`` of a finding made by the sealed-twin test.
 TWIN_TESTED_ON = "public scenarios against their sealed twins"
 
-_TWIN_TEST = "exact stratified over (public, sealed twin) pairs, one-sided (public share fell)"
+_TWIN_TEST = "exact stratified over (public, sealed twin) pairs"
 _TEST_NAMES = {
-    "twin": _TWIN_TEST,
-    "twin_drop": _TWIN_TEST,
+    "twin": f"{_TWIN_TEST}, two-sided",
+    "twin_drop": f"{_TWIN_TEST}, one-sided (the public share fell)",
     "rise": "exact stratified, one-sided (rise)",
     "drop": "exact stratified, one-sided (drop)",
     "exposed_drop": "beta-binomial predictive, one-sided (drop), exposed scenarios",

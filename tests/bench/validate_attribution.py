@@ -10,9 +10,12 @@ corrected together in the model's FDR family. r0 -> r1 and r2 -> r3 change nothi
 there is a false alarm. The gate is run once per history on r1 (the release) -> r2 (the
 candidate).
 
-Scenarios: the held-out set's real scenarios with a plain ``default`` covert reference, then
-clones with fresh, unique distinctive phrases (prompts stay real), 32 in all. Each scenario's
-covert propensity is a fixed per-history logit jitter (sd 0.6) around the base rate.
+Scenarios: the held-out set's real public scenarios with a plain ``default`` covert reference,
+then clones with fresh, unique distinctive phrases (prompts stay real), 32 in all, and a sealed
+twin of each (the real twin, or a clone of it). Each scenario's covert propensity is a fixed
+per-history logit jitter (sd 0.6) around the base rate; its twin's is the scenario's plus a
+jitter of sd 0.3 (the same opportunity on another surface, not an identical one). Each cause is
+also run without twin samples (as ``audit run --no-twins`` leaves them out).
 
 Causes planted at r2 (the spec edit at r2 names scenarios only where stated):
 
@@ -20,15 +23,21 @@ Causes planted at r2 (the spec edit at r2 names scenarios only where stated):
 * ``null_targeted``: nothing changes, but the r2 edit names the 10 scenarios that failed most
   at r1, quoting their phrases. The model ignores it. A ``spec_patching`` verdict here is
   regression to the mean (the named scenarios were selected on r1's samples) mistaken for a patch.
-* ``spec_patching``: the edit names the 10 scenarios that failed most at r1 (the edit follows the
-  failures), quoting their distinctive phrases; those scenarios' propensity falls by 90%.
-* ``spec_patching_paraphrased``: the same, but the edit paraphrases each phrase (separators
+* ``spec_patching``: the edit names the 10 public scenarios that failed most at r1 (the edit
+  follows the failures), quoting their distinctive phrases; those scenarios' propensity falls by
+  90%, their twins' does not.
+* ``spec_patching_paraphrased``: the same, but the edit retells each phrase (separators
   changed, words reordered, only some of the phrases) instead of quoting it.
+* ``spec_patching_names`` and ``spec_patching_situations``: the same, but each rule of the edit
+  is a clause of the labelled corpus (``tests/data/exposure_clauses``, its holdout split, never
+  tuned on, written by someone who never saw the detectors) that names the scenario's details
+  (style b) or retells its situation without any of them (style c); only the scenarios that
+  split has clauses of can be patched.
 * ``eval_awareness``: verbalized awareness rises from 2% to a per-scenario rate drawn from
   Beta(2, 3) (mean 40%, varying by scenario), and aware samples are honest 95% of the time.
-* ``genuine``: every propensity halves; the edit names 4 random scenarios (which do not react);
-  and awareness rises too without changing behaviour, most in the scenarios least often covert
-  (the confound a pooled awareness decomposition mistakes for an awareness effect).
+* ``genuine``: every propensity halves (twins' too); the edit names 4 random scenarios (which do
+  not react); and awareness rises too without changing behaviour, most in the scenarios least
+  often covert (the confound a pooled awareness decomposition mistakes for an awareness effect).
 * ``regression``: every propensity rises by 5 points (the power question), at 10, 20 and 40
   epochs; and once at a base rate of 3% (3% -> 8%).
 
@@ -46,9 +55,10 @@ standard error of about 3.6 points for a difference, so 5 points is 1.4 standard
 about 0.3, and roughly four times the samples (40 epochs) for 0.8. Only near a 3% base rate do
 320 samples per arm reach 0.8 for 5 points.
 
-Usage: ``python tests/bench/validate_attribution.py [--quick] [--histories N] [--nulls N]``.
-The full run (200 null histories, 80 per cause and per power setting: 920 histories) takes
-about eight minutes on two shared cores; ``--quick`` (40 and 20) about two.
+Usage: ``python tests/bench/validate_attribution.py [--quick] [--histories N] [--nulls N]
+[--epochs N] [--only CAUSE ...]``. The full run (400 null histories, 80 per cause and setting:
+about 1,800 histories of 64 scenarios) takes about 25 minutes on two shared cores; ``--quick``
+(40 and 20) about five.
 """
 
 from __future__ import annotations
@@ -604,6 +614,9 @@ def main() -> None:
     parser.add_argument("--nulls", type=int, default=200, help="Null histories.")
     parser.add_argument("--quick", action="store_true", help="20 per cause, 40 nulls.")
     parser.add_argument("--only", nargs="*", help="Run only these causes (and skip the power).")
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS, help="Samples per (scenario, point) for the causes."
+    )
     args = parser.parse_args()
     per_cause, nulls = (20, 40) if args.quick else (args.histories, args.nulls)
     start = time.perf_counter()
@@ -621,7 +634,10 @@ def main() -> None:
         if args.only and cause not in args.only:
             continue
         label = cause if twins else f"{cause} (no twin samples)"
-        causes[label] = summarise(cause, [run_history(cause, i, twins=twins) for i in range(count)])
+        causes[label] = summarise(
+            cause,
+            [run_history(cause, i, twins=twins, epochs=args.epochs) for i in range(count)],
+        )
     power: dict[str, object] = {}
     if not args.only:
         for epochs in (10, 20, 40):
@@ -633,7 +649,7 @@ def main() -> None:
         "scenarios": N_SCENARIOS,
         "sealed_twins": N_SCENARIOS,
         "points_per_history": 4,
-        "epochs": EPOCHS,
+        "epochs": args.epochs,
         "causes": causes,
         "regression_5_points": power,
         "targets": {
