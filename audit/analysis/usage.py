@@ -249,8 +249,11 @@ def usage_by_point(store: Store, config: AuditConfig) -> dict[tuple[str, str, st
 
 def usage_estimate_rows(usage: Usage) -> list[dict[str, Any]]:
     """A point's totals as ``estimates`` rows (scope all; value a total, no interval). The cost
-    row holds the priced samples' cost when there is one currency, else NULL."""
+    row holds the priced samples' cost when there is one currency, else NULL. No rows when no
+    sample of the point has token counts (imported without them): a total of 0 would be false."""
     counted = usage.samples - usage.unreported
+    if not counted:
+        return []
     cost = next(iter(usage.cost.values())) if len(usage.cost) == 1 else None
     values = {
         "prompt_tokens": usage.prompt_tokens,
