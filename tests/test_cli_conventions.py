@@ -12,6 +12,14 @@ from typing import Any
 
 import pytest
 import typer.main
+from analysis_fixtures import (
+    BASE_SPEC,
+    GENERIC_EDIT,
+    add_revisions,
+    add_samples,
+    planted,
+    uniform,
+)
 from test_import_inspect import AWARE, write_inspect_log, write_mapping
 from test_import_samples import line
 from typer.testing import CliRunner
@@ -21,6 +29,7 @@ from audit.cli import app
 from audit.cli.options import new_database_removed_on_error
 from audit.errors import AuditError
 from audit.graders.awareness import detect_awareness
+from audit.heldout import load_heldout
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
 from audit.store import open_store
@@ -247,3 +256,33 @@ def test_a_new_database_that_holds_rows_is_kept_after_an_error(tmp_path: Path) -
 def test_help_lists_no_hidden_alias() -> None:
     text = invoke("specs", "sync", "--help").stdout
     assert "--source-id" not in text and re.search(r"--source\b", text)
+
+
+def test_report_export_and_verify_print_json(tmp_path: Path) -> None:
+    db = tmp_path / "a.duckdb"
+    with open_store(db) as store:
+        add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+        add_samples(store, "m", BASE_SPEC, planted(uniform(0.5)))
+    out = tmp_path / "r.html"
+    report = invoke("report", "--db", str(db), "--out", str(out), "--json")
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout) == {"path": str(out), "bytes": out.stat().st_size}
+
+    export = invoke("export", "--db", str(db), "--out", str(tmp_path / "x"), "--json")
+    assert export.exit_code == 0, export.output
+    exported = json.loads(export.stdout)
+    with open_store(db, read_only=True) as store:
+        stored = store.query("SELECT count(*) AS n FROM samples")[0]["n"]
+    assert exported["rows"]["samples"] == stored > 0
+    assert Path(exported["paths"]["spec_revisions"]).is_file()
+
+    verify = invoke("heldout", "verify", "--json")
+    assert verify.exit_code == 0, verify.output
+    held = load_heldout()
+    assert json.loads(verify.stdout) == {
+        "ok": True,
+        "name": held.name,
+        "version": held.version,
+        "set_hash": held.set_hash,
+        "scenarios": len(held.scenarios),
+    }
