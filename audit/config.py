@@ -7,6 +7,7 @@ a model names the *environment variable* that holds its key.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -261,17 +262,48 @@ def load_config(path: str | Path | None = None) -> AuditConfig:
     Relative paths in a config file (``db``, ``spec.repo``, also when left at their defaults,
     and ``heldout.path``) are relative to the file's folder, wherever the command runs: a config
     found in a parent folder means the same files from any subfolder. Paths given as flags stay
-    relative to the working folder.
+    relative to the working folder. ``-`` reads the config from standard input (its paths are
+    then relative to the working folder).
     """
     file = Path(path) if path is not None else find_config_file()
     if file is None:
         return AuditConfig()
+    data = config_data(file)
+    folder = Path.cwd() if file == STDIN else file.resolve().parent
+    return anchor_paths(parse_config(data, source=str(file)), folder)
+
+
+STDIN = Path("-")
+
+
+def config_data(file: Path) -> dict[str, Any]:
+    """The raw settings of a config file (``[tool.audit]`` of a ``pyproject.toml``), or of
+    standard input for ``-``."""
+    if file == STDIN:
+        return _stdin_config()
     if not file.is_file():
         raise AuditError(f"config file {file} does not exist")
     data = _read_toml(file)
     if file.name == "pyproject.toml":
         data = data.get("tool", {}).get("audit", {})
-    return anchor_paths(parse_config(data, source=str(file)), file.resolve().parent)
+    return data
+
+
+_stdin_read: tuple[Any, dict[str, Any]] | None = None
+
+
+def _stdin_config() -> dict[str, Any]:
+    # A command reads its config several times (the database path, the settings), and standard
+    # input can be read once: the first reading is kept for as long as stdin is the same stream.
+    global _stdin_read
+    if _stdin_read is not None and _stdin_read[0] is sys.stdin:
+        return _stdin_read[1]
+    try:
+        data = tomllib.loads(sys.stdin.read())
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditError(f"the config on standard input is not valid TOML: {exc}") from None
+    _stdin_read = (sys.stdin, data)
+    return data
 
 
 def anchor_paths(config: AuditConfig, folder: Path) -> AuditConfig:

@@ -19,8 +19,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from audit.config import (
+    STDIN,
     AuditConfig,
     anchor_paths,
+    config_data,
     find_config_file,
     load_config,
     with_overrides,
@@ -95,7 +97,8 @@ def explain_config(
     entries = []
     for key, value in _flatten(config):
         entries.append(_entry(key, value, raw, flags, file))
-    return ExplainedConfig(file=None if file is None else file.resolve(), entries=tuple(entries))
+    shown = None if file is None else file if file == STDIN else file.resolve()
+    return ExplainedConfig(file=shown, entries=tuple(entries))
 
 
 def _refuse_unknown_keys(flags: Mapping[str, Any]) -> None:
@@ -109,10 +112,7 @@ def _refuse_unknown_keys(flags: Mapping[str, Any]) -> None:
 
 
 def _raw_section(file: Path) -> dict[str, Any]:
-    data = tomllib.loads(file.read_text(encoding="utf-8"))
-    if file.name == "pyproject.toml":
-        data = data.get("tool", {}).get("audit", {})
-    return data
+    return config_data(file)
 
 
 def _flatten(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -193,12 +193,12 @@ def check_config(path: str | Path | None = None) -> tuple[Path | None, list[Conf
                 "warning", "(file)", "no audit.toml or [tool.audit] found: defaults apply"
             )
         ]
-    if not file.is_file():
-        raise AuditError(f"config file {file} does not exist")
     try:
         raw = _raw_section(file)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return file, [ConfigProblem("error", "(file)", f"not valid TOML: {exc}")]
+    except AuditError as exc:
+        if not (file == STDIN or file.is_file()):
+            raise
+        return file, [ConfigProblem("error", "(file)", str(exc))]
     try:
         config = AuditConfig.model_validate(raw)
     except ValidationError as exc:
@@ -206,7 +206,7 @@ def check_config(path: str | Path | None = None) -> tuple[Path | None, list[Conf
             ConfigProblem("error", ".".join(str(p) for p in e["loc"]) or "(file)", e["msg"])
             for e in exc.errors()
         ]
-    config = anchor_paths(config, file.resolve().parent)
+    config = anchor_paths(config, Path.cwd() if file == STDIN else file.resolve().parent)
     return file, [*_spec_problems(config), *_other_problems(config)]
 
 

@@ -136,3 +136,18 @@ def test_the_readme_documents_every_key_with_its_default() -> None:
     assert documented == config_reference(), "README config reference is stale"
     for key, default, _ in reference_rows():
         assert f"| `{key}` | {default} |" in documented, f"{key} missing from README.md"
+
+
+def test_a_config_on_standard_input(project: Path) -> None:
+    repo = replay_specs_history(project / "specs")
+    toml = f'db = "hist.duckdb"\n[spec]\nrepo = "{repo}"\npath = "spec/model-spec.md"\n'
+    # The command reads its config twice (database path, settings): stdin is read once.
+    synced = runner.invoke(app, ["specs", "sync", "--config", "-", "--json"], input=toml)
+    assert synced.exit_code == 0, synced.output
+    assert (project / "hist.duckdb").is_file()  # relative to the working folder
+    shown = runner.invoke(app, ["config", "show", "--config", "-", "--json"], input=toml)
+    entries = {e["key"]: e for e in json.loads(shown.stdout)["entries"]}
+    assert entries["db"] == {"key": "db", "value": str(project / "hist.duckdb"), "origin": "file",
+                             "from": "-"}  # fmt: skip
+    bad = runner.invoke(app, ["config", "check", "--config", "-"], input="[run]\nepochs = 0\n")
+    assert bad.exit_code == 2 and "error: run.epochs:" in bad.stderr

@@ -24,7 +24,10 @@ DbOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="Config file (default: nearest audit.toml or \\[tool.audit])."),
+    typer.Option(
+        "--config",
+        help="Config file, - for standard input (default: nearest audit.toml or \\[tool.audit]).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 SourceIdAlias = Annotated[
