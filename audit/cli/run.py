@@ -28,7 +28,11 @@ from audit.config import load_config, with_model_overrides, with_overrides
 from audit.terminal import printable
 
 if TYPE_CHECKING:
+    from audit.analysis.failures import FailureReport
     from audit.analysis.usage import PlanEstimate
+    from audit.config import AuditConfig
+    from audit.runner import RunSummary
+    from audit.store import Store
 
 EpochsOption = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Repetitions per cell (default: run.epochs).")
@@ -162,8 +166,7 @@ def _execute(
     as_json: bool,
     batch: bool = False,
 ) -> None:
-    from audit.analysis.failures import failure_report
-    from audit.analysis.usage import estimate_plan, run_usage
+    from audit.analysis.usage import estimate_plan
     from audit.runner import plan_run, run_matrix
 
     config = with_overrides(
@@ -212,13 +215,7 @@ def _execute(
                 base_url=base_url,
                 command=command,
             )
-        failures = failure_report(
-            store,
-            summary.run_id,
-            attempted=summary.stored + summary.failed,
-            limit=config.run.max_failed_share,
-        )
-        usage = run_usage(store, config, summary.run_id)
+        failures, usage = _outcome(store, config, summary)
     if as_json:
         typer.echo(
             json.dumps(
@@ -232,7 +229,7 @@ def _execute(
         )
     else:
         typer.echo(summary.line())
-        if summary.stored:
+        if summary.stored and usage is not None:
             typer.echo(usage_line(usage))
     _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
     for model, error in summary.abandoned.items():
@@ -256,6 +253,24 @@ def _execute(
     if failures.exceeded:
         typer.echo(printable(f"error: {failures.message()}", multiline=False), err=True)
         raise typer.Exit(1)
+
+
+def _outcome(
+    store: Store, config: AuditConfig, summary: RunSummary
+) -> tuple[FailureReport, dict[str, Any] | None]:
+    """The run's failures by kind and its token totals, read back from the database; when the
+    database cannot be read (rows could not be stored either), the counts the run kept."""
+    import duckdb
+
+    from audit.analysis.failures import FailureReport, failure_report
+    from audit.analysis.usage import run_usage
+
+    attempted, limit = summary.stored + summary.failed, config.run.max_failed_share
+    try:
+        failures = failure_report(store, summary.run_id, attempted=attempted, limit=limit)
+        return failures, run_usage(store, config, summary.run_id)
+    except duckdb.Error:
+        return FailureReport(attempted, summary.failed, (), limit), None
 
 
 def usage_line(usage: dict[str, Any]) -> str:
