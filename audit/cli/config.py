@@ -56,9 +56,8 @@ def show_command(
     typer.echo(printable(f"# config file: {where}"))
     width = max(len(e.key) for e in explained.entries)
     for entry in explained.entries:
-        origin = entry.origin if entry.detail is None else f"{entry.origin} ({entry.detail})"
-        if entry.origin == "file":
-            origin = "file"  # the file is named once, above
+        # The file is named once, above; an environment variable at its value.
+        origin = f"env {entry.detail}" if entry.origin == "env" else entry.origin
         value = json.dumps(entry.value, default=str)
         typer.echo(printable(f"{entry.key:<{width}}  {value}  [{origin}]"))
 
