@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from audit.cli.options import discard_stdout
 from audit.errors import AuditError
+from audit.terminal import printable
 
 HELP_OPTION_NAMES = ["-h", "--help"]
 
@@ -41,8 +42,9 @@ class AuditGroup(TyperGroup):
                 _flush_stdout()
         except AuditError as exc:
             # typer vendors click and renders ClickException in a rich box, so print the one
-            # line ourselves and exit through typer's own Exit.
-            typer.echo(f"error: {exc}", err=True)
+            # line ourselves and exit through typer's own Exit. Messages quote input (names,
+            # revisions, lines of a file), so control characters are shown, not obeyed.
+            typer.echo(f"error: {printable(str(exc), multiline=False)}", err=True)
             raise typer.Exit(code=exc.exit_code) from None
         except BrokenPipeError:
             # The reader stopped reading (`audit detect | head -1`): that is not an error.

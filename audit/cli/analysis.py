@@ -51,7 +51,7 @@ class _MessagesToStderr:
         pass
 
     def message(self, text: str) -> None:
-        typer.echo(f"note: {text}", err=True)
+        typer.echo(f"note: {printable(text)}", err=True)
 
     def finish(self) -> None:
         pass
@@ -94,8 +94,8 @@ def detect_command(
     if not findings:  # every model with samples at a stored revision gets at least a "none"
         typer.echo("no samples were made on a stored spec revision: nothing was compared")
         return
-    for finding in findings:
-        typer.echo(f"[{finding.kind}] {finding.summary}")
+    for finding in findings:  # summaries name models and scenarios from the database
+        typer.echo(printable(f"[{finding.kind}] {finding.summary}"))
 
 
 def gate_command(

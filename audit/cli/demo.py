@@ -13,6 +13,7 @@ import typer
 
 from audit.cli.options import JsonOption
 from audit.cli.progress import cli_progress
+from audit.terminal import printable
 
 if TYPE_CHECKING:
     from audit.analysis import Finding
@@ -155,7 +156,7 @@ def demo_command(
         typer.echo(f"  {line}")
     typer.echo(f"findings: {len(result.findings)} (strongest per model; all: audit detect --json)")
     for line in finding_lines(result.findings):
-        typer.echo(f"  {line}")
+        typer.echo(printable(f"  {line}"))
     typer.echo(f"database: {result.db_path}")
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"done in {result.elapsed_s:.1f} s. Next:")

@@ -15,6 +15,7 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 
 from audit.progress import NullProgress, Progress
+from audit.terminal import printable
 
 
 class BarProgress:
@@ -53,7 +54,8 @@ class BarProgress:
         )
 
     def message(self, text: str) -> None:
-        self._bar.console.print(text)
+        # Messages can quote a server's or a worker's text: no markup, no control characters.
+        self._bar.console.print(printable(text), markup=False, highlight=False)
 
     def finish(self) -> None:
         self._bar.stop()

@@ -232,23 +232,20 @@ def _execute(
         if summary.stored and usage is not None:
             typer.echo(usage_line(usage))
     _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
-    for model, error in summary.abandoned.items():
-        typer.echo(
-            printable(
-                f"error: model {model!r} refused its first requests ({error}): fix its name, "
-                "key variable or parameters, then rerun (its other samples were not run)",
-                multiline=False,
-            ),
-            err=True,
+    for model, error in summary.abandoned.items():  # the error is the server's text
+        message = (
+            f"error: model {model!r} refused its first requests ({error}): fix its name, key "
+            "variable or parameters, then rerun (its other samples were not run)"
         )
+        typer.echo(printable(message, multiline=False), err=True)
     if summary.abandoned and summary.ok:
         raise typer.Exit(2)
     if not summary.ok:
-        typer.echo(
+        message = (
             f"error: {summary.unstored} sample(s) could not be stored ({summary.store_error}); "
-            "rerun to redo them",
-            err=True,
+            "rerun to redo them"
         )
+        typer.echo(printable(message, multiline=False), err=True)
         raise typer.Exit(1)
     if failures.exceeded:
         typer.echo(printable(f"error: {failures.message()}", multiline=False), err=True)
@@ -304,7 +301,7 @@ def _print_plan(described: dict, estimate: PlanEstimate | None, as_json: bool) -
         forecast = None if estimate is None else estimate.to_json()
         typer.echo(json.dumps({**described, "estimate": forecast}))
         return
-    typer.echo(
+    text = (
         f"models     {', '.join(described['models'])}\n"
         f"revisions  {len(described['revisions'])}: {' '.join(described['revisions'])}\n"
         f"scenarios  {described['scenarios']} (with their conditions; "
@@ -314,6 +311,7 @@ def _print_plan(described: dict, estimate: PlanEstimate | None, as_json: bool) -
         f"samples, {described['already_stored']} already stored\n"
         f"to run     {described['to_run']} samples, at most {described['max_calls']} calls"
     )
+    typer.echo(printable(text))  # model names come from the config and flags
     typer.echo(_estimate_lines(estimate, described["to_run"]))
 
 

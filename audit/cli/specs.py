@@ -18,6 +18,7 @@ from audit.cli.options import (
     resolve_db,
 )
 from audit.errors import AuditError
+from audit.terminal import printable
 
 specs_app = typer.Typer(help="Track the revisions of a spec file in git.", no_args_is_help=True)
 
@@ -99,8 +100,10 @@ def sync_command(
         typer.echo(json.dumps(asdict(result), ensure_ascii=False))
         return
     typer.echo(
-        f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
-        f"(tip {result.tip_sha[:7]}, {result.tags} tags)"
+        printable(
+            f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
+            f"(tip {result.tip_sha[:7]}, {result.tags} tags)"
+        )
     )
 
 
@@ -125,9 +128,13 @@ def log_command(
     for r in revisions:
         changed = f"+{r.lines_added}/-{r.lines_removed}"
         tags = f" ({', '.join(r.tags)})" if r.tags else ""
+        # Author, path, message and tags come from the repository: shown, never obeyed.
         typer.echo(
-            f"{r.seq:>3}  {r.short_sha}  {r.committed_at:%Y-%m-%d}  {r.author_name[:18]:18}  "
-            f"{changed:>9}  {r.path:20}  {_clip(r.subject, _SUBJECT_WIDTH)}{tags}"
+            printable(
+                f"{r.seq:>3}  {r.short_sha}  {r.committed_at:%Y-%m-%d}  {r.author_name[:18]:18}  "
+                f"{changed:>9}  {r.path:20}  {_clip(r.subject, _SUBJECT_WIDTH)}{tags}",
+                multiline=False,
+            )
         )
 
 
@@ -178,6 +185,8 @@ def diff_command(
         )
         return
     if unified:
+        # The diff as git prints it, byte for byte (documented): pipe it to a pager that shows
+        # control characters (less does) when the history is not trusted.
         typer.echo(diff.unified, nl=False)
         return
     counts = diff.counts()
@@ -190,12 +199,16 @@ def diff_command(
         score = f" ({change.similarity:.1f})" if change.change == "reworded" else ""
         head = f"{_MARKS[change.change]} {change.change}{score} {change.kind} {where}".rstrip()
         if change.change == "reworded":
-            typer.echo(head)
-            typer.echo(f"    was: {_clip(change.old_text or '', _TEXT_WIDTH)}")
-            typer.echo(f"    now: {_clip(change.new_text or '', _TEXT_WIDTH)}")
+            lines = [
+                head,
+                f"    was: {_clip(change.old_text or '', _TEXT_WIDTH)}",
+                f"    now: {_clip(change.new_text or '', _TEXT_WIDTH)}",
+            ]
         else:
             text = change.new_text if change.new_text is not None else change.old_text
-            typer.echo(f"{head}\n    {_clip(text or '', _TEXT_WIDTH)}")
+            lines = [head, f"    {_clip(text or '', _TEXT_WIDTH)}"]
+        for line in lines:  # spec text and section names: shown, never obeyed
+            typer.echo(printable(line, multiline=False))
 
 
 def _remove_database(path: Path) -> None:

@@ -30,6 +30,7 @@ from audit.cli.options import (
     writable_store,
 )
 from audit.errors import AuditError
+from audit.terminal import printable
 
 if TYPE_CHECKING:
     from audit.io.import_samples import ImportResult
@@ -91,7 +92,7 @@ def sql_command(
     config: ConfigOption = None,
 ) -> None:
     """Run SQL over the history (read-only unless --write). `audit schema` lists the tables."""
-    from audit.query import FORMATS, format_result, open_query_store, run_sql
+    from audit.query import FORMATS, format_result, run_sql
 
     if as_json and fmt not in (None, "json"):
         raise AuditError(f"--json and --format {fmt} disagree: give one")
@@ -99,13 +100,14 @@ def sql_command(
     if fmt not in FORMATS:
         raise AuditError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     sql = _sql_text(query, file)
-    path = resolve_db(db, config)
-    with open_query_store(path, write=write, allow_files=allow_files) as store:
-        result = run_sql(store, sql, allow_write=write)
+    # Given the path, run_sql opens the sandbox itself: Python callers get the same one.
+    result = run_sql(resolve_db(db, config), sql, allow_write=write, allow_files=allow_files)
     if fmt == "table":
         _print_table(result)
+    elif fmt in ("json", "jsonl"):
+        typer.echo(format_result(result, fmt), nl=False)  # JSON escapes control characters
     else:
-        typer.echo(format_result(result, fmt), nl=False)
+        typer.echo(printable(format_result(result, fmt)), nl=False)
 
 
 def _sql_text(query: str | None, file: Path | None) -> str:
@@ -119,15 +121,18 @@ def _sql_text(query: str | None, file: Path | None) -> str:
 def _print_table(result: object) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from audit.query import QueryResult, cell_text
 
     assert isinstance(result, QueryResult)
     table = Table(show_edge=False, header_style="bold")
+    # Text objects, not strings: rich reads strings as markup ("[link=...]" would become a
+    # hyperlink), and it passes ESC through; values from the database are shown, never obeyed.
     for column in result.columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(printable(column, multiline=False)), overflow="fold")
     for row in result.rows:
-        table.add_row(*(cell_text(v) for v in row))
+        table.add_row(*(Text(printable(cell_text(v))) for v in row))
     # Off a terminal rich would wrap at 80 columns; give it room so pipes get whole rows.
     width = None if sys.stdout.isatty() else 200
     console = Console(width=width, highlight=False)
@@ -156,7 +161,7 @@ def schema_command(
     if json_output:
         typer.echo(json.dumps([r.to_json() for r in relations], ensure_ascii=False, indent=2))
     else:
-        typer.echo(format_schema(relations), nl=False)
+        typer.echo(printable(format_schema(relations)), nl=False)  # comments come from the file
 
 
 @import_app.command("samples")
@@ -270,7 +275,7 @@ def _print_import(result: ImportResult, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({**asdict(result), "skipped": result.skipped}, ensure_ascii=False))
     else:
-        typer.echo(result.line())
+        typer.echo(printable(result.line()))
 
 
 def export_command(
@@ -297,7 +302,7 @@ def export_command(
     if as_json:
         typer.echo(json.dumps(asdict(result), default=str, ensure_ascii=False))
     else:
-        typer.echo(result.line())
+        typer.echo(printable(result.line()))
     if result.unsealed and result.sealed_samples:
         typer.echo(
             f"warning: --unseal: {out} holds the sealed text of {result.sealed_samples} samples "

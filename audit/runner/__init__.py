@@ -37,6 +37,7 @@ from audit.runner.client import (
     dumps,
     endpoint_of,
     make_client,
+    scrubbed,
 )
 from audit.runner.matrix import (
     PlannedSample,
@@ -463,6 +464,8 @@ async def _worker(
             return  # its remaining samples stay unrun: a rerun after the fix picks them up
         try:
             conversation = await converse(client, sample, context.run, context.stats, context.rng)
+            # Scrubbed before grading, so the stored grade is the grade of the stored transcript.
+            conversation = scrubbed(conversation, context.scrub)
             row = sample_row(sample, conversation, context.run_id, context.set_hash)
         except SampleFailed as failure:
             message = context.scrub(failure.error.message)
