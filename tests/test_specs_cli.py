@@ -186,7 +186,7 @@ def test_two_sources_need_a_source_id(synced: Path, shipped: Path) -> None:
     assert ambiguous.exit_code == 2
     assert ambiguous.output == (
         "error: 2 spec sources in this database (specs:README.md, specs:spec/model-spec.md): "
-        "pass --source-id\n"
+        "pass --source\n"
     )
     chosen = runner.invoke(
         app, ["specs", "log", "--source-id", "specs:README.md", "--db", str(synced)]

@@ -138,11 +138,15 @@ def verify_command(
     directory: LegacyDirOption = None,
     manifest: ManifestOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Check the scenario files against the frozen manifest (exit 2 with the diff if not)."""
     from audit.heldout import verify_heldout
 
     held = verify_heldout(_set_path(heldout, directory, config), manifest)
+    if json_output:
+        typer.echo(json.dumps(_set_json(held), ensure_ascii=False))
+        return
     typer.echo(
         printable(
             f"ok: {len(held.scenarios)} scenarios match manifest version {held.version} of set "
@@ -165,6 +169,7 @@ def freeze_command(
     directory: LegacyDirOption = None,
     manifest: ManifestOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Validate the scenario files and write the manifest under a new version, on purpose.
 
@@ -176,13 +181,17 @@ def freeze_command(
 
     path = _set_path(heldout, directory, config)
     held = freeze_heldout(version, path, manifest, name=name)
+    history = manifest_history(path, manifest)
+    if json_output:
+        earlier = [{"version": e["version"], "set_hash": e["set_hash"]} for e in history]
+        typer.echo(json.dumps({**_set_json(held), "earlier": earlier}, ensure_ascii=False))
+        return
     typer.echo(
         printable(
             f"frozen: version {held.version}, {len(held.scenarios)} scenarios, set {held.set_hash} "
             f"named {held.name}"
         )
     )
-    history = manifest_history(path, manifest)
     if history:
         earlier = ", ".join(
             f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history
@@ -210,6 +219,7 @@ def new_command(
     ] = "covert_rate",
     heldout: HeldoutOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Write a scenario skeleton into your own set; the loader refuses it until every
     <<fill in: ...>> placeholder is written (audit heldout check lists them)."""
@@ -228,10 +238,24 @@ def new_command(
     written, families = new_scenario(
         path, family, scenario_id, twin_of=twin_of, scoring=cast(Scoring, scoring)
     )
+    if json_output:
+        declared = None if families is None else str(families)
+        typer.echo(json.dumps({"written": str(written), "families": declared}))
+        return
     typer.echo(printable(f"wrote {written}"))
     if families is not None:
         typer.echo(f"declared its family in {families} (fill in its description)")
     typer.echo("fill in every <<fill in: ...>> placeholder, then run: audit heldout check")
+
+
+def _set_json(held: Any) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "name": held.name,
+        "version": held.version,
+        "set_hash": held.set_hash,
+        "scenarios": len(held.scenarios),
+    }
 
 
 @heldout_app.command("schema")

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    SourceIdAlias,
+    chosen_source,
+    resolve_db,
+)
 from audit.errors import AuditError
 from audit.terminal import printable
 
 specs_app = typer.Typer(help="Track the revisions of a spec file in git.", no_args_is_help=True)
 
-SourceIdOption = Annotated[
+SourceOption = Annotated[
     str | None,
     typer.Option(
-        "--source-id", help="Spec source id (needed when the database tracks several specs)."
+        "--source", help="Spec source id (needed when the database tracks several specs)."
     ),
 ]
 REVISION_NAMES = (
@@ -49,7 +57,12 @@ def sync_command(
     ref: Annotated[
         str | None, typer.Option("--ref", help="Branch, tag or sha to sync (default HEAD).")
     ] = None,
-    source_id: SourceIdOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Id to store the spec source under (config spec.source_id)."),
+    ] = None,
+    source_alias: SourceIdAlias = None,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -65,7 +78,7 @@ def sync_command(
             "spec.repo": None if repo is None else str(repo),
             "spec.path": path,
             "spec.ref": ref,
-            "spec.source_id": source_id,
+            "spec.source_id": chosen_source(source, source_alias),
         },
     )
     spec = settings.spec
@@ -83,6 +96,9 @@ def sync_command(
             # Only this process had the file (DuckDB locks it): a failed first sync leaves none.
             _remove_database(db_path)
         raise
+    if as_json:
+        typer.echo(json.dumps(asdict(result), ensure_ascii=False))
+        return
     typer.echo(
         printable(
             f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
@@ -93,7 +109,8 @@ def sync_command(
 
 @specs_app.command("log")
 def log_command(
-    source_id: SourceIdOption = None,
+    source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     json_output: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -103,7 +120,7 @@ def log_command(
     from audit.store import open_store
 
     with open_store(resolve_db(db, config), read_only=True) as store:
-        revisions = list_revisions(store, source_id)
+        revisions = list_revisions(store, chosen_source(source, source_alias))
     if json_output:
         typer.echo(json.dumps([r.as_dict() for r in revisions], ensure_ascii=False))
         return
@@ -135,7 +152,8 @@ def diff_command(
     unified: Annotated[
         bool, typer.Option("--unified", help="Print the line-level unified diff instead.")
     ] = False,
-    source_id: SourceIdOption = None,
+    source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     json_output: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -148,7 +166,7 @@ def diff_command(
         if rev.startswith("--"):  # let through as an argument by ignore_unknown_options
             raise AuditError(f"unknown option {rev}: see `audit specs diff --help`")
     with open_store(resolve_db(db, config), read_only=True) as store:
-        diff = diff_revisions(store, rev_a, rev_b, source_id)
+        diff = diff_revisions(store, rev_a, rev_b, chosen_source(source, source_alias))
     if json_output:
         typer.echo(
             json.dumps(

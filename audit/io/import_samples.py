@@ -167,6 +167,7 @@ class ExportedSample(BaseModel):
     turns: Int32 | None = None
     prompt_tokens: Int32 | None = None
     completion_tokens: Int32 | None = None
+    reasoning_tokens: Int32 | None = None
     latency_ms: Finite | None = None
     finish_reason: str | None = None
     system_fingerprint: str | None = None

@@ -529,6 +529,7 @@ def sample_row(
         "turns": conversation.turns,
         "prompt_tokens": conversation.prompt_tokens,
         "completion_tokens": conversation.completion_tokens,
+        "reasoning_tokens": conversation.reasoning_tokens,
         "latency_ms": conversation.latency_ms,
         "finish_reason": conversation.finish_reason,
         "system_fingerprint": conversation.system_fingerprint,

@@ -264,6 +264,8 @@ class Conversation:
     system_fingerprint: str | None
     attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    reasoning_tokens: int | None = None
+    """Part of ``completion_tokens``; None while the server reported none."""
 
 
 def scrubbed(conversation: Conversation, scrub: Scrubber) -> Conversation:
@@ -445,8 +447,26 @@ def _add_usage(result: Conversation, response: ChatCompletion) -> None:
     if usage is not None:
         result.prompt_tokens += usage.prompt_tokens or 0
         result.completion_tokens += usage.completion_tokens or 0
+        reasoning = reasoning_tokens_of(usage)
+        if reasoning is not None:
+            result.reasoning_tokens = (result.reasoning_tokens or 0) + reasoning
     if response.system_fingerprint:
         result.system_fingerprint = response.system_fingerprint
+
+
+def reasoning_tokens_of(usage: Any) -> int | None:
+    """Reasoning tokens a response's usage reports (OpenAI:
+    ``completion_tokens_details.reasoning_tokens``), or None when it reports none. Usage read
+    leniently from an off-schema body is a plain dict, so both shapes are read."""
+    details = _field(usage, "completion_tokens_details")
+    value = _field(details, "reasoning_tokens") if details is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _field(value: Any, name: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
 
 
 def dumps(value: Any) -> str:
