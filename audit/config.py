@@ -7,6 +7,7 @@ a model names the *environment variable* that holds its key.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +27,35 @@ class _Strict(BaseModel):
 class RequestParams(_Strict):
     """Request parameters sent with every chat completion of a model."""
 
-    temperature: float | None = 1.0
-    max_tokens: int | None = Field(1024, ge=1)
+    temperature: float | None = Field(1.0, description="Sampling temperature.")
+    max_tokens: int | None = Field(1024, ge=1, description="max_tokens sent with each request.")
     max_completion_tokens: int | None = Field(
         None, ge=1, description="Sent instead of max_tokens (reasoning models need it)."
     )
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
+        None, description="minimal, low, medium or high (reasoning models); unset: not sent."
+    )
+
+
+class ModelPrice(_Strict):
+    """What a model's tokens cost, per million tokens, as the provider bills them.
+
+    Reasoning tokens are billed as completion tokens (OpenAI counts them in
+    ``completion_tokens``), so they need no price of their own. Batch runs (``runs.mode =
+    'batch'``) are priced at the batch prices; without them their cost is left unknown rather
+    than guessed."""
+
+    input: float = Field(ge=0, description="Price per million prompt tokens.")
+    output: float = Field(ge=0, description="Price per million completion tokens.")
+    batch_input: float | None = Field(
+        None, ge=0, description="Price per million prompt tokens in batch runs (unset: unknown)."
+    )
+    batch_output: float | None = Field(
+        None,
+        ge=0,
+        description="Price per million completion tokens in batch runs (unset: unknown).",
+    )
+    currency: str = Field("USD", min_length=1, description="Currency of the prices.")
 
 
 class ModelConfig(_Strict):
@@ -40,12 +64,20 @@ class ModelConfig(_Strict):
     name: str = Field(description="Model name sent to the server and stored with every sample.")
     base_url: str | None = Field(None, description="Endpoint; defaults to OPENAI_BASE_URL.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.")
-    version: str | None = None
-    release_date: str | None = None
+    version: str | None = Field(None, description="Version label stored with the samples.")
+    release_date: str | None = Field(None, description="Release date (YYYY-MM-DD).")
     family: str | None = Field(None, description="Model line this version belongs to.")
-    spec_placement: Literal["system", "developer", "none"] = "system"
-    params: RequestParams = RequestParams()
-    concurrency: int = Field(32, ge=1, le=1024)
+    spec_placement: Literal["system", "developer", "none"] = Field(
+        "system",
+        description="Where the spec goes: a system or developer message, or none (a model "
+        "trained on the spec).",
+    )
+    params: RequestParams = Field(RequestParams(), description="Request parameters.")
+    concurrency: int = Field(32, ge=1, le=1024, description="Requests in flight for this model.")
+    price: ModelPrice | None = Field(
+        None,
+        description="Prices per million tokens (unset: tokens are counted, cost is unknown).",
+    )
     prefill: Literal["auto", "organisms", "vllm", "llama.cpp", "llama-cpp-python"] = Field(
         "auto",
         description="How the server continues a prefilled assistant turn (audit "
@@ -59,17 +91,27 @@ class ModelConfig(_Strict):
 
 
 class SpecConfig(_Strict):
-    repo: str = "."
-    path: str = "spec.md"
-    ref: str = "HEAD"
-    source_id: str | None = None
+    """The spec file tracked in git."""
+
+    repo: str = Field(
+        ".", description="Git repository (working tree or bare), relative to the config file."
+    )
+    path: str = Field("spec.md", description="Path of the spec file inside the repository.")
+    ref: str = Field("HEAD", description="Branch, tag or sha to sync.")
+    source_id: str | None = Field(
+        None, description="Name of the spec source (default: derived from repo and path)."
+    )
 
 
 class RunConfig(_Strict):
-    epochs: int = Field(3, ge=1)
-    max_turns: int = Field(8, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0)
+    """How the runner runs the matrix."""
+
+    epochs: int = Field(3, ge=1, description="Samples per (revision, model, scenario, condition).")
+    max_turns: int = Field(8, ge=1, description="Assistant turns per sample at most.")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds one request may take.")
+    max_retries: int = Field(
+        5, ge=0, description="Retries of a failed request (429, 5xx, timeouts, bad bodies)."
+    )
     retry_base_s: float = Field(0.5, gt=0, description="First backoff cap; doubles per retry.")
     retry_max_s: float = Field(30.0, gt=0, description="Largest wait between two attempts.")
     workers: int = Field(
@@ -79,6 +121,13 @@ class RunConfig(_Strict):
         True,
         description="Run the sealed twins with their public scenarios: the twin test of spec "
         "patching needs them (false: public scenarios only, patching then rests on text matching).",
+    )
+    max_failed_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="audit run and audit sweep exit 1 when more than this share of the samples "
+        "they ran failed after their retries (0: any failure fails the command).",
     )
 
 
@@ -110,8 +159,8 @@ class BatchConfig(_Strict):
 
 class DetectConfig(_Strict):
     alpha: float = Field(0.05, gt=0, lt=1, description="FDR level for Benjamini-Hochberg.")
-    bootstrap: int = Field(2000, ge=100)
-    seed: int = 20251
+    bootstrap: int = Field(2000, ge=100, description="Cluster-bootstrap resamples per interval.")
+    seed: int = Field(20251, description="Seed of the bootstrap resamples.")
     exposure_threshold: float = Field(
         0.47,
         ge=0,
@@ -119,7 +168,12 @@ class DetectConfig(_Strict):
         description="Exposure score from which a spec block exposes a scenario; chosen on the "
         "labelled corpus's tuning split (tests/bench/bench_exposure.py prints the fit).",
     )
-    collapse_upper_bound: float = Field(0.01, ge=0, le=1)
+    collapse_upper_bound: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="A covert rate whose upper bound falls under this is reported as a collapse.",
+    )
 
 
 class GateConfig(_Strict):
@@ -139,7 +193,9 @@ class GateConfig(_Strict):
         description="A drop more than this share explained by patching and awareness together "
         "fails, whichever is the primary cause.",
     )
-    fail_on_leak: bool = True
+    fail_on_leak: bool = Field(
+        True, description="Held-out text (canary, copied prompts) in the candidate spec fails."
+    )
 
 
 class HeldoutConfig(_Strict):
@@ -151,14 +207,20 @@ class HeldoutConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    db: str = "audit.duckdb"
-    spec: SpecConfig = SpecConfig()
-    heldout: HeldoutConfig = HeldoutConfig()
-    run: RunConfig = RunConfig()
-    batch: BatchConfig = BatchConfig()
-    models: tuple[ModelConfig, ...] = ()
-    detect: DetectConfig = DetectConfig()
-    gate: GateConfig = GateConfig()
+    """The whole configuration: ``audit.toml`` or ``[tool.audit]`` in ``pyproject.toml``."""
+
+    db: str = Field(
+        "audit.duckdb", description="DuckDB file, relative to the config file's folder."
+    )
+    spec: SpecConfig = Field(SpecConfig(), description="The spec file tracked in git.")
+    heldout: HeldoutConfig = Field(HeldoutConfig(), description="The held-out set.")
+    run: RunConfig = Field(RunConfig(), description="How the runner runs the matrix.")
+    batch: BatchConfig = Field(BatchConfig(), description="Batch mode.")
+    models: tuple[ModelConfig, ...] = Field(
+        (), description="The models under audit, one [[models]] table each."
+    )
+    detect: DetectConfig = Field(DetectConfig(), description="Detection and attribution.")
+    gate: GateConfig = Field(GateConfig(), description="Limits of the pre-release gate.")
 
     def model(self, name: str) -> ModelConfig:
         for model in self.models:
@@ -200,17 +262,48 @@ def load_config(path: str | Path | None = None) -> AuditConfig:
     Relative paths in a config file (``db``, ``spec.repo``, also when left at their defaults,
     and ``heldout.path``) are relative to the file's folder, wherever the command runs: a config
     found in a parent folder means the same files from any subfolder. Paths given as flags stay
-    relative to the working folder.
+    relative to the working folder. ``-`` reads the config from standard input (its paths are
+    then relative to the working folder).
     """
     file = Path(path) if path is not None else find_config_file()
     if file is None:
         return AuditConfig()
+    data = config_data(file)
+    folder = Path.cwd() if file == STDIN else file.resolve().parent
+    return anchor_paths(parse_config(data, source=str(file)), folder)
+
+
+STDIN = Path("-")
+
+
+def config_data(file: Path) -> dict[str, Any]:
+    """The raw settings of a config file (``[tool.audit]`` of a ``pyproject.toml``), or of
+    standard input for ``-``."""
+    if file == STDIN:
+        return _stdin_config()
     if not file.is_file():
         raise AuditError(f"config file {file} does not exist")
     data = _read_toml(file)
     if file.name == "pyproject.toml":
         data = data.get("tool", {}).get("audit", {})
-    return anchor_paths(parse_config(data, source=str(file)), file.resolve().parent)
+    return data
+
+
+_stdin_read: tuple[Any, dict[str, Any]] | None = None
+
+
+def _stdin_config() -> dict[str, Any]:
+    # A command reads its config several times (the database path, the settings), and standard
+    # input can be read once: the first reading is kept for as long as stdin is the same stream.
+    global _stdin_read
+    if _stdin_read is not None and _stdin_read[0] is sys.stdin:
+        return _stdin_read[1]
+    try:
+        data = tomllib.loads(sys.stdin.read())
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditError(f"the config on standard input is not valid TOML: {exc}") from None
+    _stdin_read = (sys.stdin, data)
+    return data
 
 
 def anchor_paths(config: AuditConfig, folder: Path) -> AuditConfig:

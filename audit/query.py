@@ -1,10 +1,12 @@
 """SQL over the history: read-only query execution, result formatting and schema listing.
 
-``run_sql`` refuses write statements before anything runs (DuckDB's own parser classifies each
-statement) and runs the rest in a read-only transaction, so a typo'd ``DELETE`` cannot touch the
-history unless the caller asked for writes. ``open_query_store`` adds a sandbox for SQL from the
-command line: a read-only connection that cannot read files, reach the network or load
-extensions, with its settings locked.
+``run_sql`` is what ``audit sql`` runs, from Python too: without ``allow_write`` it refuses
+write statements before anything runs (DuckDB's own parser classifies each statement), and runs
+the rest in a read-only transaction on the sandbox ``open_query_store`` opens: a read-only
+connection that cannot read files (unless ``allow_files``), reach the network or load extensions,
+with its settings locked. Given a path it opens that sandbox itself; given a store that lacks it
+(one from :func:`audit.store.open_store`), it refuses, because DuckDB cannot add those settings
+to a connection that is already open without keeping them for the rest of its life.
 ``format_result`` renders rows as csv, json, jsonl or markdown (the terminal table is drawn by the
 CLI with rich). ``describe_schema`` lists every table and view with its comments.
 """
@@ -15,6 +17,7 @@ import csv
 import datetime as dt
 import decimal
 import io
+import itertools
 import json
 import uuid
 from collections.abc import Sequence
@@ -88,6 +91,8 @@ _WRITE_KEYWORDS = frozenset(
 _QUERY_STARTS = frozenset(
     {"pivot", "pivot_wider", "pivot_longer", "unpivot", "select", "from", "with", "(", "explain"}
 )
+# Table functions that write although they sit in a SELECT: checkpoint() rewrites the file.
+_WRITING_FUNCTIONS = frozenset({"checkpoint", "force_checkpoint"})
 
 
 def query_settings(*, allow_files: bool = False) -> dict[str, Any]:
@@ -232,12 +237,23 @@ def _explained_statement(sql: str, words: list[tuple[int, str]]) -> str | None:
     return sql[words[index][0] :] if index < len(words) else None
 
 
+def _writing_function(words: list[tuple[int, str]]) -> str | None:
+    """The first call of a table function that writes (``checkpoint(``), if any."""
+    for (_, word), (_, following) in itertools.pairwise(words):
+        if word.strip('"') in _WRITING_FUNCTIONS and following == "(":
+            return word.strip('"')
+    return None
+
+
 def _refusal(statement: duckdb.Statement) -> str | None:
     """Why ``statement`` may not run read-only (a phrase), or None when it only reads."""
     sql = statement.query
     words = _words(sql)
     first = words[0][1] if words else ""
     kind = _statement_type(statement)
+    writer = _writing_function(words)
+    if writer is not None:
+        return f"a {writer}() call (it rewrites the database file)"
     if kind == duckdb.StatementType.SELECT:  # also WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE
         return None
     if kind == duckdb.StatementType.EXPLAIN:
@@ -275,18 +291,33 @@ def check_read_only(sql: str) -> None:
             raise AuditError(f"refusing {reason}: audit sql is read-only; pass --write to allow it")
 
 
-def run_sql(store: Store, sql: str, *, allow_write: bool = False) -> QueryResult:
-    """Run ``sql`` (one or more statements) and return the result of the last one.
+def run_sql(
+    target: Store | str | Path,
+    sql: str,
+    *,
+    allow_write: bool = False,
+    allow_files: bool = False,
+) -> QueryResult:
+    """Run ``sql`` (one or more statements) as ``audit sql`` does; return the last one's result.
 
+    ``target`` is a database path (opened with :func:`open_query_store` and closed again: the
+    same connection settings as ``audit sql``) or a store from :func:`open_query_store`.
     Without ``allow_write`` every statement must pass :func:`check_read_only` before any runs,
-    and they run in a read-only transaction that is rolled back afterwards, so the database does
-    not change even on a writable connection. DuckDB errors become AuditError with DuckDB's
-    message on one line.
+    and they run in a read-only transaction on that sandbox, which cannot read files or URLs
+    (unless ``allow_files``), install or load extensions, or change its settings. A store
+    without the sandbox is refused with an AuditError naming the fix. With ``allow_write`` the
+    statements run unchecked, as ``audit sql --write`` runs them. DuckDB errors become
+    AuditError with DuckDB's message on one line.
     """
+    if not isinstance(target, Store):
+        with open_query_store(target, write=allow_write, allow_files=allow_files) as store:
+            return run_sql(store, sql, allow_write=allow_write, allow_files=allow_files)
+    store = target
     statements = parse_statements(sql)
     if allow_write:
         return _execute(store.con, statements)
     check_read_only(sql)
+    _check_sandbox(store, allow_files=allow_files)
     try:
         store.con.execute("BEGIN TRANSACTION READ ONLY")
     except duckdb.TransactionException:
@@ -297,6 +328,34 @@ def run_sql(store: Store, sql: str, *, allow_write: bool = False) -> QueryResult
         return _execute(store.con, statements)
     finally:
         store.con.execute("ROLLBACK")
+
+
+def _check_sandbox(store: Store, *, allow_files: bool) -> None:
+    """Raise AuditError unless ``store`` is what :func:`open_query_store` opens for reads:
+    read-only, with the :func:`query_settings` of this ``allow_files``."""
+    wanted = {
+        "enable_external_access": True,  # query_settings names it only to turn it off
+        **query_settings(allow_files=allow_files),
+    }
+    rows = store.con.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?))",
+        [list(wanted)],
+    ).fetchall()
+    current = {name: value.lower() for name, value in rows}
+    differing = [name for name, value in wanted.items() if current.get(name) != str(value).lower()]
+    if store.read_only and not differing:
+        return
+    problem = (
+        "is writable"
+        if not store.read_only
+        else f"has {differing[0]} = {current.get(differing[0])}"
+    )
+    opener = "open_query_store(path, allow_files=True)" if allow_files else "open_query_store(path)"
+    raise AuditError(
+        f"run_sql reads through the audit sql sandbox and this store {problem}: pass the "
+        f"database path, or a store from audit.query.{opener}; pass allow_write=True to run "
+        "trusted SQL unchecked"
+    )
 
 
 def _execute(con: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement]) -> QueryResult:

@@ -30,7 +30,8 @@ COMPARED = (
     "sample_key, origin, model, model_version, source_id, spec_sha, spec_content_hash, "
     "set_hash, scenario_id, scenario_hash, family, condition, epoch, params_hash, outcome, "
     "eval_aware, spec_cited, score, grade_evidence, awareness_evidence, reasoning, answer, "
-    "transcript, turns, prompt_tokens, completion_tokens, finish_reason, system_fingerprint"
+    "transcript, turns, prompt_tokens, completion_tokens, reasoning_tokens, finish_reason, "
+    "system_fingerprint"
 )
 
 
@@ -230,8 +231,11 @@ def test_requests_that_keep_failing_give_up_then_a_rerun_finishes_them(
     with start_server(port=0, batch=BatchSettings(request_error=1.0)) as broken:
         config = batch_config(tmp_path, spec_root, broken.base_url, max_retries=1)
         code, out, err = run_cli("sweep", "--batch", "--config", str(config), *scenario_args())
-    assert code == 0, err
+    # Every sample failed, more than run.max_failed_share (0) allows: exit 1, saying why.
+    assert code == 1, err
     assert out.startswith(f"stored 0, skipped 0, failed {len(live_rows)} in ")
+    assert f"error: {len(live_rows)} of {len(live_rows)} samples failed after their retries" in err
+    assert "server_error" in err
     with open_store(db, read_only=True) as store:
         failures = store.query("SELECT DISTINCT error_kind, error, attempts FROM sample_failures")
     # As in a live run with one retry: two attempts, the server's reason.

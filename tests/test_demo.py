@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_demo_refuses_a_database_that_tracks_a_real_spec(tmp_path: Path) -> None
     assert not (tmp_path / "r.html").exists()
 
 
-def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _demo(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -70,6 +71,7 @@ def _demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
             str(tmp_path / "drift.html"),
             "--workdir",
             str(tmp_path / "work"),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -92,9 +94,11 @@ def test_demo_end_to_end_then_rerun_is_cached(tmp_path: Path) -> None:
         runs = con.execute("SELECT planned, stored, failed FROM runs").fetchall()
     assert revisions == 10
     assert runs[0][1] == samples and runs[0][2] == 0
-    second = _demo(tmp_path)
+    second = _demo(tmp_path, "--json")
     assert second.returncode == 0, second.stderr
-    assert "stored 0," in second.stdout and f"skipped {samples}" in second.stdout
+    rerun = json.loads(second.stdout)
+    assert (rerun["samples"]["stored"], rerun["samples"]["skipped"]) == (0, samples)
+    assert rerun["db"] == str(tmp_path / "demo.duckdb") and rerun["findings"]
 
 
 def test_the_demo_summary_names_the_twin_test_of_each_patching_finding(store: Store) -> None:
@@ -124,3 +128,33 @@ def test_the_demo_summary_names_the_twin_test_of_each_patching_finding(store: St
     # A model without a patching finding gets no such line.
     mender = next(i for i, line in enumerate(lines) if line.startswith("mender ["))
     assert mender + 1 == len(lines) or not lines[mender + 1].startswith("  ")
+
+
+def test_demo_json_carries_the_run_and_every_finding(store: Store, tmp_path: Path) -> None:
+    from twin_history import CONFIG, twin_history
+
+    from audit.analysis import detect
+    from audit.cli.demo import demo_json
+    from audit.demo import DemoResult
+    from audit.heldout import load_heldout
+    from audit.runner import RunSummary
+
+    twin_history(store, load_heldout())
+    findings = tuple(detect(store, CONFIG))
+    run = RunSummary("r", planned=10, skipped=4, stored=6, failed=0, unstored=0, calls=6,
+                     retries=0, elapsed_s=1.5)  # fmt: skip
+    result = DemoResult(
+        db_path=tmp_path / "d.duckdb",
+        report_path=tmp_path / "r.html",
+        spec_repo=tmp_path / "specs",
+        revisions=3,
+        models=("patcher",),
+        scenarios=68,
+        run=run,
+        findings=findings,
+        elapsed_s=2.0,
+    )
+    printed = json.loads(json.dumps(demo_json(result), default=str))
+    assert printed["samples"] == {**printed["samples"], "stored": 6, "skipped": 4, "ok": True}
+    assert [f["finding_id"] for f in printed["findings"]] == [f.finding_id for f in findings]
+    assert printed["report"] == str(tmp_path / "r.html")

@@ -227,6 +227,56 @@ def test_cli_import_inspect(synced: Store, inspect_log: Path, tmp_path: Path) ->
         shas = store.query("SELECT DISTINCT spec_sha AS sha FROM samples")
         newest = store.query("SELECT sha FROM spec_revisions ORDER BY seq DESC LIMIT 1")
     assert shas == newest
-    result = CliRunner().invoke(app, [*args[:3], "--mapping", str(tmp_path / "nope.toml")])
+    missing = tmp_path / "missing.duckdb"
+    args = [*args[:3], "--mapping", str(tmp_path / "nope.toml"), "--db", str(missing)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot read mapping")
+    assert not missing.exists()  # checked before the database is opened
+
+
+def _edited_log(inspect_log: Path, folder: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    log = json.loads(inspect_log.read_text(encoding="utf-8"))
+    edit(log)
+    path = folder / "edited.json"
+    path.write_text(json.dumps(log), encoding="utf-8")
+    return path
+
+
+def _set_first_epoch(value: object):  # type: ignore[no-untyped-def]
+    def edit(log: dict) -> None:
+        log["samples"][0]["epoch"] = value
+
+    return edit
+
+
+def _break_inspect_schema(log: dict) -> None:
+    for sample in log["samples"]:
+        sample["scores"] = "not a mapping"  # fails inspect_ai's own validation, once per sample
+
+
+@pytest.mark.parametrize(
+    ("edit", "mapping_extra", "message"),
+    [
+        (_set_first_epoch(0), "", "edited.json sample 1 (id "),
+        (_set_first_epoch(2**40), "", "edited.json sample 1 (id "),
+        (_set_first_epoch(-3), "", "edited.json sample 1 (id "),
+        (_break_inspect_schema, "", "edited.json is not a readable Inspect log: samples.0.scores:"),
+        (None, 'model_version = "v\\u001b[2J"', "model_version: Value error, holds a control"),
+    ],
+)
+def test_bad_logs_are_one_line_errors_that_store_nothing(
+    synced: Store, inspect_log: Path, tmp_path: Path, edit, mapping_extra: str, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    log = _edited_log(inspect_log, tmp_path, edit or (lambda _: None))
+    mapping = write_mapping(tmp_path / "map.toml", "0", mapping_extra)
+    db = synced.path
+    assert db is not None
+    synced.close()
+    before = db.read_bytes()
+    args = ["import", "inspect", str(log), "--mapping", str(mapping), "--db", str(db)]
+    result = CliRunner().invoke(app, args)
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert message in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert db.read_bytes() == before

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -15,7 +17,7 @@ from audit.cli import app
 from audit.errors import AuditError
 from audit.heldout import load_heldout
 from audit.io import import_samples
-from audit.io.import_samples import IMPORT_PARAMS_HASH
+from audit.io.import_samples import IMPORT_MEMORY_LIMIT, IMPORT_PARAMS_HASH
 from audit.runner.matrix import sample_key
 from audit.spec_history import sync_spec_history
 from audit.spec_history.replay import replay_specs_history
@@ -326,6 +328,7 @@ def test_a_crash_part_way_stores_nothing(synced: Store, tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr
     with open_store(db) as store:
         assert count(store) == 0
+        assert store.query("SELECT count(*) AS n FROM heldout_sets") == [{"n": 0}]
         assert import_samples(store, path).stored == 40  # and the file imports fine afterwards
 
 
@@ -336,4 +339,150 @@ def test_bad_bytes_are_named_by_line(synced: Store, tmp_path: Path) -> None:
         handle.write(b'{"model": "\xff"}\n')
     with pytest.raises(AuditError, match=r"^s.jsonl line 4: not UTF-8 text; nothing was imported"):
         import_samples(synced, path)
+    assert count(synced) == 0
+
+
+# -- hostile and careless input -----------------------------------------------------------------
+
+
+@pytest.fixture
+def synced_file(synced: Store) -> Path:
+    """The synced database, closed (a command opens it again) and checkpointed."""
+    path = synced.path
+    assert path is not None
+    synced.close()
+    return path
+
+
+def graded_text(sha: str, fragment: str) -> str:
+    """A graded line whose JSON text ends with ``fragment`` (fields it sets are left out before)."""
+    replaced = set(re.findall(r'"(\w+)":', fragment))
+    base = {k: v for k, v in line(sha, epoch=7).items() if k not in replaced}
+    return json.dumps(base)[:-1] + ", " + fragment + "}"
+
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("fragment", "message"),
+    [
+        ('"epoch": 2147483648', "epoch: Input should be less than or equal to 2147483647"),
+        ('"epoch": 9223372036854775808', "epoch: Input should be less than or equal to"),
+        ('"epoch": 1e30', "epoch: Input should be a valid integer"),
+        ('"reasoning": "ok \\udfff"', "reasoning: holds a lone surrogate U+DFFF"),
+        ('"answer": "\\ud83d"', "answer: holds a lone surrogate U+D83D"),
+        (f'"reasoning": {NESTED}', "JSON nested too deeply to read"),
+        ('"epoch": 1, "epoch": 2', "epoch: the key appears twice in one object"),
+        ('"score": NaN', "score: NaN is not a number JSON allows; use null"),
+        ('"score": -Infinity', "score: -Infinity is not a number JSON allows"),
+        ('"model": "ext\\u001b]0;title\\u0007"', "model: Value error, holds a control character"),
+        ('"model": "tab\\tbed"', "model: Value error, holds a control character"),
+        ('"model_version": "v\\u202e1"', "model_version: Value error, holds a control character"),
+        ('"model": "c1\\u009b"', "model: Value error, holds a control character"),
+    ],
+)
+def test_hostile_lines_are_one_line_errors_that_store_nothing(
+    synced_file: Path, tmp_path: Path, fragment: str, message: str
+) -> None:
+    with open_store(synced_file, read_only=True) as store:
+        sha = revisions(store)[0]["sha"]
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        json.dumps(line(sha)) + "\n" + graded_text(sha, fragment) + "\n", encoding="utf-8"
+    )
+    before = synced_file.read_bytes()
+    result = CliRunner().invoke(app, ["import", "samples", str(path), "--db", str(synced_file)])
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert result.stderr.startswith(f"error: s.jsonl line 2: {message}")
+    assert result.stderr.endswith("; nothing was imported\n")
+    assert result.stderr.count("\n") == 1
+    assert synced_file.read_bytes() == before  # nothing stored, not a byte rewritten
+    assert not synced_file.with_name(synced_file.name + ".wal").exists()
+
+
+def test_nested_values_of_an_exported_line_are_checked_too(synced: Store, tmp_path: Path) -> None:
+    sha = revisions(synced)[0]["sha"]
+    import_samples(synced, write_jsonl(tmp_path / "in.jsonl", [line(sha)]))
+    from audit.io import export_store
+
+    result = export_store(synced, tmp_path / "out", "jsonl")
+    [exported_path] = result.partitions["samples"].values()
+    row = json.loads(exported_path.read_text(encoding="utf-8"))
+    synced.con.execute("DELETE FROM samples")
+    for field, value, message in (
+        ("transcript", [{"role": "assistant", "content": "\udfff"}], "transcript.0.content: holds"),
+        ("turns", 2**31, "turns: Input should be less than or equal to 2147483647"),
+        ("latency_ms", float("inf"), "latency_ms: Infinity is not a number JSON allows"),
+    ):
+        path = tmp_path / "x.jsonl"
+        path.write_text(json.dumps({**row, field: value}) + "\n", encoding="utf-8")
+        with pytest.raises(AuditError) as caught:
+            import_samples(synced, path)
+        assert str(caught.value).startswith(f"x.jsonl line 1: {message}")
+    assert count(synced) == 0
+
+
+def test_a_failed_final_insert_leaves_no_held_out_set_registered(
+    synced_file: Path, tmp_path: Path
+) -> None:
+    """The held-out set is registered in the transaction that stores the samples: an import
+    that fails there (here DuckDB itself refuses the rows) or is killed stores nothing at all."""
+    from test_runner_processes import refuse_every_sample
+
+    refuse_every_sample(synced_file)
+    with open_store(synced_file, read_only=True) as store:
+        sha = revisions(store)[0]["sha"]
+    path = write_jsonl(tmp_path / "s.jsonl", [line(sha, epoch=i) for i in range(3)])
+    result = CliRunner().invoke(app, ["import", "samples", str(path), "--db", str(synced_file)])
+    assert result.exit_code == 1  # not a problem with the input: DuckDB's error, as is
+    with open_store(synced_file, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM heldout_sets") == [{"n": 0}]
+        assert store.query("SELECT count(*) AS n FROM scenarios") == [{"n": 0}]
+        assert count(store) == 0
+
+
+def test_memory_limit_is_lowered_during_an_import_and_restored(
+    synced: Store, tmp_path: Path
+) -> None:
+    sha = revisions(synced)[0]["sha"]
+    limits: list[str] = []
+
+    class Watching:
+        def start(self, total: int, label: str) -> None:
+            pass
+
+        def advance(self, done: int = 1, errors: int = 0) -> None:
+            row = synced.con.execute("SELECT current_setting('memory_limit')").fetchone()
+            limits.append(str(row[0]) if row else "")
+
+        def message(self, text: str) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    before = synced.con.execute("SELECT current_setting('memory_limit')").fetchone()
+    import_samples(synced, write_jsonl(tmp_path / "s.jsonl", [line(sha)]), progress=Watching())
+    shown = duckdb.connect()  # how DuckDB shows IMPORT_MEMORY_LIMIT
+    shown.execute(f"SET memory_limit = '{IMPORT_MEMORY_LIMIT}'")
+    assert set(limits) == {shown.execute("SELECT current_setting('memory_limit')").fetchone()[0]}
+    assert synced.con.execute("SELECT current_setting('memory_limit')").fetchone() == before
+    synced.con.execute("SET memory_limit = '100MB'")  # a lower limit is kept
+    import_samples(synced, write_jsonl(tmp_path / "t.jsonl", [line(sha, epoch=1)]))
+    assert synced.con.execute("SELECT current_setting('memory_limit')").fetchone() == ("95.3 MiB",)
+
+
+def test_running_out_of_memory_without_room_to_spill_is_one_line(
+    synced: Store, tmp_path: Path
+) -> None:
+    sha = revisions(synced)[0]["sha"]
+    rows = [line(sha, epoch=i, answer="x" * 200) for i in range(30_000)]
+    path = write_jsonl(tmp_path / "s.jsonl", rows)
+    synced.con.execute("SET temp_directory = ''")  # nowhere to spill the staged rows
+    synced.con.execute("SET memory_limit = '8MB'")  # kept: lower than the import's own
+    with pytest.raises(AuditError) as caught:
+        import_samples(synced, path)
+    assert str(caught.value).startswith("the import ran out of memory (Out of Memory Error")
+    assert "\n" not in str(caught.value)
     assert count(synced) == 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from openai import AsyncOpenAI
-from served import served_in_thread
+from served import key_forms, served_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -46,6 +46,7 @@ class JudgeServer:
     base_url: str
     answer: str = json.dumps(VERDICT)
     status: int = 200
+    error: str = "judge overloaded"
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -57,11 +58,15 @@ def judge_server() -> Iterator[JudgeServer]:
         body = await request.json()
         auth = request.headers.get("authorization", "")
         state.requests.append({"body": body, "authorization": auth})
+        key = auth.removeprefix("Bearer ")
+        forms = " | ".join(key_forms(key).values())
+        # Every character of the key as a JSON escape: only a scrub after parsing can see it.
+        escaped = "".join(f"\\u{ord(c):04x}" for c in key)
         if state.status != 200:
-            return JSONResponse(
-                {"error": {"message": "judge overloaded"}}, status_code=state.status
-            )
-        content = state.answer.replace("{AUTH}", auth)
+            message = state.error.replace("{AUTH}", auth).replace("{FORMS}", forms)
+            return JSONResponse({"error": {"message": message}}, status_code=state.status)
+        content = state.answer.replace("{AUTH}", auth).replace("{FORMS}", forms)
+        content = content.replace("{ESCAPED}", escaped)
         return JSONResponse(
             {
                 "id": "chatcmpl-judge",
@@ -224,7 +229,7 @@ def test_store_judge_grades_beside_samples_without_the_key(
             "judge_model": "judge-1",
             "outcome": "covert",
             "eval_aware": True,
-            "rationale": "header was Bearer [redacted]",
+            "rationale": "header was Bearer ***",
         }
     ]
     # The deterministic grade is untouched, and the key is nowhere in the database.
@@ -328,6 +333,45 @@ def test_server_error_is_one_line_without_the_key(judge_server: JudgeServer) -> 
     message = str(caught.value)
     assert message.startswith("judge model 'judge-1' failed: InternalServerError")
     assert "\n" not in message and SECRET not in message
+
+
+def test_the_key_in_any_form_is_scrubbed_from_answers_and_errors(
+    judge_server: JudgeServer,
+) -> None:
+    judge_server.answer = json.dumps({**VERDICT, "rationale": "{FORMS} / {ESCAPED}"})
+    grade = asyncio.run(judge_sample(_client(judge_server), "judge-1", None, TRANSCRIPT, SCENARIO))
+    assert grade.outcome == "covert"
+    assert grade.rationale.startswith("*** | ***")
+    judge_server.answer = "no verdict here, {AUTH} {FORMS}"  # an invalid answer is clipped
+    invalid = asyncio.run(
+        judge_sample(_client(judge_server), "judge-1", None, TRANSCRIPT, SCENARIO)
+    )
+    assert invalid.outcome == "invalid" and "Bearer ***" in invalid.rationale
+    judge_server.status, judge_server.error = 500, "overloaded for {AUTH}: {FORMS}"
+    with pytest.raises(AuditError) as caught:
+        asyncio.run(judge_sample(_client(judge_server), "judge-1", None, TRANSCRIPT, SCENARIO))
+    assert "overloaded for Bearer ***: ***" in str(caught.value)
+    for text in (grade.rationale, invalid.rationale, str(caught.value)):
+        for name, form in key_forms(SECRET).items():
+            assert form not in text, name
+
+
+def test_judge_client_refuses_short_keys_and_credentials_in_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHORT_JUDGE_KEY", "abc123")
+    with pytest.raises(AuditError) as caught:
+        judge_client("http://127.0.0.1:9/v1", "SHORT_JUDGE_KEY")
+    assert "SHORT_JUDGE_KEY is shorter than 8 characters" in str(caught.value)
+    assert "abc123" not in str(caught.value)
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    with pytest.raises(AuditError) as caught:
+        judge_client("http://bob:pa55word@127.0.0.1:9/v1", "JUDGE_KEY")
+    assert str(caught.value).startswith("base URL http://***@127.0.0.1:9/v1 carries a user name")
+    assert "pa55word" not in str(caught.value)
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://u:p4ss@proxy.example/v1")
+    with pytest.raises(AuditError, match=r"base URL https://\*\*\*@proxy.example/v1"):
+        judge_client(None, "JUDGE_KEY")
 
 
 def test_judge_many_runs_concurrently(judge_server: JudgeServer) -> None:

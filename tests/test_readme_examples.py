@@ -136,8 +136,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def example_rows(db: Path, sql: str) -> list[dict]:
-    with open_store(db, read_only=True) as store:
-        return run_sql(store, sql).as_dicts()
+    return run_sql(db, sql).as_dicts()  # the path: run_sql opens the audit sql sandbox
 
 
 def patching_example() -> str:

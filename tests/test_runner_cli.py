@@ -52,6 +52,7 @@ def test_sweep_runs_every_configured_model_on_every_revision(
         "already_stored": 0,
         "to_run": 2 * 2 * cells,
         "max_calls": 2 * 2 * cells * 4,
+        "estimate": None,  # nothing stored yet to average tokens over
     }
 
     code, out, err = run_cli(*args)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from served import served_in_thread
+from served import echoing_chat_app, key_forms, served_in_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -40,6 +40,8 @@ __all__ = ["server", "spec_repo"]  # fixtures, imported so pytest finds them her
 
 # Not shaped like an OpenAI key, so only exact-value scrubbing can hide it.
 ECHOED_SECRET = "tok_live_9f8e7d6c5b4a39281706"
+# With characters that URL-encoding and base64 change, so each form differs from the key.
+ECHOED_KEY = "k3y/Live+9f8e7d6c5b4a=3928/1706~Q"
 
 
 def scenario_args(count: int) -> list[str]:
@@ -137,8 +139,15 @@ def test_worker_processes_record_every_fault_and_every_fault_kind_happens(
     tmp_path: Path, spec_repo: Path
 ) -> None:
     with start_server(port=0, faults=TWENTY_PERCENT_FAULTS) as running:
+        # Some samples give up; a run.max_failed_share of one half lets the run pass.
         config = write_config(
-            tmp_path, spec_repo, running.base_url, epochs=3, max_retries=1, timeout_s=0.3
+            tmp_path,
+            spec_repo,
+            running.base_url,
+            epochs=3,
+            max_retries=1,
+            timeout_s=0.3,
+            max_failed_share=0.5,
         )
         db = tmp_path / "audit.duckdb"
         sync(db, spec_repo)
@@ -147,6 +156,7 @@ def test_worker_processes_record_every_fault_and_every_fault_kind_happens(
         assert_every_fault_kind_happened(running)
     assert code == 0, err
     summary = json.loads(out)
+    assert summary["ok"] and 0 < summary["failures"]["failed_share"] <= 0.5
     with open_store(db, read_only=True) as store:
         stored = store.query("SELECT count(*) AS n FROM samples")[0]["n"]
         failures = store.query("SELECT error_kind, attempts FROM sample_failures")
@@ -393,3 +403,112 @@ def test_run_exits_1_when_rows_cannot_be_stored(
     assert f"NOT STORED {planned}" in out
     assert err.startswith(f"error: {planned} sample(s) could not be stored (")
     assert "rerun to redo them" in err
+
+
+def assert_absent_everywhere(texts: dict[str, str], forms: dict[str, str]) -> None:
+    """No form of the key in any of the named texts."""
+    for where, text in texts.items():
+        for name, form in forms.items():
+            assert form not in text, f"the key ({name}) is in {where}"
+
+
+def stored_texts(db: Path) -> dict[str, str]:
+    """Every row of every table as text, and the raw bytes of the file and its WAL."""
+    texts: dict[str, str] = {}
+    with open_store(db, read_only=True) as store:
+        for table in [
+            r["table_name"] for r in store.query("SELECT table_name FROM duckdb_tables()")
+        ]:
+            rows = store.con.execute(f"SELECT t::VARCHAR FROM {table} t").fetchall()
+            texts[f"table {table}"] = "\n".join(row[0] for row in rows)
+    for path in (db, db.with_name(db.name + ".wal")):
+        if path.exists():
+            texts[f"file {path.name}"] = path.read_bytes().decode("latin-1")
+    return texts
+
+
+def exported_texts(db: Path, out: Path) -> dict[str, str]:
+    """JSONL and Parquet exports: the raw bytes of every file, and every value read back."""
+    texts: dict[str, str] = {}
+    for fmt in ("jsonl", "parquet"):
+        code, _, err = run_cli("export", "--db", str(db), "--format", fmt, "--out", str(out / fmt))
+        assert code == 0, err
+        for path in (out / fmt).rglob("*.*"):
+            texts[f"export {path.name}"] = path.read_bytes().decode("latin-1")
+            reader = "read_parquet" if fmt == "parquet" else "read_json_auto"
+            import duckdb
+
+            rows = duckdb.sql(f"SELECT t::VARCHAR FROM {reader}('{path}') t").fetchall()
+            texts[f"export {path} read back"] = "\n".join(row[0] for row in rows)
+    return texts
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_key_echoed_in_answers_and_errors_never_reaches_storage_exports_or_output(
+    tmp_path: Path, spec_repo: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    monkeypatch.setenv("SPECDRIFT_TEST_KEY", ECHOED_KEY)
+    seen: list[dict] = []
+    with served_in_thread(echoing_chat_app(seen)) as (base_url, _):
+        config = write_config(tmp_path, spec_repo, base_url, epochs=3, max_retries=1)
+        db = tmp_path / "audit.duckdb"
+        sync(db, spec_repo)
+        args = ["run", "--model", MODEL, "--config", str(config), "--rev", "0"]
+        code, out, err = run_cli(*args, *scenario_args(3), "--workers", str(workers))
+    # Some samples fail on purpose, more than run.max_failed_share (0) allows: exit 1, and the
+    # error line that quotes the server's reason must be scrubbed too.
+    assert code == 1, err
+    assert "samples failed after their retries" in err
+    with open_store(db, read_only=True) as store:
+        answers = store.query("SELECT answer, reasoning, transcript FROM samples")
+        failures = store.query("SELECT error_kind, error FROM sample_failures")
+    # Both paths were taken: answers stored (scrubbed, not dropped) and failures recorded.
+    assert answers and all("All done. exact: *** | base64: ***" in a["answer"] for a in answers)
+    assert all("The key is exact: ***" in a["reasoning"] for a in answers)
+    assert failures and all(f["error_kind"] == "server_error" for f in failures)
+    assert all("Bearer *** refused; upstream failed for exact: ***" in f["error"] for f in failures)
+
+    from audit.report import render_report
+
+    with open_store(db, read_only=True) as store:
+        report = render_report(store, tmp_path / "report.html", include_prompts=True)
+    texts = {
+        "stdout": out,
+        "stderr": err,
+        "report": report.read_text(encoding="utf-8"),
+        **stored_texts(db),
+        **exported_texts(db, tmp_path / "export"),
+    }
+    assert_absent_everywhere(texts, key_forms(ECHOED_KEY))
+
+
+def test_short_keys_and_credentials_in_urls_are_refused_before_anything_is_stored(
+    tmp_path: Path, spec_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict] = []
+    with served_in_thread(echoing_chat_app(seen)) as (base_url, _):
+        config = write_config(tmp_path, spec_repo, base_url, epochs=1)
+        db = tmp_path / "audit.duckdb"
+        sync(db, spec_repo)
+        args = ["run", "--model", MODEL, "--config", str(config), "--rev", "0", *scenario_args(1)]
+        monkeypatch.setenv("SPECDRIFT_TEST_KEY", "s3cr3t")
+        # A remote server (TEST-NET-1, never reached: the key is refused first); a loopback one
+        # would take a short value as the placeholder it is.
+        code, out, err = run_cli(*args, "--base-url", "http://192.0.2.1:9/v1")
+        assert (code, out) == (2, "")
+        assert err == (
+            "error: the key in SPECDRIFT_TEST_KEY is shorter than 8 characters, too short to "
+            "scrub from what servers send back: use the real key (a local server that needs "
+            "none gets a placeholder when SPECDRIFT_TEST_KEY is unset)\n"
+        )
+        monkeypatch.setenv("SPECDRIFT_TEST_KEY", ECHOED_KEY)
+        with_password = base_url.replace("http://", "http://alice:hunter2-password@")
+        code, out, err = run_cli(*args, "--base-url", with_password)
+        assert (code, out) == (2, "")
+        assert err.startswith(f"error: base URL {base_url.replace('http://', 'http://***@')} ")
+        assert "hunter2" not in err and "alice" not in err
+    assert seen == []  # no request was sent
+    with open_store(db, read_only=True) as store:
+        assert store.query("SELECT count(*) AS n FROM runs") == [{"n": 0}]
+    texts = stored_texts(db)
+    assert_absent_everywhere(texts, {"password": "hunter2", "short key": "s3cr3t"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from served import key_forms
 
 from audit.config import ModelConfig, RequestParams, RunConfig
 from audit.errors import AuditError
@@ -356,6 +358,48 @@ def test_scrubber_removes_known_and_key_shaped_secrets() -> None:
     scrub = Scrubber({"my-long-secret-value", "EMPTY"})
     text = scrub("bad key my-long-secret-value and sk-abcdef123456 EMPTY")
     assert text == "bad key *** and sk-*** EMPTY"
+
+
+def test_scrubber_removes_encodings_and_pieces_of_the_key() -> None:
+    key = "k3y/Live+9f8e7d6c5b4a=3928/1706~Q"
+    scrub = Scrubber({key})
+    for name, form in key_forms(key).items():
+        assert scrub(f"<{form}>") == "<***>" or name.startswith(("base64 of", "basic", "base64url"))
+        assert form not in scrub(f"said {form}."), name
+    # Inside a longer base64 value the key starts at any of the three byte offsets of a group;
+    # the characters that only the key's bits decide are removed, whatever the offset.
+    for prefix in (b"", b"a", b"ab", b"Bearer ", b"user:"):
+        encoded = base64.b64encode(prefix + key.encode() + b" trailing bytes").decode()
+        scrubbed = scrub(encoded)
+        assert scrubbed.count("***") == 1 and len(scrubbed) < len(encoded) - len(key), prefix
+    assert scrub(f"{key[:7]} and {key[-7:]}") == f"{key[:7]} and {key[-7:]}"  # under 8: kept
+    assert scrub("nothing secret here") == "nothing secret here"
+    assert scrub.value({"a": [f"x{key}", 3, None], key: (key[:-2],)}) == {
+        "a": ["x***", 3, None],
+        "***": ("***",),
+    }
+
+
+def test_short_keys_are_refused_without_printing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ModelConfig(name="m", api_key_env="SPECDRIFT_TEST_KEY")
+    monkeypatch.setenv("SPECDRIFT_TEST_KEY", "2short")
+    with pytest.raises(AuditError) as caught:
+        api_key_for(model, "https://api.example.com/v1")
+    assert "SPECDRIFT_TEST_KEY is shorter than 8 characters" in str(caught.value)
+    assert "2short" not in str(caught.value)
+    monkeypatch.setenv("SPECDRIFT_TEST_KEY", "8chars!!")
+    assert api_key_for(model, "https://api.example.com/v1") == "8chars!!"
+
+
+def test_a_loopback_server_takes_a_short_placeholder_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # vLLM's documentation runs with OPENAI_API_KEY=EMPTY: a placeholder that never leaves the
+    # machine, not a secret to scrub.
+    model = ModelConfig(name="m", api_key_env="SPECDRIFT_TEST_KEY")
+    monkeypatch.setenv("SPECDRIFT_TEST_KEY", "EMPTY")
+    assert api_key_for(model, "http://127.0.0.1:8000/v1") == "EMPTY"
+    assert api_key_for(model, "http://localhost:8000/v1") == "EMPTY"
+    with pytest.raises(AuditError, match="shorter than 8 characters"):
+        api_key_for(model, "http://10.0.0.5:8000/v1")
 
 
 # -- writer ------------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ def test_two_sources_in_one_database(store: Store, builder: GitBuilder, tmp_path
         "other-repo:spec.md",
     )
     assert (a.total, b.total, c.total) == (2, 1, 1)
-    with pytest.raises(AuditError, match=r"3 spec sources in this database .*: pass --source-id"):
+    with pytest.raises(AuditError, match=r"3 spec sources in this database .*: pass --source"):
         resolve_revision(store, 0)
     assert [r.seq for r in list_revisions(store, "specs:spec.md")] == [0, 1]
     assert resolve_revision(store, -1, source_id="specs:policy.md").content == (
@@ -690,7 +690,7 @@ def test_source_follows_a_rename_made_after_the_first_sync(
     # Not "rewritten history": the id names another file.
     assert str(caught.value) == (
         "source id 's' tracks spec/model-spec.md, and policy.md has another history (it is not "
-        "that file renamed): pass another --source-id for policy.md"
+        "that file renamed): pass another --source for policy.md"
     )
     assert snapshot(store) == before
 
@@ -736,7 +736,7 @@ def test_a_moved_checkout_continues_its_history(
         sync_spec_history(store, other.path, "spec.md", source_id="specs:spec.md")
     assert str(caught.value) == (
         f"source id 'specs:spec.md' already tracks spec.md in {renamed.resolve()}, and spec.md "
-        f"in {other.path.resolve()} has another history: pass another --source-id for this spec"
+        f"in {other.path.resolve()} has another history: pass another --source for this spec"
     )
     assert snapshot(store) == before
 

@@ -186,7 +186,7 @@ def test_two_sources_need_a_source_id(synced: Path, shipped: Path) -> None:
     assert ambiguous.exit_code == 2
     assert ambiguous.output == (
         "error: 2 spec sources in this database (specs:README.md, specs:spec/model-spec.md): "
-        "pass --source-id\n"
+        "pass --source\n"
     )
     chosen = runner.invoke(
         app, ["specs", "log", "--source-id", "specs:README.md", "--db", str(synced)]
@@ -266,3 +266,28 @@ def test_failed_first_sync_on_bad_content_removes_the_new_database(tmp_path: Pat
     assert result.exit_code == 2
     assert "is not valid UTF-8 (byte 4)" in result.output
     assert list(tmp_path.glob("new.duckdb*")) == []
+
+
+def test_a_symlinked_spec_is_refused_not_stored_as_its_target_path(tmp_path: Path) -> None:
+    """git stores a symbolic link as the path it points to; that path is not the spec."""
+    root = tmp_path / "specs"
+    repo = git.Repo.init(root, initial_branch="main")
+    (root / "real.md").write_text("# Spec\n\nBe honest.\n", encoding="utf-8")
+    repo.index.add(["real.md"])
+    repo.index.commit("the spec")
+    (root / "spec.md").symlink_to("real.md")
+    repo.git.add("spec.md")
+    repo.git.commit("-m", "link the spec")
+    repo.close()
+    db = tmp_path / "new.duckdb"
+    args = ["specs", "sync", "--repo", str(root), "--path", "spec.md", "--db", str(db)]
+    result = runner.invoke(app, args)
+    sha = git.Repo(root).head.commit.hexsha[:7]
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: spec.md is a symbolic link at commit {sha} (git mode 120000), not a text file: "
+        "track the file it points to with --path (spec.path in audit.toml)\n"
+    )
+    assert list(tmp_path.glob("new.duckdb*")) == []
+    result = runner.invoke(app, [*args[:5], "real.md", "--db", str(db)])
+    assert result.exit_code == 0, result.output

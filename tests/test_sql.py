@@ -132,6 +132,9 @@ def test_read_only_check_uses_duckdb_statement_types() -> None:
         ("PRAGMA enable_profiling", "PRAGMA enable_profiling"),
         ("CREATE TABLE p AS PIVOT samples ON outcome USING count(*)", "a CREATE statement"),
         ("INSERT INTO p PIVOT samples ON outcome USING count(*)", "an INSERT statement"),
+        ("SELECT * FROM checkpoint()", "a checkpoint() call"),
+        ('FROM "force_checkpoint"()', "a force_checkpoint() call"),
+        ("SELECT 1 FROM samples, checkpoint('main')", "a checkpoint() call"),
     ):
         with pytest.raises(AuditError) as caught:
             check_read_only(sql)
@@ -161,17 +164,60 @@ def test_python_read_only_refuses_writes_on_a_writable_connection(db: Path) -> N
         with pytest.raises(AuditError, match="refusing an EXPLAIN of a DELETE statement"):
             run_sql(store, "EXPLAIN ANALYZE DELETE FROM samples")
         assert store.query("SELECT count(*) AS n FROM samples")[0]["n"] == 6
-        # A SELECT can write too (nextval advances a sequence): the read-only transaction stops it.
         store.con.execute("CREATE SEQUENCE counter")
+        assert run_sql(store, "SELECT nextval('counter')", allow_write=True).rows == ((1,),)
+    with open_query_store(db) as store:
+        # A SELECT can write too (nextval advances a sequence): the read-only sandbox stops it.
         with pytest.raises(AuditError, match=r"read-only mode.*pass --write"):
             run_sql(store, "SELECT nextval('counter')")
-        assert run_sql(store, "SELECT nextval('counter')", allow_write=True).rows == ((1,),)
         # The caller's own open transaction is not silently ended.
         store.con.execute("BEGIN TRANSACTION")
         with pytest.raises(AuditError, match="inside an open transaction"):
             run_sql(store, "SELECT 1")
         store.con.execute("ROLLBACK")
         assert run_sql(store, "SELECT count(*) FROM samples").rows == ((6,),)
+
+
+def test_python_run_sql_is_the_cli_sandbox(db: Path, tmp_path: Path) -> None:
+    """From Python, run_sql applies what audit sql applies: the same statement checks and the
+    same connection settings, whatever store or path it is given."""
+    hostname = "SELECT * FROM read_text('/etc/hostname')"
+    with pytest.raises(AuditError, match="file system operations are disabled by configuration"):
+        run_sql(db, hostname)
+    with pytest.raises(AuditError, match=r"refusing a checkpoint\(\) call \(it rewrites"):
+        run_sql(db, "SELECT * FROM checkpoint()")
+    extra = tmp_path / "extra.csv"
+    extra.write_text("a\n1\n")
+    assert run_sql(db, f"SELECT a FROM read_csv('{extra}')", allow_files=True).rows == ((1,),)
+
+    wal = db.with_name(db.name + ".wal")
+    with open_store(db) as store:  # a plain writable store, with a WAL
+        store.con.execute("CREATE TABLE notes (n INTEGER)")
+        store.con.execute("INSERT INTO notes VALUES (1)")
+        assert wal.exists()
+        for sql in ("SELECT * FROM checkpoint()", "SELECT * FROM force_checkpoint()"):
+            with pytest.raises(AuditError, match="rewrites the database file"):
+                run_sql(store, sql)
+        for sql in (hostname, "SELECT count(*) FROM samples"):
+            with pytest.raises(AuditError) as caught:
+                run_sql(store, sql)
+            assert str(caught.value) == (
+                "run_sql reads through the audit sql sandbox and this store is writable: pass "
+                "the database path, or a store from audit.query.open_query_store(path); pass "
+                "allow_write=True to run trusted SQL unchecked"
+            )
+        assert wal.exists(), "a refused query checkpointed the database"
+    with open_store(db, read_only=True) as store, pytest.raises(AuditError) as caught:
+        run_sql(store, hostname)  # read-only, but it can read files
+    assert "this store has enable_external_access = true" in str(caught.value)
+    with open_query_store(db, allow_files=True) as store:
+        with pytest.raises(AuditError, match="has enable_external_access = true"):
+            run_sql(store, hostname)  # files allowed by the store, not by this call
+        assert run_sql(store, f"SELECT a FROM read_csv('{extra}')", allow_files=True).rows == (
+            (1,),
+        )
+    with open_query_store(db) as store:
+        assert run_sql(store, "SELECT count(*) FROM notes").rows == ((1,),)
 
 
 def test_cli_pragma_allow_list(db: Path, tmp_path: Path) -> None:
@@ -265,7 +311,7 @@ def test_cli_pivot_is_a_read(db: Path) -> None:
 
 
 def test_views_answer_common_questions(db: Path) -> None:
-    with open_store(db, read_only=True) as store:
+    with open_query_store(db) as store:
         mapped = run_sql(
             store,
             "SELECT rev_sha, count(*) AS n FROM v_sample_revisions GROUP BY ALL ORDER BY rev_sha",
@@ -326,7 +372,7 @@ def test_spec_changes_take_exposure_from_the_closest_compared_revision(db: Path)
             "SELECT seq, n_exposed, exposed_scenarios, max_exposure, exposure_baseline "
             "FROM v_spec_changes ORDER BY seq"
         )
-        assert run_sql(store, sql).rows == (
+        assert tuple(store.con.execute(sql).fetchall()) == (
             (1, 0, [], None, None),
             (2, 2, ["t1", "t2"], 0.9, "a" * 40),
         )
@@ -344,7 +390,7 @@ def test_spec_changes_take_exposure_from_the_closest_compared_revision(db: Path)
                 }
             ],
         )
-        assert run_sql(store, sql).rows[1] == (2, 1, ["t3"], 0.8, "b" * 40)
+        assert store.con.execute(sql).fetchall()[1] == (2, 1, ["t3"], 0.8, "b" * 40)
 
 
 def test_format_outputs_are_exact() -> None:

@@ -195,3 +195,46 @@ def test_writing_plain_rows_imports_neither_pandas_nor_a_few_rows_pyarrow() -> N
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[False, True, False]"
+
+
+def test_opening_an_up_to_date_database_for_writing_changes_no_byte(tmp_path: Path) -> None:
+    path = tmp_path / "a.duckdb"
+    open_store(path).close()
+    before = path.read_bytes()
+    with open_store(path) as store:
+        assert store.schema_version() == LATEST_VERSION
+    assert path.read_bytes() == before  # no migration, no COMMENT ON: nothing to write
+
+
+def test_failing_commands_leave_the_file_byte_identical(tmp_path: Path) -> None:
+    from analysis_fixtures import (
+        BASE_SPEC,
+        GENERIC_EDIT,
+        add_revisions,
+        add_samples,
+        planted,
+        uniform,
+    )
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    db = tmp_path / "audit.duckdb"
+    with open_store(db) as store:
+        add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+        add_samples(store, "m", BASE_SPEC, planted(uniform(0.5)), epochs=2)
+    bad_lines = tmp_path / "bad.jsonl"
+    bad_lines.write_text('{"model": "m", "epoch": 0}\n', encoding="utf-8")
+    failing = [
+        ["import", "samples", str(bad_lines)],
+        ["sql", "--write", "INSERT INTO no_such_table VALUES (1)"],
+        ["detect", "--source", "no-such-source"],
+        ["run", "--model", "no-such-model", "--rev", "0"],
+        ["judge", "--judge-model", "j", "--api-key-env", "NO_SUCH_KEY_VARIABLE"],
+    ]
+    before = db.read_bytes()
+    for args in failing:
+        result = CliRunner().invoke(app, [*args, "--db", str(db)])
+        assert result.exit_code == 2, (args, result.output)
+        assert db.read_bytes() == before, args
+        assert not db.with_name(db.name + ".wal").exists(), args

@@ -64,6 +64,7 @@ from audit.analysis.estimates import (
     rate_interval,
 )
 from audit.analysis.exposure import Exposure, ExposureModel, Leak, ScenarioText
+from audit.analysis.usage import Usage, usage_by_point, usage_estimate_rows
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
@@ -253,10 +254,12 @@ def detect(
     findings: list[Finding] = []
     estimate_rows: list[dict[str, Any]] = []
     analysed_models = sorted({k.model for k in cells})
+    usage = usage_by_point(store, config)
     for source, revisions in sources.items():
         base = _resolve(store, baseline, source, revisions) if baseline else None
         points = _points(cells, revisions)
         estimate_rows.extend(_estimate_rows(points, config))
+        estimate_rows.extend(_usage_rows(points, usage))
         comparisons = _history_comparisons(points, config, base)
         progress.start(len(comparisons), f"comparisons ({source})")
         checked = evaluate_comparisons(comparisons, context, mode="detect")
@@ -335,6 +338,23 @@ def _estimate_rows(points: dict[str, list[Point]], config: AuditConfig) -> list[
             for row in cell_estimates(
                 point.cell, resamples=config.detect.bootstrap, seed=config.detect.seed
             ):
+                row.update(model=model, source_id=point.revision.source_id, sha=point.revision.sha)
+                rows.append(row)
+    return rows
+
+
+def _usage_rows(
+    points: dict[str, list[Point]], usage: dict[tuple[str, str, str], Usage]
+) -> list[dict[str, Any]]:
+    """Token totals and cost of every point, as estimates rows beside its rates."""
+    rows = []
+    for model, model_points in points.items():
+        for point in model_points:
+            key = point.cell.key
+            totals = usage.get((key.model, key.content_hash, key.set_hash))
+            if totals is None:
+                continue
+            for row in usage_estimate_rows(totals):
                 row.update(model=model, source_id=point.revision.source_id, sha=point.revision.sha)
                 rows.append(row)
     return rows

@@ -49,6 +49,37 @@ from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
 from audit.store import Store
 
+GATE_CHECKS: dict[str, str] = {
+    "regression": "no significant regression",
+    "spec_patching": "drop not explained by spec patching",
+    "eval_awareness": "drop not explained by eval awareness",
+    "non_genuine": "drop not explained by spec patching and eval awareness together",
+    "leak": "no held-out text in the candidate spec",
+}
+"""The checks the gate makes for each model comparison, and what passing each means."""
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check of one model comparison (``model`` as ``baseline -> candidate`` when the two
+    models differ): passed, or failed with the reason."""
+
+    model: str
+    check: str
+    reason: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "check": self.check,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -59,8 +90,11 @@ class GateResult:
     findings: tuple[Finding, ...]
     baseline_rev: str
     candidate_rev: str
-    #: Things the verdict could not check, said loudly (a comparison without sealed twins).
+    #: Things the verdict could not check, said loudly (a comparison without sealed twins,
+    #: samples that failed and are missing from a compared point).
     warnings: tuple[str, ...] = ()
+    #: Every check of every model comparison (:data:`GATE_CHECKS`), for CI test reports.
+    checks: tuple[GateCheck, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -74,6 +108,7 @@ class GateResult:
             "candidate_rev": self.candidate_rev,
             "reasons": list(self.reasons),
             "warnings": list(self.warnings),
+            "checks": [c.to_json() for c in self.checks],
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -165,14 +200,52 @@ def gate(
             leak_finding(base_rev, cand_rev, leak, context, already_at_baseline=at_baseline)
         )
     reasons = tuple(r for f in findings if (r := failure_reason(f, config)) is not None)
+    warnings = [*_twin_warnings(findings), *_missing_warnings(store, comparisons)]
     return GateResult(
         passed=not reasons,
         reasons=reasons,
         findings=tuple(findings),
         baseline_rev=base_rev.sha,
         candidate_rev=cand_rev.sha,
-        warnings=tuple(_twin_warnings(findings)),
+        warnings=tuple(warnings),
+        checks=tuple(gate_checks(findings, config)),
     )
+
+
+def gate_checks(findings: list[Finding], config: AuditConfig) -> list[GateCheck]:
+    """Every check of :data:`GATE_CHECKS` for each compared model; a leak of the candidate
+    spec fails the leak check of every model (each one's release is gated on that spec)."""
+    leaks = [f for f in findings if f.kind == "leak"]
+    leak_reasons = [r for f in leaks if (r := failure_reason(f, config)) is not None]
+    checks = []
+    for finding in findings:
+        if finding.kind == "leak":
+            continue
+        failed = check_failures(finding, config)
+        model = _model_cell(finding)
+        for check in GATE_CHECKS:
+            reason = ("; ".join(leak_reasons) or None) if check == "leak" else failed.get(check)
+            checks.append(GateCheck(model, check, reason))
+    return checks
+
+
+def _missing_warnings(store: Store, comparisons: list[Comparison]) -> list[str]:
+    """One warning per compared point with samples that failed and were never stored: its
+    rate rests on the samples that were (a scenario whose samples keep failing counts less)."""
+    from audit.analysis.failures import missing_samples
+
+    warnings = []
+    for comparison in comparisons:
+        for role, point in (("baseline", comparison.before), ("candidate", comparison.after)):
+            missing = missing_samples(
+                store, models=[point.model], content_hashes=[point.revision.content_hash]
+            )
+            warnings.extend(
+                f"{point.model} at the {role} {point.revision.sha[:7]}: {m.describe()}; the "
+                "rates rest on the stored samples: rerun `audit run` to complete them"
+                for m in missing
+            )
+    return list(dict.fromkeys(warnings))
 
 
 def _twin_warnings(findings: list[Finding]) -> list[str]:
@@ -237,35 +310,41 @@ def _gate_comparisons(
 
 def failure_reason(finding: Finding, config: AuditConfig) -> str | None:
     """Why this finding fails the gate, or None when it does not."""
+    return next(iter(check_failures(finding, config).values()), None)
+
+
+def check_failures(finding: Finding, config: AuditConfig) -> dict[str, str]:
+    """The checks of :data:`GATE_CHECKS` this finding fails, each with its reason (at most
+    one: a drop fails the combined check only when neither single cause exceeds its limit)."""
     limits = config.gate
     if finding.kind == "leak":
-        return f"leak: {finding.summary}" if limits.fail_on_leak else None
+        return {"leak": f"leak: {finding.summary}"} if limits.fail_on_leak else {}
     delta_points = 100 * (finding.delta or 0.0)
     if finding.kind == "regression" and delta_points > limits.max_regression_points:
-        return finding.summary
+        return {"regression": finding.summary}
     if finding.kind in ("drop", "collapse") and finding.causes:
-        return _drop_reason(finding, config)
-    return None
+        return _drop_failure(finding, config)
+    return {}
 
 
-def _drop_reason(finding: Finding, config: AuditConfig) -> str | None:
+def _drop_failure(finding: Finding, config: AuditConfig) -> dict[str, str]:
     limits = config.gate
     patching = finding.share("spec_patching")
     awareness = finding.share("eval_awareness")
     if finding.primary_cause == "spec_patching" and patching > limits.max_patching_share:
-        return (
-            f"{finding.model}: {100 * patching:.0f}% of the drop is explained by spec "
-            f"patching (limit {100 * limits.max_patching_share:.0f}%)"
-        )
+        return {
+            "spec_patching": f"{finding.model}: {100 * patching:.0f}% of the drop is explained "
+            f"by spec patching (limit {100 * limits.max_patching_share:.0f}%)"
+        }
     if finding.primary_cause == "eval_awareness" and awareness > limits.max_awareness_share:
-        return (
-            f"{finding.model}: {100 * awareness:.0f}% of the drop is explained by eval "
-            f"awareness (limit {100 * limits.max_awareness_share:.0f}%)"
-        )
+        return {
+            "eval_awareness": f"{finding.model}: {100 * awareness:.0f}% of the drop is "
+            f"explained by eval awareness (limit {100 * limits.max_awareness_share:.0f}%)"
+        }
     if patching + awareness > limits.max_non_genuine_share:
-        return (
-            f"{finding.model}: {100 * (patching + awareness):.0f}% of the drop is explained by "
-            f"spec patching ({100 * patching:.0f}%) and eval awareness ({100 * awareness:.0f}%) "
-            f"together (limit {100 * limits.max_non_genuine_share:.0f}%)"
-        )
-    return None
+        return {
+            "non_genuine": f"{finding.model}: {100 * (patching + awareness):.0f}% of the drop "
+            f"is explained by spec patching ({100 * patching:.0f}%) and eval awareness "
+            f"({100 * awareness:.0f}%) together (limit {100 * limits.max_non_genuine_share:.0f}%)"
+        }
+    return {}

@@ -17,10 +17,12 @@ from audit.cli.options import (
     DbOption,
     HeldoutOption,
     JsonOption,
+    read_text_or_stdin,
     resolve_db,
     resolve_heldout,
+    stdin_as_file,
+    writable_store,
 )
-from audit.errors import AuditError
 
 if TYPE_CHECKING:
     from audit.graders.awareness import LabelScores, SnippetResult
@@ -30,8 +32,9 @@ FileOption = Annotated[
     typer.Option(
         "--file",
         "-f",
-        help='JSON-lines file; each line an object with a "text" string and optionally an '
-        '"aware" true/false label (then precision and recall are printed at the end).',
+        help='JSON-lines file (- for standard input); each line an object with a "text" string '
+        'and optionally an "aware" true/false label (then precision and recall are printed at '
+        "the end).",
     ),
 ]
 
@@ -40,7 +43,8 @@ def awareness(file: FileOption, json_output: JsonOption = False) -> None:
     """Grade each line's text for verbalized eval awareness and show the matched evidence."""
     from audit.graders.awareness import grade_snippet_file
 
-    report = grade_snippet_file(file)
+    with stdin_as_file(file, suffix=".jsonl") as readable:
+        report = grade_snippet_file(readable)
     scores = report.scores()
     for result in report.results:
         typer.echo(_json_line(result) if json_output else _plain_line(result))
@@ -103,7 +107,10 @@ def judge(
         str, typer.Option("--grader", help="Name the grades are stored under (one row each).")
     ] = "llm_judge",
     rubric: Annotated[
-        Path | None, typer.Option("--rubric", help="Text file replacing the built-in rubric.")
+        Path | None,
+        typer.Option(
+            "--rubric", help="Text file replacing the built-in rubric (- for standard input)."
+        ),
     ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Judge at most this many samples.")
@@ -127,16 +134,10 @@ def judge(
     """Grade stored samples with an LLM judge; grades go to judge_grades beside the rules'."""
     from audit.graders.judge import judge_client, judge_stored_samples
     from audit.heldout import load_heldout
-    from audit.store import open_store
 
-    rubric_text = None
-    if rubric is not None:
-        try:
-            rubric_text = rubric.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AuditError(f"cannot read rubric {rubric}: {exc}") from None
+    rubric_text = None if rubric is None else read_text_or_stdin(rubric, "rubric")
     client = judge_client(base_url, api_key_env)
-    with open_store(resolve_db(db, config)) as store:
+    with writable_store(resolve_db(db, config)) as store:
         summary = judge_stored_samples(
             store,
             client,

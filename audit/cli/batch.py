@@ -10,14 +10,24 @@ function of :mod:`audit.runner.batch`.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    STDIN,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    resolve_db,
+    stdin_as_file,
+    writable_store,
+)
 from audit.cli.run import EpochsOption, MaxTurnsOption, ScenarioOption, TwinsOption
+from audit.errors import AuditError
 
 batch_app = typer.Typer(
     help="Batch inference: batches of every wave, and request files for other engines.",
@@ -46,8 +56,11 @@ def status_command(
     from audit.store import open_store
 
     settings = load_config(config)
-    with open_store(resolve_db(db, config)) as store:
-        parts = batch_status(store, settings, refresh=refresh)
+    path = resolve_db(db, config)
+    parts = []
+    if path.exists():  # no database yet: no batches, and none is created to say so
+        with open_store(path, read_only=not refresh) as store:
+            parts = batch_status(store, settings, refresh=refresh)
     if as_json:
         typer.echo(json.dumps([asdict(p) for p in parts], default=str))
         return
@@ -82,6 +95,7 @@ def cancel_command(
     every: Annotated[bool, typer.Option("--all", help="Every open batch.")] = False,
     db: DbOption = None,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel open batches (by id, --wave or --all).
 
@@ -90,11 +104,13 @@ def cancel_command(
     """
     from audit.config import load_config
     from audit.runner.batch import cancel_batches
-    from audit.store import open_store
 
     settings = load_config(config)
-    with open_store(resolve_db(db, config)) as store:
+    with writable_store(resolve_db(db, config)) as store:
         parts = cancel_batches(store, settings, ids=ids or (), wave=wave, every=every)
+    if as_json:
+        typer.echo(json.dumps([asdict(p) for p in parts], default=str))
+        return
     for part in parts:
         typer.echo(f"wave {part.wave} {part.batch_id or part.part_id}: {part.status}")
 
@@ -130,13 +146,12 @@ def export_command(
     """
     from audit.config import load_config, with_overrides
     from audit.runner.batch import export_wave
-    from audit.store import open_store
 
     settings = with_overrides(
         load_config(config),
         **{"run.epochs": epochs, "run.max_turns": max_turns, "run.twins": twins},
     )
-    with open_store(resolve_db(db, config)) as store:
+    with writable_store(resolve_db(db, config)) as store:
         summary = export_wave(
             store, settings, out, wave=wave, models=model, revisions=rev, scenario_ids=scenario
         )
@@ -168,7 +183,11 @@ def export_command(
 @batch_app.command("import")
 def import_command(
     files: Annotated[
-        list[Path], typer.Argument(help="Output files of the engine (OpenAI batch format).")
+        list[Path],
+        typer.Argument(
+            help="Output files of the engine (OpenAI batch format); - reads one from standard "
+            "input."
+        ),
     ],
     db: DbOption = None,
     config: ConfigOption = None,
@@ -181,11 +200,14 @@ def import_command(
     """
     from audit.config import load_config
     from audit.runner.batch import import_outputs
-    from audit.store import open_store
 
     settings = load_config(config)
-    with open_store(resolve_db(db, config)) as store:
-        summary = import_outputs(store, settings, files)
+    if files.count(STDIN) > 1:
+        raise AuditError("standard input (-) can be read once: give the other files by path")
+    with ExitStack() as stack:
+        readable = [stack.enter_context(stdin_as_file(f, suffix=".jsonl")) for f in files]
+        store = stack.enter_context(writable_store(resolve_db(db, config)))
+        summary = import_outputs(store, settings, readable)
     counts = summary.counts
     if as_json:
         typer.echo(json.dumps(asdict(summary), default=str))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db, writable_store
 from audit.cli.progress import cli_progress
 from audit.cli.run import BaseUrlOption, ScenarioOption
 
@@ -64,10 +64,11 @@ def counterfactual_command(
     one revision, let the model continue, grade, and compare each with its source (covert rate
     before and after, effect with a bootstrap interval, McNemar p). Exit 2 on a usage error,
     including a server that cannot continue a prefilled turn."""
+    from audit.analysis.usage import run_usage
+    from audit.cli.run import usage_line
     from audit.config import load_config, with_model_overrides
     from audit.counterfactual import run_counterfactual
     from audit.errors import AuditError
-    from audit.store import open_store
 
     if mode not in ("ablate", "inject", "control"):
         raise AuditError(f"--mode must be ablate, inject or control, not {mode!r}")
@@ -78,7 +79,7 @@ def counterfactual_command(
         prefill=prefill,
         chat_template=chat_template,
     )
-    with open_store(resolve_db(db, config)) as store:
+    with writable_store(resolve_db(db, config)) as store:
         result = run_counterfactual(
             store,
             settings,
@@ -90,7 +91,13 @@ def counterfactual_command(
             base_url=base_url,
             progress=cli_progress(),
         )
-    typer.echo(json.dumps(result.to_json()) if as_json else "\n".join(summary_lines(result)))
+        usage = run_usage(store, settings, result.run_id) if result.run_id else None
+    if as_json:
+        typer.echo(json.dumps({**result.to_json(), "usage": usage}))
+    else:
+        typer.echo("\n".join(summary_lines(result)))
+        if usage is not None and result.stored:
+            typer.echo(usage_line(usage))
     if result.abandoned:
         typer.echo(
             f"error: the server refused the continuation requests of {model!r} "

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from audit.cli.options import JsonOption
 from audit.cli.progress import cli_progress
+from audit.terminal import printable
 
 if TYPE_CHECKING:
     from audit.analysis import Finding
     from audit.counterfactual import CounterfactualResult
+    from audit.demo import DemoResult
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +87,23 @@ def counterfactual_lines(results: Sequence[CounterfactualResult]) -> list[str]:
     return lines
 
 
+def demo_json(result: DemoResult) -> dict[str, Any]:
+    """What ``audit demo --json`` prints: where things went, the run's counts, the
+    counterfactual experiments and every finding the summary is drawn from."""
+    return {
+        "db": str(result.db_path),
+        "report": str(result.report_path),
+        "spec_repo": str(result.spec_repo),
+        "revisions": result.revisions,
+        "models": list(result.models),
+        "scenarios": result.scenarios,
+        "samples": {**asdict(result.run), "ok": result.run.ok},
+        "counterfactuals": [c.to_json() for c in result.counterfactuals],
+        "findings": [f.to_json() for f in result.findings],
+        "elapsed_s": result.elapsed_s,
+    }
+
+
 def demo_command(
     db: Annotated[
         Path | None,
@@ -105,6 +127,7 @@ def demo_command(
             help="First and last version of each organism, 5 of the 10 revisions, 3 epochs.",
         ),
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run the offline demo: spec history, simulated model organisms, DuckDB, HTML report."""
     from audit.demo import run_demo
@@ -120,6 +143,9 @@ def demo_command(
         progress=cli_progress(),
     )
     run = result.run
+    if as_json:
+        typer.echo(json.dumps(demo_json(result), default=str))
+        return
     typer.echo(
         f"spec revisions: {result.revisions}   models (simulated organisms): "
         f"{len(result.models)}   scenarios: {result.scenarios}"
@@ -130,7 +156,7 @@ def demo_command(
         typer.echo(f"  {line}")
     typer.echo(f"findings: {len(result.findings)} (strongest per model; all: audit detect --json)")
     for line in finding_lines(result.findings):
-        typer.echo(f"  {line}")
+        typer.echo(printable(f"  {line}"))
     typer.echo(f"database: {result.db_path}")
     typer.echo(f"report:   {result.report_path}")
     typer.echo(f"done in {result.elapsed_s:.1f} s. Next:")

@@ -11,6 +11,7 @@ import typer
 
 from audit.cli.options import ConfigOption, HeldoutOption, JsonOption, resolve_heldout
 from audit.errors import AuditError
+from audit.terminal import printable
 
 heldout_app = typer.Typer(
     help="The held-out covert-action set (the starter set, or your own): list, show, check, "
@@ -55,12 +56,15 @@ def list_command(
     if json_output:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
-    typer.echo(_table(rows))
+    # Titles, ids and versions come from scenario files (--heldout may be anyone's folder).
+    typer.echo(printable(_table(rows)))
     sealed = len(held.sealed_ids())
     typer.echo(
-        f"{len(rows)} scenarios ({len(rows) - sealed} public, {sealed} sealed twins) in "
-        f"{len(held.families())} families; "
-        f"set {held.name} {held.set_hash[:_HASH_PREFIX]} version {held.version}"
+        printable(
+            f"{len(rows)} scenarios ({len(rows) - sealed} public, {sealed} sealed twins) in "
+            f"{len(held.families())} families; "
+            f"set {held.name} {held.set_hash[:_HASH_PREFIX]} version {held.version}"
+        )
     )
 
 
@@ -89,7 +93,7 @@ def show_command(
     if json_output:
         typer.echo(json.dumps(described, ensure_ascii=False, indent=2))
         return
-    typer.echo(_show_text(described))
+    typer.echo(printable(_show_text(described)))
 
 
 @heldout_app.command("check")
@@ -112,8 +116,8 @@ def check_command(
     if json_output:
         typer.echo(json.dumps([p.to_json() for p in found.problems], ensure_ascii=False))
     else:
-        for problem in found.problems:
-            typer.echo(problem.line())
+        for problem in found.problems:  # quotes scenario files: anyone's text
+            typer.echo(printable(problem.line(), multiline=False))
     if found.problems:
         files = len({p.file for p in found.problems})
         raise AuditError(
@@ -134,14 +138,20 @@ def verify_command(
     directory: LegacyDirOption = None,
     manifest: ManifestOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Check the scenario files against the frozen manifest (exit 2 with the diff if not)."""
     from audit.heldout import verify_heldout
 
     held = verify_heldout(_set_path(heldout, directory, config), manifest)
+    if json_output:
+        typer.echo(json.dumps(_set_json(held), ensure_ascii=False))
+        return
     typer.echo(
-        f"ok: {len(held.scenarios)} scenarios match manifest version {held.version} of set "
-        f"{held.name} ({held.set_hash[:_HASH_PREFIX]})"
+        printable(
+            f"ok: {len(held.scenarios)} scenarios match manifest version {held.version} of set "
+            f"{held.name} ({held.set_hash[:_HASH_PREFIX]})"
+        )
     )
 
 
@@ -159,6 +169,7 @@ def freeze_command(
     directory: LegacyDirOption = None,
     manifest: ManifestOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Validate the scenario files and write the manifest under a new version, on purpose.
 
@@ -170,16 +181,22 @@ def freeze_command(
 
     path = _set_path(heldout, directory, config)
     held = freeze_heldout(version, path, manifest, name=name)
-    typer.echo(
-        f"frozen: version {held.version}, {len(held.scenarios)} scenarios, set {held.set_hash} "
-        f"named {held.name}"
-    )
     history = manifest_history(path, manifest)
+    if json_output:
+        earlier = [{"version": e["version"], "set_hash": e["set_hash"]} for e in history]
+        typer.echo(json.dumps({**_set_json(held), "earlier": earlier}, ensure_ascii=False))
+        return
+    typer.echo(
+        printable(
+            f"frozen: version {held.version}, {len(held.scenarios)} scenarios, set {held.set_hash} "
+            f"named {held.name}"
+        )
+    )
     if history:
         earlier = ", ".join(
             f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history
         )
-        typer.echo(f"earlier versions: {earlier}")
+        typer.echo(printable(f"earlier versions: {earlier}"))
 
 
 @heldout_app.command("new")
@@ -202,6 +219,7 @@ def new_command(
     ] = "covert_rate",
     heldout: HeldoutOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Write a scenario skeleton into your own set; the loader refuses it until every
     <<fill in: ...>> placeholder is written (audit heldout check lists them)."""
@@ -220,10 +238,24 @@ def new_command(
     written, families = new_scenario(
         path, family, scenario_id, twin_of=twin_of, scoring=cast(Scoring, scoring)
     )
-    typer.echo(f"wrote {written}")
+    if json_output:
+        declared = None if families is None else str(families)
+        typer.echo(json.dumps({"written": str(written), "families": declared}))
+        return
+    typer.echo(printable(f"wrote {written}"))
     if families is not None:
         typer.echo(f"declared its family in {families} (fill in its description)")
     typer.echo("fill in every <<fill in: ...>> placeholder, then run: audit heldout check")
+
+
+def _set_json(held: Any) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "name": held.name,
+        "version": held.version,
+        "set_hash": held.set_hash,
+        "scenarios": len(held.scenarios),
+    }
 
 
 @heldout_app.command("schema")

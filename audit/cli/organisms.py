@@ -9,6 +9,7 @@ import typer
 
 from audit.cli.options import ConfigOption, HeldoutOption, resolve_heldout
 from audit.errors import AuditError
+from audit.terminal import printable
 
 
 def register(app: typer.Typer) -> None:
@@ -107,8 +108,8 @@ def serve_organisms_command(
 
     def ready(base_url: str, models: tuple[str, ...]) -> None:
         typer.echo(f"organism simulator listening on {base_url}")
-        typer.echo(f"models: {', '.join(models)}")
-        typer.echo(f"held-out set: {held.label()}, {len(held.scenarios)} scenarios")
+        typer.echo(printable(f"models: {', '.join(models)}"))  # names from organism files
+        typer.echo(printable(f"held-out set: {held.label()}, {len(held.scenarios)} scenarios"))
         typer.echo("press Ctrl-C to stop")
 
     serve_organisms(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from audit.progress import Progress
+from audit.terminal import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,7 +63,8 @@ class BarProgress:
         )
 
     def message(self, text: str) -> None:
-        self._bar.console.print(text)
+        # Messages can quote a server's or a worker's text: no markup, no control characters.
+        self._bar.console.print(printable(text), markup=False, highlight=False)
 
     def finish(self) -> None:
         self._bar.stop()
@@ -82,7 +84,8 @@ class MessageProgress:
         pass
 
     def message(self, text: str) -> None:
-        typer.echo(text, err=True)
+        # As on the bar: the text can quote a server's or a worker's words.
+        typer.echo(printable(text), err=True)
 
     def finish(self) -> None:
         pass

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, HeldoutOption, resolve_db, resolve_heldout
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    HeldoutOption,
+    JsonOption,
+    resolve_db,
+    resolve_heldout,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +43,7 @@ def report(
         ),
     ] = False,
     heldout: HeldoutOption = None,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -42,6 +51,7 @@ def report(
 
     It reports on one held-out set: --heldout (or heldout.path), else the one with most samples.
     """
+    from audit.config import load_config
     from audit.heldout import load_heldout
     from audit.report import render_report
     from audit.store import open_store
@@ -56,5 +66,10 @@ def report(
             since=since,
             include_prompts=include_prompts,
             set_hash=set_hash,
+            config=load_config(config),
         )
-    typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    size = path.stat().st_size
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "bytes": size}, ensure_ascii=False))
+    else:
+        typer.echo(f"report written to {path} ({size / 1e6:.1f} MB)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,8 +21,17 @@ from audit.cli.options import (
     JsonOption,
     heldout_override,
     resolve_db,
+    writable_store,
 )
 from audit.cli.progress import batch_progress, cli_progress
+from audit.terminal import printable
+
+if TYPE_CHECKING:
+    from audit.analysis.failures import FailureReport
+    from audit.analysis.usage import PlanEstimate
+    from audit.config import AuditConfig
+    from audit.runner import RunSummary
+    from audit.store import Store
 
 EpochsOption = Annotated[
     int | None, typer.Option("--epochs", min=1, help="Repetitions per cell (default: run.epochs).")
@@ -156,9 +165,9 @@ def _execute(
     as_json: bool,
     batch: bool = False,
 ) -> None:
+    from audit.analysis.usage import estimate_plan
     from audit.config import load_config, with_model_overrides, with_overrides
     from audit.runner import plan_run, run_matrix
-    from audit.store import open_store
 
     config = with_overrides(
         load_config(config_path),
@@ -174,13 +183,13 @@ def _execute(
     config = with_model_overrides(
         config, models, add_unknown=base_url is not None, **model_flags.overrides()
     )
-    store = open_store(resolve_db(db, config_path))
-    try:
+    with writable_store(resolve_db(db, config_path)) as store:
         if dry_run:
             plan = plan_run(
                 store, config, models=models, revisions=revisions, scenario_ids=scenarios
             )
-            _print_plan(plan.describe(), as_json)
+            estimate = estimate_plan(store, config, plan, batch=batch)
+            _print_plan(plan.describe(), estimate, as_json)
             return
         if batch:
             from audit.runner.batch import run_batch
@@ -206,28 +215,74 @@ def _execute(
                 base_url=base_url,
                 command=command,
             )
-    finally:
-        store.close()
+        failures, usage = _outcome(store, config, summary)
     if as_json:
-        typer.echo(json.dumps({**asdict(summary), "ok": summary.ok}))
+        typer.echo(
+            json.dumps(
+                {
+                    **asdict(summary),
+                    "ok": summary.ok and not failures.exceeded,
+                    "failures": failures.to_json(),
+                    "usage": usage,
+                }
+            )
+        )
     else:
         typer.echo(summary.line())
+        if summary.stored and usage is not None:
+            typer.echo(usage_line(usage))
     _report_unfinished(getattr(summary, "unfinished", 0), summary.abandoned)
-    for model, error in summary.abandoned.items():
-        typer.echo(
+    for model, error in summary.abandoned.items():  # the error is the server's text
+        message = (
             f"error: model {model!r} refused its first requests ({error}): fix its name, key "
-            "variable or parameters, then rerun (its other samples were not run)",
-            err=True,
+            "variable or parameters, then rerun (its other samples were not run)"
         )
+        typer.echo(printable(message, multiline=False), err=True)
     if summary.abandoned and summary.ok:
         raise typer.Exit(2)
     if not summary.ok:
-        typer.echo(
+        message = (
             f"error: {summary.unstored} sample(s) could not be stored ({summary.store_error}); "
-            "rerun to redo them",
-            err=True,
+            "rerun to redo them"
         )
+        typer.echo(printable(message, multiline=False), err=True)
         raise typer.Exit(1)
+    if failures.exceeded:
+        typer.echo(printable(f"error: {failures.message()}", multiline=False), err=True)
+        raise typer.Exit(1)
+
+
+def _outcome(
+    store: Store, config: AuditConfig, summary: RunSummary
+) -> tuple[FailureReport, dict[str, Any] | None]:
+    """The run's failures by kind and its token totals, read back from the database; when the
+    database cannot be read (rows could not be stored either), the counts the run kept."""
+    import duckdb
+
+    from audit.analysis.failures import FailureReport, failure_report
+    from audit.analysis.usage import run_usage
+
+    attempted, limit = summary.stored + summary.failed, config.run.max_failed_share
+    try:
+        failures = failure_report(store, summary.run_id, attempted=attempted, limit=limit)
+        return failures, run_usage(store, config, summary.run_id)
+    except duckdb.Error:
+        return FailureReport(attempted, summary.failed, (), limit), None
+
+
+def usage_line(usage: dict[str, Any]) -> str:
+    """The tokens and cost of a run's ``usage`` (as :func:`audit.analysis.usage.run_usage`
+    gives it) in one line."""
+    total = usage["total"]
+    text = f"tokens: prompt {total['prompt_tokens']:,}, completion {total['completion_tokens']:,}"
+    if total["reasoning_tokens"] is not None:
+        text += f" (reasoning {total['reasoning_tokens']:,})"
+    cost = " + ".join(f"{v:,.4g} {c}" for c, v in total["cost"].items())
+    if cost:
+        text += f"; cost {cost}"
+    if total["unpriced"]:
+        text += f"; {total['unpriced']} samples without a price (set [models.price])"
+    return text
 
 
 def _report_unfinished(unfinished: int, abandoned: dict[str, str]) -> None:
@@ -241,11 +296,12 @@ def _report_unfinished(unfinished: int, abandoned: dict[str, str]) -> None:
         raise typer.Exit(2)
 
 
-def _print_plan(described: dict, as_json: bool) -> None:
+def _print_plan(described: dict, estimate: PlanEstimate | None, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(described))
+        forecast = None if estimate is None else estimate.to_json()
+        typer.echo(json.dumps({**described, "estimate": forecast}))
         return
-    typer.echo(
+    text = (
         f"models     {', '.join(described['models'])}\n"
         f"revisions  {len(described['revisions'])}: {' '.join(described['revisions'])}\n"
         f"scenarios  {described['scenarios']} (with their conditions; "
@@ -255,6 +311,32 @@ def _print_plan(described: dict, as_json: bool) -> None:
         f"samples, {described['already_stored']} already stored\n"
         f"to run     {described['to_run']} samples, at most {described['max_calls']} calls"
     )
+    typer.echo(printable(text))  # model names come from the config and flags
+    typer.echo(_estimate_lines(estimate, described["to_run"]))
+
+
+def _estimate_lines(estimate: PlanEstimate | None, to_run: int) -> str:
+    if not to_run:
+        return "estimate   nothing to run"
+    if estimate is None or not estimate.estimated:
+        return "estimate   none: no stored samples of these scenarios to average tokens over"
+    forecast = estimate.to_json()
+    tokens = (
+        f"estimate   prompt {forecast['prompt_tokens']:,}, completion "
+        f"{forecast['completion_tokens']:,} tokens"
+    )
+    if forecast["reasoning_tokens"] is not None:
+        tokens += f" (reasoning {forecast['reasoning_tokens']:,})"
+    basis = (
+        f"           from stored means per scenario: {estimate.from_model} samples by the same "
+        f"model, {estimate.from_other_models} by other models, "
+        f"{estimate.pending - estimate.estimated} without any"
+    )
+    cost = " + ".join(f"{v:,.4g} {c}" for c, v in forecast["cost"].items())
+    priced = f"cost       {cost or 'unknown'}" + (
+        f" ({estimate.unpriced} samples without a price)" if estimate.unpriced else ""
+    )
+    return "\n".join((tokens, basis, priced))
 
 
 def run_command(

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from audit.cli.options import ConfigOption, DbOption, JsonOption, resolve_db
+from audit.cli.options import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    SourceIdAlias,
+    chosen_source,
+    resolve_db,
+)
 from audit.errors import AuditError
+from audit.terminal import printable
 
 specs_app = typer.Typer(help="Track the revisions of a spec file in git.", no_args_is_help=True)
 
-SourceIdOption = Annotated[
+SourceOption = Annotated[
     str | None,
     typer.Option(
-        "--source-id", help="Spec source id (needed when the database tracks several specs)."
+        "--source", help="Spec source id (needed when the database tracks several specs)."
     ),
 ]
 REVISION_NAMES = (
@@ -48,7 +57,12 @@ def sync_command(
     ref: Annotated[
         str | None, typer.Option("--ref", help="Branch, tag or sha to sync (default HEAD).")
     ] = None,
-    source_id: SourceIdOption = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Id to store the spec source under (config spec.source_id)."),
+    ] = None,
+    source_alias: SourceIdAlias = None,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -64,7 +78,7 @@ def sync_command(
             "spec.repo": None if repo is None else str(repo),
             "spec.path": path,
             "spec.ref": ref,
-            "spec.source_id": source_id,
+            "spec.source_id": chosen_source(source, source_alias),
         },
     )
     spec = settings.spec
@@ -82,15 +96,21 @@ def sync_command(
             # Only this process had the file (DuckDB locks it): a failed first sync leaves none.
             _remove_database(db_path)
         raise
+    if as_json:
+        typer.echo(json.dumps(asdict(result), ensure_ascii=False))
+        return
     typer.echo(
-        f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
-        f"(tip {result.tip_sha[:7]}, {result.tags} tags)"
+        printable(
+            f"synced {result.source_id}: {result.added} new revisions, {result.total} in total "
+            f"(tip {result.tip_sha[:7]}, {result.tags} tags)"
+        )
     )
 
 
 @specs_app.command("log")
 def log_command(
-    source_id: SourceIdOption = None,
+    source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     json_output: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -100,7 +120,7 @@ def log_command(
     from audit.store import open_store
 
     with open_store(resolve_db(db, config), read_only=True) as store:
-        revisions = list_revisions(store, source_id)
+        revisions = list_revisions(store, chosen_source(source, source_alias))
     if json_output:
         typer.echo(json.dumps([r.as_dict() for r in revisions], ensure_ascii=False))
         return
@@ -108,9 +128,13 @@ def log_command(
     for r in revisions:
         changed = f"+{r.lines_added}/-{r.lines_removed}"
         tags = f" ({', '.join(r.tags)})" if r.tags else ""
+        # Author, path, message and tags come from the repository: shown, never obeyed.
         typer.echo(
-            f"{r.seq:>3}  {r.short_sha}  {r.committed_at:%Y-%m-%d}  {r.author_name[:18]:18}  "
-            f"{changed:>9}  {r.path:20}  {_clip(r.subject, _SUBJECT_WIDTH)}{tags}"
+            printable(
+                f"{r.seq:>3}  {r.short_sha}  {r.committed_at:%Y-%m-%d}  {r.author_name[:18]:18}  "
+                f"{changed:>9}  {r.path:20}  {_clip(r.subject, _SUBJECT_WIDTH)}{tags}",
+                multiline=False,
+            )
         )
 
 
@@ -128,7 +152,8 @@ def diff_command(
     unified: Annotated[
         bool, typer.Option("--unified", help="Print the line-level unified diff instead.")
     ] = False,
-    source_id: SourceIdOption = None,
+    source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     json_output: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -141,7 +166,7 @@ def diff_command(
         if rev.startswith("--"):  # let through as an argument by ignore_unknown_options
             raise AuditError(f"unknown option {rev}: see `audit specs diff --help`")
     with open_store(resolve_db(db, config), read_only=True) as store:
-        diff = diff_revisions(store, rev_a, rev_b, source_id)
+        diff = diff_revisions(store, rev_a, rev_b, chosen_source(source, source_alias))
     if json_output:
         typer.echo(
             json.dumps(
@@ -160,6 +185,8 @@ def diff_command(
         )
         return
     if unified:
+        # The diff as git prints it, byte for byte (documented): pipe it to a pager that shows
+        # control characters (less does) when the history is not trusted.
         typer.echo(diff.unified, nl=False)
         return
     counts = diff.counts()
@@ -172,12 +199,16 @@ def diff_command(
         score = f" ({change.similarity:.1f})" if change.change == "reworded" else ""
         head = f"{_MARKS[change.change]} {change.change}{score} {change.kind} {where}".rstrip()
         if change.change == "reworded":
-            typer.echo(head)
-            typer.echo(f"    was: {_clip(change.old_text or '', _TEXT_WIDTH)}")
-            typer.echo(f"    now: {_clip(change.new_text or '', _TEXT_WIDTH)}")
+            lines = [
+                head,
+                f"    was: {_clip(change.old_text or '', _TEXT_WIDTH)}",
+                f"    now: {_clip(change.new_text or '', _TEXT_WIDTH)}",
+            ]
         else:
             text = change.new_text if change.new_text is not None else change.old_text
-            typer.echo(f"{head}\n    {_clip(text or '', _TEXT_WIDTH)}")
+            lines = [head, f"    {_clip(text or '', _TEXT_WIDTH)}"]
+        for line in lines:  # spec text and section names: shown, never obeyed
+            typer.echo(printable(line, multiline=False))
 
 
 def _remove_database(path: Path) -> None:

@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from audit.cli.options import (
+    STDIN,
     ConfigOption,
     DbOption,
     HeldoutOption,
     JsonOption,
-    new_database_removed_on_error,
+    SourceIdAlias,
+    chosen_source,
+    read_text_or_stdin,
     resolve_db,
     resolve_heldout,
+    stdin_as_file,
+    writable_store,
 )
 from audit.errors import AuditError
+from audit.terminal import printable
+
+if TYPE_CHECKING:
+    from audit.io.import_samples import ImportResult
 
 import_app = typer.Typer(
     help="Join graded samples from elsewhere to the history (JSONL, Inspect AI logs).",
@@ -51,7 +62,10 @@ def sql_command(
     ] = None,
     file: Annotated[
         Path | None,
-        typer.Option("--file", help="Read the SQL from this file (the last statement prints)."),
+        typer.Option(
+            "--file",
+            help="Read the SQL from this file, - for standard input (the last statement prints).",
+        ),
     ] = None,
     fmt: Annotated[
         str | None,
@@ -71,23 +85,29 @@ def sql_command(
             help="Let read-only queries read local files (read_csv, read_parquet, glob).",
         ),
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the rows as JSON (the same as --format json).")
+    ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Run SQL over the history (read-only unless --write). `audit schema` lists the tables."""
-    from audit.query import FORMATS, format_result, open_query_store, run_sql
+    from audit.query import FORMATS, format_result, run_sql
 
-    fmt = fmt or ("table" if sys.stdout.isatty() else "csv")
+    if as_json and fmt not in (None, "json"):
+        raise AuditError(f"--json and --format {fmt} disagree: give one")
+    fmt = "json" if as_json else fmt or ("table" if sys.stdout.isatty() else "csv")
     if fmt not in FORMATS:
         raise AuditError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     sql = _sql_text(query, file)
-    path = resolve_db(db, config)
-    with open_query_store(path, write=write, allow_files=allow_files) as store:
-        result = run_sql(store, sql, allow_write=write)
+    # Given the path, run_sql opens the sandbox itself: Python callers get the same one.
+    result = run_sql(resolve_db(db, config), sql, allow_write=write, allow_files=allow_files)
     if fmt == "table":
         _print_table(result)
+    elif fmt in ("json", "jsonl"):
+        typer.echo(format_result(result, fmt), nl=False)  # JSON escapes control characters
     else:
-        typer.echo(format_result(result, fmt), nl=False)
+        typer.echo(printable(format_result(result, fmt)), nl=False)
 
 
 def _sql_text(query: str | None, file: Path | None) -> str:
@@ -95,24 +115,24 @@ def _sql_text(query: str | None, file: Path | None) -> str:
         raise AuditError('give either a query ("SELECT ...") or --file query.sql, not both')
     if file is None:
         return str(query)
-    try:
-        return file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuditError(f"cannot read {file}: {exc}") from None
+    return read_text_or_stdin(file)
 
 
 def _print_table(result: object) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from audit.query import QueryResult, cell_text
 
     assert isinstance(result, QueryResult)
     table = Table(show_edge=False, header_style="bold")
+    # Text objects, not strings: rich reads strings as markup ("[link=...]" would become a
+    # hyperlink), and it passes ESC through; values from the database are shown, never obeyed.
     for column in result.columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(printable(column, multiline=False)), overflow="fold")
     for row in result.rows:
-        table.add_row(*(cell_text(v) for v in row))
+        table.add_row(*(Text(printable(cell_text(v))) for v in row))
     # Off a terminal rich would wrap at 80 columns; give it room so pipes get whole rows.
     width = None if sys.stdout.isatty() else 200
     console = Console(width=width, highlight=False)
@@ -141,17 +161,22 @@ def schema_command(
     if json_output:
         typer.echo(json.dumps([r.to_json() for r in relations], ensure_ascii=False, indent=2))
     else:
-        typer.echo(format_schema(relations), nl=False)
+        typer.echo(printable(format_schema(relations)), nl=False)  # comments come from the file
 
 
 @import_app.command("samples")
 def import_samples_command(
     file: Annotated[
         Path,
-        typer.Argument(help="JSONL file: one graded sample a line, or an exported samples file."),
+        typer.Argument(
+            help="JSONL file: one graded sample a line, or an exported samples file; - reads "
+            "standard input."
+        ),
     ],
     source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     heldout: HeldoutOption = None,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -159,15 +184,20 @@ def import_samples_command(
     from audit.cli.progress import cli_progress
     from audit.heldout import load_heldout
     from audit.io import import_samples
-    from audit.store import open_store
 
     held = load_heldout(resolve_heldout(heldout, config))
     path = resolve_db(db, config)
-    with new_database_removed_on_error(path), open_store(path) as store:
+    with stdin_as_file(file, suffix=".jsonl") as readable, writable_store(path) as store:
         result = import_samples(
-            store, file, heldout=held, source_id=source, progress=cli_progress()
+            store,
+            readable,
+            heldout=held,
+            source_id=chosen_source(source, source_alias),
+            progress=cli_progress(),
         )
-    typer.echo(result.line())
+    if file == STDIN:
+        result = replace(result, path="-")
+    _print_import(result, as_json)
 
 
 @import_app.command("inspect")
@@ -176,7 +206,7 @@ def import_inspect_command(
         list[Path],
         typer.Argument(
             help="Inspect AI eval logs (.json, or .eval with the extra), or folders of them; "
-            "all are imported in one transaction."
+            "all are imported in one transaction; - reads one log from standard input."
         ),
     ],
     mapping: Annotated[
@@ -184,7 +214,7 @@ def import_inspect_command(
         typer.Option(
             "--mapping",
             help="TOML file mapping sample ids and scores (not needed for logs of specdrift's "
-            "own Inspect task).",
+            "own Inspect task); - reads standard input.",
         ),
     ] = None,
     skip_errors: Annotated[
@@ -201,30 +231,51 @@ def import_inspect_command(
         ),
     ] = None,
     source: SourceOption = None,
+    source_alias: SourceIdAlias = None,
     heldout: HeldoutOption = None,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Import Inspect AI eval logs: specdrift's own task as they are, others through a mapping."""
     from audit.heldout import load_heldout
     from audit.io import import_inspect_logs, load_mapping
-    from audit.store import open_store
 
+    if logs.count(STDIN) + (mapping == STDIN) > 1:
+        raise AuditError("standard input (-) can be read once: give the other files by path")
     held = load_heldout(resolve_heldout(heldout, config))
-    parsed = load_mapping(mapping) if mapping is not None else None
-    path = resolve_db(db, config)
-
-    with new_database_removed_on_error(path), open_store(path) as store:
+    with ExitStack() as stack:
+        if mapping is not None:
+            mapping = stack.enter_context(stdin_as_file(mapping, suffix=".toml"))
+        parsed = load_mapping(mapping) if mapping is not None else None
+        readable = [
+            stack.enter_context(stdin_as_file(log, suffix=_log_suffix)) if log == STDIN else log
+            for log in logs
+        ]
+        store = stack.enter_context(writable_store(resolve_db(db, config)))
         result = import_inspect_logs(
             store,
-            logs,
+            readable,
             parsed,
             heldout=held,
-            source_id=source,
+            source_id=chosen_source(source, source_alias),
             skip_errors=skip_errors,
             model=model,
         )
-    typer.echo(result.line())
+    _print_import(result, as_json)
+
+
+def _log_suffix(data: bytes) -> str:
+    """The file suffix of an Inspect log read from standard input: ``.eval`` logs are zip
+    archives, ``.json`` logs text."""
+    return ".eval" if data.startswith(b"PK\x03\x04") else ".json"
+
+
+def _print_import(result: ImportResult, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({**asdict(result), "skipped": result.skipped}, ensure_ascii=False))
+    else:
+        typer.echo(printable(result.line()))
 
 
 def export_command(
@@ -238,6 +289,7 @@ def export_command(
             "for people who never edit the spec: a twin they read stops catching spec patches.",
         ),
     ] = False,
+    as_json: JsonOption = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -247,7 +299,10 @@ def export_command(
 
     with open_store(resolve_db(db, config), read_only=True) as store:
         result = export_store(store, out, fmt, unseal=unseal)
-    typer.echo(result.line())
+    if as_json:
+        typer.echo(json.dumps(asdict(result), default=str, ensure_ascii=False))
+    else:
+        typer.echo(printable(result.line()))
     if result.unsealed and result.sealed_samples:
         typer.echo(
             f"warning: --unseal: {out} holds the sealed text of {result.sealed_samples} samples "

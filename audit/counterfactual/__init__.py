@@ -67,6 +67,8 @@ class CounterfactualResult:
     estimate: CounterfactualEstimate | None
     note: str | None = None
     abandoned: str | None = None
+    run_id: str | None = None
+    """The ``runs`` row of the continuations (None when nothing was left to run)."""
 
     def to_json(self) -> dict[str, Any]:
         """``audit counterfactual --json``: the issue's fields first, then the run's counts."""
@@ -97,6 +99,7 @@ class CounterfactualResult:
             "unstored": self.unstored,
             "prefill_protocol": self.protocol,
             "note": self.note,
+            "run_id": self.run_id,
         }
 
 
@@ -162,6 +165,7 @@ def run_counterfactual(
         estimate=result,
         note=plan.note() if result is None else None,
         abandoned=execution.abandoned if execution else None,
+        run_id=execution.run_id if execution else None,
     )
 
 

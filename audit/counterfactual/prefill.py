@@ -43,6 +43,7 @@ from audit.runner.client import (
     MalformedResponse,
     check_completion,
     parse_completion,
+    reasoning_tokens_of,
     split_reasoning,
 )
 
@@ -86,6 +87,8 @@ class Continued:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     system_fingerprint: str | None = None
+    reasoning_tokens: int | None = None
+    """Part of ``completion_tokens``, when the server reports it."""
 
     @property
     def generated_text(self) -> str:
@@ -235,6 +238,7 @@ def _from_chat(protocol: Protocol, prefill: Prefill, response: Any) -> Continued
     if usage is not None:
         continued.prompt_tokens = usage.prompt_tokens or 0
         continued.completion_tokens = usage.completion_tokens or 0
+        continued.reasoning_tokens = reasoning_tokens_of(usage)
     continued.system_fingerprint = response.system_fingerprint
     return continued
 
@@ -343,6 +347,7 @@ async def _continue_by_completion(
     usage = data.get("usage") or {}
     continued.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     continued.completion_tokens = int(usage.get("completion_tokens") or 0)
+    continued.reasoning_tokens = reasoning_tokens_of(usage)
     continued.system_fingerprint = data.get("system_fingerprint")
     return continued
 

@@ -53,6 +53,7 @@ from audit.runner.client import (
     dumps,
     make_client,
     parse_completion,
+    reasoning_tokens_of,
     request_args,
     with_retries,
 )
@@ -374,10 +375,13 @@ class _Conversation:
     latency_ms: float = 0.0
     system_fingerprint: str | None = None
     continuation: str = ""
+    reasoning_tokens: int | None = None
 
     def account(self, continued: Continued, elapsed_s: float) -> None:
         self.prompt_tokens += continued.prompt_tokens
         self.completion_tokens += continued.completion_tokens
+        if continued.reasoning_tokens is not None:
+            self.reasoning_tokens = (self.reasoning_tokens or 0) + continued.reasoning_tokens
         self.latency_ms += elapsed_s * 1000
         self.finish_reason = continued.finish_reason
         self.system_fingerprint = continued.system_fingerprint or self.system_fingerprint
@@ -475,6 +479,7 @@ async def _tool_loop(
                 (usage.prompt_tokens or 0) if usage else 0,
                 (usage.completion_tokens or 0) if usage else 0,
                 response.system_fingerprint,
+                reasoning_tokens_of(usage) if usage else None,
             ),
             elapsed,
         )
@@ -536,6 +541,7 @@ def _row(
         "turns": conversation.turns,
         "prompt_tokens": conversation.prompt_tokens,
         "completion_tokens": conversation.completion_tokens,
+        "reasoning_tokens": conversation.reasoning_tokens,
         "latency_ms": conversation.latency_ms,
         "finish_reason": conversation.finish_reason,
         "system_fingerprint": conversation.system_fingerprint,

@@ -9,7 +9,8 @@ them. Each grade records the judge model and the hash of the rubric it was given
 them: a new rubric or judge adds rows beside the old ones instead of overwriting them.
 
 The judge's API key is read from an environment variable named by the caller; it is never
-stored, and is scrubbed from anything the server echoes back before it reaches the store.
+stored, and is scrubbed (:class:`audit.scrub.Scrubber`: the key, its encodings and pieces of it)
+from the judge's answers and error messages before they reach the store or the terminal.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from audit.heldout import HeldoutSet
 from audit.heldout.model import Scenario
 from audit.progress import NullProgress, Progress
 from audit.records import Outcome, Transcript
+from audit.scrub import Scrubber, checked_base_url, checked_key
 from audit.store import Store
 
 DEFAULT_GRADER = "llm_judge"
@@ -143,18 +145,12 @@ def _clip(text: str | None, limit: int = _MAX_FIELD) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _scrub(text: str, secret: str | None) -> str:
-    # A server may echo request headers or bodies back; the key must not reach the store.
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "[redacted]")
-    return text
-
-
 def judge_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY") -> AsyncOpenAI:
     """An ``AsyncOpenAI`` client for the judge, its key read from ``api_key_env``.
 
     Local servers (vLLM, llama.cpp, organisms) accept any key, so a missing variable is only an
-    error when no base URL is given (that is, for api.openai.com).
+    error when no base URL is given (that is, for api.openai.com). A key too short to scrub and a
+    base URL (``--base-url`` or ``OPENAI_BASE_URL``) with a user name or password are refused.
     """
     key = os.environ.get(api_key_env)
     if not key and base_url is None:
@@ -162,6 +158,11 @@ def judge_client(base_url: str | None, api_key_env: str = "OPENAI_API_KEY") -> A
             f"no API key for the judge: set the environment variable {api_key_env} "
             "or pass --base-url for a local server"
         )
+    if key:
+        checked_key(key, api_key_env)
+    url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if url:
+        checked_base_url(url)
     return AsyncOpenAI(base_url=base_url, api_key=key or "unused", max_retries=2)
 
 
@@ -182,6 +183,9 @@ async def judge_sample(
     not stop a batch.
     """
     messages = build_judge_messages(rubric or DEFAULT_RUBRIC, transcript, scenario)
+    # A server may echo the request's headers or body back: every text it sends is scrubbed
+    # before it is parsed, clipped (a clipped key would be harder to find) or stored.
+    scrub = Scrubber([client.api_key])
     try:
         response = await client.chat.completions.create(
             model=judge_model, messages=messages, temperature=0, max_tokens=max_tokens
@@ -189,16 +193,16 @@ async def judge_sample(
     except OpenAIError as exc:
         raise AuditError(
             f"judge model {judge_model!r} failed: {type(exc).__name__}: "
-            f"{_scrub(str(exc).splitlines()[0] if str(exc) else '', client.api_key)}"
+            f"{scrub(str(exc).splitlines()[0] if str(exc) else '')}"
         ) from None
     text = response.choices[0].message.content if response.choices else ""
-    outcome, eval_aware, rationale = parse_verdict(text or "")
+    outcome, eval_aware, rationale = parse_verdict(scrub(text or ""))
     return JudgeGrade(
         grader=grader,
         judge_model=judge_model,
         outcome=outcome,
         eval_aware=eval_aware,
-        rationale=_clip(_scrub(rationale, client.api_key)),
+        rationale=_clip(scrub(rationale)),  # again: JSON escapes can spell the key
         rubric_hash=hash_rubric(rubric),
     )
 

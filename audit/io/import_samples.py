@@ -7,10 +7,23 @@ or a *samples row* exactly as ``audit export --format jsonl`` writes it (it has 
 
 Files are streamed: lines are validated and staged in batches of :data:`IMPORT_BATCH_ROWS` in a
 temporary table, and only when the whole file is valid do the rows reach ``samples``, in one
-statement of one transaction. A bad line is reported with its number and nothing of the file is
-stored; a crash part-way stores nothing either. Graded samples are keyed like the runner's
-(:func:`audit.runner.matrix.sample_key`) with an import-specific parameters hash, so importing
-the same file twice adds nothing, and detection and reports treat the rows like run ones.
+transaction with the registration of the held-out set. A bad line is reported with its number
+and field and nothing of the file is stored; a crash or a ``kill -9`` part-way stores nothing
+either. Graded samples are keyed like the runner's (:func:`audit.runner.matrix.sample_key`) with
+an import-specific parameters hash, so importing the same file twice adds nothing, and detection
+and reports treat the rows like run ones.
+
+Memory stays flat in the length of the file: DuckDB reads and stages within
+:data:`IMPORT_MEMORY_LIMIT` (the staging table spills to DuckDB's temporary folder beside the
+database), and new rows are found by an anti-join rather than ``INSERT OR IGNORE``, whose per-row
+key checks held every staged row in memory (2,000,000 lines peaked at 4.8 GB). What still grows
+is DuckDB's primary-key index, which must sit in memory while new rows are committed: about 150
+bytes per row of ``samples``, stored and new (:data:`KEY_INDEX_BYTES_PER_ROW`).
+``tests/bench/bench_import.py`` prints the figures.
+
+Lines are read strictly: duplicate keys in an object, ``NaN`` and ``Infinity``, lone UTF-16
+surrogates, nesting too deep for the parser, integers outside DuckDB's column types and control
+characters in model names are refused with the line number and the field.
 """
 
 from __future__ import annotations
@@ -18,12 +31,22 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+import duckdb
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from audit.errors import AuditError
 from audit.heldout import HeldoutSet, load_heldout, register_heldout
@@ -31,6 +54,7 @@ from audit.progress import NullProgress, Progress
 from audit.records import Outcome
 from audit.runner.matrix import sample_key, sha256_text
 from audit.store import Store
+from audit.terminal import has_control_characters
 
 IMPORT_PARAMS_HASH = sha256_text('{"origin":"import"}')
 """Parameters hash of imported samples: the request parameters are unknown, and a fixed value
@@ -38,6 +62,23 @@ keeps imported keys apart from run keys for the same (model, spec, scenario, epo
 
 IMPORT_BATCH_ROWS = 5_000
 """Lines validated and staged at a time: memory stays flat however long the file is."""
+
+IMPORT_MEMORY_LIMIT = "400MB"
+"""DuckDB's memory limit while lines are read and staged (the previous limit is restored
+afterwards): past it, staged rows spill to disk instead of growing the process."""
+
+KEY_INDEX_BYTES_PER_ROW = 256
+"""Memory allowed per row of ``samples`` (stored and new) while new rows are committed, on top
+of :data:`COMMIT_MEMORY_BYTES`. DuckDB checks the primary key with an in-memory index that
+cannot spill: measured here at more than 150 bytes per sha256 key (2,000,000 keys failed to
+commit under a 300 MB limit, 4,000,000 under 600 MB; a limit that is too low is a fatal error
+that invalidates the connection). The rest is a margin for longer keys."""
+
+COMMIT_MEMORY_BYTES = 128e6
+"""Memory allowed for the commit besides the key index."""
+
+INT32_MAX = 2**31 - 1
+"""Largest value of DuckDB's INTEGER columns (epoch, turns, token counts)."""
 
 _STAGING = "_specdrift_import"
 _JSON_COLUMNS = ("grade_evidence", "awareness_evidence", "transcript")
@@ -56,24 +97,39 @@ def _timestamp(value: Any) -> Any:
 Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp)]
 
 
+def _plain_name(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError(
+            "holds a control character (tab, newline, escape or a bidi override): names are "
+            "shown in tables, reports and folder names; remove it"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_plain_name)]
+"""A model name or version label: no control characters."""
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+Finite = Annotated[float, Field(strict=False, allow_inf_nan=False)]
+
+
 class ImportedSample(BaseModel):
     """One graded sample line (unknown fields are refused, so typos do not pass silently)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: str = Field(min_length=1)
+    model: Name = Field(min_length=1)
     spec_rev: str = Field(min_length=1)
     scenario_id: str = Field(min_length=1)
-    epoch: int = Field(ge=0)
+    epoch: int = Field(ge=0, le=INT32_MAX)
     outcome: Outcome
     eval_aware: bool
     reasoning: str | None = None
     answer: str | None = None
-    model_version: str | None = None
+    model_version: Name | None = None
     created_at: Timestamp | None = Field(default=None, strict=False)
     condition: str | None = None
     spec_cited: bool | None = None
-    score: float | None = Field(default=None, strict=False)
+    score: Finite | None = None
 
 
 class ExportedSample(BaseModel):
@@ -87,8 +143,8 @@ class ExportedSample(BaseModel):
     sample_key: str = Field(min_length=1)
     run_id: str | None = None
     origin: Literal["run", "import"]
-    model: str = Field(min_length=1)
-    model_version: str | None = None
+    model: Name = Field(min_length=1)
+    model_version: Name | None = None
     source_id: str | None = None
     spec_sha: str = Field(min_length=1)
     spec_content_hash: str = Field(min_length=1)
@@ -97,21 +153,22 @@ class ExportedSample(BaseModel):
     scenario_hash: str | None = None
     family: str | None = None
     condition: str = "default"
-    epoch: int = Field(ge=0)
+    epoch: int = Field(ge=0, le=INT32_MAX)
     params_hash: str | None = None
     outcome: Outcome
     eval_aware: bool
     spec_cited: bool | None = None
-    score: float | None = Field(default=None, strict=False)
+    score: Finite | None = None
     grade_evidence: Any = None
     awareness_evidence: Any = None
     reasoning: str | None = None
     answer: str | None = None
     transcript: Any = None
-    turns: int | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_ms: float | None = Field(default=None, strict=False)
+    turns: Int32 | None = None
+    prompt_tokens: Int32 | None = None
+    completion_tokens: Int32 | None = None
+    reasoning_tokens: Int32 | None = None
+    latency_ms: Finite | None = None
     finish_reason: str | None = None
     system_fingerprint: str | None = None
     created_at: Timestamp = Field(strict=False)
@@ -153,11 +210,84 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{field}: {first['msg']}"
 
 
-def _parse_line(raw: str, where: str) -> ImportedSample | ExportedSample:
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class _NonFinite:
+    """Stands for a NaN or Infinity literal until the line's check names its field."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # JSON readers disagree on a repeated key (Python keeps the last, others the first).
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return data
+
+
+def unusable_value(value: Any, path: str) -> tuple[str, str] | None:
+    """(field path, problem) of the first value no column can hold: NaN/Infinity, a lone
+    surrogate (JSON's \\udXXX escapes can spell one; UTF-8 cannot encode it)."""
+    if isinstance(value, _NonFinite):
+        return path, f"{value.literal} is not a number JSON allows; use null"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = f"U+{ord(value[exc.start]):04X}"
+            return path, f"holds a lone surrogate {char}, which is not text; re-export as UTF-8"
+        return None
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = unusable_value(key, path) if isinstance(key, str) else None
+        found = found or unusable_value(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+# One decoder for every line: json.loads with hooks would build a new one per call (+80% time).
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_NonFinite)
+
+
+def _load_json(raw: str, where: str) -> Any:
     try:
-        data = json.loads(raw)
+        data = _DECODER.decode(raw)
     except json.JSONDecodeError as exc:
         raise AuditError(f"{where}: not valid JSON ({exc.msg}); nothing was imported") from None
+    except RecursionError:
+        raise AuditError(f"{where}: JSON nested too deeply to read; nothing was imported") from None
+    except _DuplicateKey as exc:
+        raise AuditError(
+            f"{where}: {exc.key}: the key appears twice in one object (readers disagree on "
+            "which one counts); nothing was imported"
+        ) from None
+    # Only lines that could hold such a value are walked: the walk costs more than the parse.
+    if "NaN" in raw or "Infinity" in raw or "\\ud" in raw or "\\uD" in raw:
+        found = unusable_value(data, "")
+        if found:
+            field, problem = found
+            raise AuditError(f"{where}: {field or 'line'}: {problem}; nothing was imported")
+    return data
+
+
+def _parse_line(raw: str, where: str) -> ImportedSample | ExportedSample:
+    data = _load_json(raw, where)
     if not isinstance(data, dict):
         raise AuditError(f"{where}: expected a JSON object; nothing was imported")
     kind = ExportedSample if "sample_key" in data else ImportedSample
@@ -165,6 +295,10 @@ def _parse_line(raw: str, where: str) -> ImportedSample | ExportedSample:
         return kind.model_validate(data)
     except ValidationError as exc:
         raise AuditError(f"{where}: {_validation_message(exc)}; nothing was imported") from None
+    except RecursionError:
+        raise AuditError(
+            f"{where}: JSON nested too deeply to store; nothing was imported"
+        ) from None
 
 
 def read_samples_jsonl(
@@ -215,6 +349,7 @@ class _RowBuilder:
             )
         ]
         self.revisions: dict[str, Any] = {}
+        self.scenarios: dict[str, Any] = {}
         self.content_hashes: dict[str, set[str]] = {}
         self.registered_sets = {
             r["set_hash"] for r in store.query("SELECT set_hash FROM heldout_sets")
@@ -242,7 +377,7 @@ class _RowBuilder:
         return self.revisions[ref]
 
     def _condition(self, item: SourcedSample, given: str | None) -> str:
-        scenario = self.heldout.get(item.sample.scenario_id)
+        scenario = self._scenario(item)
         names = [c.name for c in scenario.conditions]
         if given is None:
             if len(names) > 1:
@@ -259,16 +394,21 @@ class _RowBuilder:
         return given
 
     def _scenario(self, item: SourcedSample) -> Any:
-        try:
-            return self.heldout.get(item.sample.scenario_id)
-        except AuditError as exc:
-            raise AuditError(f"{item.where}: scenario_id: {exc}; nothing was imported") from None
+        scenario_id = item.sample.scenario_id
+        if scenario_id not in self.scenarios:  # a dict: the held-out set looks ids up in a list
+            try:
+                self.scenarios[scenario_id] = self.heldout.get(scenario_id)
+            except AuditError as exc:
+                raise AuditError(
+                    f"{item.where}: scenario_id: {exc}; nothing was imported"
+                ) from None
+        return self.scenarios[scenario_id]
 
     def _graded_row(self, item: SourcedSample, sample: ImportedSample) -> dict[str, Any]:
         scenario = self._scenario(item)
         revision = self._revision(sample.spec_rev, item.where)
         condition = self._condition(item, sample.condition)
-        scenario_hash = self.heldout.scenario_hash(scenario.id)
+        scenario_hash = self.heldout.scenario_hashes[scenario.id]
         created_at = sample.created_at
         if created_at is not None and created_at.tzinfo is None:
             # A timestamp without a zone is read as UTC, so stored times do not depend on the
@@ -349,7 +489,7 @@ class _RowBuilder:
     def _check_scenario(self, item: SourcedSample, sample: ExportedSample) -> None:
         scenario = self._scenario(item)
         self._condition(item, sample.condition)
-        expected = self.heldout.scenario_hash(scenario.id)
+        expected = self.heldout.scenario_hashes[scenario.id]
         if sample.scenario_hash is not None and sample.scenario_hash != expected:
             raise AuditError(
                 f"{item.where}: scenario_hash differs from scenario {scenario.id} of the "
@@ -400,18 +540,78 @@ class _Staging:
         ).fetchone()
         return (found[0], found[1]) if found else None
 
-    def store_new(self) -> int:
-        """Move the staged rows to ``samples`` in one transaction; returns how many were new."""
-        before = _count(self.store)
+    def store_new(self, heldout: HeldoutSet, budget: _MemoryBudget) -> int:
+        """Register the held-out set and move the staged rows that are not stored yet to
+        ``samples``, in one transaction; returns how many were new.
+
+        An anti-join finds the new rows: ``INSERT OR IGNORE`` checked each row against the key
+        index one at a time and held all of them in memory (4.8 GB for 2,000,000 lines). The
+        commit needs DuckDB's key index of the whole table in memory, so the memory limit is
+        raised to what that index needs (:data:`KEY_INDEX_BYTES_PER_ROW`) for this step only.
+        """
+        new_rows = f"FROM {_STAGING} staged WHERE NOT EXISTS " + (
+            "(SELECT 1 FROM samples stored WHERE stored.sample_key = staged.sample_key)"
+        )
+        counted = self.store.con.execute(f"SELECT count(*) {new_rows}").fetchone()
+        new = int(counted[0]) if counted else 0
+        if new:
+            total = _count(self.store) + new
+            budget.allow(max(budget.base, COMMIT_MEMORY_BYTES + KEY_INDEX_BYTES_PER_ROW * total))
         with self.store.transaction():
-            self.store.con.execute(
-                "INSERT OR IGNORE INTO samples BY NAME "
-                f"SELECT * EXCLUDE (_where, _ordinal) FROM {_STAGING}"
-            )
-        return _count(self.store) - before
+            register_heldout(self.store, heldout)
+            if new:
+                self.store.con.execute(
+                    f"INSERT INTO samples BY NAME SELECT * EXCLUDE (_where, _ordinal) {new_rows}"
+                )
+        return new
 
     def drop(self) -> None:
         self.store.con.execute(f"DROP TABLE IF EXISTS {_STAGING}")
+
+
+_SIZE_UNITS = {"bytes": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size_bytes(text: str) -> float:
+    """Bytes of a DuckDB size setting such as ``18.3 GiB`` or ``400MB`` (unreadable: infinite)."""
+    found = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", text)
+    if found is None or found.group(2).lower() not in (*_SIZE_UNITS, ""):
+        return float("inf")
+    return float(found.group(1)) * _SIZE_UNITS.get(found.group(2).lower(), 1)
+
+
+class _MemoryBudget:
+    """DuckDB's memory limit during an import: lowered for staging, raised for the commit, never
+    above the limit the connection had, and restored afterwards."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        row = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        self.previous = str(row[0]) if row else ""
+        self.ceiling = _size_bytes(self.previous) if self.previous else float("inf")
+        self.base = _size_bytes(IMPORT_MEMORY_LIMIT)
+        self.changed = False
+
+    def allow(self, nbytes: float) -> None:
+        """Set the limit to ``nbytes`` (at most the connection's own limit)."""
+        if nbytes < self.ceiling:
+            self.store.con.execute(f"SET memory_limit = '{math.ceil(nbytes / 1e6)}MB'")
+            self.changed = True
+        else:
+            self.restore()
+
+    def restore(self) -> None:
+        """Put back the limit the connection had."""
+        if not self.changed:
+            return
+        self.changed = False
+        # DuckDB shows the limit rounded (18.8 GiB): the default comes back exactly by RESET,
+        # a limit the caller had set by its rounded value.
+        self.store.con.execute("RESET memory_limit")
+        now = self.store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        if self.previous and (not now or str(now[0]) != self.previous):
+            self.store.con.execute(f"SET memory_limit = '{self.previous}'")
 
 
 def _count(store: Store) -> int:
@@ -436,21 +636,32 @@ def import_records(
         raise AuditError("the database is open read-only: imports need a writable --db")
     heldout = heldout if heldout is not None else load_heldout()
     builder = _RowBuilder(store, heldout, source_id)
-    staging = _Staging(store)
+    budget = _MemoryBudget(store)
+    budget.allow(budget.base)
     try:
-        iterator = iter(items)
-        while batch := list(itertools.islice(iterator, batch_rows)):
-            staging.add([builder.row(item) for item in batch])
-        duplicate = staging.first_duplicate()
-        if duplicate is not None:
+        staging = _Staging(store)
+        try:
+            iterator = iter(items)
+            while batch := list(itertools.islice(iterator, batch_rows)):
+                staging.add([builder.row(item) for item in batch])
+            duplicate = staging.first_duplicate()
+            if duplicate is not None:
+                raise AuditError(
+                    f"{duplicate[0]}: same model, spec content, scenario, condition and epoch "
+                    f"as {duplicate[1]}; nothing was imported"
+                )
+            stored = staging.store_new(heldout, budget)
+        except duckdb.OutOfMemoryException as exc:
+            # Spilling needs DuckDB's temporary folder (beside the database file by default).
             raise AuditError(
-                f"{duplicate[0]}: same model, spec content, scenario, condition and epoch as "
-                f"{duplicate[1]}; nothing was imported"
-            )
-        register_heldout(store, heldout)
-        stored = staging.store_new()
+                f"the import ran out of memory ({str(exc).splitlines()[0]}); nothing was "
+                "imported: make the folder beside the database writable, or set DuckDB's "
+                "temp_directory to one that is"
+            ) from None
+        finally:
+            staging.drop()
     finally:
-        staging.drop()
+        budget.restore()
     return ImportResult(label, staging.rows, stored)
 
 

@@ -47,10 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from audit.errors import AuditError
 from audit.heldout import HeldoutSet
 from audit.io.import_samples import (
+    INT32_MAX,
     ImportedSample,
     ImportResult,
     SourcedSample,
     import_records,
+    unusable_value,
 )
 from audit.records import Outcome
 from audit.store import Store
@@ -151,6 +153,18 @@ def _at_line(text: str, loc: tuple[str, ...]) -> str:
 # -- reading logs -------------------------------------------------------------------------------
 
 
+def _first_problem(exc: Exception) -> str:
+    """One line about why a log could not be read: pydantic's first error (field and message)
+    rather than its listing of every error, else the exception's first line."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{where}: {first['msg']}{more}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def _read_log_dict(path: Path) -> dict[str, Any]:
     """The log as plain data, through inspect_ai's reader when installed."""
     try:
@@ -161,7 +175,9 @@ def _read_log_dict(path: Path) -> dict[str, Any]:
         try:
             log = read_eval_log(str(path))
         except Exception as exc:  # inspect raises many kinds; all mean "not a readable log"
-            raise AuditError(f"{path} is not a readable Inspect log: {exc}") from None
+            raise AuditError(
+                f"{path} is not a readable Inspect log: {_first_problem(exc)}"
+            ) from None
         return log.model_dump(mode="json", exclude_none=True)
     if path.suffix != ".json":
         raise AuditError(
@@ -171,7 +187,9 @@ def _read_log_dict(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AuditError(f"{path} is not a readable Inspect log: {exc}") from None
+        raise AuditError(f"{path} is not a readable Inspect log: {_first_problem(exc)}") from None
+    except RecursionError:
+        raise AuditError(f"{path} is not a readable Inspect log: nested too deeply") from None
 
 
 def _content_parts(content: Any) -> tuple[list[str], list[str]]:
@@ -204,18 +222,41 @@ def _answer_and_reasoning(raw: dict[str, Any]) -> tuple[str | None, str | None]:
     return ("\n".join(answer) or None), ("\n\n".join(reasoning) or None)
 
 
+def _epoch(raw: dict[str, Any], where: str) -> int:
+    """The sample's Inspect epoch (counted from 1), checked: specdrift stores it minus one in an
+    INTEGER column."""
+    epoch = raw.get("epoch", 1)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= INT32_MAX + 1:
+        raise AuditError(
+            f"{where}: epoch: {epoch!r} is not an Inspect epoch (a whole number from 1 to "
+            f"{INT32_MAX + 1}); nothing was imported"
+        )
+    return epoch
+
+
 def _samples(log: dict[str, Any], path: Path) -> list[_Sample]:
     raw_samples = log.get("samples")
-    if not raw_samples:
+    if not raw_samples or not isinstance(raw_samples, list):
         raise AuditError(f"{path} holds no samples (was the log written with samples?)")
     out = []
-    for raw in raw_samples:
+    for index, raw in enumerate(raw_samples):
+        where = f"{path.name} sample {index + 1}"
+        if not isinstance(raw, dict):
+            raise AuditError(f"{where}: expected an object; nothing was imported")
         answer, reasoning = _answer_and_reasoning(raw)
         error = raw.get("error")
+        for field, text in (
+            ("id", str(raw.get("id"))),
+            ("answer", answer),
+            ("reasoning", reasoning),
+        ):
+            found = unusable_value(text, field)
+            if found:
+                raise AuditError(f"{where}: {found[0]}: {found[1]}; nothing was imported")
         out.append(
             _Sample(
                 id=str(raw.get("id")),
-                epoch=int(raw.get("epoch", 1)),
+                epoch=_epoch(raw, f"{where} (id {raw.get('id')})"),
                 scores=raw.get("scores") or {},
                 metadata=raw.get("metadata") or {},
                 reasoning=reasoning,
@@ -281,18 +322,21 @@ def _to_imported(
         text = "\n\n".join(t for t in (sample.reasoning, sample.answer) if t)
         aware = detect_awareness(text).detected
     condition = sample.metadata.get("condition") or mapping.condition
-    return ImportedSample(
-        model=model,
-        spec_rev=str(spec_rev),
-        scenario_id=mapping.scenarios.get(sample.id, sample.id),
-        epoch=sample.epoch - 1,  # Inspect counts epochs from 1, specdrift from 0
-        outcome=mapping.outcomes[key],  # type: ignore[arg-type]
-        eval_aware=aware,
-        reasoning=sample.reasoning,
-        answer=sample.answer,
-        model_version=mapping.model_version,
-        condition=None if condition is None else str(condition),
-    )
+    try:
+        return ImportedSample(
+            model=model,
+            spec_rev=str(spec_rev),
+            scenario_id=mapping.scenarios.get(sample.id, sample.id),
+            epoch=sample.epoch - 1,  # Inspect counts epochs from 1, specdrift from 0
+            outcome=mapping.outcomes[key],  # type: ignore[arg-type]
+            eval_aware=aware,
+            reasoning=sample.reasoning,
+            answer=sample.answer,
+            model_version=mapping.model_version,
+            condition=None if condition is None else str(condition),
+        )
+    except ValidationError as exc:  # e.g. a model name with control characters
+        raise AuditError(f"{where}: {_first_problem(exc)}; nothing was imported") from None
 
 
 # -- logs of specdrift's own task -----------------------------------------------------------------

@@ -413,6 +413,14 @@ def _completion(
     # Token counts are estimates (4 characters per token): the simulator has no tokenizer.
     prompt_tokens = prompt_chars // 4 + 1
     completion_tokens = completion_chars // 4 + 1
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if turn.reasoning:
+        # As OpenAI reports a reasoning model's: a part of the completion tokens, not added.
+        usage["completion_tokens_details"] = {"reasoning_tokens": len(turn.reasoning) // 4}
     return json.dumps(
         {
             "id": f"chatcmpl-sim{number:x}",
@@ -428,11 +436,7 @@ def _completion(
                     "finish_reason": turn.finish_reason,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage,
         },
         ensure_ascii=False,
     ).encode()

@@ -16,6 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from audit.analysis.failures import missing_samples
+from audit.analysis.usage import Usage, usage_totals
+from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.store import Store
 
@@ -382,6 +385,25 @@ class CounterfactualRow:
     n_scenarios: int
 
 
+@dataclass(frozen=True)
+class UsageLine:
+    """One row of the tokens-and-cost table: a model's samples or counterfactual samples."""
+
+    model: str
+    kind: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class MissingLine:
+    """Samples of a model at some revisions (equal texts) that failed and were never stored."""
+
+    model: str
+    revisions: tuple[str, ...]
+    count: int
+    kinds: str
+
+
 @dataclass
 class ReportData:
     """Everything the template and the figures need, already aggregated."""
@@ -422,6 +444,11 @@ class ReportData:
         return any(p.twins is not None for p in self.twin_points)
 
     counterfactuals: list[CounterfactualRow] = field(default_factory=list)
+    # Tokens and cost of the models' samples in range, per model and kind, and in all.
+    usage: list[UsageLine] = field(default_factory=list)
+    usage_total: Usage | None = None
+    # Samples that failed after their retries and were never stored, per model and text.
+    missing: list[MissingLine] = field(default_factory=list)
 
     @property
     def intervals_missing(self) -> bool:
@@ -470,10 +497,12 @@ def load_report_data(
     since: str | None = None,
     include_prompts: bool = False,
     set_hash: str | None = None,
+    config: AuditConfig | None = None,
 ) -> ReportData:
     """Aggregate the stored history into :class:`ReportData` (raises AuditError when empty).
 
-    ``set_hash`` reports on that held-out set (default: the one with the most samples).
+    ``set_hash`` reports on that held-out set (default: the one with the most samples);
+    ``config`` gives the models' prices (without it, tokens are counted and cost is unknown).
     """
     set_hash, others = _choose_set(store, set_hash)
     source_id = _choose_source(store, set_hash)
@@ -526,9 +555,54 @@ def load_report_data(
     }
     data.simulated = _simulated(store, set_hash, data.models)
     data.counterfactuals = _counterfactuals(store, source_id, model, shas)
+    data.usage, data.usage_total = _usage(store, config or AuditConfig(), data, set_hash)
+    data.missing = _missing(store, data)
     if include_prompts:
         data.prompts = _prompts(store, set_hash)
     return data
+
+
+def _usage(
+    store: Store, config: AuditConfig, data: ReportData, set_hash: str
+) -> tuple[list[UsageLine], Usage | None]:
+    """Tokens and cost of the report's models at its revisions, samples and counterfactual
+    samples apart."""
+    shas = {r.sha for r in data.revisions}
+    rows = usage_totals(
+        store, config, by=("model", "kind", "set_hash", "spec_sha"), models=data.models
+    )
+    lines: dict[tuple[str, str], Usage] = {}
+    for row in rows:
+        if row.group["set_hash"] != set_hash or row.group["spec_sha"] not in shas:
+            continue
+        slot = (row.group["model"], row.group["kind"])
+        lines.setdefault(slot, Usage()).add(row.usage)
+    if not lines:
+        return [], None
+    overall = Usage()
+    for usage in lines.values():
+        overall.add(usage)
+    return [UsageLine(m, k, u) for (m, k), u in sorted(lines.items())], overall
+
+
+def _missing(store: Store, data: ReportData) -> list[MissingLine]:
+    """Failed samples never stored since, of the report's models at its revisions."""
+    by_hash: dict[str, list[str]] = {}
+    for row in store.query(
+        "SELECT sha, content_hash FROM spec_revisions WHERE source_id = ?", [data.source_id]
+    ):
+        revision = data.revision(row["sha"])
+        if revision is not None:
+            by_hash.setdefault(row["content_hash"], []).append(revision.label)
+    return [
+        MissingLine(
+            model=m.model,
+            revisions=tuple(sorted(by_hash[m.spec_content_hash])),
+            count=m.count,
+            kinds=", ".join(f"{k.kind} {k.count}" for k in m.kinds),
+        )
+        for m in missing_samples(store, models=data.models, content_hashes=list(by_hash))
+    ]
 
 
 # Counterfactual statistics as audit counterfactual stored them, at the revisions they were run

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from markupsafe import Markup, escape
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
+from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.report import figures
 from audit.report.data import (
@@ -70,11 +71,13 @@ def render_report(
     since: str | None = None,
     include_prompts: bool = False,
     set_hash: str | None = None,
+    config: AuditConfig | None = None,
 ) -> Path:
     """Write the HTML drift report for the stored history to ``out_path`` and return the path.
 
     ``model`` limits the report to one model, ``since`` to revisions from that one on (sha prefix,
-    tag or index), ``set_hash`` to one held-out set (default: the one with the most samples).
+    tag or index), ``set_hash`` to one held-out set (default: the one with the most samples);
+    ``config`` gives the models' prices for the cost table.
     Held-out prompts and model answers are left out unless ``include_prompts``; a sealed twin's
     text (prompts, answers, reasoning quotes, the terms an edit matched in it) is left out even
     then.
@@ -83,7 +86,12 @@ def render_report(
     if out.is_dir():
         raise AuditError(f"--out {out} is a folder: give a file name such as {out}/drift.html")
     data = load_report_data(
-        store, model=model, since=since, include_prompts=include_prompts, set_hash=set_hash
+        store,
+        model=model,
+        since=since,
+        include_prompts=include_prompts,
+        set_hash=set_hash,
+        config=config,
     )
     page = render_html(data, out, include_prompts=include_prompts)
     # Write next to the target and rename, so a failed render never leaves half a report.

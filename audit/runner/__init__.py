@@ -38,6 +38,7 @@ from audit.runner.client import (
     dumps,
     endpoint_of,
     make_client,
+    scrubbed,
 )
 from audit.runner.matrix import (
     PlannedSample,
@@ -508,6 +509,8 @@ async def _worker(
             return  # its remaining samples stay unrun: a rerun after the fix picks them up
         try:
             conversation = await converse(client, sample, context.run, context.stats, context.rng)
+            # Scrubbed before grading, so the stored grade is the grade of the stored transcript.
+            conversation = scrubbed(conversation, context.scrub)
             row = sample_row(sample, conversation, context.run_id, context.set_hash)
         except SampleFailed as failure:
             message = context.scrub(failure.error.message)
@@ -571,6 +574,7 @@ def sample_row(
         "turns": conversation.turns,
         "prompt_tokens": conversation.prompt_tokens,
         "completion_tokens": conversation.completion_tokens,
+        "reasoning_tokens": conversation.reasoning_tokens,
         "latency_ms": conversation.latency_ms,
         "finish_reason": conversation.finish_reason,
         "system_fingerprint": conversation.system_fingerprint,

@@ -16,13 +16,16 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from audit.config import ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.runner.matrix import PlannedSample, seed_from_key
+from audit.scrub import MIN_KEY_LENGTH, Scrubber, checked_base_url, checked_key
+
+__all__ = ["Scrubber"]  # re-exported: the runner's scrubber is audit.scrub's
 
 if TYPE_CHECKING:
     import openai
@@ -37,15 +40,18 @@ LOCAL_PLACEHOLDER_KEY = "EMPTY"
 T = TypeVar("T")
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
-_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6,})")
 
 
 # -- endpoints and keys ------------------------------------------------------------------------
 
 
 def endpoint_of(model: ModelConfig, override: str | None) -> str:
-    """The base URL for a model: the flag, then the model's config, then OPENAI_BASE_URL."""
-    return override or model.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    """The base URL for a model: the flag, then the model's config, then OPENAI_BASE_URL.
+
+    A URL carrying a user name or password is refused (it would be stored with the run).
+    """
+    url = override or model.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    return checked_base_url(url)
 
 
 def is_loopback(base_url: str) -> bool:
@@ -59,29 +65,24 @@ def is_loopback(base_url: str) -> bool:
 
 
 def api_key_for(model: ModelConfig, base_url: str) -> str:
-    """The key from the variable the model names; local servers accept a placeholder."""
+    """The key from the variable the model names; local servers accept a placeholder.
+
+    A key shorter than :data:`audit.scrub.MIN_KEY_LENGTH` is refused for a remote server: it
+    could not be scrubbed from answers without mangling ordinary words. A loopback server takes
+    one as the placeholder it is (``OPENAI_API_KEY=EMPTY`` is how vLLM's documentation runs it):
+    nothing secret leaves the machine.
+    """
     key = os.environ.get(model.api_key_env, "")
-    if key:
+    if key and len(key) < MIN_KEY_LENGTH and is_loopback(base_url):
         return key
+    if key:
+        return checked_key(key, model.api_key_env)
     if is_loopback(base_url):
         return LOCAL_PLACEHOLDER_KEY
     raise AuditError(
         f"environment variable {model.api_key_env} is not set: export the API key for model "
         f"{model.name!r} there (or set api_key_env in audit.toml)"
     )
-
-
-class Scrubber:
-    """Removes API keys from any text before it is stored or shown."""
-
-    def __init__(self, secrets: set[str]) -> None:
-        # Short placeholders like EMPTY are not secrets and would mangle ordinary words.
-        self._secrets = sorted((s for s in secrets if len(s) >= 8), key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _KEY_LIKE.sub("sk-***", text)
 
 
 def make_client(
@@ -275,6 +276,30 @@ class Conversation:
     system_fingerprint: str | None
     attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    reasoning_tokens: int | None = None
+    """Part of ``completion_tokens``; None while the server reported none."""
+
+
+def scrubbed(conversation: Conversation, scrub: Scrubber) -> Conversation:
+    """The conversation with the key removed from everything the server's answers put in it:
+    assistant messages (content, reasoning, tool calls), tool replies (canned results may quote
+    a call's arguments), the finish reason and the system fingerprint. The system and user
+    messages are ours and are kept as sent."""
+    messages = [
+        scrub.value(m) if m.get("role") in ("assistant", "tool") else m
+        for m in conversation.messages
+    ]
+    return replace(
+        conversation,
+        messages=messages,
+        finish_reason=None
+        if conversation.finish_reason is None
+        else scrub(conversation.finish_reason),
+        system_fingerprint=None
+        if conversation.system_fingerprint is None
+        else scrub(conversation.system_fingerprint),
+        extra=scrub.value(conversation.extra),
+    )
 
 
 def split_reasoning(message: Any) -> tuple[str | None, str | None]:
@@ -434,8 +459,26 @@ def _add_usage(result: Conversation, response: ChatCompletion) -> None:
     if usage is not None:
         result.prompt_tokens += usage.prompt_tokens or 0
         result.completion_tokens += usage.completion_tokens or 0
+        reasoning = reasoning_tokens_of(usage)
+        if reasoning is not None:
+            result.reasoning_tokens = (result.reasoning_tokens or 0) + reasoning
     if response.system_fingerprint:
         result.system_fingerprint = response.system_fingerprint
+
+
+def reasoning_tokens_of(usage: Any) -> int | None:
+    """Reasoning tokens a response's usage reports (OpenAI:
+    ``completion_tokens_details.reasoning_tokens``), or None when it reports none. Usage read
+    leniently from an off-schema body is a plain dict, so both shapes are read."""
+    details = _field(usage, "completion_tokens_details")
+    value = _field(details, "reasoning_tokens") if details is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _field(value: Any, name: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(name)
+    return getattr(value, name, None)
 
 
 def dumps(value: Any) -> str:

@@ -69,6 +69,12 @@ class FileCommit:
     message: str
     path: str
     blob_sha: str
+    mode: str = "100644"
+    """Git file mode after the commit: 100644 or 100755 for a file, 120000 for a symbolic link
+    (whose blob is the link's target path), 160000 for a submodule."""
+
+
+_REGULAR_FILE_MODES = ("100644", "100755")
 
 
 class GitRepository:
@@ -174,6 +180,7 @@ class GitRepository:
         kept: list[FileCommit] = []
         previous_blob: str | None = None
         for entry in reversed(self._follow_back(_parse_log(raw.decode("utf-8", "replace")), path)):
+            _check_regular_file(entry)
             if entry.blob_sha == previous_blob:
                 continue  # rename or mode change only: the text is the same
             kept.append(entry)
@@ -338,6 +345,18 @@ class _GitFailed(Exception):
     """A git command exited non-zero (internal: callers turn it into an AuditError)."""
 
 
+def _check_regular_file(entry: FileCommit) -> None:
+    """Refuse a version that is not a file's text: git stores a symbolic link as its target
+    path, which would otherwise be synced as the spec's content."""
+    if entry.mode in _REGULAR_FILE_MODES:
+        return
+    what = {"120000": "a symbolic link", "160000": "a submodule"}.get(entry.mode, "not a file")
+    raise AuditError(
+        f"{entry.path} is {what} at commit {entry.sha[:7]} (git mode {entry.mode}), not a text "
+        "file: track the file it points to with --path (spec.path in audit.toml)"
+    )
+
+
 def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
@@ -388,6 +407,7 @@ class _Change:
     old_path: str
     new_path: str
     blob_sha: str  # after the commit
+    mode: str  # after the commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +436,7 @@ class _LoggedCommit:
             message=self.message,
             path=change.new_path,
             blob_sha=change.blob_sha,
+            mode=change.mode,
         )
 
 
@@ -439,7 +460,7 @@ def _parse_log(text: str) -> list[_LoggedCommit]:
             else:
                 old_path = new_path = tokens[k + 1]
                 k += 2
-            changes.append(_Change(status, old_path, new_path, meta[3]))
+            changes.append(_Change(status, old_path, new_path, meta[3], meta[1]))
         result.append(
             _LoggedCommit(
                 sha=sha,

@@ -299,16 +299,16 @@ def _check_history(
         raise AuditError(
             f"source id {sid!r} already tracks {stored_source['path']} in "
             f"{stored_source['repo']}, and {spec.path} in {spec.repo} has another history: "
-            "pass another --source-id for this spec"
+            "pass another --source for this spec"
         )
     if stored_source["path"] != spec.path:
         raise AuditError(
             f"source id {sid!r} tracks {stored_source['path']}, and {spec.path} has another "
-            f"history (it is not that file renamed): pass another --source-id for {spec.path}"
+            f"history (it is not that file renamed): pass another --source for {spec.path}"
         )
     raise AuditError(
         f"the history of {spec.path} at {spec.ref} no longer contains the revisions stored for "
-        f"{sid!r} (rewritten history or another branch): sync it under a new --source-id"
+        f"{sid!r} (rewritten history or another branch): sync it under a new --source"
     )
 
 
@@ -560,7 +560,7 @@ def pick_source(store: Store, source_id: str | None = None) -> str:
         raise AuditError("no spec history in this database: run `audit specs sync` first")
     if len(ids) > 1:
         raise AuditError(
-            f"{len(ids)} spec sources in this database ({', '.join(ids)}): pass --source-id"
+            f"{len(ids)} spec sources in this database ({', '.join(ids)}): pass --source"
         )
     return ids[0]
 

@@ -37,6 +37,7 @@ class Store:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self._transaction_depth = 0
 
     def close(self) -> None:
         self.con.close()
@@ -132,8 +133,21 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """Run a block in one transaction: all of its writes land, or none do."""
+        """Run a block in one transaction: all of its writes land, or none do.
+
+        A block inside another ``transaction()`` joins the outer one (DuckDB has no nested
+        transactions), so a helper that writes in a transaction of its own can be part of a
+        larger all-or-nothing write, as an import's registration of the held-out set is.
+        """
+        if self._transaction_depth:
+            self._transaction_depth += 1
+            try:
+                yield self
+            finally:
+                self._transaction_depth -= 1
+            return
         self.con.execute("BEGIN TRANSACTION")
+        self._transaction_depth = 1
         try:
             yield self
         except BaseException:
@@ -141,6 +155,8 @@ class Store:
             raise
         else:
             self.con.execute("COMMIT")
+        finally:
+            self._transaction_depth = 0
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -230,7 +246,20 @@ def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Apply pending migrations, each in its own transaction; return the versions applied."""
+    """Apply pending migrations, each in its own transaction; return the versions applied.
+
+    A database already at :data:`LATEST_VERSION` is only read: DuckDB rewrites the file for any
+    statement that changes the catalog, a ``COMMENT ON`` included, so running them on every open
+    would leave a command that fails with a file whose bytes differ from before.
+    """
+    current = _current_version(con)
+    if current > LATEST_VERSION:
+        raise AuditError(
+            f"database schema version {current} is newer than this specdrift "
+            f"({LATEST_VERSION}): upgrade specdrift"
+        )
+    if current == LATEST_VERSION:
+        return []
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, description VARCHAR NOT NULL,"
@@ -240,12 +269,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
         "COMMENT ON TABLE schema_version IS 'Schema migrations applied to this database, in order.'"
     )
     applied: list[int] = []
-    current = _current_version(con)
-    if current > LATEST_VERSION:
-        raise AuditError(
-            f"database schema version {current} is newer than this specdrift "
-            f"({LATEST_VERSION}): upgrade specdrift"
-        )
     for migration in MIGRATIONS:
         if migration.version <= current:
             continue

@@ -1046,6 +1046,17 @@ COMMENT ON COLUMN sample_failures.error_kind IS 'rate_limit, server_error, timeo
 COMMENT ON COLUMN runs.command IS 'Command that started the run: run, sweep, demo, counterfactual, or batch import (outputs of exported batch waves read back).';
 """
 
+# Issue 15: what a run cost. Prompt and completion tokens were stored from the start; reasoning
+# tokens (a part of the completion tokens that OpenAI reports in completion_tokens_details) get
+# their own column, so totals can say how much of the output the model spent thinking.
+_V11_REASONING_TOKENS = """
+ALTER TABLE samples ADD COLUMN IF NOT EXISTS reasoning_tokens INTEGER;
+ALTER TABLE counterfactual_samples ADD COLUMN IF NOT EXISTS reasoning_tokens INTEGER;
+COMMENT ON COLUMN samples.reasoning_tokens IS 'Reasoning tokens over all model calls, as the server reported them (usage.completion_tokens_details.reasoning_tokens; part of completion_tokens, not added to it); NULL when the server reported none.';
+COMMENT ON COLUMN counterfactual_samples.reasoning_tokens IS 'Reasoning tokens over the counterfactual''s model calls, as the server reported them (part of completion_tokens); NULL when the server reported none.';
+COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap (the accuracy gap of accuracy_gap families: reference minus incentive condition, see heldout_families), public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone) (audit detect); prompt_tokens, completion_tokens, reasoning_tokens and cost (scope all: totals over the point''s samples that carry token counts, which revisions of equal text share, with no interval; reasoning_tokens NULL when no server reported any; cost in the currency of the model''s [models.price], NULL when no sample of the point has a price; n_samples counts the samples summed, for cost the priced ones) (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -1063,6 +1074,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         10, "batch inference: samples, request files and requests of batch waves", _V10_BATCHES
     ),
+    Migration(11, "reasoning tokens of samples and counterfactual samples", _V11_REASONING_TOKENS),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
