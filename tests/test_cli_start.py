@@ -54,3 +54,22 @@ def test_help_loads_no_heavy_library(args: list[str]) -> None:
 def test_the_check_sees_a_heavy_import() -> None:
     # The properties above would hold vacuously if the subprocess never saw these modules.
     assert "duckdb" in heavy_modules_after("import audit.store")
+
+
+def test_reading_a_runs_failures_and_usage_loads_no_detection() -> None:
+    # audit run/sweep read their failures and token totals back after every run.
+    code = "import audit.analysis.failures, audit.analysis.usage"
+    assert heavy_modules_after(code) == []
+
+
+def test_the_analysis_packages_public_names_stay_its_functions() -> None:
+    # Importing the submodule `detect` (gate.py does) must not hide the function `detect`.
+    code = (
+        "import audit.analysis.gate\n"
+        "from audit.analysis import Finding, GateResult, detect, gate\n"
+        "import audit.analysis.detect as module\n"
+        "assert callable(detect) and detect.__name__ == 'detect' and module is detect\n"
+        "assert callable(gate) and gate.__name__ == 'gate'\n"
+        "assert Finding.__name__ == 'Finding' and GateResult.__name__ == 'GateResult'\n"
+    )
+    assert "numpy" in heavy_modules_after(code)
