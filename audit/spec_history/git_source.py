@@ -3,9 +3,8 @@
 The history is read with two git processes instead of one object per commit:
 ``git log --first-parent --follow --raw`` lists the commits that touched the file (with the blob
 id of the file after each commit and its path, so renames are followed), and one
-``git cat-file --batch`` streams the blobs that are needed. The repository itself is found by
-``git rev-parse`` too: gitpython took longer to import (about 50 ms) than a whole re-sync that
-finds nothing new spends in git.
+``git cat-file --batch`` streams the blobs that are needed. gitpython opens the repository (and
+tells a bare one, a working tree and its ``.git`` folder apart); it is imported only then.
 
 **Merges: first-parent order.** The spec's history is the sequence of states the synced branch
 went through. A merge commit is compared with its first parent, so a merge that brought spec
@@ -301,44 +300,29 @@ def _git_env(**extra: str) -> dict[str, str]:
 def _discover(path: Path) -> tuple[Path, Path] | None:
     """(git dir, root) of the repository at ``path``, or None if ``path`` is not one.
 
-    ``path`` must be a working tree's top level, its ``.git`` folder or a bare repository:
-    git is kept from searching the folders above (``GIT_CEILING_DIRECTORIES``), so a plain
-    folder or a sub-folder inside some repository is not taken for that repository. The root is
-    the bare repository itself, or the top level of the working tree. A repository git refuses
-    for another reason (owned by another user ...) raises AuditError with git's own words.
+    gitpython opens it, not searching the folders above, so a plain folder or a sub-folder
+    inside some repository is not taken for that repository: ``path`` must be a working tree's
+    top level, its ``.git`` folder or a bare repository. The root is the bare repository itself,
+    or the top level of the working tree. Reading the history then goes through two plain git
+    processes (module docstring), which is where the time is.
     """
+    import git  # gitpython: about 50 ms to import, so only when a repository is opened
+
     folder = path.resolve()
-    found = _rev_parse(folder, "--absolute-git-dir", "--is-bare-repository", "--is-inside-git-dir")
-    if found is None or len(found) != 3:
+    try:
+        repo = git.Repo(folder, search_parent_directories=False)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return None
-    git_dir = Path(found[0]).resolve()
-    bare, inside_git_dir = found[1] == "true", found[2] == "true"
-    if bare:
+    except git.GitError as exc:  # e.g. a repository owned by another user
+        raise AuditError(f"git refuses {folder}: {str(exc).splitlines()[0]}") from None
+    git_dir = Path(repo.git_dir).resolve()
+    if repo.bare:
         return git_dir, git_dir
-    if inside_git_dir:
+    if folder == git_dir:
         # The .git folder of a working tree was given: the tree is the folder holding it.
         return git_dir, git_dir.parent
-    top = _rev_parse(folder, "--show-toplevel")
-    if not top or Path(top[0]).resolve() != folder:
-        return None
-    return git_dir, folder
-
-
-def _rev_parse(folder: Path, *flags: str) -> list[str] | None:
-    """Output lines of ``git rev-parse FLAGS`` in ``folder`` (not searching above it); None if
-    ``folder`` is not in a repository."""
-    result = subprocess.run(
-        [_git_executable(), "-C", str(folder), "rev-parse", *flags],
-        capture_output=True,
-        env=_git_env(GIT_CEILING_DIRECTORIES=str(folder.parent)),
-        check=False,
-    )
-    if result.returncode == 0:
-        return result.stdout.decode("utf-8", "surrogateescape").splitlines()
-    message = result.stderr.decode("utf-8", "replace").strip()
-    if not message or "not a git repository" in message or "must be run in a work tree" in message:
-        return None
-    raise AuditError(f"git refuses {folder}: {message.splitlines()[0]}")
+    top = Path(repo.working_tree_dir or folder).resolve()
+    return (git_dir, folder) if top == folder else None
 
 
 class _GitFailed(Exception):
