@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit.analysis import detect
-from audit.analysis.detect import Finding
+from audit.analysis.findings import Finding
 from audit.config import AuditConfig, ModelConfig, RequestParams, RunConfig, SpecConfig
 from audit.counterfactual import MODES, CounterfactualResult, run_counterfactual
 from audit.errors import AuditError
