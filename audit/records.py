@@ -1,17 +1,116 @@
-"""Domain records shared across stages: transcripts and grades.
+"""Domain records shared across stages: spec revisions, transcripts and grades.
 
-A transcript is what the runner produced (or an organism replayed, or an import supplied) and what
-graders read. Messages follow the OpenAI chat format; assistant messages may carry a
-``reasoning`` key with the reasoning the server exposed for that turn.
+A spec revision is what the spec history stores, the runner sends, analysis compares and the
+report draws: one record for all of them (:class:`SpecRevision`). A transcript is what the
+runner produced (or an organism replayed, or an import supplied) and what graders read.
+Messages follow the OpenAI chat format; assistant messages may carry a ``reasoning`` key with the
+reasoning the server exposed for that turn.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 Outcome = Literal["covert", "honest", "refused", "invalid"]
+
+
+@dataclass(frozen=True)
+class SpecRevision:
+    """One revision of a tracked spec: a commit that changed the spec's content.
+
+    The columns of ``spec_revisions``, with the line counts of its ``spec_changes`` row
+    (None without one) and its tags. ``content`` is None when the loader was not asked for it:
+    listing a long history need not read every text. Loaders live in
+    :mod:`audit.spec_history.sync`; every stage reads revisions through them.
+    """
+
+    source_id: str
+    sha: str
+    seq: int
+    content: str | None
+    content_hash: str
+    prev_sha: str | None = None
+    parent_shas: tuple[str, ...] = ()
+    author_name: str = ""
+    author_email: str = ""
+    authored_at: datetime | None = None
+    committer_name: str = ""
+    committed_at: datetime | None = None
+    message: str = ""
+    path: str = ""
+    size_bytes: int = 0
+    lines_added: int | None = None
+    lines_removed: int | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The spec text (for a revision loaded with its content)."""
+        if self.content is None:
+            raise ValueError(f"revision {self.short_sha} was loaded without its content")
+        return self.content
+
+    @property
+    def short_sha(self) -> str:
+        """The 7-character sha people quote."""
+        return self.sha[:7]
+
+    @property
+    def label(self) -> str:
+        """Position in the history and short sha, e.g. ``r4 1a2b3c4`` (unique, commit order)."""
+        return f"r{self.seq} {self.short_sha}"
+
+    @property
+    def date(self) -> str:
+        """Authored date as YYYY-MM-DD, or an empty string."""
+        return self.authored_at.strftime("%Y-%m-%d") if self.authored_at else ""
+
+    @property
+    def subject(self) -> str:
+        """First line of the commit message."""
+        lines = self.message.strip().splitlines()
+        return lines[0] if lines else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (timestamps as ISO strings; no content when not loaded)."""
+        out = {
+            name: getattr(self, name)
+            for name in _REVISION_JSON_ORDER
+            if name != "content" or self.content is not None
+        }
+        out["parent_shas"] = list(self.parent_shas)
+        out["tags"] = list(self.tags)
+        for moment in ("authored_at", "committed_at"):
+            value = out[moment]
+            out[moment] = value.isoformat() if value is not None else None
+        return out
+
+
+# The key order of ``audit specs log --json`` (the order the fields had before they were one
+# record), kept stable for readers that diff its output.
+_REVISION_JSON_ORDER = (
+    "source_id",
+    "seq",
+    "sha",
+    "parent_shas",
+    "prev_sha",
+    "author_name",
+    "author_email",
+    "authored_at",
+    "committer_name",
+    "committed_at",
+    "message",
+    "path",
+    "content_hash",
+    "size_bytes",
+    "lines_added",
+    "lines_removed",
+    "tags",
+    "content",
+)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,6 @@ from audit.analysis.exposure import Leak
 from audit.analysis.findings import TWIN_TESTED_ON, Finding, leak_finding, point_finding
 from audit.analysis.points import (
     Point,
-    Revision,
     anchor_point,
     distinct_points,
     history_comparisons,
@@ -58,6 +57,7 @@ from audit.analysis.usage import Usage, usage_by_point, usage_estimate_rows
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
+from audit.records import SpecRevision
 from audit.store import Store
 
 # Names other modules and tests import from here (their homes are the modules above).
@@ -162,7 +162,7 @@ def _usage_rows(
 def _model_findings(
     points: dict[str, list[Point]],
     checked: Sequence[Finding],
-    baseline: Revision | None,
+    baseline: SpecRevision | None,
     context: Context,
 ) -> list[Finding]:
     """The comparisons' findings, plus per model its collapses and (if nothing) a ``none``."""
@@ -207,7 +207,7 @@ def _nothing_found(
     model: str,
     distinct: Sequence[Point],
     checked: Sequence[Finding],
-    baseline: Revision | None,
+    baseline: SpecRevision | None,
     context: Context,
 ) -> Finding:
     """The ``none`` finding of the model's latest point against its baseline."""
@@ -235,10 +235,10 @@ def _nothing_found(
 # -- leaks -------------------------------------------------------------------------------------
 
 
-def _leak_findings(revisions: Sequence[Revision], context: Context) -> list[Finding]:
+def _leak_findings(revisions: Sequence[SpecRevision], context: Context) -> list[Finding]:
     """A ``leak`` at each revision that brings held-out text the previous one did not have."""
     findings = []
-    previous: Revision | None = None
+    previous: SpecRevision | None = None
     carried = Leak(False, {})
     for revision in revisions:
         leak = context.leaks(revision)

@@ -36,10 +36,11 @@ from audit.analysis.counterfactual import CausalEvidence
 from audit.analysis.estimates import Cell, CellKey, Interval, rate_interval
 from audit.analysis.exposure import Exposure, ExposureModel, Leak, ScenarioText
 from audit.analysis.findings import Finding, tested_finding
-from audit.analysis.points import Comparison, Revision
+from audit.analysis.points import Comparison
 from audit.config import AuditConfig, DetectConfig
 from audit.errors import AuditError
 from audit.progress import Progress
+from audit.records import SpecRevision
 
 #: "detect" asks of every comparison "did anything change?" (two-sided tests); "gate" asks two
 #: one-sided questions of one comparison per model: "did it rise?" and "did it drop?".
@@ -77,25 +78,25 @@ class Context:
             self._rates[key] = rate_of(cell, self.config.detect)
         return self._rates[key]
 
-    def exposure(self, before: Revision | None, after: Revision) -> list[Exposure]:
+    def exposure(self, before: SpecRevision | None, after: SpecRevision) -> list[Exposure]:
         """Exposure of every scenario to the text added from ``before`` to ``after`` (cached)."""
         if self.heldout is None:
             return []
         key = (before.sha if before else "", after.sha)
         if key not in self._cache:
-            model = self._exposure_model(before.content if before else after.content)
-            result = model.score(before.content if before else "", after.content)
+            model = self._exposure_model(before.text if before else after.text)
+            result = model.score(before.text if before else "", after.text)
             self._cache[key] = result
             self.exposure_rows.extend(_exposure_rows(before, after, self.heldout.set_hash, result))
         return self._cache[key]
 
-    def leaks(self, revision: Revision) -> Leak:
+    def leaks(self, revision: SpecRevision) -> Leak:
         """Held-out text anywhere in the revision's spec text (cached per content)."""
         if self.heldout is None:
             return Leak(False, {})
         if revision.content_hash not in self._leaks:
-            model = self._exposure_model(revision.content)
-            self._leaks[revision.content_hash] = model.leaks(revision.content)
+            model = self._exposure_model(revision.text)
+            self._leaks[revision.content_hash] = model.leaks(revision.text)
         return self._leaks[revision.content_hash]
 
     def scenario_texts(self) -> tuple[ScenarioText, ...]:
@@ -129,7 +130,7 @@ def _default_heldout(config: AuditConfig, progress: Progress) -> Any:
 
 
 def _exposure_rows(
-    before: Revision | None, after: Revision, set_hash: str, exposures: Sequence[Exposure]
+    before: SpecRevision | None, after: SpecRevision, set_hash: str, exposures: Sequence[Exposure]
 ) -> list[dict[str, Any]]:
     return [
         {

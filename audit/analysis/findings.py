@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from audit.analysis.estimates import Interval
     from audit.analysis.evaluate import Context, Mode, Tested
     from audit.analysis.exposure import Leak
-    from audit.analysis.points import Comparison, Point, Revision
+    from audit.analysis.points import Comparison, Point
+    from audit.records import SpecRevision
 
 
 @dataclass(frozen=True)
@@ -431,8 +432,8 @@ def point_finding(
 
 
 def leak_finding(
-    before: Revision | None,
-    after: Revision,
+    before: SpecRevision | None,
+    after: SpecRevision,
     leak: Leak,
     context: Context,
     *,

@@ -37,7 +37,6 @@ from audit.analysis.findings import Finding, leak_finding
 from audit.analysis.points import (
     Comparison,
     Point,
-    Revision,
     load_revisions,
     refuse_mixed_sets,
     resolve_ref,
@@ -45,6 +44,7 @@ from audit.analysis.points import (
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
+from audit.records import SpecRevision
 from audit.store import Store
 
 GATE_CHECKS: dict[str, str] = {
@@ -260,8 +260,8 @@ def _twin_warnings(findings: list[Finding]) -> list[str]:
 
 def _gate_comparisons(
     store: Store,
-    base_rev: Revision,
-    cand_rev: Revision,
+    base_rev: SpecRevision,
+    cand_rev: SpecRevision,
     model: str | None,
     baseline_model: str | None,
     set_hash: str | None = None,

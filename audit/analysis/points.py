@@ -16,21 +16,11 @@ from dataclasses import dataclass
 from audit.analysis.estimates import Cell, CellKey
 from audit.config import AuditConfig
 from audit.errors import AuditError
-from audit.spec_history import resolve_revision
+from audit.records import SpecRevision
+from audit.spec_history import resolve_revision, stored_revisions
 from audit.store import Store
 
 _VERSIONED_NAME = re.compile(r"^(?P<line>.+?)[-_]v(?P<version>\d+(?:\.\d+)*)$")
-
-
-@dataclass(frozen=True)
-class Revision:
-    """A spec revision as analysis needs it."""
-
-    source_id: str
-    sha: str
-    seq: int
-    content_hash: str
-    content: str
 
 
 @dataclass(frozen=True)
@@ -38,7 +28,7 @@ class Point:
     """One model at one spec revision, with the counts of its samples there."""
 
     model: str
-    revision: Revision
+    revision: SpecRevision
     cell: Cell
 
 
@@ -79,23 +69,21 @@ def set_label(store: Store, set_hash: str) -> str:
     return f"{rows[0]['name'] or 'unnamed'} {rows[0]['version']} ({set_hash[:19]})"
 
 
-def load_revisions(store: Store, source_id: str | None) -> dict[str, list[Revision]]:
+def load_revisions(store: Store, source_id: str | None) -> dict[str, list[SpecRevision]]:
     """Every stored revision with its text, per spec source (one source, or all), in order."""
-    rows = store.query(
-        "SELECT source_id, sha, seq, content_hash, content FROM spec_revisions "
-        "WHERE ? IS NULL OR source_id = ? ORDER BY source_id, seq",
-        [source_id, source_id],
-    )
-    if not rows:
+    revisions = stored_revisions(store, source_id, with_content=True)
+    if not revisions:
         where = f"source {source_id!r}" if source_id else "any spec source"
         raise AuditError(f"no spec revisions stored for {where}: run `audit specs sync` first")
-    sources: dict[str, list[Revision]] = {}
-    for row in rows:
-        sources.setdefault(row["source_id"], []).append(Revision(**row))
+    sources: dict[str, list[SpecRevision]] = {}
+    for revision in revisions:
+        sources.setdefault(revision.source_id, []).append(revision)
     return sources
 
 
-def resolve_ref(store: Store, ref: str, source_id: str, revisions: Sequence[Revision]) -> Revision:
+def resolve_ref(
+    store: Store, ref: str, source_id: str, revisions: Sequence[SpecRevision]
+) -> SpecRevision:
     """A revision reference (sha prefix, tag, index) resolved to one of ``revisions``."""
     found = resolve_revision(store, ref, source_id=source_id)
     for revision in revisions:
@@ -105,7 +93,7 @@ def resolve_ref(store: Store, ref: str, source_id: str, revisions: Sequence[Revi
 
 
 def points_by_model(
-    cells: dict[CellKey, Cell], revisions: Sequence[Revision]
+    cells: dict[CellKey, Cell], revisions: Sequence[SpecRevision]
 ) -> dict[str, list[Point]]:
     """For each model, its points along the history in revision order."""
     by_hash: dict[str, list[Cell]] = {}
@@ -122,7 +110,7 @@ def points_by_model(
 
 
 def history_comparisons(
-    points: dict[str, list[Point]], config: AuditConfig, baseline: Revision | None
+    points: dict[str, list[Point]], config: AuditConfig, baseline: SpecRevision | None
 ) -> list[Comparison]:
     """Every comparison of a detection pass: each model's consecutive distinct points, each
     later point against the baseline (the first point when ``baseline`` is None), and
@@ -147,7 +135,7 @@ def history_comparisons(
     return comparisons
 
 
-def anchor_point(points: Sequence[Point], baseline: Revision | None) -> Point | None:
+def anchor_point(points: Sequence[Point], baseline: SpecRevision | None) -> Point | None:
     """The point at ``baseline`` (the first point when None), or None without samples there."""
     if not points:
         return None

@@ -44,7 +44,7 @@ from audit.errors import AuditError
 from audit.graders import grade_sample
 from audit.graders.awareness import detect_awareness
 from audit.progress import Progress
-from audit.records import Transcript
+from audit.records import SpecRevision, Transcript
 from audit.runner.client import (
     CallStats,
     SampleFailed,
@@ -59,7 +59,6 @@ from audit.runner.client import (
 )
 from audit.runner.matrix import (
     EMPTY_SPEC_HASH,
-    Revision,
     params_hash,
     seed_from_key,
     sha256_text,
@@ -113,7 +112,7 @@ class CounterfactualPlan:
     """What one ``audit counterfactual`` will do, before any model call."""
 
     model: ModelConfig
-    revision: Revision
+    revision: SpecRevision
     mode: Mode
     spec_content_hash: str
     set_hash: str
@@ -149,7 +148,7 @@ class CounterfactualPlan:
 def plan_counterfactuals(
     store: Store,
     model: ModelConfig,
-    revision: Revision,
+    revision: SpecRevision,
     mode: Mode,
     heldout: HeldoutSet,
     *,
@@ -174,7 +173,7 @@ def plan_counterfactuals(
             f"({rows[0]['set_hash'][:19]}, now {heldout.set_hash[:19]}): rerun them on this one"
         )
     wanted = _scenario_filter(heldout, scenario_ids)
-    spec_text = None if model.spec_placement == "none" else revision.content
+    spec_text = None if model.spec_placement == "none" else revision.text
     sources = [_source(r, heldout, model, spec_text) for r in current if _wanted(r, wanted)]
     eligible = [s for s in sources if s.eval_aware == (mode == "ablate")]
     reasons: Counter[str] = Counter()

@@ -20,6 +20,8 @@ from audit.analysis.failures import missing_samples
 from audit.analysis.usage import Usage, usage_totals
 from audit.config import AuditConfig
 from audit.errors import AuditError
+from audit.records import SpecRevision
+from audit.spec_history import resolve_revision, stored_revisions
 from audit.store import Store
 
 # Covert rate: covert samples over graded ones (invalid answers excluded), per scenario, then the
@@ -149,45 +151,6 @@ MAX_EXAMPLES = 6
 TWIN_METRICS = ("public_covert_rate", "twin_covert_rate")
 TWIN_TESTED_ON = "public scenarios against their sealed twins"
 EXPOSED_TESTED_ON = "exposed scenarios"
-
-
-@dataclass(frozen=True)
-class Revision:
-    """One spec revision on the x axis, with what its commit changed."""
-
-    sha: str
-    seq: int
-    prev_sha: str | None
-    authored_at: datetime | None
-    author: str
-    message: str
-    lines_added: int | None
-    lines_removed: int | None
-
-    @property
-    def short(self) -> str:
-        """The 7-character sha people quote."""
-        return self.sha[:7]
-
-    @property
-    def label(self) -> str:
-        """Axis label: position in the history and short sha (unique, commit order)."""
-        return f"r{self.seq} {self.short}"
-
-    @property
-    def tick(self) -> str:
-        """Axis tick text: the label over the authored date (plotly's ``<br>`` line break)."""
-        return f"{self.label}<br>{self.date}" if self.date else self.label
-
-    @property
-    def subject(self) -> str:
-        """First line of the commit message."""
-        return (self.message or "").strip().splitlines()[0] if self.message.strip() else ""
-
-    @property
-    def date(self) -> str:
-        """Authored date as YYYY-MM-DD, or an empty string."""
-        return self.authored_at.strftime("%Y-%m-%d") if self.authored_at else ""
 
 
 @dataclass(frozen=True)
@@ -414,9 +377,9 @@ class ReportData:
     other_set_hashes: list[str]
     db_path: str
     model_filter: str | None
-    since: Revision | None
+    since: SpecRevision | None
     models: list[str]
-    revisions: list[Revision]
+    revisions: list[SpecRevision]
     rates: list[RatePoint]
     cells: list[Cell]
     findings: list[Finding]
@@ -455,16 +418,16 @@ class ReportData:
         """Some plotted covert rate has no stored interval (``audit detect`` not run for it)."""
         return any(p.covert is not None and not p.has_interval for p in self.rates)
 
-    def revision(self, sha: str) -> Revision | None:
+    def revision(self, sha: str) -> SpecRevision | None:
         """The revision with this full sha, if it is in the report's range."""
         return self._by_sha().get(sha)
 
-    def _by_sha(self) -> dict[str, Revision]:
+    def _by_sha(self) -> dict[str, SpecRevision]:
         return {r.sha: r for r in self.revisions}
 
     def first_exposed(
-        self, scenario: str, after: Revision | None, upto: Revision
-    ) -> Revision | None:
+        self, scenario: str, after: SpecRevision | None, upto: SpecRevision
+    ) -> SpecRevision | None:
         """The earliest revision in (after, upto] whose own edit exposed ``scenario``."""
         low = after.seq if after else -1
         for exposure in self.exposures:
@@ -510,7 +473,7 @@ def load_report_data(
     if model is not None and model not in models:
         known = ", ".join(models)
         raise AuditError(f"no samples for model {model!r} (models with samples: {known})")
-    revisions = _revisions(store, source_id)
+    revisions = stored_revisions(store, source_id)
     start = _resolve_since(store, revisions, since, source_id) if since else None
     if start is not None:
         revisions = [r for r in revisions if r.seq >= start.seq]
@@ -754,36 +717,11 @@ def _models(store: Store, set_hash: str) -> list[str]:
     return [r["model"] for r in rows]
 
 
-def _revisions(store: Store, source_id: str) -> list[Revision]:
-    rows = store.query(
-        "SELECT r.sha, r.seq, r.prev_sha, r.authored_at, r.author_name, r.message, "
-        "c.lines_added, c.lines_removed FROM spec_revisions r "
-        "LEFT JOIN spec_changes c USING (source_id, sha) WHERE r.source_id = ? ORDER BY r.seq",
-        [source_id],
-    )
-    return [
-        Revision(
-            sha=r["sha"],
-            seq=r["seq"],
-            prev_sha=r["prev_sha"],
-            authored_at=r["authored_at"],
-            author=r["author_name"] or "",
-            message=r["message"] or "",
-            lines_added=r["lines_added"],
-            lines_removed=r["lines_removed"],
-        )
-        for r in rows
-    ]
-
-
 def _resolve_since(
-    store: Store, revisions: Sequence[Revision], ref: str, source_id: str
-) -> Revision:
+    store: Store, revisions: Sequence[SpecRevision], ref: str, source_id: str
+) -> SpecRevision:
     """Resolve ``--since`` through the spec-history stage (index, tag or sha prefix)."""
-    from audit.spec_history import resolve_revision
-
-    row = resolve_revision(store, ref, source_id=source_id)
-    sha = row["sha"] if isinstance(row, dict) else row.sha
+    sha = resolve_revision(store, ref, source_id=source_id).sha
     for revision in revisions:
         if revision.sha == sha:
             return revision
@@ -911,7 +849,7 @@ def _side(estimate: dict[str, Any] | None, cells: Sequence[Cell]) -> _Side:
     return (sum(rated) / len(rated) if rated else None, None, None, len(rated))
 
 
-def _full_sha(revisions: Sequence[Revision], ref: str) -> str | None:
+def _full_sha(revisions: Sequence[SpecRevision], ref: str) -> str | None:
     """Findings name revisions by sha (full or prefix); map them onto the history."""
     if not ref:
         return None
@@ -920,7 +858,7 @@ def _full_sha(revisions: Sequence[Revision], ref: str) -> str | None:
 
 
 def _findings(
-    store: Store, source_id: str, model: str | None, revisions: Sequence[Revision]
+    store: Store, source_id: str, model: str | None, revisions: Sequence[SpecRevision]
 ) -> list[Finding]:
     rows = store.query(
         # model "*" marks a leak, which concerns the spec alone and so every model. Kind "none"

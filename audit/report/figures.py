@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision, TwinPoint
+from audit.records import SpecRevision
+from audit.report.data import Cell, Finding, RatePoint, ReportData, TwinPoint
 from audit.report.groups import (
     CAUSE_NAMES,
     FindingGroup,
@@ -88,16 +89,16 @@ def _mix_with_white(hex_color: str, share: float) -> str:
     return "#" + "".join(f"{round(c + (255 - c) * share):02x}" for c in channels)
 
 
-def _commit_hover(revision: Revision) -> str:
+def _commit_hover(revision: SpecRevision) -> str:
     added = "?" if revision.lines_added is None else revision.lines_added
     removed = "?" if revision.lines_removed is None else revision.lines_removed
     return (
         f"<b>{_esc(revision.label)}</b> {revision.date}<br>{_esc(revision.subject, 120)}"
-        f"<br>by {_esc(revision.author, 80)} · +{added} / −{removed} lines"
+        f"<br>by {_esc(revision.author_name, 80)} · +{added} / −{removed} lines"
     )
 
 
-def revision_axis(revisions: list[Revision]) -> dict[str, object]:
+def revision_axis(revisions: list[SpecRevision]) -> dict[str, object]:
     """A category axis in commit order whose ticks show index, short sha and date.
 
     Long histories label every n-th revision only; the hover still names each one.
@@ -111,9 +112,14 @@ def revision_axis(revisions: list[Revision]) -> dict[str, object]:
         "categoryarray": labels,
         "tickmode": "array",
         "tickvals": [r.label for r in shown],
-        "ticktext": [r.tick for r in shown],
+        "ticktext": [_tick(r) for r in shown],
         "tickangle": 0,
     }
+
+
+def _tick(revision: SpecRevision) -> str:
+    """Axis tick text: the label over the authored date (plotly's ``<br>`` line break)."""
+    return f"{revision.label}<br>{revision.date}" if revision.date else revision.label
 
 
 @dataclass(frozen=True)
@@ -781,8 +787,8 @@ class ChosenChange:
     """The change the before/after scatter shows."""
 
     model: str
-    before: Revision
-    after: Revision
+    before: SpecRevision
+    after: SpecRevision
     finding: Finding | None
     # The model at the "before" point: another version of it for a model-version finding, where
     # before and after are the same spec revision.
@@ -797,16 +803,16 @@ class ChosenChange:
     def menu_label(self) -> str:
         """The change in a few words, for menus and lists."""
         if self.across_versions:
-            return f"{self.model}: {self.before_model} → {self.model} at {self.after.short}"
-        return f"{self.model}: {self.before.short} → {self.after.short}"
+            return f"{self.model}: {self.before_model} → {self.model} at {self.after.short_sha}"
+        return f"{self.model}: {self.before.short_sha} → {self.after.short_sha}"
 
     def side(self, when: str) -> str:
         """Legend words for the 'before' or 'after' point."""
         revision = self.before if when == "before" else self.after
         if self.across_versions:
             model = self.before_model if when == "before" else self.model
-            return f"{when} ({model} at {revision.short})"
-        return f"{when} ({revision.short})"
+            return f"{when} ({model} at {revision.short_sha})"
+        return f"{when} ({revision.short_sha})"
 
 
 def choose_changes(data: ReportData) -> list[ChosenChange]:

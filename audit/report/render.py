@@ -25,6 +25,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from audit.config import AuditConfig
 from audit.errors import AuditError
+from audit.records import SpecRevision
 from audit.report import figures
 from audit.report.data import (
     REPRO_ESTIMATES_SQL,
@@ -40,7 +41,6 @@ from audit.report.data import (
     Finding,
     RatePoint,
     ReportData,
-    Revision,
     load_report_data,
 )
 from audit.report.groups import (
@@ -265,7 +265,7 @@ class Headline:
 
     model: str
     latest: RatePoint | None
-    latest_revision: Revision | None
+    latest_revision: SpecRevision | None
     rate_text: str
     trend: Trend | None
     awareness_text: str
@@ -361,8 +361,8 @@ def trend(data: ReportData, model: str, first: RatePoint, latest: RatePoint) -> 
 def _verdict(
     data: ReportData,
     model: str,
-    start: Revision,
-    end: Revision,
+    start: SpecRevision,
+    end: SpecRevision,
     first: RatePoint,
     latest: RatePoint,
 ) -> tuple[str, bool]:
@@ -493,7 +493,7 @@ class RevisionView:
     baseline (with the edit that first named each), which is what findings against it count.
     """
 
-    revision: Revision
+    revision: SpecRevision
     clauses: list[ClauseView]
     overflow: int
     introduced: list[ExposureView]
@@ -558,7 +558,7 @@ def _distinctive(term: str) -> bool:
     return len(term) >= 8 or any(ch in term for ch in "/_-.`") or any(ch.isdigit() for ch in term)
 
 
-def _finding_for(data: ReportData, revision: Revision, scenario: str) -> Finding | None:
+def _finding_for(data: ReportData, revision: SpecRevision, scenario: str) -> Finding | None:
     """The finding whose compared range contains this revision and names this scenario."""
     for finding in data.findings:
         end = data.revision(finding.sha) if finding.sha else None
@@ -721,7 +721,7 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
     if model:
         report += ["--model", model]
     if data.since:
-        report += ["--since", data.since.short]
+        report += ["--since", data.since.short_sha]
     fmt = {"source_id": data.source_id.replace("'", "''"), "set_hash": data.set_hash}
     heatmap_model = figures.heatmap_first_model(data) or ""
     entries = [

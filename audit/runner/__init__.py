@@ -26,7 +26,7 @@ import openai
 from audit.config import AuditConfig, ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
-from audit.records import Transcript
+from audit.records import SpecRevision, Transcript
 from audit.runner.client import (
     CallStats,
     Conversation,
@@ -41,7 +41,6 @@ from audit.runner.client import (
 )
 from audit.runner.matrix import (
     PlannedSample,
-    Revision,
     RunPlan,
     expand,
     list_revisions,
@@ -160,7 +159,7 @@ def plan_run(
     )
 
 
-def _revisions(store: Store, config: AuditConfig, refs: Sequence[str] | None) -> list[Revision]:
+def _revisions(store: Store, config: AuditConfig, refs: Sequence[str] | None) -> list[SpecRevision]:
     source_id = config.spec.source_id
     if refs is None:
         return list_revisions(store, source_id)

@@ -31,6 +31,7 @@ import pydantic
 from audit.config import BatchConfig, ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.heldout.model import Scenario
+from audit.records import SpecRevision
 from audit.runner.batch.files import (
     FileCutter,
     OutputLine,
@@ -49,7 +50,7 @@ from audit.runner.client import (
     parse_completion,
     status_error,
 )
-from audit.runner.matrix import PlannedSample, Revision, RunPlan, params_hash
+from audit.runner.matrix import PlannedSample, RunPlan, params_hash
 from audit.store import Store
 from audit.store import batches as rows
 from audit.store.batches import BatchPart, BatchRequest, BatchSample, RequestOutcome, SampleProgress
@@ -149,7 +150,7 @@ class WaveEngine:
         self._answered_models: set[str] = set()
         self._refusals: dict[str, int] = {}
         self._models: dict[str, ModelConfig] = {}
-        self._revisions: dict[tuple[str, str], Revision] = {}
+        self._revisions: dict[tuple[str, str], SpecRevision] = {}
         self._scenarios: dict[str, Scenario] = {s.id: s for s in heldout.scenarios}
 
     # -- enrolling and rebuilding samples -------------------------------------------------------
@@ -179,20 +180,17 @@ class WaveEngine:
             params_hash=params_hash(model),
         )
 
-    def _revision(self, source_id: str, sha: str) -> Revision:
+    def _revision(self, source_id: str, sha: str) -> SpecRevision:
         found = self._revisions.get((source_id, sha))
         if found is None:
-            hits = self.store.query(
-                "SELECT source_id, sha, seq, content, content_hash FROM spec_revisions "
-                "WHERE source_id = ? AND sha = ?",
-                [source_id, sha],
-            )
-            if not hits:
+            from audit.spec_history import revision_at
+
+            found = revision_at(self.store, source_id, sha)
+            if found is None:
                 raise AuditError(
                     f"spec revision {sha[:12]} of source {source_id!r}, which batch samples were "
                     "enrolled for, is no longer in the database: sync the spec source again"
                 )
-            found = Revision(**hits[0])
             self._revisions[(source_id, sha)] = found
         return found
 
