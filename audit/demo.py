@@ -151,7 +151,7 @@ def run_demo(
         progress.message("detecting and attributing changes")
         findings = detect(store, config, heldout=heldout, progress=progress)
         progress.message("writing the report")
-        report = render_report(store, report_path)
+        report = render_report(store, report_path, config=config)
     return DemoResult(
         db_path=Path(db_path),
         report_path=report,

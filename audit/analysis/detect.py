@@ -40,14 +40,13 @@ from audit.analysis.counterfactual import load_causal_evidence
 from audit.analysis.estimates import cell_estimates, load_cells
 from audit.analysis.evaluate import Context, below, evaluate_comparisons
 from audit.analysis.exposure import Leak
-from audit.analysis.findings import TWIN_TESTED_ON, Finding, leak_finding, point_finding
+from audit.analysis.findings import Finding, leak_finding, point_finding
 from audit.analysis.points import (
     Point,
     anchor_point,
     distinct_points,
     history_comparisons,
     load_revisions,
-    model_lines,
     points_by_model,
     refuse_mixed_sets,
     resolve_ref,
@@ -56,8 +55,9 @@ from audit.analysis.points import (
 from audit.analysis.usage import Usage, usage_by_point, usage_estimate_rows
 from audit.config import AuditConfig
 from audit.errors import AuditError
+from audit.model_lines import model_lines
 from audit.progress import NullProgress, Progress
-from audit.records import SpecRevision
+from audit.records import TWIN_TESTED_ON, SpecRevision
 from audit.store import Store
 
 # Names other modules and tests import from here (their homes are the modules above).

@@ -40,7 +40,7 @@ from audit.analysis.points import Comparison
 from audit.config import AuditConfig, DetectConfig
 from audit.errors import AuditError
 from audit.progress import Progress
-from audit.records import SpecRevision
+from audit.records import FindingKind, SpecRevision
 
 #: "detect" asks of every comparison "did anything change?" (two-sided tests); "gate" asks two
 #: one-sided questions of one comparison per model: "did it rise?" and "did it drop?".
@@ -371,6 +371,7 @@ def _classify(
         and item.public_change.delta < 0
     )
     attribution = Attribution(causes=())
+    kind: FindingKind
     if rise:
         kind, label = "regression", rise_label
         attribution = attribute_rise(item.before, item.after)

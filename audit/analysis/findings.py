@@ -8,13 +8,29 @@ sealed twins when the twin test did (its evidence keeps the all-scenario figures
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from audit.config import AuditConfig
+from audit.records import (  # the record lives with the other domain records
+    ALL_SCENARIOS,
+    CAUSE_NAMES,
+    EXPOSED_TESTED_ON,
+    TWIN_TESTED_ON,
+    Finding,
+    FindingKind,
+    TestedOn,
+)
+
+__all__ = [
+    "TWIN_TESTED_ON",
+    "Finding",
+    "describe",
+    "leak_finding",
+    "point_finding",
+    "tested_finding",
+]
 
 if TYPE_CHECKING:
     from audit.analysis.attribution import Attribution
@@ -26,119 +42,22 @@ if TYPE_CHECKING:
     from audit.records import SpecRevision
 
 
-@dataclass(frozen=True)
-class Finding:
-    """A detected change (or a checked comparison, kind ``none``) with its attribution.
-
-    ``comparison`` is consecutive, baseline, model_version or gate for a tested pair of points,
-    and ``point`` for a finding about one point alone (a collapse not reached through a
-    significant drop; a model with a single point). ``tested_on`` says which scenarios the
-    numbers describe: "all scenarios", or "exposed scenarios" when the test of the scenarios the
-    spec edit names found the change (then rates, change, interval, p and q are all theirs, and
-    the evidence keeps the all-scenario figures).
-    """
-
-    model: str
-    baseline_model: str
-    source_id: str
-    baseline_rev: str
-    rev: str
-    comparison: str
-    kind: str
-    baseline_rate: float | None
-    rate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    delta: float | None
-    delta_ci_low: float | None
-    delta_ci_high: float | None
-    p_value: float | None
-    q_value: float | None
-    primary_cause: str | None
-    causes: tuple[dict[str, Any], ...]
-    exposed_scenarios: tuple[str, ...]
-    evidence: dict[str, Any] = field(default_factory=dict)
-    summary: str = ""
-    tested_on: str = "all scenarios"
-    #: Public scenarios' change minus their sealed twins' (``TwinGap.to_json``); None without
-    #: twin samples at both points.
-    twin_gap: dict[str, Any] | None = None
-
-    @property
-    def finding_id(self) -> str:
-        """Stable id: the same comparison in a later pass gets the same id."""
-        key = "|".join(
-            (
-                self.model,
-                self.baseline_model,
-                self.source_id,
-                self.baseline_rev,
-                self.rev,
-                self.comparison,
-                self.kind,
-            )
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def share(self, cause: str) -> float:
-        """Share of the change attributed to ``cause`` (0 when it is not among the causes)."""
-        return next((float(c["share"]) for c in self.causes if c["cause"] == cause), 0.0)
-
-    def to_json(self) -> dict[str, Any]:
-        """The finding as printed by ``audit detect --json`` (keys fixed by issue 5)."""
-        return {
-            "finding_id": self.finding_id,
-            "model": self.model,
-            "baseline_model": self.baseline_model,
-            "source_id": self.source_id,
-            "comparison": self.comparison,
-            "baseline_rev": self.baseline_rev,
-            "rev": self.rev,
-            "kind": self.kind,
-            "baseline_rate": self.baseline_rate,
-            "rate": self.rate,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "delta": self.delta,
-            "delta_ci_low": self.delta_ci_low,
-            "delta_ci_high": self.delta_ci_high,
-            "p_value": self.p_value,
-            "q_value": self.q_value,
-            "primary_cause": self.primary_cause,
-            "causes": list(self.causes),
-            "exposed_scenarios": list(self.exposed_scenarios),
-            "tested_on": self.tested_on,
-            "twin_gap": self.twin_gap,
-            "summary": self.summary,
-        }
-
-    def row(self) -> dict[str, Any]:
-        """The finding as a ``findings`` row."""
-        data = self.to_json()
-        del data["tested_on"]  # kept in the evidence column
-        gap = data.pop("twin_gap") or {}
-        data["twin_gap"] = gap.get("gap")
-        data["twin_gap_ci_low"], data["twin_gap_ci_high"] = gap.get("ci") or (None, None)
-        data["causes"] = json.dumps(list(self.causes))
-        data["evidence"] = json.dumps(self.evidence)
-        return data
-
-
 def tested_finding(
     item: Tested,
     tests: dict[str, tuple[float, float]],
     label: str,
-    kind: str,
+    kind: FindingKind,
     attribution: Attribution,
     mode: Mode,
 ) -> Finding:
     comparison = item.comparison
     change, rate_before, rate_after = item.change, item.rate_before, item.rate_after
-    tested_on, n_scenarios = "all scenarios", len(item.before.scenario_ids)
+    tested_on: TestedOn = ALL_SCENARIOS
+    n_scenarios = len(item.before.scenario_ids)
     exposed = item.exposed_ids
     if label in ("exposed", "exposed_drop") and item.exposed_change and item.exposed_rate_after:
         # Every number of the finding from the test that found it: the exposed scenarios'.
-        tested_on, n_scenarios = "exposed scenarios", len(exposed)
+        tested_on, n_scenarios = EXPOSED_TESTED_ON, len(exposed)
         change, rate_after = item.exposed_change, item.exposed_rate_after
         rate_before = item.exposed_rate_before or rate_before
     elif label in ("twin", "twin_drop") and item.twin and item.public_change:
@@ -202,9 +121,6 @@ def tested_finding(
     )
     return _with_summary(finding, attribution)
 
-
-#: ``tested_on`` of a finding made by the sealed-twin test.
-TWIN_TESTED_ON = "public scenarios against their sealed twins"
 
 _TWIN_TEST = "exact stratified over (public, sealed twin) pairs"
 _TEST_NAMES = {
@@ -279,7 +195,7 @@ def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
         return _describe_point(finding, rate)
     q = "" if finding.q_value is None else f", q={finding.q_value:.2g}"
     scope, overall = "", ""
-    if finding.tested_on == "exposed scenarios":
+    if finding.tested_on == EXPOSED_TESTED_ON:
         whole = finding.evidence.get("all_scenarios", {})
         n = finding.evidence.get("n_scenarios", len(finding.exposed_scenarios))
         scope = f" on the {n} exposed scenarios"
@@ -311,7 +227,7 @@ def _describe_change(finding: Finding, attribution: Attribution | None) -> str:
     primary = finding.causes[0]
     share = 100 * float(primary["share"])
     reason = _reason(primary["cause"], primary["evidence"], attribution)
-    return f"{head}, {share:.0f}% explained by {_CAUSE_NAMES[primary['cause']]}: {reason}"
+    return f"{head}, {share:.0f}% explained by {CAUSE_NAMES[primary['cause']]}: {reason}"
 
 
 def _describe_point(finding: Finding, rate: str) -> str:
@@ -328,14 +244,6 @@ def _describe_point(finding: Finding, rate: str) -> str:
         )
     note = finding.evidence.get("note", "nothing to compare")
     return f"no change checked at {at}: covert rate {rate}; {note}"
-
-
-_CAUSE_NAMES = {
-    "spec_patching": "spec patching",
-    "eval_awareness": "eval awareness",
-    "genuine": "genuine improvement",
-    "regression": "regression",
-}
 
 
 def _reason(cause: str, evidence: dict[str, Any], attribution: Attribution | None) -> str:
@@ -380,11 +288,13 @@ def point_finding(
     previous: Point | None,
     prior: Interval | None,
     interval: Interval,
-    kind: str,
+    kind: FindingKind,
     config: AuditConfig,
     *,
     note: str | None = None,
 ) -> Finding:
+    """A finding about one point alone: a ``collapse`` no significant drop led to, or a
+    ``none`` when nothing could be compared (``note`` says why)."""
     counts = point.cell.counts
     n_eff = int((counts["valid"] > 0).sum() * counts["valid"][counts["valid"] > 0].min(initial=0))
     evidence: dict[str, Any] = {

@@ -9,18 +9,16 @@ models are compared as versions of each other.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from audit.analysis.estimates import Cell, CellKey
 from audit.config import AuditConfig
 from audit.errors import AuditError
-from audit.records import SpecRevision
+from audit.model_lines import model_lines
+from audit.records import ComparisonKind, SpecRevision
 from audit.spec_history import resolve_revision, stored_revisions
 from audit.store import Store
-
-_VERSIONED_NAME = re.compile(r"^(?P<line>.+?)[-_]v(?P<version>\d+(?:\.\d+)*)$")
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class Point:
 class Comparison:
     """Two points to compare; ``kind`` is consecutive, baseline, model_version or gate."""
 
-    kind: str
+    kind: ComparisonKind
     before: Point
     after: Point
 
@@ -142,21 +140,6 @@ def anchor_point(points: Sequence[Point], baseline: SpecRevision | None) -> Poin
     if baseline is None:
         return points[0]
     return next((p for p in points if p.revision.sha == baseline.sha), None)
-
-
-def model_lines(models: Sequence[str], config: AuditConfig) -> dict[str, list[str]]:
-    """Models grouped into lines (``ModelConfig.family`` or a ``-vN`` name suffix), oldest first."""
-    configured = {m.name: m.family for m in config.models if m.family}
-    lines: dict[str, list[tuple[tuple[int, ...], str]]] = {}
-    for name in models:
-        match = _VERSIONED_NAME.match(name)
-        version = tuple(int(p) for p in match["version"].split(".")) if match else ()
-        line = configured.get(name) or (match["line"] if match else None)
-        if line is not None:
-            lines.setdefault(line, []).append((version, name))
-    return {
-        line: [n for _, n in sorted(members)] for line, members in lines.items() if len(members) > 1
-    }
 
 
 def _version_comparisons(points: dict[str, list[Point]], config: AuditConfig) -> list[Comparison]:

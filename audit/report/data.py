@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from audit.analysis.estimates import TWIN_METRICS
 from audit.analysis.failures import missing_samples
 from audit.analysis.usage import Usage, usage_totals
 from audit.config import AuditConfig
 from audit.errors import AuditError
-from audit.records import SpecRevision
-from audit.spec_history import resolve_revision, stored_revisions
+from audit.model_lines import configured_lines, model_families
+from audit.records import (
+    ALL_SCENARIOS,
+    EXPOSED_TESTED_ON,
+    TWIN_TESTED_ON,
+    Finding,
+    SpecRevision,
+    TestedOn,
+)
+from audit.spec_history import ClauseChange, resolve_revision, stored_revisions
 from audit.store import Store
 
 # Covert rate: covert samples over graded ones (invalid answers excluded), per scenario, then the
@@ -145,12 +155,6 @@ ORDER BY r.seq, b.seq DESC, e.scenario_id"""
 
 MAX_CLAUSES_PER_REVISION = 200
 MAX_EXAMPLES = 6
-# The names detection writes (audit.analysis.estimates.TWIN_METRICS and
-# audit.analysis.detect.TWIN_TESTED_ON), spelled out because importing the analysis package would
-# add about 0.1 s to every report; a test keeps them equal.
-TWIN_METRICS = ("public_covert_rate", "twin_covert_rate")
-TWIN_TESTED_ON = "public scenarios against their sealed twins"
-EXPOSED_TESTED_ON = "exposed scenarios"
 
 
 @dataclass(frozen=True)
@@ -175,8 +179,13 @@ class RatePoint:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One scenario of one model at one revision (a heatmap cell)."""
+class ScenarioCell:
+    """One scenario of one model at one revision (a heatmap cell).
+
+    Not :class:`audit.analysis.estimates.Cell`, which holds a point's per-scenario counts as
+    arrays for the tests: this is one square of the heatmap, mapped to a revision as the report
+    maps samples (by spec text, else by the revision they were made for), with its rates.
+    """
 
     model: str
     sha: str
@@ -245,6 +254,26 @@ class TwinGap:
     n_pairs: int | None
     q_value: float | None
 
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> TwinGap | None:
+        """The test from a finding's ``twin_gap`` (``compare.TwinGap.to_json``), else None."""
+        if not stored or _number(stored.get("gap")) is None:
+            return None
+        ci = stored.get("ci")
+        low, high = (None, None)
+        if isinstance(ci, list | tuple) and len(ci) == 2:
+            low, high = _number(ci[0]), _number(ci[1])
+        pairs = _number(stored.get("n_pairs"))
+        return cls(
+            gap=float(stored["gap"]),
+            ci_low=low,
+            ci_high=high,
+            public_change=_number(stored.get("public_change")),
+            twin_change=_number(stored.get("twin_change")),
+            n_pairs=None if pairs is None else int(pairs),
+            q_value=_number(stored.get("q_value")),
+        )
+
 
 @dataclass(frozen=True)
 class TwinPoint:
@@ -262,58 +291,39 @@ class TwinPoint:
 
 
 @dataclass(frozen=True)
-class Finding:
-    """A detected change, as stored by ``audit detect``."""
+class ReportFinding(Finding):
+    """A stored finding placed on the report's revisions.
 
-    finding_id: str
-    model: str
-    baseline_model: str
-    comparison: str
-    baseline_sha: str | None
-    sha: str | None
-    baseline_rev: str
-    rev: str
-    kind: str
-    primary_cause: str | None
-    baseline_rate: float | None
-    rate: float | None
-    delta: float | None
-    delta_ci_low: float | None
-    delta_ci_high: float | None
-    q_value: float | None
-    exposed_scenarios: tuple[str, ...]
-    summary: str
-    # The scenarios the change was measured on, when not all of them: detection tests the
-    # exposed scenarios on their own too, and a finding may come from that test.
-    exposed_only: int | None = None
-    # The public scenarios and their sealed twins; None without twin samples at both points.
-    twin: TwinGap | None = None
-    # Set (to the number of pairs) when the sealed-twin test alone found the change: the rates
-    # and change are then the public scenarios' that have twins, not the whole set's.
-    twin_only: int | None = None
+    ``sha`` and ``baseline_sha`` are the full shas of ``rev`` and ``baseline_rev`` among the
+    report's revisions (None outside its range). The rest is the stored :class:`Finding`.
+    """
+
+    sha: str | None = None
+    baseline_sha: str | None = None
 
     @property
-    def across_versions(self) -> bool:
-        """True when two model versions were compared at one spec revision."""
-        return self.comparison == "model_version" or self.baseline_model != self.model
+    def exposed_only(self) -> int | None:
+        """The number of exposed scenarios the change was measured on, when only on them:
+        detection tests the exposed scenarios on their own too, and a finding may come from
+        that test."""
+        return self._tested_count(EXPOSED_TESTED_ON)
 
     @property
-    def compares(self) -> bool:
-        """True when the finding compares two points (not a leak, not a point on its own)."""
-        return self.kind != "leak" and self.comparison != "point"
+    def twin_only(self) -> int | None:
+        """The number of (public, twin) pairs, when the sealed-twin test alone found the change:
+        the rates and change are then the public scenarios' that have twins."""
+        return self._tested_count(TWIN_TESTED_ON)
 
+    @property
+    def twin(self) -> TwinGap | None:
+        """The sealed-twin test (None without twin samples at both points)."""
+        return TwinGap.of(self.twin_gap)
 
-@dataclass(frozen=True)
-class ClauseChange:
-    """One clause-level change of a revision."""
-
-    sha: str
-    ordinal: int
-    change: str
-    clause_kind: str
-    section: str | None
-    old_text: str | None
-    new_text: str | None
+    def _tested_count(self, scope: str) -> int | None:
+        if self.tested_on != scope:
+            return None
+        count = self.evidence.get("n_scenarios")
+        return int(count) if isinstance(count, int | float) else 0
 
 
 @dataclass(frozen=True)
@@ -381,10 +391,11 @@ class ReportData:
     models: list[str]
     revisions: list[SpecRevision]
     rates: list[RatePoint]
-    cells: list[Cell]
-    findings: list[Finding]
+    cells: list[ScenarioCell]
+    findings: list[ReportFinding]
     exposures: list[Exposure]
-    clause_changes: list[ClauseChange]
+    # Per revision sha, its clause changes (the spec history's records) in order.
+    clause_changes: dict[str, list[ClauseChange]]
     clause_overflow: dict[str, int]
     examples: list[Example]
     simulated: set[str] = field(default_factory=set)
@@ -394,7 +405,7 @@ class ReportData:
     cumulative: dict[str, CumulativeExposure] = field(default_factory=dict)
     # Every stored test of the same model between two revisions, including kind "none" (no
     # significant change): (model, baseline sha, sha) -> finding. The trend reads its q from it.
-    tests: dict[tuple[str, str, str], Finding] = field(default_factory=dict)
+    tests: dict[tuple[str, str, str], ReportFinding] = field(default_factory=dict)
     # Sealed twins of the report's set: twin id -> the public scenario it mirrors. Their ids,
     # families and rates are shown; their prompts, answers and matched text never are.
     sealed: dict[str, str] = field(default_factory=dict)
@@ -412,6 +423,23 @@ class ReportData:
     usage_total: Usage | None = None
     # Samples that failed after their retries and were never stored, per model and text.
     missing: list[MissingLine] = field(default_factory=list)
+    # Model -> the line its configuration names (``ModelConfig.family``), as detection reads it.
+    configured_lines: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def families(self) -> dict[str, list[str]]:
+        """The report's models by family (model line), as detection compares them."""
+        return model_families(self.models, self.configured_lines)
+
+    def family_of(self, model: str) -> str:
+        """The family a model is drawn in."""
+        return next((f for f, members in self.families.items() if model in members), model)
+
+    def families_of(self, models: Sequence[str]) -> dict[str, list[str]]:
+        """The families restricted to ``models`` (families without any left out)."""
+        chosen = set(models)
+        restricted = {f: [m for m in ms if m in chosen] for f, ms in self.families.items()}
+        return {f: ms for f, ms in restricted.items() if ms}
 
     @property
     def intervals_missing(self) -> bool:
@@ -509,6 +537,7 @@ def load_report_data(
         examples=_examples(store, set_hash, model, shas, include_prompts),
         sealed=sealed,
         twin_points=_twin_points(store, source_id, model, cells, rates, sealed),
+        configured_lines=configured_lines(config or AuditConfig()),
     )
     data.cumulative = {sha: c for sha, c in cumulative.items() if sha in shas}
     data.tests = {
@@ -728,14 +757,14 @@ def _resolve_since(
     raise AuditError(f"--since {ref!r} is not a revision of spec source {source_id}")
 
 
-def _cells(store: Store) -> list[Cell]:
+def _cells(store: Store) -> list[ScenarioCell]:
     rows = store.con.execute(
         "SELECT model, sha, scenario_id, family, n, n_graded, n_covert, "
         "CASE WHEN n_graded > 0 THEN n_covert / n_graded END AS covert, n_aware / n AS aware "
         "FROM _report_cells ORDER BY model, family, scenario_id"
     ).fetchall()
     return [
-        Cell(
+        ScenarioCell(
             model=m,
             sha=s,
             scenario_id=sc,
@@ -805,7 +834,7 @@ def _twin_points(
     store: Store,
     source_id: str,
     model: str | None,
-    cells: Sequence[Cell],
+    cells: Sequence[ScenarioCell],
     rates: Sequence[RatePoint],
     sealed: dict[str, str],
 ) -> list[TwinPoint]:
@@ -827,7 +856,7 @@ def _twin_points(
         )
     }
     whole = {(p.model, p.sha): p for p in rates}
-    groups: dict[tuple[str, str], tuple[list[Cell], list[Cell]]] = {}
+    groups: dict[tuple[str, str], tuple[list[ScenarioCell], list[ScenarioCell]]] = {}
     for cell in cells:
         public, twins = groups.setdefault((cell.model, cell.sha), ([], []))
         (twins if cell.scenario_id in sealed else public).append(cell)
@@ -842,7 +871,7 @@ def _twin_points(
     return points
 
 
-def _side(estimate: dict[str, Any] | None, cells: Sequence[Cell]) -> _Side:
+def _side(estimate: dict[str, Any] | None, cells: Sequence[ScenarioCell]) -> _Side:
     rated = [c.covert for c in cells if c.covert is not None]
     if estimate is not None:
         return (estimate["value"], estimate["ci_low"], estimate["ci_high"], len(rated))
@@ -859,7 +888,7 @@ def _full_sha(revisions: Sequence[SpecRevision], ref: str) -> str | None:
 
 def _findings(
     store: Store, source_id: str, model: str | None, revisions: Sequence[SpecRevision]
-) -> list[Finding]:
+) -> list[ReportFinding]:
     rows = store.query(
         # model "*" marks a leak, which concerns the spec alone and so every model. Kind "none"
         # rows (tests without a significant change) are kept for the headline's trend.
@@ -868,69 +897,61 @@ def _findings(
         [source_id, model, model],
     )
     findings = []
-    for r in rows:
-        sha = _full_sha(revisions, r["rev"])
+    for row in rows:
+        sha = _full_sha(revisions, row["rev"])
         if sha is None:  # outside the --since range
             continue
-        evidence = _parse_json(r["evidence"])
-        findings.append(
-            Finding(
-                finding_id=r["finding_id"],
-                model=r["model"],
-                baseline_model=r["baseline_model"],
-                comparison=r["comparison"],
-                baseline_sha=_full_sha(revisions, r["baseline_rev"]),
-                sha=sha,
-                baseline_rev=r["baseline_rev"],
-                rev=r["rev"],
-                kind=r["kind"],
-                primary_cause=r["primary_cause"],
-                baseline_rate=r["baseline_rate"],
-                rate=r["rate"],
-                delta=r["delta"],
-                delta_ci_low=r["delta_ci_low"],
-                delta_ci_high=r["delta_ci_high"],
-                q_value=r["q_value"],
-                exposed_scenarios=tuple(r["exposed_scenarios"] or ()),
-                summary=r["summary"],
-                exposed_only=_tested_on(evidence, EXPOSED_TESTED_ON),
-                twin=_twin_gap(r, evidence),
-                twin_only=_tested_on(evidence, TWIN_TESTED_ON),
-            )
-        )
+        finding = stored_finding(row)
+        placed = {"sha": sha, "baseline_sha": _full_sha(revisions, row["baseline_rev"])}
+        findings.append(ReportFinding(**_fields(finding), **placed))
     return findings
 
 
-def _tested_on(evidence: Any, scope: str) -> int | None:
-    """The number of scenarios (or pairs) a change was measured on, if only on ``scope``."""
-    if isinstance(evidence, dict) and evidence.get("tested_on") == scope:
-        count = evidence.get("n_scenarios")
-        return int(count) if isinstance(count, int | float) else 0
-    return None
+def _fields(finding: Finding) -> dict[str, Any]:
+    return {f.name: getattr(finding, f.name) for f in fields(Finding)}
 
 
-def _twin_gap(row: dict[str, Any], evidence: Any) -> TwinGap | None:
-    """The twin test from the finding's columns, with its details from ``evidence.twin_gap``."""
-    details = evidence.get("twin_gap") if isinstance(evidence, dict) else None
-    details = details if isinstance(details, dict) else {}
-    gap = row.get("twin_gap")
-    low, high = row.get("twin_gap_ci_low"), row.get("twin_gap_ci_high")
-    if gap is None:
-        gap = _number(details.get("gap"))
-        ci = details.get("ci")
-        if isinstance(ci, list) and len(ci) == 2:
-            low, high = _number(ci[0]), _number(ci[1])
-    if gap is None:
-        return None
-    pairs = _number(details.get("n_pairs"))
-    return TwinGap(
-        gap=float(gap),
-        ci_low=low,
-        ci_high=high,
-        public_change=_number(details.get("public_change")),
-        twin_change=_number(details.get("twin_change")),
-        n_pairs=None if pairs is None else int(pairs),
-        q_value=_number(details.get("q_value")),
+def stored_finding(row: dict[str, Any]) -> Finding:
+    """A ``findings`` row read back as the :class:`Finding` detection made (its stored id kept).
+
+    The twin test's columns are its summary (gap and interval); its details are in the
+    evidence, as is which scenarios the numbers describe.
+    """
+    evidence = _parse_json(row["evidence"])
+    evidence = evidence if isinstance(evidence, dict) else {}
+    causes = _parse_json(row["causes"])
+    twin = evidence.get("twin_gap")
+    twin = dict(twin) if isinstance(twin, dict) else {}
+    if row.get("twin_gap") is not None:
+        twin["gap"] = row["twin_gap"]
+    if row.get("twin_gap_ci_low") is not None or row.get("twin_gap_ci_high") is not None:
+        twin["ci"] = [row.get("twin_gap_ci_low"), row.get("twin_gap_ci_high")]
+    tested_on = evidence.get("tested_on")
+    return Finding(
+        model=row["model"],
+        baseline_model=row["baseline_model"],
+        source_id=row["source_id"],
+        baseline_rev=row["baseline_rev"],
+        rev=row["rev"],
+        comparison=row["comparison"],
+        kind=row["kind"],
+        baseline_rate=row["baseline_rate"],
+        rate=row["rate"],
+        ci_low=row["ci_low"],
+        ci_high=row["ci_high"],
+        delta=row["delta"],
+        delta_ci_low=row["delta_ci_low"],
+        delta_ci_high=row["delta_ci_high"],
+        p_value=row["p_value"],
+        q_value=row["q_value"],
+        primary_cause=row["primary_cause"],
+        causes=tuple(causes) if isinstance(causes, list) else (),
+        exposed_scenarios=tuple(row["exposed_scenarios"] or ()),
+        evidence=evidence,
+        summary=row["summary"],
+        tested_on=tested_on if tested_on in get_args(TestedOn) else ALL_SCENARIOS,
+        twin_gap=twin or None,
+        finding_id=row["finding_id"],
     )
 
 
@@ -1001,29 +1022,30 @@ def _exposures(
 
 def _clause_changes(
     store: Store, source_id: str, shas: set[str], overflow: dict[str, int]
-) -> list[ClauseChange]:
+) -> dict[str, list[ClauseChange]]:
+    """Each revision's clause changes in order, at most :data:`MAX_CLAUSES_PER_REVISION`
+    (``overflow`` counts the rest)."""
     rows = store.query(
-        "SELECT sha, ordinal, change, clause_kind, section, old_text, new_text, "
+        "SELECT sha, change, clause_kind, section, old_text, new_text, similarity, "
         "count(*) OVER (PARTITION BY sha) AS total FROM spec_clause_changes "
         "WHERE source_id = ? QUALIFY row_number() OVER (PARTITION BY sha ORDER BY ordinal) <= ? "
         "ORDER BY sha, ordinal",
         [source_id, MAX_CLAUSES_PER_REVISION],
     )
-    out = []
+    out: dict[str, list[ClauseChange]] = {}
     for r in rows:
         if r["sha"] not in shas:
             continue
         if r["total"] > MAX_CLAUSES_PER_REVISION:
             overflow[r["sha"]] = r["total"] - MAX_CLAUSES_PER_REVISION
-        out.append(
+        out.setdefault(r["sha"], []).append(
             ClauseChange(
-                sha=r["sha"],
-                ordinal=r["ordinal"],
                 change=r["change"],
-                clause_kind=r["clause_kind"],
-                section=r["section"],
+                kind=r["clause_kind"],
+                section=r["section"] or "",
                 old_text=r["old_text"],
                 new_text=r["new_text"],
+                similarity=r["similarity"],
             )
         )
     return out

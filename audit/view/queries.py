@@ -23,11 +23,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import duckdb
 
 from audit.errors import AuditError
+from audit.records import CAUSE_NAMES, Outcome
 
 PAGE_SIZE = 50
 """Samples per page of a finding's samples."""
@@ -38,9 +39,9 @@ MAX_CLAUSE_CHANGES = 300
 MAX_CHANGED_REVISIONS = 20
 """Revisions whose changes are shown beside one transcript (the latest ones of the span)."""
 
-OUTCOMES = ("covert", "honest", "refused", "invalid")
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 KINDS = ("regression", "leak", "drop", "collapse", "none")
-CAUSES = ("spec_patching", "eval_awareness", "genuine", "regression")
+CAUSES = tuple(CAUSE_NAMES)
 POINTS = ("candidate", "baseline")
 AWARENESS = ("aware", "unaware")
 TWIN_SUFFIX = "--twin"
