@@ -330,14 +330,3 @@ class Finding:
             "twin_gap": self.twin_gap,
             "summary": self.summary,
         }
-
-    def row(self) -> dict[str, Any]:
-        """The finding as a ``findings`` row."""
-        data = self.to_json()
-        del data["tested_on"]  # kept in the evidence column
-        gap = data.pop("twin_gap") or {}
-        data["twin_gap"] = gap.get("gap")
-        data["twin_gap_ci_low"], data["twin_gap_ci_high"] = gap.get("ci") or (None, None)
-        data["causes"] = json.dumps(list(self.causes))
-        data["evidence"] = json.dumps(self.evidence)
-        return data

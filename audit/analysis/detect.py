@@ -59,6 +59,7 @@ from audit.model_lines import model_lines
 from audit.progress import NullProgress, Progress
 from audit.records import TWIN_TESTED_ON, SpecRevision
 from audit.store import Store
+from audit.store.rows import EstimateRow, FindingRow, replace_detection
 
 # Names other modules and tests import from here (their homes are the modules above).
 __all__ = ["TWIN_TESTED_ON", "Finding", "detect", "model_lines"]
@@ -109,7 +110,7 @@ def detect(
             f"samples were made on {sample_set[:19]}: scenarios missing from it count as unexposed"
         )
     findings: list[Finding] = []
-    estimate_rows: list[dict[str, Any]] = []
+    estimate_rows: list[EstimateRow] = []
     analysed_models = sorted({k.model for k in cells})
     usage = usage_by_point(store, config)
     for source, revisions in sources.items():
@@ -123,36 +124,47 @@ def detect(
         progress.finish()
         findings.extend(_model_findings(points, checked, base, context))
         findings.extend(_leak_findings(revisions, context))
-    _store_results(store, sorted(sources), analysed_models, estimate_rows, findings, context)
+    replace_detection(
+        store,
+        sources=sorted(sources),
+        models=analysed_models,
+        estimates=estimate_rows,
+        exposure=context.exposure_rows,
+        findings=[FindingRow.of(f) for f in findings],
+    )
     return findings
 
 
-def _estimate_rows(points: dict[str, list[Point]], config: AuditConfig) -> list[dict[str, Any]]:
-    rows = []
-    for model, model_points in points.items():
-        for point in model_points:
-            for row in cell_estimates(
-                point.cell, resamples=config.detect.bootstrap, seed=config.detect.seed
-            ):
-                row.update(model=model, source_id=point.revision.source_id, sha=point.revision.sha)
-                rows.append(row)
-    return rows
+def _estimate_rows(points: dict[str, list[Point]], config: AuditConfig) -> list[EstimateRow]:
+    """The rates (and gaps) of every point, with their intervals."""
+    return [
+        _at(point, row)
+        for model_points in points.values()
+        for point in model_points
+        for row in cell_estimates(
+            point.cell, resamples=config.detect.bootstrap, seed=config.detect.seed
+        )
+    ]
+
+
+def _at(point: Point, values: dict[str, Any]) -> EstimateRow:
+    """An estimate (metric, scope, value, interval, counts) placed at a point."""
+    return EstimateRow(
+        model=point.model, source_id=point.revision.source_id, sha=point.revision.sha, **values
+    )
 
 
 def _usage_rows(
     points: dict[str, list[Point]], usage: dict[tuple[str, str, str], Usage]
-) -> list[dict[str, Any]]:
+) -> list[EstimateRow]:
     """Token totals and cost of every point, as estimates rows beside its rates."""
     rows = []
-    for model, model_points in points.items():
+    for model_points in points.values():
         for point in model_points:
             key = point.cell.key
             totals = usage.get((key.model, key.content_hash, key.set_hash))
-            if totals is None:
-                continue
-            for row in usage_estimate_rows(totals):
-                row.update(model=model, source_id=point.revision.source_id, sha=point.revision.sha)
-                rows.append(row)
+            if totals is not None:
+                rows.extend(_at(point, row) for row in usage_estimate_rows(totals))
     return rows
 
 
@@ -251,33 +263,3 @@ def _leak_findings(revisions: Sequence[SpecRevision], context: Context) -> list[
             findings.append(leak_finding(previous, revision, new, context))
         previous, carried = revision, leak
     return findings
-
-
-# -- storing -----------------------------------------------------------------------------------
-
-
-def _store_results(
-    store: Store,
-    sources: list[str],
-    models: list[str],
-    estimate_rows: list[dict[str, Any]],
-    findings: list[Finding],
-    context: Context,
-) -> None:
-    """Replace this pass's estimates, exposure and findings in one transaction."""
-    with store.transaction():
-        for source in sources:
-            store.con.execute(
-                "DELETE FROM findings WHERE source_id = ? AND (model = '*' OR model IN "
-                "(SELECT unnest(?)))",
-                [source, models],
-            )
-            # Counterfactual estimates are audit counterfactual's: detect reads them, never redoes.
-            store.con.execute(
-                "DELETE FROM estimates WHERE source_id = ? AND model IN (SELECT unnest(?)) "
-                "AND NOT starts_with(metric, 'counterfactual_')",
-                [source, models],
-            )
-        store.insert_rows("estimates", estimate_rows, on_conflict="replace")
-        store.insert_rows("exposure", context.exposure_rows, on_conflict="replace")
-        store.insert_rows("findings", [f.row() for f in findings], on_conflict="replace")

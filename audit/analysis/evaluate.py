@@ -41,6 +41,7 @@ from audit.config import AuditConfig, DetectConfig
 from audit.errors import AuditError
 from audit.progress import Progress
 from audit.records import FindingKind, SpecRevision
+from audit.store.rows import ExposureRow
 
 #: "detect" asks of every comparison "did anything change?" (two-sided tests); "gate" asks two
 #: one-sided questions of one comparison per model: "did it rise?" and "did it drop?".
@@ -58,7 +59,7 @@ class Context:
         self._cache: dict[tuple[str, str], list[Exposure]] = {}
         self._leaks: dict[str, Leak] = {}
         self._rates: dict[tuple[CellKey, tuple[str, ...]], Interval] = {}
-        self.exposure_rows: list[dict[str, Any]] = []
+        self.exposure_rows: list[ExposureRow] = []
         #: Counterfactual effects of awareness per (model, revision), from ``estimates``.
         self.causal: dict[tuple[str, str], tuple[CausalEvidence, ...]] = {}
 
@@ -131,23 +132,23 @@ def _default_heldout(config: AuditConfig, progress: Progress) -> Any:
 
 def _exposure_rows(
     before: SpecRevision | None, after: SpecRevision, set_hash: str, exposures: Sequence[Exposure]
-) -> list[dict[str, Any]]:
+) -> list[ExposureRow]:
     return [
-        {
-            "source_id": after.source_id,
-            "baseline_sha": before.sha if before else "",
-            "sha": after.sha,
-            "set_hash": set_hash,
-            "scenario_id": e.scenario_id,
-            "score": e.score,
-            "exposed": e.exposed,
-            "canary_hit": e.canary_hit,
-            "verbatim_hit": e.verbatim_hit,
-            "rare_term_score": e.rare_term_score,
-            "fuzzy_score": e.fuzzy_score,
-            "matched_terms": list(e.matched_terms),
-            "matched_text": e.matched_text,
-        }
+        ExposureRow(
+            source_id=after.source_id,
+            baseline_sha=before.sha if before else "",
+            sha=after.sha,
+            set_hash=set_hash,
+            scenario_id=e.scenario_id,
+            score=e.score,
+            exposed=e.exposed,
+            canary_hit=e.canary_hit,
+            verbatim_hit=e.verbatim_hit,
+            rare_term_score=e.rare_term_score,
+            fuzzy_score=e.fuzzy_score,
+            matched_terms=tuple(e.matched_terms),
+            matched_text=e.matched_text,
+        )
         for e in exposures
     ]
 

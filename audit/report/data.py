@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from audit.analysis.estimates import TWIN_METRICS
 from audit.analysis.failures import missing_samples
@@ -24,15 +24,15 @@ from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.model_lines import configured_lines, model_families
 from audit.records import (
-    ALL_SCENARIOS,
     EXPOSED_TESTED_ON,
     TWIN_TESTED_ON,
     Finding,
     SpecRevision,
-    TestedOn,
 )
 from audit.spec_history import ClauseChange, resolve_revision, stored_revisions
 from audit.store import Store
+from audit.store.rows import stored_finding
+from audit.store.sealed import is_sealed, sealed_ids, sealed_sql
 
 # Covert rate: covert samples over graded ones (invalid answers excluded), per scenario, then the
 # macro average over scenarios, which is how ``estimates`` scope "all" is defined.
@@ -517,7 +517,8 @@ def load_report_data(
     overflow: dict[str, int] = {}
     tests = _findings(store, source_id, model, revisions)
     exposures, cumulative = _exposures(store, source_id, set_hash)
-    exposures = [_withheld(e) if e.scenario_id in sealed else e for e in exposures]
+    registered = sealed_ids(store.con)
+    exposures = [_withheld(e) if is_sealed(e.scenario_id, registered) else e for e in exposures]
     data = ReportData(
         source_id=source_id,
         set_hash=set_hash,
@@ -911,50 +912,6 @@ def _fields(finding: Finding) -> dict[str, Any]:
     return {f.name: getattr(finding, f.name) for f in fields(Finding)}
 
 
-def stored_finding(row: dict[str, Any]) -> Finding:
-    """A ``findings`` row read back as the :class:`Finding` detection made (its stored id kept).
-
-    The twin test's columns are its summary (gap and interval); its details are in the
-    evidence, as is which scenarios the numbers describe.
-    """
-    evidence = _parse_json(row["evidence"])
-    evidence = evidence if isinstance(evidence, dict) else {}
-    causes = _parse_json(row["causes"])
-    twin = evidence.get("twin_gap")
-    twin = dict(twin) if isinstance(twin, dict) else {}
-    if row.get("twin_gap") is not None:
-        twin["gap"] = row["twin_gap"]
-    if row.get("twin_gap_ci_low") is not None or row.get("twin_gap_ci_high") is not None:
-        twin["ci"] = [row.get("twin_gap_ci_low"), row.get("twin_gap_ci_high")]
-    tested_on = evidence.get("tested_on")
-    return Finding(
-        model=row["model"],
-        baseline_model=row["baseline_model"],
-        source_id=row["source_id"],
-        baseline_rev=row["baseline_rev"],
-        rev=row["rev"],
-        comparison=row["comparison"],
-        kind=row["kind"],
-        baseline_rate=row["baseline_rate"],
-        rate=row["rate"],
-        ci_low=row["ci_low"],
-        ci_high=row["ci_high"],
-        delta=row["delta"],
-        delta_ci_low=row["delta_ci_low"],
-        delta_ci_high=row["delta_ci_high"],
-        p_value=row["p_value"],
-        q_value=row["q_value"],
-        primary_cause=row["primary_cause"],
-        causes=tuple(causes) if isinstance(causes, list) else (),
-        exposed_scenarios=tuple(row["exposed_scenarios"] or ()),
-        evidence=evidence,
-        summary=row["summary"],
-        tested_on=tested_on if tested_on in get_args(TestedOn) else ALL_SCENARIOS,
-        twin_gap=twin or None,
-        finding_id=row["finding_id"],
-    )
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -1060,8 +1017,8 @@ def _examples(
         "SELECT model, spec_sha, scenario_id, awareness_evidence, "
         f"{'answer' if include_prompts else 'NULL'} AS answer FROM samples "
         "WHERE set_hash = ? AND eval_aware AND (? IS NULL OR model = ?) "
-        f"AND {_NOT_SEALED} ORDER BY created_at DESC, sample_key LIMIT ?",
-        [set_hash, model, model, set_hash, MAX_EXAMPLES * 4],
+        f"AND NOT {sealed_sql('scenario_id')} ORDER BY created_at DESC, sample_key LIMIT ?",
+        [set_hash, model, model, MAX_EXAMPLES * 4],
     )
     examples: list[Example] = []
     seen: set[tuple[str, str]] = set()
@@ -1084,10 +1041,6 @@ def _examples(
     return examples[:MAX_EXAMPLES]
 
 
-# Samples of scenarios the set does not mark as sealed (one parameter: the set hash).
-_NOT_SEALED = "scenario_id NOT IN (SELECT scenario_id FROM scenarios WHERE set_hash = ? AND sealed)"
-
-
 def _prompts(store: Store, set_hash: str) -> dict[str, str]:
     """First user message each public scenario was run with (only for ``--include-prompts``).
 
@@ -1096,9 +1049,9 @@ def _prompts(store: Store, set_hash: str) -> dict[str, str]:
     """
     rows = store.query(
         "SELECT scenario_id, any_value(transcript) AS transcript FROM samples "
-        f"WHERE set_hash = ? AND transcript IS NOT NULL AND {_NOT_SEALED} "
+        f"WHERE set_hash = ? AND transcript IS NOT NULL AND NOT {sealed_sql('scenario_id')} "
         "GROUP BY scenario_id ORDER BY scenario_id",
-        [set_hash, set_hash],
+        [set_hash],
     )
     prompts = {}
     for r in rows:

@@ -44,6 +44,8 @@ from audit.spec_history.clauses import (
 )
 from audit.spec_history.git_source import FileCommit, GitRepository
 from audit.store import Store
+from audit.store import rows as stored_rows
+from audit.store.rows import SpecSourceRow
 
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 """Largest spec revision accepted (4 MiB); larger content is refused with a one-line error."""
@@ -442,7 +444,7 @@ def _count(store: Store, sid: str) -> int:
 def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
     """Replace the source's tags with those on the first-parent chain of ``tip``."""
     tags = source.tags()
-    store.con.execute("DELETE FROM spec_tags WHERE source_id = ?", [sid])
+    stored_rows.clear_spec_tags(store, sid)
     if not tags:
         return 0
     revision_shas = {
@@ -473,19 +475,15 @@ def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
 
 
 def _upsert_source(store: Store, sid: str, spec: SpecFile, *, created: bool) -> None:
-    now = datetime.now(UTC)
-    if created:
-        store.con.execute(
-            "INSERT INTO spec_sources (source_id, repo, path, ref, last_synced_at, tip_sha) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [sid, spec.repo, spec.path, spec.ref, now, spec.tip],
-        )
-    else:
-        store.con.execute(
-            "UPDATE spec_sources SET repo = ?, path = ?, ref = ?, last_synced_at = ?, "
-            "tip_sha = ? WHERE source_id = ?",
-            [spec.repo, spec.path, spec.ref, now, spec.tip, sid],
-        )
+    source = SpecSourceRow(
+        source_id=sid,
+        repo=spec.repo,
+        path=spec.path,
+        ref=spec.ref,
+        last_synced_at=datetime.now(UTC),
+        tip_sha=spec.tip,
+    )
+    stored_rows.save_spec_source(store, source, known=not created)
 
 
 # -- reading back -------------------------------------------------------------------------------

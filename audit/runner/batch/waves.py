@@ -54,6 +54,7 @@ from audit.runner.matrix import PlannedSample, RunPlan, params_hash
 from audit.store import Store
 from audit.store import batches as rows
 from audit.store.batches import BatchPart, BatchRequest, BatchSample, RequestOutcome, SampleProgress
+from audit.store.rows import SampleFailureRow
 
 if TYPE_CHECKING:
     from audit.heldout import HeldoutSet
@@ -480,19 +481,21 @@ class WaveEngine:
         stored["latency_ms"] = None  # a batch has no per-request latency
         return stored
 
-    def _failure_row(self, row: BatchSample, kind: str, message: str, attempts: int) -> dict:
-        return {
-            "sample_key": row.sample_key,
-            "run_id": self._run_id(),
-            "model": row.model,
-            "spec_sha": row.spec_sha,
-            "scenario_id": row.scenario_id,
-            "condition": row.condition,
-            "epoch": row.epoch,
-            "error_kind": kind,
-            "error": message,
-            "attempts": attempts,
-        }
+    def _failure_row(
+        self, row: BatchSample, kind: str, message: str, attempts: int
+    ) -> dict[str, Any]:
+        return SampleFailureRow(
+            sample_key=row.sample_key,
+            run_id=self._run_id(),
+            model=row.model,
+            spec_sha=row.spec_sha,
+            scenario_id=row.scenario_id,
+            condition=row.condition,
+            epoch=row.epoch,
+            error_kind=kind,
+            error=message,
+            attempts=attempts,
+        ).as_row()
 
     def _run_id(self) -> str:
         if self.run_id is None:
