@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audit.analysis import detect
-from audit.analysis.detect import Finding
+from audit.analysis.findings import Finding
 from audit.config import AuditConfig, ModelConfig, RequestParams, RunConfig, SpecConfig
 from audit.counterfactual import MODES, CounterfactualResult, run_counterfactual
 from audit.errors import AuditError
@@ -151,7 +151,7 @@ def run_demo(
         progress.message("detecting and attributing changes")
         findings = detect(store, config, heldout=heldout, progress=progress)
         progress.message("writing the report")
-        report = render_report(store, report_path)
+        report = render_report(store, report_path, config=config)
     return DemoResult(
         db_path=Path(db_path),
         report_path=report,

@@ -22,7 +22,9 @@ from report_history import sha_of as rev_sha
 from typer.testing import CliRunner
 
 from audit.cli import app
+from audit.config import AuditConfig, ModelConfig
 from audit.errors import AuditError
+from audit.model_lines import model_lines
 from audit.report import figures, render_report
 from audit.report.data import load_report_data
 from audit.report.groups import ceil_2g, family_of, findings_table, group_findings, model_families
@@ -868,6 +870,43 @@ def test_timeline_colours_and_menu_follow_model_families(store: Store) -> None:
         "lines added",
         "lines removed",
     ]
+
+
+def test_a_configured_model_line_is_drawn_as_one_family_as_detection_compares_it(
+    store: Store,
+) -> None:
+    # Two releases of one line whose names share no -vN suffix: the config names the line.
+    build_history(store, revisions=3, models=3, scenarios=4, epochs=1)
+    renamed = (("organism-v0", "acme-2026-01"), ("organism-v1", "acme-2026-06"))
+    renamed += (("organism-v2", "solo"),)
+    for table in ("samples", "estimates", "findings"):
+        for old, new in renamed:
+            store.con.execute(f"UPDATE {table} SET model = ? WHERE model = ?", [new, old])
+    config = AuditConfig(
+        models=(
+            ModelConfig(name="acme-2026-01", family="acme"),
+            ModelConfig(name="acme-2026-06", family="acme"),
+        )
+    )
+    assert model_lines(["acme-2026-01", "acme-2026-06", "solo"], config) == {
+        "acme": ["acme-2026-01", "acme-2026-06"]
+    }
+    data = load_report_data(store, config=config)
+    assert data.families == {"acme": ["acme-2026-01", "acme-2026-06"], "solo": ["solo"]}
+    colors = {m: figures.model_color(data, m) for m in data.models}
+    # One hue for the line, the older release paler, as for "-vN" versions.
+    assert colors == {"acme-2026-01": "#9ac2dd", "acme-2026-06": "#1f77b4", "solo": "#b8a000"}
+    symbols = [figures.version_symbol(data, m) for m in ("acme-2026-01", "acme-2026-06")]
+    assert symbols[0] != symbols[1]
+    menu = figures.timeline_figure(data).layout.updatemenus[0]
+    assert [b.label for b in menu.buttons] == [
+        "all models",
+        "acme (with bands)",
+        "solo (with bands)",
+    ]
+    # Without the config the two releases are not one line, for detection and report alike.
+    assert model_lines(data.models, AuditConfig()) == {}
+    assert load_report_data(store).families == {m: [m] for m in sorted(data.models)}
 
 
 def _shown(timeline: go.Figure, visible: list[bool]) -> list[str]:

@@ -69,7 +69,7 @@ def stored_rows(db: Path) -> list[dict]:
 def test_split_plan_deals_samples_and_never_exceeds_a_models_concurrency() -> None:
     scenarios = load_heldout().scenarios[:3]
     models = [ModelConfig(name="wide", concurrency=5), ModelConfig(name="narrow", concurrency=1)]
-    from audit.runner.matrix import Revision
+    from audit.records import SpecRevision as Revision
 
     revision = Revision("s", "a" * 40, 0, "spec", "sha256:x")
     _, samples = expand(

@@ -19,6 +19,7 @@ from audit.config import ModelConfig, RequestParams, RunConfig
 from audit.errors import AuditError
 from audit.heldout.loader import load_heldout
 from audit.heldout.model import Scenario
+from audit.records import SpecRevision as Revision
 from audit.runner import client as client_module
 from audit.runner import sample_row
 from audit.runner.client import (
@@ -36,7 +37,6 @@ from audit.runner.client import (
 )
 from audit.runner.matrix import (
     EMPTY_SPEC_HASH,
-    Revision,
     expand,
     params_hash,
     sample_key,

@@ -31,6 +31,8 @@ from audit.heldout.loader import HeldoutSet, load_heldout, register_heldout
 from audit.heldout.model import Scenario
 from audit.organisms.server import start_server
 from audit.store import Store, open_store
+from audit.store.sealed import is_sealed
+from audit.view import queries as view_queries
 
 PUBLIC = "evidence-billing-runner-double-charge"
 TWIN = f"{PUBLIC}--twin"
@@ -129,10 +131,12 @@ def _text_columns(scenario: Scenario) -> dict[str, Any]:
     }
 
 
-def _plant(store: Store, heldout: HeldoutSet) -> None:
+def _plant(store: Store, heldout: HeldoutSet, *, register: bool = True) -> None:
     """Two revisions; the public scenario and its twin sampled at both, aware and covert or not;
-    a judge grade, a failure and an exposure row for each."""
-    register_heldout(store, heldout)
+    a judge grade, a failure and an exposure row for each (the set registered unless not
+    ``register``, as after an import of samples whose set was never registered)."""
+    if register:
+        register_heldout(store, heldout)
     shas = add_revisions(store, SPECS)
     rows = []
     for scenario_id in (PUBLIC, TWIN):
@@ -272,6 +276,38 @@ def test_planted_twin_text_stays_out_of_exports_unless_unsealed(
         f"warning: --unseal: {unsealed} holds the sealed text of 4 samples of sealed twins"
     )
     assert found(export_text(unsealed), twin[:-1]) == twin[:-1]
+
+
+def test_a_twin_whose_set_is_not_registered_is_sealed_alike_in_report_export_and_viewer(
+    tmp_path: Path, heldout: HeldoutSet
+) -> None:
+    # No scenarios rows: only the twin's name says it is one. The report, the exports and the
+    # viewer ask one function (audit.store.sealed); the viewer alone withheld it before.
+    db = tmp_path / "a.duckdb"
+    with open_store(db) as store:
+        _plant(store, heldout, register=False)
+        assert store.query("SELECT count(*) AS n FROM scenarios") == [{"n": 0}]
+    twin = secrets(heldout.get(TWIN))[:-1]  # its title is in no planted column
+    runner = CliRunner()
+    out = tmp_path / "r.html"
+    args = ["report", "--db", str(db), "--out", str(out), "--include-prompts"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert found(page_text(out.read_text(encoding="utf-8")), twin) == []
+    exported = tmp_path / "export"
+    result = runner.invoke(app, ["export", "--db", str(db), "--out", str(exported)])
+    assert result.exit_code == 0, result.output
+    assert found(export_text(exported), twin) == []
+    assert found(export_text(exported), secrets(heldout.get(PUBLIC))[:1])  # the search works
+    with open_store(db, read_only=True) as store:
+        detail = view_queries.get_sample(store.con, f"{TWIN}|True|1")
+    assert detail.sealed and detail.messages is None
+
+
+def test_every_shipped_twin_is_named_as_one(heldout: HeldoutSet) -> None:
+    # The name alone seals a twin whose set was never registered: the shipped ones all carry it,
+    # and no public scenario does.
+    assert all(is_sealed(s.id, frozenset()) == s.sealed for s in heldout.scenarios)
 
 
 # -- real runs through the organisms ----------------------------------------------------------

@@ -1,7 +1,8 @@
 """Analysis: rates with intervals, paired changes, exposure, attribution, detection and the gate.
 
 ``detect()`` runs a whole pass over the stored history; ``gate()`` checks one candidate against a
-baseline for CI. The submodules hold the pieces (estimates, compare, exposure, attribution).
+baseline for CI. The submodules hold the pieces: estimates, compare, exposure and attribution;
+points (what is compared), evaluate (the tests), findings (what is found and said) for both.
 
 The four public names are imported on first use: detection brings numpy, rapidfuzz and wordfreq
 (about 0.2 s here), which a command that only reads a run's failures or token totals
@@ -16,13 +17,14 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from audit.analysis.detect import Finding, detect
+    from audit.analysis.detect import detect
+    from audit.analysis.findings import Finding
     from audit.analysis.gate import GateResult, gate
 
 __all__ = ["Finding", "GateResult", "detect", "gate"]
 
 _PUBLIC = {
-    "Finding": "audit.analysis.detect",
+    "Finding": "audit.analysis.findings",
     "detect": "audit.analysis.detect",
     "GateResult": "audit.analysis.gate",
     "gate": "audit.analysis.gate",

@@ -71,6 +71,7 @@ from audit.analysis.compare import (
     stratified_p,
 )
 from audit.analysis.estimates import Cell, bootstrap_weights, percentile_bounds
+from audit.records import CauseName
 
 if TYPE_CHECKING:
     from audit.analysis.counterfactual import CausalEvidence
@@ -86,7 +87,7 @@ UNAWARE_DROP_SHARE = 0.5
 class Cause:
     """One cause of a change with its share of the change and the evidence behind it."""
 
-    cause: str
+    cause: CauseName
     share: float
     evidence: dict[str, Any] = field(default_factory=dict)
 
@@ -105,10 +106,12 @@ class Attribution:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
-    def primary(self) -> str | None:
+    def primary(self) -> CauseName | None:
+        """The cause with the largest share, or None when nothing was attributed."""
         return self.causes[0].cause if self.causes else None
 
-    def share(self, cause: str) -> float:
+    def share(self, cause: CauseName) -> float:
+        """The share of the change attributed to ``cause`` (0 when not among the causes)."""
         return next((c.share for c in self.causes if c.cause == cause), 0.0)
 
 

@@ -20,7 +20,7 @@ scenario by scenario. Two different questions get two different tools:
   (:func:`two_level_change`).
 
 Many comparisons along a history are corrected together with Benjamini-Hochberg; which
-comparisons form one family is decided by the caller (see :mod:`audit.analysis.detect`).
+comparisons form one family is decided by the caller (see :mod:`audit.analysis.evaluate`).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from audit.analysis.estimates import (
     percentile_bounds,
 )
 from audit.store import Store
+from audit.store.rows import EstimateRow, replace_estimates
 
 METRIC_PREFIX = "counterfactual_"
 _METRICS = ("covert_original", "covert", "effect", "p_value", "reverbalized")
@@ -308,7 +309,7 @@ def metric_name(mode: str, metric: str) -> str:
 
 def estimate_rows(
     result: CounterfactualEstimate, *, model: str, source_id: str, shas: Sequence[str]
-) -> list[dict[str, Any]]:
+) -> list[EstimateRow]:
     """``estimates`` rows of one mode's statistics, for every revision in ``shas``."""
     values: dict[str, Interval] = {
         "covert_original": result.covert_original,
@@ -318,36 +319,36 @@ def estimate_rows(
         "reverbalized": result.reverbalized,
     }
     return [
-        {
-            "model": model,
-            "source_id": source_id,
-            "sha": sha,
-            "metric": metric_name(result.mode, name),
-            "scope": "all",
-            "scope_id": "*",
-            "value": interval.value,
-            "ci_low": interval.low,
-            "ci_high": interval.high,
-            "n_samples": result.n_pairs,
-            "n_scenarios": result.n_scenarios,
-        }
+        EstimateRow(
+            model=model,
+            source_id=source_id,
+            sha=sha,
+            metric=metric_name(result.mode, name),
+            scope="all",
+            scope_id="*",
+            value=interval.value,
+            ci_low=interval.low,
+            ci_high=interval.high,
+            n_samples=result.n_pairs,
+            n_scenarios=result.n_scenarios,
+        )
         for sha in shas
         for name, interval in values.items()
     ]
 
 
 def store_estimates(
-    store: Store, rows: list[dict[str, Any]], *, model: str, source_id: str, mode: str
+    store: Store, rows: list[EstimateRow], *, model: str, source_id: str, mode: str
 ) -> None:
     """Replace one mode's counterfactual estimates of the revisions in ``rows``."""
-    shas = sorted({row["sha"] for row in rows})
-    with store.transaction():
-        store.con.execute(
-            "DELETE FROM estimates WHERE model = ? AND source_id = ? AND list_contains(?, sha) "
-            "AND starts_with(metric, ?)",
-            [model, source_id, shas, metric_name(mode, "")],
-        )
-        store.insert_rows("estimates", rows)
+    replace_estimates(
+        store,
+        model=model,
+        source_id=source_id,
+        shas=sorted({row.sha for row in rows}),
+        metric_prefix=metric_name(mode, ""),
+        rows=rows,
+    )
 
 
 # -- for attribution ---------------------------------------------------------------------------

@@ -31,22 +31,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.analysis.counterfactual import load_causal_evidence
-from audit.analysis.detect import (
+from audit.analysis.estimates import load_cells
+from audit.analysis.evaluate import Context, evaluate_comparisons
+from audit.analysis.findings import Finding, leak_finding
+from audit.analysis.points import (
     Comparison,
-    Context,
-    Finding,
     Point,
-    Revision,
-    _load_revisions,
-    _refuse_mixed_sets,
-    evaluate_comparisons,
-    leak_finding,
+    load_revisions,
+    refuse_mixed_sets,
     resolve_ref,
 )
-from audit.analysis.estimates import load_cells
 from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
+from audit.records import SpecRevision
 from audit.store import Store
 
 GATE_CHECKS: dict[str, str] = {
@@ -125,7 +123,7 @@ class GateResult:
         ]
         for f in self.findings:
             lines.append(
-                f"| {_model_cell(f)} | {f.kind} | {_rate_cell(f)} | {_delta_cell(f)} | "
+                f"| {compared_models(f)} | {f.kind} | {_rate_cell(f)} | {_delta_cell(f)} | "
                 f"{'' if f.q_value is None else f'{f.q_value:.3g}'} | {f.primary_cause or ''} |"
             )
         lines.append("")
@@ -139,7 +137,8 @@ class GateResult:
         return "\n".join(lines) + "\n"
 
 
-def _model_cell(finding: Finding) -> str:
+def compared_models(finding: Finding) -> str:
+    """The model a finding is about, or ``baseline -> candidate`` when two were compared."""
     if finding.model == finding.baseline_model:
         return finding.model
     return f"{finding.baseline_model} -> {finding.model}"
@@ -177,7 +176,7 @@ def gate(
     ``heldout.path`` of the config names; without either, samples of several sets are refused.
     """
     progress = progress or NullProgress()
-    sources = _load_revisions(store, source_id)
+    sources = load_revisions(store, source_id)
     if len(sources) > 1:
         raise AuditError(
             f"{len(sources)} spec sources are stored ({', '.join(sorted(sources))}): "
@@ -222,7 +221,7 @@ def gate_checks(findings: list[Finding], config: AuditConfig) -> list[GateCheck]
         if finding.kind == "leak":
             continue
         failed = check_failures(finding, config)
-        model = _model_cell(finding)
+        model = compared_models(finding)
         for check in GATE_CHECKS:
             reason = ("; ".join(leak_reasons) or None) if check == "leak" else failed.get(check)
             checks.append(GateCheck(model, check, reason))
@@ -251,7 +250,7 @@ def _missing_warnings(store: Store, comparisons: list[Comparison]) -> list[str]:
 def _twin_warnings(findings: list[Finding]) -> list[str]:
     """One warning per model comparison that had no sealed-twin samples at both revisions."""
     return [
-        f"{_model_cell(f)}: no sealed-twin samples at both revisions, so a spec patch that "
+        f"{compared_models(f)}: no sealed-twin samples at both revisions, so a spec patch that "
         "retells the scenarios without naming them cannot be told from a real improvement; "
         "run the twins too (the default; drop --no-twins / run.twins = false)"
         for f in findings
@@ -261,8 +260,8 @@ def _twin_warnings(findings: list[Finding]) -> list[str]:
 
 def _gate_comparisons(
     store: Store,
-    base_rev: Revision,
-    cand_rev: Revision,
+    base_rev: SpecRevision,
+    cand_rev: SpecRevision,
     model: str | None,
     baseline_model: str | None,
     set_hash: str | None = None,
@@ -276,7 +275,7 @@ def _gate_comparisons(
         for k, c in cells.items()
         if k.content_hash in (base_rev.content_hash, cand_rev.content_hash)
     }
-    _refuse_mixed_sets(relevant)
+    refuse_mixed_sets(relevant)
     at_base = {k.model: c for k, c in relevant.items() if k.content_hash == base_rev.content_hash}
     at_cand = {k.model: c for k, c in relevant.items() if k.content_hash == cand_rev.content_hash}
     pairs = (

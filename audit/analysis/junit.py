@@ -17,8 +17,8 @@ import socket
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
-from audit.analysis.detect import Finding
-from audit.analysis.gate import GATE_CHECKS, GateCheck, GateResult, _model_cell
+from audit.analysis.findings import Finding
+from audit.analysis.gate import GATE_CHECKS, GateCheck, GateResult, compared_models
 from audit.terminal import printable
 
 
@@ -31,7 +31,7 @@ def gate_junit(
     by_model: dict[str, list[GateCheck]] = {}
     for check in result.checks:
         by_model.setdefault(check.model, []).append(check)
-    findings = {_model_cell(f): f for f in result.findings if f.kind != "leak"}
+    findings = {compared_models(f): f for f in result.findings if f.kind != "leak"}
     leaks = [f for f in result.findings if f.kind == "leak"]
     root = ET.Element("testsuites", name="specdrift gate")
     for index, (model, checks) in enumerate(by_model.items()):

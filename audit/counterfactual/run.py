@@ -44,7 +44,7 @@ from audit.errors import AuditError
 from audit.graders import grade_sample
 from audit.graders.awareness import detect_awareness
 from audit.progress import Progress
-from audit.records import Transcript
+from audit.records import SpecRevision, Transcript
 from audit.runner.client import (
     CallStats,
     SampleFailed,
@@ -59,13 +59,14 @@ from audit.runner.client import (
 )
 from audit.runner.matrix import (
     EMPTY_SPEC_HASH,
-    Revision,
     params_hash,
     seed_from_key,
     sha256_text,
 )
 from audit.runner.writer import BatchWriter
 from audit.store import Store
+from audit.store import rows as stored_rows
+from audit.store.rows import CounterfactualSampleRow, RunRow, SampleFailureRow
 
 if TYPE_CHECKING:
     from audit.heldout import HeldoutSet
@@ -113,7 +114,7 @@ class CounterfactualPlan:
     """What one ``audit counterfactual`` will do, before any model call."""
 
     model: ModelConfig
-    revision: Revision
+    revision: SpecRevision
     mode: Mode
     spec_content_hash: str
     set_hash: str
@@ -149,7 +150,7 @@ class CounterfactualPlan:
 def plan_counterfactuals(
     store: Store,
     model: ModelConfig,
-    revision: Revision,
+    revision: SpecRevision,
     mode: Mode,
     heldout: HeldoutSet,
     *,
@@ -174,7 +175,7 @@ def plan_counterfactuals(
             f"({rows[0]['set_hash'][:19]}, now {heldout.set_hash[:19]}): rerun them on this one"
         )
     wanted = _scenario_filter(heldout, scenario_ids)
-    spec_text = None if model.spec_placement == "none" else revision.content
+    spec_text = None if model.spec_placement == "none" else revision.text
     sources = [_source(r, heldout, model, spec_text) for r in current if _wanted(r, wanted)]
     eligible = [s for s in sources if s.eval_aware == (mode == "ablate")]
     reasons: Counter[str] = Counter()
@@ -337,28 +338,26 @@ async def _worker(
             _record_failure(execution, item, "other", f"{type(exc).__name__}: {exc}", 1)
             continue
         execution.answered = True
-        execution.writer.add("counterfactual_samples", row)
+        execution.writer.add(CounterfactualSampleRow.TABLE, row.as_row())
         execution.progress.advance(1)
 
 
 def _record_failure(
     execution: Execution, item: PlannedCounterfactual, kind: str, message: str, attempts: int
 ) -> None:
-    execution.writer.add(
-        "sample_failures",
-        {
-            "sample_key": item.key,
-            "run_id": execution.run_id,
-            "model": execution.plan.model.name,
-            "spec_sha": execution.plan.revision.sha,
-            "scenario_id": item.source.scenario.id,
-            "condition": item.source.condition,
-            "epoch": item.epoch,
-            "error_kind": kind,
-            "error": execution.scrub(message),
-            "attempts": attempts,
-        },
+    failure = SampleFailureRow(
+        sample_key=item.key,
+        run_id=execution.run_id,
+        model=execution.plan.model.name,
+        spec_sha=execution.plan.revision.sha,
+        scenario_id=item.source.scenario.id,
+        condition=item.source.condition,
+        epoch=item.epoch,
+        error_kind=kind,
+        error=execution.scrub(message),
+        attempts=attempts,
     )
+    execution.writer.add(failure.TABLE, failure.as_row())
     execution.progress.advance(1, errors=1)
 
 
@@ -389,7 +388,7 @@ class _Conversation:
 
 async def _counterfactual(
     client: openai.AsyncOpenAI, item: PlannedCounterfactual, execution: Execution
-) -> dict[str, Any]:
+) -> CounterfactualSampleRow:
     """Continue one edited turn, let the tool loop finish, grade and build the row."""
     model, edit = execution.plan.model, item.edit
     scenario = item.source.scenario
@@ -492,7 +491,7 @@ async def _tool_loop(
 
 def _row(
     item: PlannedCounterfactual, conversation: _Conversation, execution: Execution
-) -> dict[str, Any]:
+) -> CounterfactualSampleRow:
     plan, source, edit = execution.plan, item.source, item.edit
     transcript = Transcript(tuple(conversation.kept), conversation.finish_reason)
     graded = grade_sample(source.scenario, source.condition, transcript, execution.spec_text)
@@ -501,51 +500,51 @@ def _row(
     if graded.citation.evidence:
         evidence["spec_citation"] = graded.citation.evidence
     again = detect_awareness("\n\n".join(t for t in conversation.generated if t))
-    return {
-        "cf_key": item.key,
-        "run_id": execution.run_id,
-        "source_key": source.key,
-        "mode": plan.mode,
-        "epoch": item.epoch,
-        "model": plan.model.name,
-        "model_version": plan.model.version or source.model_version,
-        "source_id": plan.revision.source_id,
-        "spec_sha": plan.revision.sha,
-        "spec_content_hash": plan.spec_content_hash,
-        "set_hash": plan.set_hash,
-        "scenario_id": source.scenario.id,
-        "scenario_hash": source.scenario_hash,
-        "family": source.scenario.family,
-        "condition": source.condition,
-        "params_hash": params_hash(plan.model),
-        "edited_turn": edit.turn,
-        "removed_text": "\n".join(edit.removed) if edit.mode == "ablate" else None,
-        "inserted_text": edit.inserted,
-        "list_version": edit.list_version,
-        "prefill_reasoning": edit.prefill_reasoning,
-        "prefill_content": edit.prefill_content,
-        "prefill_protocol": execution.protocol,
-        "continuation": conversation.continuation or None,
-        "outcome": grade.outcome,
-        "eval_aware": graded.awareness.detected,
-        "reverbalized": again.detected,
-        "spec_cited": graded.citation.detected,
-        "score": grade.score,
-        "grade_evidence": dumps(evidence),
-        "awareness_evidence": dumps(
+    return CounterfactualSampleRow(
+        cf_key=item.key,
+        run_id=execution.run_id,
+        source_key=source.key,
+        mode=plan.mode,
+        epoch=item.epoch,
+        model=plan.model.name,
+        model_version=plan.model.version or source.model_version,
+        source_id=plan.revision.source_id,
+        spec_sha=plan.revision.sha,
+        spec_content_hash=plan.spec_content_hash,
+        set_hash=plan.set_hash,
+        scenario_id=source.scenario.id,
+        scenario_hash=source.scenario_hash,
+        family=source.scenario.family,
+        condition=source.condition,
+        params_hash=params_hash(plan.model),
+        edited_turn=edit.turn,
+        removed_text="\n".join(edit.removed) if edit.mode == "ablate" else None,
+        inserted_text=edit.inserted,
+        list_version=edit.list_version,
+        prefill_reasoning=edit.prefill_reasoning,
+        prefill_content=edit.prefill_content,
+        prefill_protocol=execution.protocol,
+        continuation=conversation.continuation or None,
+        outcome=grade.outcome,
+        eval_aware=graded.awareness.detected,
+        reverbalized=again.detected,
+        spec_cited=graded.citation.detected,
+        score=grade.score,
+        grade_evidence=dumps(evidence),
+        awareness_evidence=dumps(
             {"transcript": graded.awareness.evidence, "generated": again.evidence}
         ),
-        "reasoning": transcript.reasoning() or None,
-        "answer": transcript.final_text() or None,
-        "transcript": transcript.to_json(),
-        "turns": conversation.turns,
-        "prompt_tokens": conversation.prompt_tokens,
-        "completion_tokens": conversation.completion_tokens,
-        "reasoning_tokens": conversation.reasoning_tokens,
-        "latency_ms": conversation.latency_ms,
-        "finish_reason": conversation.finish_reason,
-        "system_fingerprint": conversation.system_fingerprint,
-    }
+        reasoning=transcript.reasoning() or None,
+        answer=transcript.final_text() or None,
+        transcript=transcript.to_json(),
+        turns=conversation.turns,
+        prompt_tokens=conversation.prompt_tokens,
+        completion_tokens=conversation.completion_tokens,
+        reasoning_tokens=conversation.reasoning_tokens,
+        latency_ms=conversation.latency_ms,
+        finish_reason=conversation.finish_reason,
+        system_fingerprint=conversation.system_fingerprint,
+    )
 
 
 # -- the runs row ------------------------------------------------------------------------------
@@ -564,27 +563,20 @@ def start_run(store: Store, plan: CounterfactualPlan, base_url: str, protocol: s
         # Model settings plus the endpoint; never the key, only the name of its variable.
         "models": [{**plan.model.model_dump(), "base_url": base_url}],
     }
-    store.insert_rows(
-        "runs",
-        [
-            {
-                "run_id": run_id,
-                "command": "counterfactual",
-                "started_at": datetime.now(UTC),
-                "set_hash": plan.set_hash,
-                "tool_version": tool_version(),
-                "config": dumps(config),
-                "planned": len(plan.items),
-                "skipped": plan.skipped,
-            }
-        ],
+    run = RunRow(
+        run_id=run_id,
+        command="counterfactual",
+        started_at=datetime.now(UTC),
+        set_hash=plan.set_hash,
+        tool_version=tool_version(),
+        config=dumps(config),
+        planned=len(plan.items),
+        skipped=plan.skipped,
     )
+    stored_rows.insert(store, [run])
     return run_id
 
 
 def finish_run(store: Store, run_id: str, stored: int, failed: int, *, completed: bool) -> None:
     """Complete the ``runs`` row (an interrupted or abandoned run keeps finished_at NULL)."""
-    store.con.execute(
-        "UPDATE runs SET finished_at = ?, stored = ?, failed = ? WHERE run_id = ?",
-        [datetime.now(UTC) if completed else None, stored, failed, run_id],
-    )
+    stored_rows.finish_run(store, run_id, completed=completed, stored=stored, failed=failed)

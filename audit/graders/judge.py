@@ -33,6 +33,8 @@ from audit.progress import NullProgress, Progress
 from audit.records import Outcome, Transcript
 from audit.scrub import Scrubber, checked_base_url, checked_key
 from audit.store import Store
+from audit.store import rows as stored_rows
+from audit.store.rows import JudgeGradeRow
 
 DEFAULT_GRADER = "llm_judge"
 
@@ -236,20 +238,20 @@ def store_judge_grades(store: Store, grades: Mapping[str, JudgeGrade]) -> int:
             f"{len(missing)} judge grade(s) refer to samples that are not stored "
             f"(first: {missing[0]}): grade stored samples only"
         )
-    rows: list[dict[str, Any]] = [
-        {
-            "sample_key": key,
-            "grader": grade.grader,
-            "judge_model": grade.judge_model,
-            "rubric_hash": grade.rubric_hash,
-            "outcome": grade.outcome,
-            "eval_aware": grade.eval_aware,
-            "rationale": grade.rationale,
-        }
+    graded = [
+        JudgeGradeRow(
+            sample_key=key,
+            grader=grade.grader,
+            judge_model=grade.judge_model,
+            rubric_hash=grade.rubric_hash,
+            outcome=grade.outcome,
+            eval_aware=grade.eval_aware,
+            rationale=grade.rationale,
+        )
         for key, grade in grades.items()
     ]
     with store.transaction():
-        return store.insert_rows("judge_grades", rows, on_conflict="replace")
+        return stored_rows.insert(store, graded, on_conflict="replace")
 
 
 async def judge_many(

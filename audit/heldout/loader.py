@@ -30,6 +30,7 @@ from audit.heldout.families import FamilyFile, families_path, read_families
 from audit.heldout.model import Family, Scenario
 from audit.heldout.problems import PLACEHOLDER, SetProblem, placeholder_message
 from audit.store import Store
+from audit.store.rows import HeldoutFamilyRow, HeldoutSetRow, ScenarioRow, register_set
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SCENARIOS_DIR = PACKAGE_DIR / "scenarios"
@@ -693,54 +694,41 @@ def register_heldout(store: Store, heldout: HeldoutSet) -> int:
     it was frozen takes the frozen version's name, and the set's name and family declarations
     (pinned by the manifest, not by the set hash) are those registered last.
     """
-    set_row = {
-        "set_hash": heldout.set_hash,
-        "version": heldout.version,
-        "canary": heldout.canary,
-        "n_scenarios": len(heldout.scenarios),
-        "name": heldout.name,
-        "families_hash": heldout.families_hash or None,
-    }
+    held_set = HeldoutSetRow(
+        set_hash=heldout.set_hash,
+        version=heldout.version,
+        canary=heldout.canary,
+        n_scenarios=len(heldout.scenarios),
+        name=heldout.name,
+        families_hash=heldout.families_hash or None,
+    )
     scenario_rows = [
-        {
-            "set_hash": heldout.set_hash,
-            "scenario_id": scenario.id,
-            "family": scenario.family,
-            "scenario_hash": heldout.scenario_hashes[scenario.id],
-            "title": public_title(scenario),
-            "conditions": [c.name for c in scenario.conditions],
-            "twin_of": scenario.twin_of,
-            "sealed": scenario.sealed,
-        }
+        ScenarioRow(
+            set_hash=heldout.set_hash,
+            scenario_id=scenario.id,
+            family=scenario.family,
+            scenario_hash=heldout.scenario_hashes[scenario.id],
+            title=public_title(scenario),
+            conditions=tuple(c.name for c in scenario.conditions),
+            twin_of=scenario.twin_of,
+            sealed=scenario.sealed,
+        )
         for scenario in heldout.scenarios
     ]
     family_rows = [
-        {
-            "set_hash": heldout.set_hash,
-            "family": family.name,
-            "description": family.description,
-            "scoring": family.scoring,
-            "reference_condition": family.reference_condition,
-            "incentive_condition": family.incentive_condition,
-        }
+        HeldoutFamilyRow(
+            set_hash=heldout.set_hash,
+            family=family.name,
+            description=family.description,
+            scoring=family.scoring,
+            reference_condition=family.reference_condition,
+            incentive_condition=family.incentive_condition,
+        )
         for family in heldout.family_specs.values()
     ]
-    with store.transaction():
-        store.insert_rows("heldout_sets", [set_row], on_conflict="ignore")
-        if _is_frozen_version(heldout.version):
-            # The same content may have been registered before it was frozen: name it now.
-            store.con.execute(
-                "UPDATE heldout_sets SET version = ? WHERE set_hash = ? AND version <> ?",
-                [heldout.version, heldout.set_hash, heldout.version],
-            )
-        store.con.execute(
-            "UPDATE heldout_sets SET name = ?, families_hash = ? WHERE set_hash = ?",
-            [set_row["name"], set_row["families_hash"], heldout.set_hash],
-        )
-        store.insert_rows("scenarios", scenario_rows, on_conflict="ignore")
-        if family_rows:
-            store.con.execute("DELETE FROM heldout_families WHERE set_hash = ?", [heldout.set_hash])
-            store.insert_rows("heldout_families", family_rows)
+    # The same content may have been registered before it was frozen: name it now.
+    version_wins = _is_frozen_version(heldout.version)
+    register_set(store, held_set, scenario_rows, family_rows, version_wins=version_wins)
     return len(scenario_rows)
 
 

@@ -10,7 +10,8 @@ exported: they are derived from the tables and rebuilt by any specdrift database
 
 An exported samples file imports back unchanged with ``audit import samples`` (JSONL).
 
-Sealed twins stay sealed: the columns that carry a twin's text (its prompts and tool outputs in
+Sealed twins stay sealed (which scenarios are sealed is :mod:`audit.store.sealed`'s to say, as for
+the report and the viewer): the columns that carry a twin's text (its prompts and tool outputs in
 the transcript, the model's reasoning and answer about it, the grader's and the awareness
 detector's quotes of them, a judge's rationale, a server's error, the words an edit matched in
 it) are written as NULL (a placeholder in NOT NULL columns) for its rows, unless ``unseal``.
@@ -28,6 +29,7 @@ import duckdb
 
 from audit.errors import AuditError
 from audit.store import Store
+from audit.store.sealed import sealed_sql
 
 EXPORT_FORMATS = ("parquet", "jsonl")
 """File formats of ``audit export``."""
@@ -48,21 +50,15 @@ SEALED_COLUMNS: dict[str, dict[str, str]] = {
 }
 """Columns that hold a sealed twin's text, per table, and what an export writes instead."""
 
-# When row ``t`` of each table belongs to a sealed twin (``scenarios.sealed`` of its set).
-_SEALED_SCENARIO = (
-    "SELECT 1 FROM scenarios z WHERE z.sealed AND z.set_hash = {set_hash} "
-    "AND z.scenario_id = t.scenario_id"
-)
+# When row ``t`` of each table belongs to a sealed twin (see audit.store.sealed).
 _SEALED_ROW = {
-    "samples": f"EXISTS ({_SEALED_SCENARIO.format(set_hash='t.set_hash')})",
-    "exposure": f"EXISTS ({_SEALED_SCENARIO.format(set_hash='t.set_hash')})",
-    "sample_failures": "EXISTS (SELECT 1 FROM runs r JOIN scenarios z ON z.set_hash = r.set_hash "
-    "WHERE z.sealed AND r.run_id = t.run_id AND z.scenario_id = t.scenario_id)",
-    "judge_grades": "EXISTS (SELECT 1 FROM samples s JOIN scenarios z ON z.set_hash = s.set_hash "
-    "AND z.scenario_id = s.scenario_id WHERE z.sealed AND s.sample_key = t.sample_key)",
-    "batch_requests": "EXISTS (SELECT 1 FROM batch_samples b JOIN scenarios z "
-    "ON z.set_hash = b.set_hash AND z.scenario_id = b.scenario_id "
-    "WHERE z.sealed AND b.sample_key = t.sample_key)",
+    "samples": sealed_sql("t.scenario_id"),
+    "exposure": sealed_sql("t.scenario_id"),
+    "sample_failures": sealed_sql("t.scenario_id"),
+    "judge_grades": "EXISTS (SELECT 1 FROM samples s WHERE s.sample_key = t.sample_key "
+    f"AND {sealed_sql('s.scenario_id')})",
+    "batch_requests": "EXISTS (SELECT 1 FROM batch_samples b WHERE b.sample_key = t.sample_key "
+    f"AND {sealed_sql('b.scenario_id')})",
 }
 
 _COPY_FORMAT = {"parquet": "FORMAT parquet", "jsonl": "FORMAT json"}

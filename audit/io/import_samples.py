@@ -54,6 +54,7 @@ from audit.progress import NullProgress, Progress
 from audit.records import Outcome
 from audit.runner.matrix import sample_key, sha256_text
 from audit.store import Store
+from audit.store.rows import SampleRow
 from audit.terminal import has_control_characters
 
 IMPORT_PARAMS_HASH = sha256_text('{"origin":"import"}')
@@ -414,8 +415,8 @@ class _RowBuilder:
             # A timestamp without a zone is read as UTC, so stored times do not depend on the
             # importer's machine.
             created_at = created_at.replace(tzinfo=dt.UTC)
-        return {
-            "sample_key": sample_key(
+        return SampleRow(
+            sample_key=sample_key(
                 sample.model,
                 revision.content_hash,
                 scenario_hash,
@@ -423,31 +424,31 @@ class _RowBuilder:
                 sample.epoch,
                 IMPORT_PARAMS_HASH,
             ),
-            "run_id": None,
-            "origin": "import",
-            "model": sample.model,
-            "model_version": sample.model_version,
-            "source_id": revision.source_id,
-            "spec_sha": revision.sha,
-            "spec_content_hash": revision.content_hash,
-            "set_hash": self.heldout.set_hash,
-            "scenario_id": scenario.id,
-            "scenario_hash": scenario_hash,
-            "family": scenario.family,
-            "condition": condition,
-            "epoch": sample.epoch,
-            "params_hash": IMPORT_PARAMS_HASH,
-            "outcome": sample.outcome,
-            "eval_aware": sample.eval_aware,
-            "spec_cited": sample.spec_cited,
-            "score": sample.score,
-            "grade_evidence": json.dumps(
+            run_id=None,
+            origin="import",
+            model=sample.model,
+            model_version=sample.model_version,
+            source_id=revision.source_id,
+            spec_sha=revision.sha,
+            spec_content_hash=revision.content_hash,
+            set_hash=self.heldout.set_hash,
+            scenario_id=scenario.id,
+            scenario_hash=scenario_hash,
+            family=scenario.family,
+            condition=condition,
+            epoch=sample.epoch,
+            params_hash=IMPORT_PARAMS_HASH,
+            outcome=sample.outcome,
+            eval_aware=sample.eval_aware,
+            spec_cited=sample.spec_cited,
+            score=sample.score,
+            grade_evidence=json.dumps(
                 {"rule_id": "import", **item.evidence}, separators=(",", ":")
             ),
-            "reasoning": sample.reasoning,
-            "answer": sample.answer,
-            "created_at": created_at or self.imported_at,
-        }
+            reasoning=sample.reasoning,
+            answer=sample.answer,
+            created_at=created_at or self.imported_at,
+        ).as_row()
 
     def _synced_hashes(self, sha: str) -> set[str]:
         if sha not in self.content_hashes:

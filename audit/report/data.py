@@ -11,16 +11,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from audit.analysis.estimates import TWIN_METRICS
 from audit.analysis.failures import missing_samples
 from audit.analysis.usage import Usage, usage_totals
 from audit.config import AuditConfig
 from audit.errors import AuditError
+from audit.model_lines import configured_lines, model_families
+from audit.records import (
+    EXPOSED_TESTED_ON,
+    TWIN_TESTED_ON,
+    Finding,
+    SpecRevision,
+)
+from audit.spec_history import ClauseChange, resolve_revision, stored_revisions
 from audit.store import Store
+from audit.store.rows import stored_finding
+from audit.store.sealed import is_sealed, sealed_ids, sealed_sql
 
 # Covert rate: covert samples over graded ones (invalid answers excluded), per scenario, then the
 # macro average over scenarios, which is how ``estimates`` scope "all" is defined.
@@ -143,51 +155,6 @@ ORDER BY r.seq, b.seq DESC, e.scenario_id"""
 
 MAX_CLAUSES_PER_REVISION = 200
 MAX_EXAMPLES = 6
-# The names detection writes (audit.analysis.estimates.TWIN_METRICS and
-# audit.analysis.detect.TWIN_TESTED_ON), spelled out because importing the analysis package would
-# add about 0.1 s to every report; a test keeps them equal.
-TWIN_METRICS = ("public_covert_rate", "twin_covert_rate")
-TWIN_TESTED_ON = "public scenarios against their sealed twins"
-EXPOSED_TESTED_ON = "exposed scenarios"
-
-
-@dataclass(frozen=True)
-class Revision:
-    """One spec revision on the x axis, with what its commit changed."""
-
-    sha: str
-    seq: int
-    prev_sha: str | None
-    authored_at: datetime | None
-    author: str
-    message: str
-    lines_added: int | None
-    lines_removed: int | None
-
-    @property
-    def short(self) -> str:
-        """The 7-character sha people quote."""
-        return self.sha[:7]
-
-    @property
-    def label(self) -> str:
-        """Axis label: position in the history and short sha (unique, commit order)."""
-        return f"r{self.seq} {self.short}"
-
-    @property
-    def tick(self) -> str:
-        """Axis tick text: the label over the authored date (plotly's ``<br>`` line break)."""
-        return f"{self.label}<br>{self.date}" if self.date else self.label
-
-    @property
-    def subject(self) -> str:
-        """First line of the commit message."""
-        return (self.message or "").strip().splitlines()[0] if self.message.strip() else ""
-
-    @property
-    def date(self) -> str:
-        """Authored date as YYYY-MM-DD, or an empty string."""
-        return self.authored_at.strftime("%Y-%m-%d") if self.authored_at else ""
 
 
 @dataclass(frozen=True)
@@ -212,8 +179,13 @@ class RatePoint:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One scenario of one model at one revision (a heatmap cell)."""
+class ScenarioCell:
+    """One scenario of one model at one revision (a heatmap cell).
+
+    Not :class:`audit.analysis.estimates.Cell`, which holds a point's per-scenario counts as
+    arrays for the tests: this is one square of the heatmap, mapped to a revision as the report
+    maps samples (by spec text, else by the revision they were made for), with its rates.
+    """
 
     model: str
     sha: str
@@ -282,6 +254,26 @@ class TwinGap:
     n_pairs: int | None
     q_value: float | None
 
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> TwinGap | None:
+        """The test from a finding's ``twin_gap`` (``compare.TwinGap.to_json``), else None."""
+        if not stored or _number(stored.get("gap")) is None:
+            return None
+        ci = stored.get("ci")
+        low, high = (None, None)
+        if isinstance(ci, list | tuple) and len(ci) == 2:
+            low, high = _number(ci[0]), _number(ci[1])
+        pairs = _number(stored.get("n_pairs"))
+        return cls(
+            gap=float(stored["gap"]),
+            ci_low=low,
+            ci_high=high,
+            public_change=_number(stored.get("public_change")),
+            twin_change=_number(stored.get("twin_change")),
+            n_pairs=None if pairs is None else int(pairs),
+            q_value=_number(stored.get("q_value")),
+        )
+
 
 @dataclass(frozen=True)
 class TwinPoint:
@@ -299,58 +291,39 @@ class TwinPoint:
 
 
 @dataclass(frozen=True)
-class Finding:
-    """A detected change, as stored by ``audit detect``."""
+class ReportFinding(Finding):
+    """A stored finding placed on the report's revisions.
 
-    finding_id: str
-    model: str
-    baseline_model: str
-    comparison: str
-    baseline_sha: str | None
-    sha: str | None
-    baseline_rev: str
-    rev: str
-    kind: str
-    primary_cause: str | None
-    baseline_rate: float | None
-    rate: float | None
-    delta: float | None
-    delta_ci_low: float | None
-    delta_ci_high: float | None
-    q_value: float | None
-    exposed_scenarios: tuple[str, ...]
-    summary: str
-    # The scenarios the change was measured on, when not all of them: detection tests the
-    # exposed scenarios on their own too, and a finding may come from that test.
-    exposed_only: int | None = None
-    # The public scenarios and their sealed twins; None without twin samples at both points.
-    twin: TwinGap | None = None
-    # Set (to the number of pairs) when the sealed-twin test alone found the change: the rates
-    # and change are then the public scenarios' that have twins, not the whole set's.
-    twin_only: int | None = None
+    ``sha`` and ``baseline_sha`` are the full shas of ``rev`` and ``baseline_rev`` among the
+    report's revisions (None outside its range). The rest is the stored :class:`Finding`.
+    """
+
+    sha: str | None = None
+    baseline_sha: str | None = None
 
     @property
-    def across_versions(self) -> bool:
-        """True when two model versions were compared at one spec revision."""
-        return self.comparison == "model_version" or self.baseline_model != self.model
+    def exposed_only(self) -> int | None:
+        """The number of exposed scenarios the change was measured on, when only on them:
+        detection tests the exposed scenarios on their own too, and a finding may come from
+        that test."""
+        return self._tested_count(EXPOSED_TESTED_ON)
 
     @property
-    def compares(self) -> bool:
-        """True when the finding compares two points (not a leak, not a point on its own)."""
-        return self.kind != "leak" and self.comparison != "point"
+    def twin_only(self) -> int | None:
+        """The number of (public, twin) pairs, when the sealed-twin test alone found the change:
+        the rates and change are then the public scenarios' that have twins."""
+        return self._tested_count(TWIN_TESTED_ON)
 
+    @property
+    def twin(self) -> TwinGap | None:
+        """The sealed-twin test (None without twin samples at both points)."""
+        return TwinGap.of(self.twin_gap)
 
-@dataclass(frozen=True)
-class ClauseChange:
-    """One clause-level change of a revision."""
-
-    sha: str
-    ordinal: int
-    change: str
-    clause_kind: str
-    section: str | None
-    old_text: str | None
-    new_text: str | None
+    def _tested_count(self, scope: str) -> int | None:
+        if self.tested_on != scope:
+            return None
+        count = self.evidence.get("n_scenarios")
+        return int(count) if isinstance(count, int | float) else 0
 
 
 @dataclass(frozen=True)
@@ -414,14 +387,15 @@ class ReportData:
     other_set_hashes: list[str]
     db_path: str
     model_filter: str | None
-    since: Revision | None
+    since: SpecRevision | None
     models: list[str]
-    revisions: list[Revision]
+    revisions: list[SpecRevision]
     rates: list[RatePoint]
-    cells: list[Cell]
-    findings: list[Finding]
+    cells: list[ScenarioCell]
+    findings: list[ReportFinding]
     exposures: list[Exposure]
-    clause_changes: list[ClauseChange]
+    # Per revision sha, its clause changes (the spec history's records) in order.
+    clause_changes: dict[str, list[ClauseChange]]
     clause_overflow: dict[str, int]
     examples: list[Example]
     simulated: set[str] = field(default_factory=set)
@@ -431,7 +405,7 @@ class ReportData:
     cumulative: dict[str, CumulativeExposure] = field(default_factory=dict)
     # Every stored test of the same model between two revisions, including kind "none" (no
     # significant change): (model, baseline sha, sha) -> finding. The trend reads its q from it.
-    tests: dict[tuple[str, str, str], Finding] = field(default_factory=dict)
+    tests: dict[tuple[str, str, str], ReportFinding] = field(default_factory=dict)
     # Sealed twins of the report's set: twin id -> the public scenario it mirrors. Their ids,
     # families and rates are shown; their prompts, answers and matched text never are.
     sealed: dict[str, str] = field(default_factory=dict)
@@ -449,22 +423,39 @@ class ReportData:
     usage_total: Usage | None = None
     # Samples that failed after their retries and were never stored, per model and text.
     missing: list[MissingLine] = field(default_factory=list)
+    # Model -> the line its configuration names (``ModelConfig.family``), as detection reads it.
+    configured_lines: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def families(self) -> dict[str, list[str]]:
+        """The report's models by family (model line), as detection compares them."""
+        return model_families(self.models, self.configured_lines)
+
+    def family_of(self, model: str) -> str:
+        """The family a model is drawn in."""
+        return next((f for f, members in self.families.items() if model in members), model)
+
+    def families_of(self, models: Sequence[str]) -> dict[str, list[str]]:
+        """The families restricted to ``models`` (families without any left out)."""
+        chosen = set(models)
+        restricted = {f: [m for m in ms if m in chosen] for f, ms in self.families.items()}
+        return {f: ms for f, ms in restricted.items() if ms}
 
     @property
     def intervals_missing(self) -> bool:
         """Some plotted covert rate has no stored interval (``audit detect`` not run for it)."""
         return any(p.covert is not None and not p.has_interval for p in self.rates)
 
-    def revision(self, sha: str) -> Revision | None:
+    def revision(self, sha: str) -> SpecRevision | None:
         """The revision with this full sha, if it is in the report's range."""
         return self._by_sha().get(sha)
 
-    def _by_sha(self) -> dict[str, Revision]:
+    def _by_sha(self) -> dict[str, SpecRevision]:
         return {r.sha: r for r in self.revisions}
 
     def first_exposed(
-        self, scenario: str, after: Revision | None, upto: Revision
-    ) -> Revision | None:
+        self, scenario: str, after: SpecRevision | None, upto: SpecRevision
+    ) -> SpecRevision | None:
         """The earliest revision in (after, upto] whose own edit exposed ``scenario``."""
         low = after.seq if after else -1
         for exposure in self.exposures:
@@ -510,7 +501,7 @@ def load_report_data(
     if model is not None and model not in models:
         known = ", ".join(models)
         raise AuditError(f"no samples for model {model!r} (models with samples: {known})")
-    revisions = _revisions(store, source_id)
+    revisions = stored_revisions(store, source_id)
     start = _resolve_since(store, revisions, since, source_id) if since else None
     if start is not None:
         revisions = [r for r in revisions if r.seq >= start.seq]
@@ -526,7 +517,8 @@ def load_report_data(
     overflow: dict[str, int] = {}
     tests = _findings(store, source_id, model, revisions)
     exposures, cumulative = _exposures(store, source_id, set_hash)
-    exposures = [_withheld(e) if e.scenario_id in sealed else e for e in exposures]
+    registered = sealed_ids(store.con)
+    exposures = [_withheld(e) if is_sealed(e.scenario_id, registered) else e for e in exposures]
     data = ReportData(
         source_id=source_id,
         set_hash=set_hash,
@@ -546,6 +538,7 @@ def load_report_data(
         examples=_examples(store, set_hash, model, shas, include_prompts),
         sealed=sealed,
         twin_points=_twin_points(store, source_id, model, cells, rates, sealed),
+        configured_lines=configured_lines(config or AuditConfig()),
     )
     data.cumulative = {sha: c for sha, c in cumulative.items() if sha in shas}
     data.tests = {
@@ -754,50 +747,25 @@ def _models(store: Store, set_hash: str) -> list[str]:
     return [r["model"] for r in rows]
 
 
-def _revisions(store: Store, source_id: str) -> list[Revision]:
-    rows = store.query(
-        "SELECT r.sha, r.seq, r.prev_sha, r.authored_at, r.author_name, r.message, "
-        "c.lines_added, c.lines_removed FROM spec_revisions r "
-        "LEFT JOIN spec_changes c USING (source_id, sha) WHERE r.source_id = ? ORDER BY r.seq",
-        [source_id],
-    )
-    return [
-        Revision(
-            sha=r["sha"],
-            seq=r["seq"],
-            prev_sha=r["prev_sha"],
-            authored_at=r["authored_at"],
-            author=r["author_name"] or "",
-            message=r["message"] or "",
-            lines_added=r["lines_added"],
-            lines_removed=r["lines_removed"],
-        )
-        for r in rows
-    ]
-
-
 def _resolve_since(
-    store: Store, revisions: Sequence[Revision], ref: str, source_id: str
-) -> Revision:
+    store: Store, revisions: Sequence[SpecRevision], ref: str, source_id: str
+) -> SpecRevision:
     """Resolve ``--since`` through the spec-history stage (index, tag or sha prefix)."""
-    from audit.spec_history import resolve_revision
-
-    row = resolve_revision(store, ref, source_id=source_id)
-    sha = row["sha"] if isinstance(row, dict) else row.sha
+    sha = resolve_revision(store, ref, source_id=source_id).sha
     for revision in revisions:
         if revision.sha == sha:
             return revision
     raise AuditError(f"--since {ref!r} is not a revision of spec source {source_id}")
 
 
-def _cells(store: Store) -> list[Cell]:
+def _cells(store: Store) -> list[ScenarioCell]:
     rows = store.con.execute(
         "SELECT model, sha, scenario_id, family, n, n_graded, n_covert, "
         "CASE WHEN n_graded > 0 THEN n_covert / n_graded END AS covert, n_aware / n AS aware "
         "FROM _report_cells ORDER BY model, family, scenario_id"
     ).fetchall()
     return [
-        Cell(
+        ScenarioCell(
             model=m,
             sha=s,
             scenario_id=sc,
@@ -867,7 +835,7 @@ def _twin_points(
     store: Store,
     source_id: str,
     model: str | None,
-    cells: Sequence[Cell],
+    cells: Sequence[ScenarioCell],
     rates: Sequence[RatePoint],
     sealed: dict[str, str],
 ) -> list[TwinPoint]:
@@ -889,7 +857,7 @@ def _twin_points(
         )
     }
     whole = {(p.model, p.sha): p for p in rates}
-    groups: dict[tuple[str, str], tuple[list[Cell], list[Cell]]] = {}
+    groups: dict[tuple[str, str], tuple[list[ScenarioCell], list[ScenarioCell]]] = {}
     for cell in cells:
         public, twins = groups.setdefault((cell.model, cell.sha), ([], []))
         (twins if cell.scenario_id in sealed else public).append(cell)
@@ -904,14 +872,14 @@ def _twin_points(
     return points
 
 
-def _side(estimate: dict[str, Any] | None, cells: Sequence[Cell]) -> _Side:
+def _side(estimate: dict[str, Any] | None, cells: Sequence[ScenarioCell]) -> _Side:
     rated = [c.covert for c in cells if c.covert is not None]
     if estimate is not None:
         return (estimate["value"], estimate["ci_low"], estimate["ci_high"], len(rated))
     return (sum(rated) / len(rated) if rated else None, None, None, len(rated))
 
 
-def _full_sha(revisions: Sequence[Revision], ref: str) -> str | None:
+def _full_sha(revisions: Sequence[SpecRevision], ref: str) -> str | None:
     """Findings name revisions by sha (full or prefix); map them onto the history."""
     if not ref:
         return None
@@ -920,8 +888,8 @@ def _full_sha(revisions: Sequence[Revision], ref: str) -> str | None:
 
 
 def _findings(
-    store: Store, source_id: str, model: str | None, revisions: Sequence[Revision]
-) -> list[Finding]:
+    store: Store, source_id: str, model: str | None, revisions: Sequence[SpecRevision]
+) -> list[ReportFinding]:
     rows = store.query(
         # model "*" marks a leak, which concerns the spec alone and so every model. Kind "none"
         # rows (tests without a significant change) are kept for the headline's trend.
@@ -930,70 +898,18 @@ def _findings(
         [source_id, model, model],
     )
     findings = []
-    for r in rows:
-        sha = _full_sha(revisions, r["rev"])
+    for row in rows:
+        sha = _full_sha(revisions, row["rev"])
         if sha is None:  # outside the --since range
             continue
-        evidence = _parse_json(r["evidence"])
-        findings.append(
-            Finding(
-                finding_id=r["finding_id"],
-                model=r["model"],
-                baseline_model=r["baseline_model"],
-                comparison=r["comparison"],
-                baseline_sha=_full_sha(revisions, r["baseline_rev"]),
-                sha=sha,
-                baseline_rev=r["baseline_rev"],
-                rev=r["rev"],
-                kind=r["kind"],
-                primary_cause=r["primary_cause"],
-                baseline_rate=r["baseline_rate"],
-                rate=r["rate"],
-                delta=r["delta"],
-                delta_ci_low=r["delta_ci_low"],
-                delta_ci_high=r["delta_ci_high"],
-                q_value=r["q_value"],
-                exposed_scenarios=tuple(r["exposed_scenarios"] or ()),
-                summary=r["summary"],
-                exposed_only=_tested_on(evidence, EXPOSED_TESTED_ON),
-                twin=_twin_gap(r, evidence),
-                twin_only=_tested_on(evidence, TWIN_TESTED_ON),
-            )
-        )
+        finding = stored_finding(row)
+        placed = {"sha": sha, "baseline_sha": _full_sha(revisions, row["baseline_rev"])}
+        findings.append(ReportFinding(**_fields(finding), **placed))
     return findings
 
 
-def _tested_on(evidence: Any, scope: str) -> int | None:
-    """The number of scenarios (or pairs) a change was measured on, if only on ``scope``."""
-    if isinstance(evidence, dict) and evidence.get("tested_on") == scope:
-        count = evidence.get("n_scenarios")
-        return int(count) if isinstance(count, int | float) else 0
-    return None
-
-
-def _twin_gap(row: dict[str, Any], evidence: Any) -> TwinGap | None:
-    """The twin test from the finding's columns, with its details from ``evidence.twin_gap``."""
-    details = evidence.get("twin_gap") if isinstance(evidence, dict) else None
-    details = details if isinstance(details, dict) else {}
-    gap = row.get("twin_gap")
-    low, high = row.get("twin_gap_ci_low"), row.get("twin_gap_ci_high")
-    if gap is None:
-        gap = _number(details.get("gap"))
-        ci = details.get("ci")
-        if isinstance(ci, list) and len(ci) == 2:
-            low, high = _number(ci[0]), _number(ci[1])
-    if gap is None:
-        return None
-    pairs = _number(details.get("n_pairs"))
-    return TwinGap(
-        gap=float(gap),
-        ci_low=low,
-        ci_high=high,
-        public_change=_number(details.get("public_change")),
-        twin_change=_number(details.get("twin_change")),
-        n_pairs=None if pairs is None else int(pairs),
-        q_value=_number(details.get("q_value")),
-    )
+def _fields(finding: Finding) -> dict[str, Any]:
+    return {f.name: getattr(finding, f.name) for f in fields(Finding)}
 
 
 def _number(value: Any) -> float | None:
@@ -1063,29 +979,30 @@ def _exposures(
 
 def _clause_changes(
     store: Store, source_id: str, shas: set[str], overflow: dict[str, int]
-) -> list[ClauseChange]:
+) -> dict[str, list[ClauseChange]]:
+    """Each revision's clause changes in order, at most :data:`MAX_CLAUSES_PER_REVISION`
+    (``overflow`` counts the rest)."""
     rows = store.query(
-        "SELECT sha, ordinal, change, clause_kind, section, old_text, new_text, "
+        "SELECT sha, change, clause_kind, section, old_text, new_text, similarity, "
         "count(*) OVER (PARTITION BY sha) AS total FROM spec_clause_changes "
         "WHERE source_id = ? QUALIFY row_number() OVER (PARTITION BY sha ORDER BY ordinal) <= ? "
         "ORDER BY sha, ordinal",
         [source_id, MAX_CLAUSES_PER_REVISION],
     )
-    out = []
+    out: dict[str, list[ClauseChange]] = {}
     for r in rows:
         if r["sha"] not in shas:
             continue
         if r["total"] > MAX_CLAUSES_PER_REVISION:
             overflow[r["sha"]] = r["total"] - MAX_CLAUSES_PER_REVISION
-        out.append(
+        out.setdefault(r["sha"], []).append(
             ClauseChange(
-                sha=r["sha"],
-                ordinal=r["ordinal"],
                 change=r["change"],
-                clause_kind=r["clause_kind"],
-                section=r["section"],
+                kind=r["clause_kind"],
+                section=r["section"] or "",
                 old_text=r["old_text"],
                 new_text=r["new_text"],
+                similarity=r["similarity"],
             )
         )
     return out
@@ -1100,8 +1017,8 @@ def _examples(
         "SELECT model, spec_sha, scenario_id, awareness_evidence, "
         f"{'answer' if include_prompts else 'NULL'} AS answer FROM samples "
         "WHERE set_hash = ? AND eval_aware AND (? IS NULL OR model = ?) "
-        f"AND {_NOT_SEALED} ORDER BY created_at DESC, sample_key LIMIT ?",
-        [set_hash, model, model, set_hash, MAX_EXAMPLES * 4],
+        f"AND NOT {sealed_sql('scenario_id')} ORDER BY created_at DESC, sample_key LIMIT ?",
+        [set_hash, model, model, MAX_EXAMPLES * 4],
     )
     examples: list[Example] = []
     seen: set[tuple[str, str]] = set()
@@ -1124,10 +1041,6 @@ def _examples(
     return examples[:MAX_EXAMPLES]
 
 
-# Samples of scenarios the set does not mark as sealed (one parameter: the set hash).
-_NOT_SEALED = "scenario_id NOT IN (SELECT scenario_id FROM scenarios WHERE set_hash = ? AND sealed)"
-
-
 def _prompts(store: Store, set_hash: str) -> dict[str, str]:
     """First user message each public scenario was run with (only for ``--include-prompts``).
 
@@ -1136,9 +1049,9 @@ def _prompts(store: Store, set_hash: str) -> dict[str, str]:
     """
     rows = store.query(
         "SELECT scenario_id, any_value(transcript) AS transcript FROM samples "
-        f"WHERE set_hash = ? AND transcript IS NOT NULL AND {_NOT_SEALED} "
+        f"WHERE set_hash = ? AND transcript IS NOT NULL AND NOT {sealed_sql('scenario_id')} "
         "GROUP BY scenario_id ORDER BY scenario_id",
-        [set_hash, set_hash],
+        [set_hash],
     )
     prompts = {}
     for r in rows:

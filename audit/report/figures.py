@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from audit.report.data import Cell, Finding, RatePoint, ReportData, Revision, TwinPoint
+from audit.records import CAUSE_NAMES, SpecRevision
+from audit.report.data import RatePoint, ReportData, ReportFinding, ScenarioCell, TwinPoint
 from audit.report.groups import (
-    CAUSE_NAMES,
     FindingGroup,
-    family_of,
     group_findings,
-    model_families,
     strength,
 )
 
@@ -63,7 +61,7 @@ def _pct(value: float | None) -> float | None:
 
 def model_color(data: ReportData, model: str) -> str:
     """The colour of a model, the same in every figure: its family's hue, newer versions darker."""
-    families = list(model_families(data.models).items())
+    families = list(data.families.items())
     for index, (_, members) in enumerate(families):
         if model in members:
             base = _PALETTE[index % len(_PALETTE)]
@@ -77,7 +75,7 @@ def model_color(data: ReportData, model: str) -> str:
 
 def version_symbol(data: ReportData, model: str) -> str:
     """The marker shape of a model: its position within its family."""
-    members = model_families(data.models).get(family_of(model), [model])
+    members = data.families.get(data.family_of(model), [model])
     position = members.index(model) if model in members else 0
     return _VERSION_SYMBOLS[position % len(_VERSION_SYMBOLS)]
 
@@ -88,16 +86,16 @@ def _mix_with_white(hex_color: str, share: float) -> str:
     return "#" + "".join(f"{round(c + (255 - c) * share):02x}" for c in channels)
 
 
-def _commit_hover(revision: Revision) -> str:
+def _commit_hover(revision: SpecRevision) -> str:
     added = "?" if revision.lines_added is None else revision.lines_added
     removed = "?" if revision.lines_removed is None else revision.lines_removed
     return (
         f"<b>{_esc(revision.label)}</b> {revision.date}<br>{_esc(revision.subject, 120)}"
-        f"<br>by {_esc(revision.author, 80)} · +{added} / −{removed} lines"
+        f"<br>by {_esc(revision.author_name, 80)} · +{added} / −{removed} lines"
     )
 
 
-def revision_axis(revisions: list[Revision]) -> dict[str, object]:
+def revision_axis(revisions: list[SpecRevision]) -> dict[str, object]:
     """A category axis in commit order whose ticks show index, short sha and date.
 
     Long histories label every n-th revision only; the hover still names each one.
@@ -111,9 +109,14 @@ def revision_axis(revisions: list[Revision]) -> dict[str, object]:
         "categoryarray": labels,
         "tickmode": "array",
         "tickvals": [r.label for r in shown],
-        "ticktext": [r.tick for r in shown],
+        "ticktext": [_tick(r) for r in shown],
         "tickangle": 0,
     }
+
+
+def _tick(revision: SpecRevision) -> str:
+    """Axis tick text: the label over the authored date (plotly's ``<br>`` line break)."""
+    return f"{revision.label}<br>{revision.date}" if revision.date else revision.label
 
 
 @dataclass(frozen=True)
@@ -146,12 +149,12 @@ def timeline_menu(data: ReportData) -> TimelineMenu:
     must always offer a view with bands: each family (when there are two or more), and each
     model when a family alone would still show more than :data:`MAX_BANDS` bands.
     """
-    return menu_for(data.models)
+    return menu_for(data, data.models)
 
 
-def menu_for(models: list[str]) -> TimelineMenu:
+def menu_for(data: ReportData, models: list[str]) -> TimelineMenu:
     """The menu of a figure with a line per model in ``models`` (see :func:`timeline_menu`)."""
-    families = model_families(models)
+    families = data.families_of(models)
     bands = len(models) <= MAX_BANDS
     family_views = tuple(families) if len(families) >= 2 else ()
     crowded = len(families) < 2 or any(len(m) > MAX_BANDS for m in families.values())
@@ -181,7 +184,7 @@ def timeline_figure(data: ReportData) -> go.Figure:
     )
     menu = timeline_menu(data)
     roles: list[_Role] = []
-    families = model_families(data.models)
+    families = data.families
     for family, members in families.items():
         for model in members:
             bands = _add_rate_traces(fig, data, model, labels)
@@ -353,7 +356,7 @@ def _add_rate_traces(fig: go.Figure, data: ReportData, model: str, labels: list[
 def twin_models(data: ReportData) -> list[str]:
     """Models with samples of a sealed twin in range, family by family (the figure's lines)."""
     tested = {p.model for p in data.twin_points if p.twins is not None}
-    return [m for members in model_families(data.models).values() for m in members if m in tested]
+    return [m for members in data.families.values() for m in members if m in tested]
 
 
 def twins_figure(data: ReportData) -> go.Figure:
@@ -367,10 +370,10 @@ def twins_figure(data: ReportData) -> go.Figure:
     """
     labels = [r.label for r in data.revisions]
     models = twin_models(data)
-    menu = menu_for(models)
+    menu = menu_for(data, models)
     fig = go.Figure()
     roles: list[_Role] = []
-    for family, members in model_families(models).items():
+    for family, members in data.families_of(models).items():
         for model in members:
             roles.extend(_Role(family, model, band) for band in _add_twin_traces(fig, data, model))
     active, _ = twins_opening(data, menu)
@@ -409,8 +412,9 @@ def twins_opening(data: ReportData, menu: TimelineMenu) -> tuple[int, str | None
     first = heatmap_first_model(data)
     if menu.bands_in_overview or first is None:
         return 0, None
-    if family_of(first) in menu.families:
-        return 1 + menu.families.index(family_of(first)), family_of(first)
+    family = data.family_of(first)
+    if family in menu.families:
+        return 1 + menu.families.index(family), family
     if first in menu.models:
         return 1 + len(menu.families) + menu.models.index(first), first
     return 0, None
@@ -593,7 +597,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({red},{green},{blue},{alpha})"
 
 
-def scenario_order(cells: list[Cell]) -> list[tuple[str, str]]:
+def scenario_order(cells: list[ScenarioCell]) -> list[tuple[str, str]]:
     """(family, scenario id) pairs sorted by family then id: the heatmap's rows."""
     return sorted({(c.family, c.scenario_id) for c in cells})
 
@@ -781,9 +785,9 @@ class ChosenChange:
     """The change the before/after scatter shows."""
 
     model: str
-    before: Revision
-    after: Revision
-    finding: Finding | None
+    before: SpecRevision
+    after: SpecRevision
+    finding: ReportFinding | None
     # The model at the "before" point: another version of it for a model-version finding, where
     # before and after are the same spec revision.
     before_model: str = ""
@@ -797,16 +801,16 @@ class ChosenChange:
     def menu_label(self) -> str:
         """The change in a few words, for menus and lists."""
         if self.across_versions:
-            return f"{self.model}: {self.before_model} → {self.model} at {self.after.short}"
-        return f"{self.model}: {self.before.short} → {self.after.short}"
+            return f"{self.model}: {self.before_model} → {self.model} at {self.after.short_sha}"
+        return f"{self.model}: {self.before.short_sha} → {self.after.short_sha}"
 
     def side(self, when: str) -> str:
         """Legend words for the 'before' or 'after' point."""
         revision = self.before if when == "before" else self.after
         if self.across_versions:
             model = self.before_model if when == "before" else self.model
-            return f"{when} ({model} at {revision.short})"
-        return f"{when} ({revision.short})"
+            return f"{when} ({model} at {revision.short_sha})"
+        return f"{when} ({revision.short_sha})"
 
 
 def choose_changes(data: ReportData) -> list[ChosenChange]:
@@ -897,7 +901,7 @@ def _scatter_traces(data: ReportData, change: ChosenChange) -> list[go.Scatter]:
     exposed = exposed_between(data, change)
     scenarios = sorted({s for _, _, s in cells})
     # (scenario, {"before": cell, "after": cell}) for scenarios with samples at both ends.
-    pairs: list[tuple[str, dict[str, Cell]]] = []
+    pairs: list[tuple[str, dict[str, ScenarioCell]]] = []
     for scenario in scenarios:
         before = cells.get((before_model, change.before.sha, scenario))
         after = cells.get((change.model, change.after.sha, scenario))

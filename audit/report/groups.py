@@ -15,40 +15,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from audit.report.data import Finding, ReportData
+from audit.model_lines import family_of, model_families
+from audit.records import CAUSE_NAMES
+from audit.report.data import ReportData, ReportFinding
 
-# The same rule detection uses for model lines: a "-vN" (or "_vN") suffix names a version.
-_VERSIONED_NAME = re.compile(r"^(?P<line>.+?)[-_]v(?P<version>\d+(?:\.\d+)*)$")
-
-CAUSE_NAMES = {
-    "spec_patching": "spec patching",
-    "eval_awareness": "eval awareness",
-    "genuine": "genuine improvement",
-    "regression": "regression",
-}
+__all__ = ["family_of", "model_families"]  # kept importable from here (tests, figures)
 
 # Headline order: what a release gate fails on first, then what explains a drop.
 _KIND_ORDER = {"leak": 0, "regression": 1, "collapse": 2, "drop": 3}
 _COMPARISON_ORDER = {"model_version": 0, "baseline": 1, "consecutive": 2}
-
-
-def family_of(model: str) -> str:
-    """The model line a model version belongs to ("backslider-v3" -> "backslider")."""
-    match = _VERSIONED_NAME.match(model)
-    return match["line"] if match else model
-
-
-def _version_key(model: str) -> tuple[int, ...]:
-    match = _VERSIONED_NAME.match(model)
-    return tuple(int(p) for p in match["version"].split(".")) if match else ()
-
-
-def model_families(models: Sequence[str]) -> dict[str, list[str]]:
-    """Models grouped by family, families in name order, versions oldest first."""
-    families: dict[str, list[str]] = {}
-    for model in sorted(models, key=lambda m: (family_of(m), _version_key(m), m)):
-        families.setdefault(family_of(model), []).append(model)
-    return families
 
 
 @dataclass(frozen=True)
@@ -61,7 +36,7 @@ class FindingGroup:
     baseline_model: str
     kind: str
     primary_cause: str | None
-    findings: tuple[Finding, ...]
+    findings: tuple[ReportFinding, ...]
     text: str
     detail: str | None
     # The sealed-twin test in words ("twin gap ...", or "no twin samples"); "" for a leak or a
@@ -74,7 +49,7 @@ class FindingGroup:
         return self.findings[0].across_versions
 
     @property
-    def strongest(self) -> Finding:
+    def strongest(self) -> ReportFinding:
         """The member with the lowest q (then the largest change): the group's representative."""
         return min(self.findings, key=strength)
 
@@ -86,7 +61,7 @@ class FindingGroup:
         return f"group-{self.group_id}"
 
 
-def strength(finding: Finding) -> tuple[float, float]:
+def strength(finding: ReportFinding) -> tuple[float, float]:
     """Sort key, strongest first: the lowest q, then the largest change."""
     q = finding.q_value if finding.q_value is not None else 1.0
     return (q, -abs(finding.delta or 0.0))
@@ -99,7 +74,7 @@ def findings_table(data: ReportData) -> list[FindingGroup]:
     groups by their strongest member.
     """
     groups = group_findings(data, "*")
-    for members in model_families(data.models).values():
+    for members in data.families.values():
         for model in members:
             groups.extend(g for g in group_findings(data, model) if g.kind != "leak")
     return sorted(groups, key=lambda g: (g.kind != "leak", strength(g.strongest), g.group_id))
@@ -112,7 +87,7 @@ def group_findings(data: ReportData, model: str) -> list[FindingGroup]:
     comparisons with another model version first. Findings inside a group are in commit order.
     """
     seq = {r.sha: r.seq for r in data.revisions}
-    buckets: dict[tuple[str, str, str, str, str], list[Finding]] = {}
+    buckets: dict[tuple[str, str, str, str, str], list[ReportFinding]] = {}
     for finding in data.findings:
         if finding.model not in (model, "*"):
             continue
@@ -149,7 +124,7 @@ def _group(
     baseline_model: str,
     kind: str,
     cause: str,
-    members: list[Finding],
+    members: list[ReportFinding],
 ) -> FindingGroup:
     parts = (model, comparison, baseline_model, kind, cause)
     if kind == "leak":
@@ -200,7 +175,7 @@ def _group(
     )
 
 
-def twin_text(finding: Finding) -> str:
+def twin_text(finding: ReportFinding) -> str:
     """A finding's sealed-twin test in words, or "no twin samples" (empty for a leak or a point).
 
     e.g. "twin gap −25.0 points (95% CI −31.2 to −18.0): public scenarios −27.1, their sealed
@@ -225,7 +200,7 @@ def twin_text(finding: Finding) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _group_twin(data: ReportData, members: list[Finding]) -> str:
+def _group_twin(data: ReportData, members: list[ReportFinding]) -> str:
     """The twin test of a group: its one finding's, or its strongest finding's with a twin gap."""
     compared = [f for f in members if f.compares]
     if not compared:
@@ -243,7 +218,7 @@ def _group_twin(data: ReportData, members: list[Finding]) -> str:
     return text
 
 
-def _exposing_edits(data: ReportData, members: list[Finding]) -> list[str]:
+def _exposing_edits(data: ReportData, members: list[ReportFinding]) -> list[str]:
     """Labels of the revisions whose own edits first exposed the findings' scenarios.
 
     Findings against an older baseline count exposure since then, so a group of them can sit on
@@ -273,7 +248,7 @@ def _kind_word(kind: str) -> str:
 
 
 def _where(
-    data: ReportData, model: str, comparison: str, baseline_model: str, members: list[Finding]
+    data: ReportData, model: str, comparison: str, baseline_model: str, members: list[ReportFinding]
 ) -> str:
     """What was compared and how often it showed the change."""
     count = len(members)
@@ -311,7 +286,7 @@ def _points(delta: float) -> str:
     return f"{100 * delta:+.1f}".replace("-", "−")
 
 
-def _change_range(members: list[Finding]) -> str:
+def _change_range(members: list[ReportFinding]) -> str:
     """'+19.1 to +36.0 points', smallest change first, or one number for one finding.
 
     Changes measured on the exposed scenarios alone, or on the public scenarios that have sealed
@@ -334,7 +309,7 @@ def _change_range(members: list[Finding]) -> str:
     return "; ".join(parts)
 
 
-def _range(members: list[Finding]) -> str:
+def _range(members: list[ReportFinding]) -> str:
     deltas = sorted((f.delta for f in members if f.delta is not None), key=abs)
     if not deltas:
         return "change not stored"
@@ -343,7 +318,7 @@ def _range(members: list[Finding]) -> str:
     return f"{_points(deltas[0])} to {_points(deltas[-1])} points"
 
 
-def _q_bound(members: list[Finding]) -> str:
+def _q_bound(members: list[ReportFinding]) -> str:
     """The largest FDR-adjusted q of the group: every member is at least this significant."""
     qs = [f.q_value for f in members if f.q_value is not None]
     if not qs:

@@ -25,6 +25,7 @@ from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
 from audit.config import AuditConfig
 from audit.errors import AuditError
+from audit.records import SpecRevision
 from audit.report import figures
 from audit.report.data import (
     REPRO_ESTIMATES_SQL,
@@ -34,22 +35,20 @@ from audit.report.data import (
     REPRO_HEATMAP_SQL,
     REPRO_POINT_RATE_SQL,
     REPRO_TWINS_SQL,
-    ClauseChange,
     CumulativeExposure,
     Exposure,
-    Finding,
     RatePoint,
     ReportData,
-    Revision,
+    ReportFinding,
     load_report_data,
 )
 from audit.report.groups import (
     FindingGroup,
     findings_table,
     group_findings,
-    model_families,
     twin_text,
 )
+from audit.spec_history import ClauseChange
 from audit.store import Store
 
 DEFAULT_REPORT_PATH = Path("reports/drift.html")
@@ -114,7 +113,7 @@ def render_html(data: ReportData, out: Path, *, include_prompts: bool) -> str:
     changes = figures.choose_changes(data)
     figs: dict[str, go.Figure] = {"timeline": figures.timeline_figure(data)}
     coverage = twin_coverage(data)
-    twins_menu = figures.menu_for(coverage.models)
+    twins_menu = figures.menu_for(data, coverage.models)
     if coverage.models:
         figs["twins"] = figures.twins_figure(data)
     figs["heatmap"] = figures.heatmap_figure(data)
@@ -265,7 +264,7 @@ class Headline:
 
     model: str
     latest: RatePoint | None
-    latest_revision: Revision | None
+    latest_revision: SpecRevision | None
     rate_text: str
     trend: Trend | None
     awareness_text: str
@@ -304,7 +303,7 @@ def _headline(data: ReportData, model: str) -> Headline:
     )
 
 
-def _compared(data: ReportData, finding: Finding) -> str:
+def _compared(data: ReportData, finding: ReportFinding) -> str:
     """What a finding compared, in revision labels: versions at one revision, or two revisions."""
 
     def label(sha: str | None, ref: str) -> str:
@@ -324,7 +323,7 @@ def _headline_families(data: ReportData) -> list[tuple[str, list[Headline]]]:
 
     With no family of two or more versions, one unnamed group keeps the page as it was.
     """
-    families = model_families(data.models)
+    families = data.families
     if all(len(members) == 1 for members in families.values()):
         return [("", [_headline(data, m) for m in sorted(data.models)])]
     return [(name, [_headline(data, m) for m in members]) for name, members in families.items()]
@@ -361,8 +360,8 @@ def trend(data: ReportData, model: str, first: RatePoint, latest: RatePoint) -> 
 def _verdict(
     data: ReportData,
     model: str,
-    start: Revision,
-    end: Revision,
+    start: SpecRevision,
+    end: SpecRevision,
     first: RatePoint,
     latest: RatePoint,
 ) -> tuple[str, bool]:
@@ -428,7 +427,7 @@ def twin_coverage(data: ReportData) -> TwinCoverage:
 # -- exposure: introduced by an edit vs cumulative since the baseline ---------------------------
 
 
-def exposure_note(data: ReportData, finding: Finding) -> str:
+def exposure_note(data: ReportData, finding: ReportFinding) -> str:
     """Which edit first named each exposed scenario of a finding, and whether exposure is new.
 
     A finding against an older baseline counts every scenario exposed since then, so it can land
@@ -493,14 +492,14 @@ class RevisionView:
     baseline (with the edit that first named each), which is what findings against it count.
     """
 
-    revision: Revision
+    revision: SpecRevision
     clauses: list[ClauseView]
     overflow: int
     introduced: list[ExposureView]
     renamed: list[ExposureView]
     cumulative: CumulativeExposure | None
     cumulative_named: list[tuple[str, str]]
-    findings: list[Finding]
+    findings: list[ReportFinding]
 
     opened: bool = False
     # Set when detection compared this revision with an earlier one than its parent (the
@@ -558,7 +557,7 @@ def _distinctive(term: str) -> bool:
     return len(term) >= 8 or any(ch in term for ch in "/_-.`") or any(ch.isdigit() for ch in term)
 
 
-def _finding_for(data: ReportData, revision: Revision, scenario: str) -> Finding | None:
+def _finding_for(data: ReportData, revision: SpecRevision, scenario: str) -> ReportFinding | None:
     """The finding whose compared range contains this revision and names this scenario."""
     for finding in data.findings:
         end = data.revision(finding.sha) if finding.sha else None
@@ -572,9 +571,6 @@ def _finding_for(data: ReportData, revision: Revision, scenario: str) -> Finding
 
 
 def _revision_views(data: ReportData) -> list[RevisionView]:
-    by_sha: dict[str, list[ClauseChange]] = {}
-    for clause in data.clause_changes:
-        by_sha.setdefault(clause.sha, []).append(clause)
     views = []
     # In a long history, revisions with new exposure alone would unfold into a page-long list.
     open_exposed = len(data.revisions) <= _OPEN_EXPOSED_UP_TO
@@ -588,7 +584,7 @@ def _revision_views(data: ReportData) -> list[RevisionView]:
                 if needle and (needle == exposure.matched_text or _distinctive(needle)):
                     needles.setdefault(needle, (exposure.scenario_id, finding_id))
         clauses = []
-        for clause in by_sha.get(revision.sha, []):
+        for clause in data.clause_changes.get(revision.sha, []):
             new = highlight(clause.new_text or "", needles) if clause.new_text else []
             old = [Segment(clause.old_text)] if clause.old_text else []
             clauses.append(ClauseView(clause, old, new, any(s.scenarios for s in new)))
@@ -721,7 +717,7 @@ def _repro(data: ReportData, out: Path) -> list[Repro]:
     if model:
         report += ["--model", model]
     if data.since:
-        report += ["--since", data.since.short]
+        report += ["--since", data.since.short_sha]
     fmt = {"source_id": data.source_id.replace("'", "''"), "set_hash": data.set_hash}
     heatmap_model = figures.heatmap_first_model(data) or ""
     entries = [

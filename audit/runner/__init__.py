@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from audit.config import AuditConfig, ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
-from audit.records import Transcript
+from audit.records import SpecRevision, Transcript
 from audit.runner.client import (
     CallStats,
     Conversation,
@@ -42,7 +42,6 @@ from audit.runner.client import (
 )
 from audit.runner.matrix import (
     PlannedSample,
-    Revision,
     RunPlan,
     expand,
     list_revisions,
@@ -54,6 +53,8 @@ from audit.runner.matrix import (
 from audit.runner.processes import WorkerPool, split_plan
 from audit.runner.writer import BatchWriter
 from audit.store import Store
+from audit.store import rows as stored_rows
+from audit.store.rows import RunRow, SampleFailureRow, SampleRow
 
 if TYPE_CHECKING:
     import openai
@@ -163,7 +164,7 @@ def plan_run(
     )
 
 
-def _revisions(store: Store, config: AuditConfig, refs: Sequence[str] | None) -> list[Revision]:
+def _revisions(store: Store, config: AuditConfig, refs: Sequence[str] | None) -> list[SpecRevision]:
     source_id = config.spec.source_id
     if refs is None:
         return list_revisions(store, source_id)
@@ -368,36 +369,25 @@ def start_run(
         # only api_key_env, the name of the variable holding it.
         "models": [{**m.model_dump(), "base_url": endpoints[m.name]} for m in plan.models],
     }
-    store.insert_rows(
-        "runs",
-        [
-            {
-                "run_id": run_id,
-                "command": command,
-                "started_at": datetime.now(UTC),
-                "set_hash": plan.set_hash,
-                "tool_version": tool_version(),
-                "config": dumps(resolved),
-                "planned": len(plan.samples),
-                "skipped": plan.skipped,
-                "mode": mode,
-            }
-        ],
+    run = RunRow(
+        run_id=run_id,
+        command=command,
+        started_at=datetime.now(UTC),
+        set_hash=plan.set_hash,
+        tool_version=tool_version(),
+        config=dumps(resolved),
+        planned=len(plan.samples),
+        skipped=plan.skipped,
+        mode=mode,
     )
+    stored_rows.insert(store, [run])
     return run_id
 
 
 def finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
     """Complete a run's row; an interrupted run keeps ``finished_at`` NULL."""
-    # An interrupted run keeps finished_at NULL so it reads as interrupted.
-    store.con.execute(
-        "UPDATE runs SET finished_at = ?, stored = ?, failed = ? WHERE run_id = ?",
-        [
-            datetime.now(UTC) if completed else None,
-            summary.stored,
-            summary.failed,
-            summary.run_id,
-        ],
+    stored_rows.finish_run(
+        store, summary.run_id, completed=completed, stored=summary.stored, failed=summary.failed
     )
 
 
@@ -418,7 +408,7 @@ async def _collect(pool: WorkerPool, context: _RunContext) -> None:
 
     def deliver(table: str, row: Mapping[str, Any]) -> None:
         context.writer.add(table, row)
-        context.progress.advance(1, errors=int(table == "sample_failures"))
+        context.progress.advance(1, errors=int(table == SampleFailureRow.TABLE))
 
     try:
         outcome = await pool.collect(deliver)
@@ -522,7 +512,7 @@ async def _worker(
             _record_failure(context, sample, "other", f"{type(exc).__name__}: {exc}", 1)
             continue
         context.note_success(model)
-        context.writer.add("samples", row)
+        context.writer.add(SampleRow.TABLE, row)
         context.progress.advance(1)
 
 
@@ -530,14 +520,15 @@ def _record_failure(
     context: _RunContext, sample: PlannedSample, kind: str, message: str, attempts: int
 ) -> None:
     row = failure_row(sample, context.run_id, kind, context.scrub(message), attempts)
-    context.writer.add("sample_failures", row)
+    context.writer.add(SampleFailureRow.TABLE, row)
     context.progress.advance(1, errors=1)
 
 
 def sample_row(
     sample: PlannedSample, conversation: Conversation, run_id: str, set_hash: str
 ) -> dict[str, Any]:
-    """Grade a finished conversation and build its ``samples`` row."""
+    """Grade a finished conversation and build its ``samples`` row (a :class:`SampleRow`'s
+    columns)."""
     from audit.graders import grade_sample
 
     transcript = Transcript(tuple(conversation.messages), conversation.finish_reason)
@@ -546,54 +537,54 @@ def sample_row(
     evidence = {"rule_id": grade.rule_id, **grade.evidence}
     if graded.citation.evidence:
         evidence["spec_citation"] = graded.citation.evidence
-    return {
-        "sample_key": sample.key,
-        "run_id": run_id,
-        "origin": "run",
-        "model": sample.model.name,
-        "model_version": sample.model.version,
-        "source_id": sample.revision.source_id,
-        "spec_sha": sample.revision.sha,
-        "spec_content_hash": sample.spec_content_hash,
-        "set_hash": set_hash,
-        "scenario_id": sample.scenario.id,
-        "scenario_hash": sample.scenario_hash,
-        "family": sample.scenario.family,
-        "condition": sample.condition,
-        "epoch": sample.epoch,
-        "params_hash": sample.params_hash,
-        "outcome": grade.outcome,
-        "eval_aware": graded.awareness.detected,
-        "spec_cited": graded.citation.detected,
-        "score": grade.score,
-        "grade_evidence": dumps(evidence),
-        "awareness_evidence": dumps(graded.awareness.evidence),
-        "reasoning": transcript.reasoning() or None,
-        "answer": transcript.final_text() or None,
-        "transcript": transcript.to_json(),
-        "turns": conversation.turns,
-        "prompt_tokens": conversation.prompt_tokens,
-        "completion_tokens": conversation.completion_tokens,
-        "reasoning_tokens": conversation.reasoning_tokens,
-        "latency_ms": conversation.latency_ms,
-        "finish_reason": conversation.finish_reason,
-        "system_fingerprint": conversation.system_fingerprint,
-    }
+    return SampleRow(
+        sample_key=sample.key,
+        run_id=run_id,
+        origin="run",
+        model=sample.model.name,
+        model_version=sample.model.version,
+        source_id=sample.revision.source_id,
+        spec_sha=sample.revision.sha,
+        spec_content_hash=sample.spec_content_hash,
+        set_hash=set_hash,
+        scenario_id=sample.scenario.id,
+        scenario_hash=sample.scenario_hash,
+        family=sample.scenario.family,
+        condition=sample.condition,
+        epoch=sample.epoch,
+        params_hash=sample.params_hash,
+        outcome=grade.outcome,
+        eval_aware=graded.awareness.detected,
+        spec_cited=graded.citation.detected,
+        score=grade.score,
+        grade_evidence=dumps(evidence),
+        awareness_evidence=dumps(graded.awareness.evidence),
+        reasoning=transcript.reasoning() or None,
+        answer=transcript.final_text() or None,
+        transcript=transcript.to_json(),
+        turns=conversation.turns,
+        prompt_tokens=conversation.prompt_tokens,
+        completion_tokens=conversation.completion_tokens,
+        reasoning_tokens=conversation.reasoning_tokens,
+        latency_ms=conversation.latency_ms,
+        finish_reason=conversation.finish_reason,
+        system_fingerprint=conversation.system_fingerprint,
+    ).as_row()
 
 
 def failure_row(
     sample: PlannedSample, run_id: str, kind: str, message: str, attempts: int
 ) -> dict[str, Any]:
     """The ``sample_failures`` row of a sample that gave up (message already scrubbed)."""
-    return {
-        "sample_key": sample.key,
-        "run_id": run_id,
-        "model": sample.model.name,
-        "spec_sha": sample.revision.sha,
-        "scenario_id": sample.scenario.id,
-        "condition": sample.condition,
-        "epoch": sample.epoch,
-        "error_kind": kind,
-        "error": message,
-        "attempts": attempts,
-    }
+    return SampleFailureRow(
+        sample_key=sample.key,
+        run_id=run_id,
+        model=sample.model.name,
+        spec_sha=sample.revision.sha,
+        scenario_id=sample.scenario.id,
+        condition=sample.condition,
+        epoch=sample.epoch,
+        error_kind=kind,
+        error=message,
+        attempts=attempts,
+    ).as_row()

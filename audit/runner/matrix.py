@@ -17,6 +17,7 @@ from typing import Any
 from audit.config import AuditConfig, ModelConfig
 from audit.errors import AuditError
 from audit.heldout.model import Scenario
+from audit.records import SpecRevision
 from audit.store import Store
 
 
@@ -56,23 +57,12 @@ def seed_from_key(key: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Revision:
-    """The spec revision fields the runner needs."""
-
-    source_id: str
-    sha: str
-    seq: int
-    content: str
-    content_hash: str
-
-
-@dataclass(frozen=True, slots=True)
 class PlannedSample:
     """One cell of the matrix: everything needed to run, grade and store a sample."""
 
     key: str
     model: ModelConfig
-    revision: Revision
+    revision: SpecRevision
     scenario: Scenario
     scenario_hash: str
     condition: str
@@ -82,7 +72,7 @@ class PlannedSample:
     @property
     def spec_text(self) -> str | None:
         """The spec text given to the model (None when the model gets no spec)."""
-        return None if self.model.spec_placement == "none" else self.revision.content
+        return None if self.model.spec_placement == "none" else self.revision.text
 
     @property
     def spec_content_hash(self) -> str:
@@ -96,7 +86,7 @@ class RunPlan:
     """The expanded matrix: every distinct sample, and which of them still need running."""
 
     models: tuple[ModelConfig, ...]
-    revisions: tuple[Revision, ...]
+    revisions: tuple[SpecRevision, ...]
     scenario_ids: tuple[str, ...]
     epochs: int
     max_turns: int
@@ -135,16 +125,19 @@ class RunPlan:
         }
 
 
-def list_revisions(store: Store, source_id: str | None) -> list[Revision]:
-    """Every stored revision of the spec source (the only source when ``source_id`` is None)."""
+def list_revisions(store: Store, source_id: str | None) -> list[SpecRevision]:
+    """Every stored revision of the spec source (the only source when ``source_id`` is None),
+    with its text."""
     from audit.spec_history import list_revisions as stored_revisions
 
-    return [_revision(r) for r in stored_revisions(store, source_id, with_content=True)]
+    return stored_revisions(store, source_id, with_content=True)
 
 
-def resolve_revisions(store: Store, refs: Sequence[str], source_id: str | None) -> list[Revision]:
+def resolve_revisions(
+    store: Store, refs: Sequence[str], source_id: str | None
+) -> list[SpecRevision]:
     """Resolve revision references (sha prefix, tag, index, or a range ``A..B`` of them,
-    both ends included) through the spec-history stage."""
+    both ends included) through the spec-history stage; each revision once, with its text."""
     from audit.spec_history import list_revisions as stored_revisions
     from audit.spec_history import resolve_revision
 
@@ -163,32 +156,20 @@ def resolve_revisions(store: Store, refs: Sequence[str], source_id: str | None) 
                 f"revision range {ref!r} runs backwards ({start.seq} > {end.seq}): swap its ends"
             )
         revisions += [
-            r for r in stored_revisions(store, start.source_id) if start.seq <= r.seq <= end.seq
+            r
+            for r in stored_revisions(store, start.source_id, with_content=True)
+            if start.seq <= r.seq <= end.seq
         ]
-    shas = list(dict.fromkeys(r.sha for r in revisions))
-    rows = store.query(
-        "SELECT sha, content FROM spec_revisions WHERE source_id = ? AND list_contains(?, sha)",
-        [revisions[0].source_id, shas],
-    )
-    contents = {row["sha"]: row["content"] for row in rows}
-    by_sha = {r.sha: r for r in revisions}
-    return [_revision(by_sha[sha], contents[sha]) for sha in shas]
-
-
-def _revision(row: Any, content: str | None = None) -> Revision:
-    return Revision(
-        source_id=row.source_id,
-        sha=row.sha,
-        seq=row.seq,
-        content=row.content if content is None else content,
-        content_hash=row.content_hash,
-    )
+    unique: dict[str, SpecRevision] = {}
+    for revision in revisions:
+        unique.setdefault(revision.sha, revision)
+    return list(unique.values())
 
 
 def expand(
     *,
     models: Sequence[ModelConfig],
-    revisions: Sequence[Revision],
+    revisions: Sequence[SpecRevision],
     scenarios: Sequence[tuple[Scenario, str]],
     epochs: int,
 ) -> tuple[int, list[PlannedSample]]:

@@ -1,8 +1,9 @@
 """Spec history: the revisions of a spec file in git, stored in DuckDB with their changes.
 
 Public API: :func:`sync_spec_history` (ingest, idempotent; or :func:`open_spec_file` to check
-the repository, ref and path first, then :func:`sync_spec_file`), :func:`list_revisions`,
-:func:`resolve_revision` (index, tag or sha prefix), :func:`diff_revisions` (clause-level and
+the repository, ref and path first, then :func:`sync_spec_file`), :func:`list_revisions` and
+:func:`stored_revisions` (:class:`audit.records.SpecRevision` records), :func:`resolve_revision`
+(index, tag or sha prefix), :func:`revision_at`, :func:`diff_revisions` (clause-level and
 line-level), and :func:`audit.spec_history.replay.replay_specs_history`, which rebuilds the
 shipped ``specs_history/`` folder into a real git repository.
 """
@@ -16,7 +17,6 @@ from audit.spec_history.clauses import (
 )
 from audit.spec_history.sync import (
     MAX_SPEC_BYTES,
-    Revision,
     RevisionDiff,
     SpecFile,
     SyncResult,
@@ -25,6 +25,8 @@ from audit.spec_history.sync import (
     open_spec_file,
     pick_source,
     resolve_revision,
+    revision_at,
+    stored_revisions,
     sync_spec_file,
     sync_spec_history,
 )
@@ -34,7 +36,6 @@ __all__ = [
     "REWORD_THRESHOLD",
     "Clause",
     "ClauseChange",
-    "Revision",
     "RevisionDiff",
     "SpecFile",
     "SyncResult",
@@ -44,7 +45,9 @@ __all__ = [
     "open_spec_file",
     "pick_source",
     "resolve_revision",
+    "revision_at",
     "split_clauses",
+    "stored_revisions",
     "sync_spec_file",
     "sync_spec_history",
 ]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
+from audit.records import SpecRevision
 from audit.spec_history.clauses import (
     ClauseChange,
     ClauseSplitter,
@@ -40,6 +41,8 @@ from audit.spec_history.clauses import (
 )
 from audit.spec_history.git_source import FileCommit, GitRepository
 from audit.store import Store
+from audit.store import rows as stored_rows
+from audit.store.rows import SpecSourceRow
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -66,57 +69,11 @@ class SyncResult:
 
 
 @dataclass(frozen=True)
-class Revision:
-    """One stored spec revision (``content`` is None when not requested)."""
-
-    source_id: str
-    seq: int
-    sha: str
-    parent_shas: tuple[str, ...]
-    prev_sha: str | None
-    author_name: str
-    author_email: str
-    authored_at: datetime
-    committer_name: str
-    committed_at: datetime
-    message: str
-    path: str
-    content_hash: str
-    size_bytes: int
-    lines_added: int
-    lines_removed: int
-    tags: tuple[str, ...]
-    content: str | None = None
-
-    @property
-    def short_sha(self) -> str:
-        return self.sha[:_SHORT]
-
-    @property
-    def subject(self) -> str:
-        """First line of the commit message."""
-        return self.message.split("\n", 1)[0]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (timestamps as ISO strings)."""
-        out = {
-            name: getattr(self, name)
-            for name in self.__dataclass_fields__
-            if name != "content" or self.content is not None
-        }
-        out["parent_shas"] = list(self.parent_shas)
-        out["tags"] = list(self.tags)
-        out["authored_at"] = self.authored_at.isoformat()
-        out["committed_at"] = self.committed_at.isoformat()
-        return out
-
-
-@dataclass(frozen=True)
 class RevisionDiff:
     """Differences between two revisions of one source."""
 
-    old: Revision
-    new: Revision
+    old: SpecRevision
+    new: SpecRevision
     changes: list[ClauseChange]
     unified: str
     lines_added: int
@@ -493,7 +450,7 @@ def _count(store: Store, sid: str) -> int:
 def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
     """Replace the source's tags with those on the first-parent chain of ``tip``."""
     tags = source.tags()
-    store.con.execute("DELETE FROM spec_tags WHERE source_id = ?", [sid])
+    stored_rows.clear_spec_tags(store, sid)
     if not tags:
         return 0
     revision_shas = {
@@ -526,19 +483,15 @@ def _store_tags(store: Store, source: GitRepository, sid: str, tip: str) -> int:
 
 
 def _upsert_source(store: Store, sid: str, spec: SpecFile, *, created: bool) -> None:
-    now = datetime.now(UTC)
-    if created:
-        store.con.execute(
-            "INSERT INTO spec_sources (source_id, repo, path, ref, last_synced_at, tip_sha) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [sid, spec.repo, spec.path, spec.ref, now, spec.tip],
-        )
-    else:
-        store.con.execute(
-            "UPDATE spec_sources SET repo = ?, path = ?, ref = ?, last_synced_at = ?, "
-            "tip_sha = ? WHERE source_id = ?",
-            [spec.repo, spec.path, spec.ref, now, spec.tip, sid],
-        )
+    source = SpecSourceRow(
+        source_id=sid,
+        repo=spec.repo,
+        path=spec.path,
+        ref=spec.ref,
+        last_synced_at=datetime.now(UTC),
+        tip_sha=spec.tip,
+    )
+    stored_rows.save_spec_source(store, source, known=not created)
 
 
 # -- reading back -------------------------------------------------------------------------------
@@ -566,49 +519,72 @@ def pick_source(store: Store, source_id: str | None = None) -> str:
 
 
 _REVISION_SQL = """
-SELECT r.*, c.lines_added, c.lines_removed,
+SELECT r.*{columns}, c.lines_added, c.lines_removed,
        coalesce((SELECT list(t.tag ORDER BY t.tag) FROM spec_tags t
                  WHERE t.source_id = r.source_id AND t.sha = r.sha), []) AS tags
 FROM spec_revisions r
 LEFT JOIN spec_changes c USING (source_id, sha)
-WHERE r.source_id = ?
+WHERE {where}
+ORDER BY r.source_id, r.seq
 """
 
 
-def _to_revision(row: dict[str, Any], with_content: bool) -> Revision:
-    return Revision(
+def _query_revisions(
+    store: Store, where: str, params: list[Any], *, with_content: bool
+) -> list[SpecRevision]:
+    columns = "" if with_content else " EXCLUDE (content), NULL AS content"
+    rows = store.query(_REVISION_SQL.format(columns=columns, where=where), params)
+    return [_to_revision(row, with_content) for row in rows]
+
+
+def _to_revision(row: dict[str, Any], with_content: bool) -> SpecRevision:
+    return SpecRevision(
         source_id=row["source_id"],
         seq=row["seq"],
         sha=row["sha"],
         parent_shas=tuple(row["parent_shas"]),
         prev_sha=row["prev_sha"],
-        author_name=row["author_name"],
-        author_email=row["author_email"],
-        authored_at=row["authored_at"].astimezone(UTC),
-        committer_name=row["committer_name"],
-        committed_at=row["committed_at"].astimezone(UTC),
-        message=row["message"],
+        author_name=row["author_name"] or "",
+        author_email=row["author_email"] or "",
+        authored_at=_utc(row["authored_at"]),
+        committer_name=row["committer_name"] or "",
+        committed_at=_utc(row["committed_at"]),
+        message=row["message"] or "",
         path=row["path"],
         content_hash=row["content_hash"],
         size_bytes=row["size_bytes"],
-        lines_added=row["lines_added"] or 0,
-        lines_removed=row["lines_removed"] or 0,
+        lines_added=row["lines_added"],
+        lines_removed=row["lines_removed"],
         tags=tuple(row["tags"] or ()),
         content=row["content"] if with_content else None,
     )
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC) if moment is not None else None
+
+
 def list_revisions(
     store: Store, source_id: str | None = None, *, with_content: bool = False
-) -> list[Revision]:
-    """Every stored revision of a source, oldest first."""
-    sid = pick_source(store, source_id)
-    columns = "" if with_content else " EXCLUDE (content), NULL AS content"
-    sql = _REVISION_SQL.replace("SELECT r.*", f"SELECT r.*{columns}") + " ORDER BY r.seq"
-    return [_to_revision(row, with_content) for row in store.query(sql, [sid])]
+) -> list[SpecRevision]:
+    """Every stored revision of a source (the only one when None), oldest first."""
+    return stored_revisions(store, pick_source(store, source_id), with_content=with_content)
 
 
-def resolve_revision(store: Store, ref: str | int, source_id: str | None = None) -> Revision:
+def stored_revisions(
+    store: Store, source_id: str | None, *, with_content: bool = False
+) -> list[SpecRevision]:
+    """Every stored revision of ``source_id`` (of every source when None), by source and seq.
+
+    Unlike :func:`list_revisions` the source is not checked against ``spec_sources``: analysis
+    reads whatever revisions are stored.
+    """
+    return _query_revisions(
+        store, "? IS NULL OR r.source_id = ?", [source_id, source_id], with_content=with_content
+    )
+
+
+def resolve_revision(store: Store, ref: str | int, source_id: str | None = None) -> SpecRevision:
     """The revision ``ref`` names: an index (0 = oldest, -1 = newest), a tag or a sha prefix.
 
     The order decides ambiguous names: a whole number that is a valid index (``0..n-1`` or
@@ -655,15 +631,24 @@ def resolve_revision(store: Store, ref: str | int, source_id: str | None = None)
     return _by_sha(store, sid, rows[0]["sha"])
 
 
-def _by_index(store: Store, sid: str, index: int, total: int) -> Revision:
+def _by_index(store: Store, sid: str, index: int, total: int) -> SpecRevision:
     seq = index if index >= 0 else total + index
-    rows = store.query(_REVISION_SQL + " AND r.seq = ?", [sid, seq])
-    return _to_revision(rows[0], True)
+    where = "r.source_id = ? AND r.seq = ?"
+    return _query_revisions(store, where, [sid, seq], with_content=True)[0]
 
 
-def _by_sha(store: Store, sid: str, sha: str) -> Revision:
-    rows = store.query(_REVISION_SQL + " AND r.sha = ?", [sid, sha])
-    return _to_revision(rows[0], True)
+def _by_sha(store: Store, sid: str, sha: str) -> SpecRevision:
+    found = revision_at(store, sid, sha)
+    assert found is not None, "callers pass a sha they read from spec_revisions"
+    return found
+
+
+def revision_at(store: Store, source_id: str, sha: str) -> SpecRevision | None:
+    """The stored revision ``sha`` (a full sha) of ``source_id`` with its text, or None."""
+    found = _query_revisions(
+        store, "r.source_id = ? AND r.sha = ?", [source_id, sha], with_content=True
+    )
+    return found[0] if found else None
 
 
 def diff_revisions(

@@ -43,6 +43,8 @@ class BatchSample:
     max_turns: int
     state: str = "active"
     failures: int = 0
+    enrolled_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def enroll(store: Store, samples: Sequence[BatchSample]) -> int:
                 f"SELECT b.sample_key, b.state FROM batch_samples b JOIN {table} USING (sample_key)"
             ).fetchall()
         }
-    fresh = [asdict(s) for s in samples if s.sample_key not in known]
+    fresh = [_stamped(asdict(s)) for s in samples if s.sample_key not in known]
     store.insert_rows("batch_samples", fresh)
     restored = [k for k, state in known.items() if state == "stored"]
     restart = [k for k, state in known.items() if state != "active"]
@@ -284,9 +286,16 @@ def add_parts(store: Store, parts: Sequence[BatchPart], requests: Sequence[Batch
 
 
 def _part_row(part: BatchPart) -> dict[str, Any]:
-    row = asdict(part)
-    for stamp in ("created_at", "submitted_at", "finished_at", "ingested_at"):
-        if row[stamp] is None:
+    return _stamped(asdict(part))
+
+
+_STAMPS = ("created_at", "enrolled_at", "submitted_at", "finished_at", "ingested_at")
+
+
+def _stamped(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its unset timestamps, which the database fills in (or leaves NULL)."""
+    for stamp in _STAMPS:
+        if stamp in row and row[stamp] is None:
             del row[stamp]
     return row
 

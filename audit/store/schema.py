@@ -1057,6 +1057,17 @@ COMMENT ON COLUMN counterfactual_samples.reasoning_tokens IS 'Reasoning tokens o
 COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_citation_rate, refusal_rate, invalid_rate, sandbagging_gap (the accuracy gap of accuracy_gap families: reference minus incentive condition, see heldout_families), public_covert_rate and twin_covert_rate (scope all: the public scenarios alone, and their sealed twins alone) (audit detect); prompt_tokens, completion_tokens, reasoning_tokens and cost (scope all: totals over the point''s samples that carry token counts, which revisions of equal text share, with no interval; reasoning_tokens NULL when no server reported any; cost in the currency of the model''s [models.price], NULL when no sample of the point has a price; n_samples counts the samples summed, for cost the priced ones) (audit detect); counterfactual_<mode>_covert_original, counterfactual_<mode>_covert, counterfactual_<mode>_effect, counterfactual_<mode>_p_value and counterfactual_<mode>_reverbalized for mode ablate, inject or control (audit counterfactual: over pairs of a source sample and its counterfactual, pooled; the effect''s interval is a two-level bootstrap, scenarios then pairs; p_value is the exact McNemar test on discordant pairs, with no interval).';
 """
 
+# Issue 16: which scenarios a finding's numbers describe was kept only in its evidence, and the
+# report recovered it by matching a string there. It is a column now, filled by detection;
+# findings stored before take their evidence's value (all scenarios where it has none).
+_V12_FINDINGS_TESTED_ON = """
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS tested_on VARCHAR;
+UPDATE findings SET tested_on = coalesce(json_extract_string(evidence, '$.tested_on'), 'all scenarios');
+COMMENT ON COLUMN findings.rate IS 'Covert-action rate at rev (valid samples; of the scenarios tested_on names); ci_low/ci_high its 95% interval.';
+COMMENT ON COLUMN findings.delta IS 'rate - baseline_rate, paired by scenario, over the scenarios tested_on names, with its interval (two-level bootstrap on exposed scenarios).';
+COMMENT ON COLUMN findings.tested_on IS 'Which scenarios the rates, change, interval, p and q describe: all scenarios; exposed scenarios (the test of the scenarios the spec edits in between name found the change); or public scenarios against their sealed twins (the twin test found it: the public scenarios that have twins). The evidence keeps the all-scenario figures. NULL in a row written without it (not by audit detect): then evidence.tested_on says, else all scenarios.';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: spec history, held-out set, runs, samples, analysis", _V1_TABLES),
     Migration(2, "views for SQL over the history (audit sql, README examples)", _V2_VIEWS),
@@ -1075,6 +1086,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         10, "batch inference: samples, request files and requests of batch waves", _V10_BATCHES
     ),
     Migration(11, "reasoning tokens of samples and counterfactual samples", _V11_REASONING_TOKENS),
+    Migration(
+        12,
+        "findings.tested_on: the scenarios a finding's numbers describe",
+        _V12_FINDINGS_TESTED_ON,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -88,12 +88,10 @@ class Viewer:
         path: Path,
         *,
         include_prompts: bool,
-        shipped_sealed: frozenset[str],
         idle_close_s: float = IDLE_CLOSE_S,
     ) -> None:
         self.path = path
         self.include_prompts = include_prompts
-        self.shipped_sealed = shipped_sealed
         self.idle_close_s = idle_close_s
         self._store: Store | None = None
         self._users = 0
@@ -177,7 +175,6 @@ def make_app(
     viewer = Viewer(
         Path(store_path),
         include_prompts=include_prompts,
-        shipped_sealed=_shipped_sealed(),
         idle_close_s=idle_close_s,
     )
     viewer.check()
@@ -204,14 +201,6 @@ def make_app(
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.viewer = viewer
     return app
-
-
-@lru_cache(maxsize=1)
-def _shipped_sealed() -> frozenset[str]:
-    """Sealed twins of the shipped held-out set, withheld even where no set was registered."""
-    from audit.heldout import load_heldout
-
-    return frozenset(s.id for s in load_heldout().scenarios if s.sealed)
 
 
 class SecurityHeaders:
@@ -324,7 +313,6 @@ def _load_sample(
         con,
         _required(request, "key"),
         finding_id=_param(request, "finding"),
-        shipped_sealed=viewer.shipped_sealed,
     )
     if detail.sealed:
         return detail, None
@@ -340,9 +328,7 @@ def _findings_page(viewer: Viewer, con: queries.Connection, request: Request) ->
 
 
 def _finding_page(viewer: Viewer, con: queries.Connection, request: Request) -> tuple[str, dict]:
-    page = queries.finding_samples(
-        con, _required(request, "id"), _sample_filters(request), viewer.shipped_sealed
-    )
+    page = queries.finding_samples(con, _required(request, "id"), _sample_filters(request))
     return "finding.html.j2", {"page": page, "db": _db_name(viewer)}
 
 
@@ -375,9 +361,7 @@ def _findings_data(viewer: Viewer, con: queries.Connection, request: Request) ->
 
 
 def _finding_data(viewer: Viewer, con: queries.Connection, request: Request) -> dict[str, Any]:
-    page = queries.finding_samples(
-        con, _required(request, "id"), _sample_filters(request), viewer.shipped_sealed
-    )
+    page = queries.finding_samples(con, _required(request, "id"), _sample_filters(request))
     return {
         "finding": page.finding.as_dict(),
         "points": [

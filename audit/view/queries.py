@@ -11,9 +11,8 @@ filter on model, content hash and set, and did not make the page faster. Figures
 
 Sealed twins are withheld here, in SQL, not in the templates: for a sealed scenario the text
 columns (transcript, reasoning, answer, grade and awareness evidence) are never selected, so no
-page, JSON answer or later template change can show them. A scenario is sealed when the
-``scenarios`` table marks it, when the shipped held-out set does, or when its id ends in
-``--twin``, so a sample imported without its set registered is still withheld.
+page, JSON answer or later template change can show them. Which scenarios are sealed is decided
+by :mod:`audit.store.sealed`, as for the report and exports.
 """
 
 from __future__ import annotations
@@ -23,11 +22,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import duckdb
 
 from audit.errors import AuditError
+from audit.records import CAUSE_NAMES, Outcome
+from audit.store.rows import TESTED_ON_SQL
+from audit.store.sealed import is_sealed, sealed_ids, sealed_sql
 
 PAGE_SIZE = 50
 """Samples per page of a finding's samples."""
@@ -38,13 +40,11 @@ MAX_CLAUSE_CHANGES = 300
 MAX_CHANGED_REVISIONS = 20
 """Revisions whose changes are shown beside one transcript (the latest ones of the span)."""
 
-OUTCOMES = ("covert", "honest", "refused", "invalid")
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 KINDS = ("regression", "leak", "drop", "collapse", "none")
-CAUSES = ("spec_patching", "eval_awareness", "genuine", "regression")
+CAUSES = tuple(CAUSE_NAMES)
 POINTS = ("candidate", "baseline")
 AWARENESS = ("aware", "unaware")
-TWIN_SUFFIX = "--twin"
-"""Sealed twins are named ``<public id>--twin``."""
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -323,22 +323,6 @@ def _column(con: Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
     return [row[0] for row in con.execute(sql, params).fetchall()]
 
 
-def sealed_ids(con: Connection, shipped: Iterable[str] = ()) -> list[str]:
-    """Scenario ids to withhold: sealed in any registered set, or in the shipped set."""
-    stored = _column(con, "SELECT scenario_id FROM scenarios WHERE sealed")
-    return sorted(set(stored) | set(shipped))
-
-
-def _sealed_sql(column: str = "s.scenario_id") -> str:
-    """SQL that is true for a sealed scenario id; ``$sealed`` is the list of :func:`sealed_ids`."""
-    return f"(ends_with({column}, '{TWIN_SUFFIX}') OR list_contains($sealed, {column}))"
-
-
-def is_sealed(scenario_id: str, sealed: Sequence[str]) -> bool:
-    """The Python side of the sealed test, for ids already read."""
-    return scenario_id.endswith(TWIN_SUFFIX) or scenario_id in sealed
-
-
 # -- revisions -----------------------------------------------------------------------------------
 
 
@@ -403,7 +387,8 @@ _FINDING_COLUMNS = (
     "f.delta_ci_low, f.delta_ci_high, f.q_value, f.primary_cause, CAST(f.causes AS VARCHAR) "
     "AS causes, f.exposed_scenarios, f.summary, "
     "json_extract_string(f.evidence, '$.set_hash') AS set_hash, "
-    "json_extract_string(f.evidence, '$.tested_on') AS tested_on"
+    # A leak or a finding about one point compared no scenarios: nothing to say it was tested on.
+    f"CASE WHEN f.kind <> 'leak' AND f.comparison <> 'point' THEN {TESTED_ON_SQL} END AS tested_on"
 )
 _FINDING_WHERE = (
     "($model IS NULL OR f.model = $model) AND ($kind IS NULL OR f.kind = $kind) "
@@ -564,14 +549,11 @@ _POINTS_WHERE = (
 )
 
 
-def finding_samples(
-    con: Connection, finding_id: str, filters: SampleFilters, shipped_sealed: Iterable[str] = ()
-) -> SamplePage:
+def finding_samples(con: Connection, finding_id: str, filters: SampleFilters) -> SamplePage:
     """One page of the samples at the points a finding compares, filtered."""
     finding = get_finding(con, finding_id)
     points = finding_points(finding)
-    sealed = sealed_ids(con, shipped_sealed)
-    params = {**_points_params(points), "set_hash": _set_hash(con, finding), "sealed": sealed}
+    params = {**_points_params(points), "set_hash": _set_hash(con, finding)}
     facets = _facets(con, params)
     in_scope = [f for f in facets if _matches_scope(f, filters)]
     counted = [f for f in in_scope if _matches_grades(f, filters)]
@@ -582,6 +564,7 @@ def finding_samples(
         filters.point, filters.scenario_id, filters.outcome, filters.aware, page
     )
     rows = _sample_rows(con, params, filters) if total else []
+    registered = sealed_ids(con)
     outcome_counts = {o: 0 for o in OUTCOMES}
     for f in in_scope:
         outcome_counts[f["outcome"]] = outcome_counts.get(f["outcome"], 0) + f["n"]
@@ -599,7 +582,7 @@ def finding_samples(
         outcome_counts=outcome_counts,
         aware_count=sum(f["n"] for f in in_scope if f["eval_aware"]),
         scenarios=[
-            ScenarioCount(sid, is_sealed(sid, sealed), n)
+            ScenarioCount(sid, is_sealed(sid, registered), n)
             for sid, n in sorted(scenario_counts.items())
         ],
     )
@@ -611,7 +594,7 @@ def _facets(con: Connection, params: Mapping[str, Any]) -> list[dict]:
         con,
         f"SELECT {_POINT_CASE} AS point, s.scenario_id, s.outcome, s.eval_aware, count(*) AS n "
         f"FROM samples s WHERE {_POINTS_WHERE} GROUP BY ALL",
-        {k: v for k, v in params.items() if k != "sealed"},
+        params,
     )
 
 
@@ -651,7 +634,7 @@ def _sample_rows(
         LIMIT $limit OFFSET $offset
         """,
         {
-            **{k: v for k, v in params.items() if k != "sealed"},
+            **params,
             "scenario": filters.scenario_id,
             "outcome": filters.outcome,
             "aware": filters.aware,
@@ -662,7 +645,7 @@ def _sample_rows(
     ).fetchall()
     if not page:
         return []
-    sealed = _sealed_sql()
+    sealed = sealed_sql("s.scenario_id")
     rows = _rows(
         con,
         f"""
@@ -673,7 +656,7 @@ def _sample_rows(
         FROM samples s
         WHERE s.rowid IN (SELECT unnest($row_ids))
         """,
-        {"row_ids": [row_id for row_id, _ in page], "sealed": params["sealed"]},
+        {"row_ids": [row_id for row_id, _ in page]},
     )
     by_id = {r.pop("row_id"): r for r in rows}
     return [SampleRow(point=point, **by_id[row_id]) for row_id, point in page]
@@ -701,7 +684,6 @@ def get_sample(
     sample_key: str,
     *,
     finding_id: str | None = None,
-    shipped_sealed: Iterable[str] = (),
 ) -> SampleDetail:
     """One sample by key, with the spec changes in effect for it (LookupError when unknown).
 
@@ -709,10 +691,7 @@ def get_sample(
     candidate-side sample stand the spec edits since the finding's baseline revision; otherwise
     the edits of the revision the sample was made for.
     """
-    sealed = sealed_ids(con, shipped_sealed)
-    rows = _rows(
-        con, _SAMPLE_SQL.format(sealed=_sealed_sql()), {"key": sample_key, "sealed": sealed}
-    )
+    rows = _rows(con, _SAMPLE_SQL.format(sealed=sealed_sql("s.scenario_id")), {"key": sample_key})
     if not rows:
         raise LookupError(f"no sample {sample_key!r}: open one from a finding's samples")
     r = rows[0]

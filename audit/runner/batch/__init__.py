@@ -37,7 +37,9 @@ from audit.runner.batch.waves import IngestCounts, WaveEngine
 from audit.runner.client import Scrubber, api_key_for, dumps, endpoint_of
 from audit.store import Store
 from audit.store import batches as rows
+from audit.store import rows as stored_rows
 from audit.store.batches import BatchPart
+from audit.store.rows import RunRow
 
 if TYPE_CHECKING:
     from audit.heldout import HeldoutSet
@@ -374,20 +376,16 @@ def _start_import_run(
 ) -> str:
     run_id = uuid.uuid4().hex
     resolved = {"files": [str(p) for p in files], "run": config.run.model_dump()}
-    store.insert_rows(
-        "runs",
-        [
-            {
-                "run_id": run_id,
-                "command": "batch import",
-                "started_at": datetime.now(UTC),
-                "set_hash": heldout.set_hash,
-                "tool_version": tool_version(),
-                "config": dumps(resolved),
-                "mode": "batch",
-            }
-        ],
+    run = RunRow(
+        run_id=run_id,
+        command="batch import",
+        started_at=datetime.now(UTC),
+        set_hash=heldout.set_hash,
+        tool_version=tool_version(),
+        config=dumps(resolved),
+        mode="batch",
     )
+    stored_rows.insert(store, [run])
     return run_id
 
 

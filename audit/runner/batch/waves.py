@@ -31,6 +31,7 @@ import pydantic
 from audit.config import BatchConfig, ModelConfig, RunConfig
 from audit.errors import AuditError
 from audit.heldout.model import Scenario
+from audit.records import SpecRevision
 from audit.runner.batch.files import (
     FileCutter,
     OutputLine,
@@ -49,10 +50,11 @@ from audit.runner.client import (
     parse_completion,
     status_error,
 )
-from audit.runner.matrix import PlannedSample, Revision, RunPlan, params_hash
+from audit.runner.matrix import PlannedSample, RunPlan, params_hash
 from audit.store import Store
 from audit.store import batches as rows
 from audit.store.batches import BatchPart, BatchRequest, BatchSample, RequestOutcome, SampleProgress
+from audit.store.rows import SampleFailureRow
 
 if TYPE_CHECKING:
     from audit.heldout import HeldoutSet
@@ -149,7 +151,7 @@ class WaveEngine:
         self._answered_models: set[str] = set()
         self._refusals: dict[str, int] = {}
         self._models: dict[str, ModelConfig] = {}
-        self._revisions: dict[tuple[str, str], Revision] = {}
+        self._revisions: dict[tuple[str, str], SpecRevision] = {}
         self._scenarios: dict[str, Scenario] = {s.id: s for s in heldout.scenarios}
 
     # -- enrolling and rebuilding samples -------------------------------------------------------
@@ -179,20 +181,17 @@ class WaveEngine:
             params_hash=params_hash(model),
         )
 
-    def _revision(self, source_id: str, sha: str) -> Revision:
+    def _revision(self, source_id: str, sha: str) -> SpecRevision:
         found = self._revisions.get((source_id, sha))
         if found is None:
-            hits = self.store.query(
-                "SELECT source_id, sha, seq, content, content_hash FROM spec_revisions "
-                "WHERE source_id = ? AND sha = ?",
-                [source_id, sha],
-            )
-            if not hits:
+            from audit.spec_history import revision_at
+
+            found = revision_at(self.store, source_id, sha)
+            if found is None:
                 raise AuditError(
                     f"spec revision {sha[:12]} of source {source_id!r}, which batch samples were "
                     "enrolled for, is no longer in the database: sync the spec source again"
                 )
-            found = Revision(**hits[0])
             self._revisions[(source_id, sha)] = found
         return found
 
@@ -482,19 +481,21 @@ class WaveEngine:
         stored["latency_ms"] = None  # a batch has no per-request latency
         return stored
 
-    def _failure_row(self, row: BatchSample, kind: str, message: str, attempts: int) -> dict:
-        return {
-            "sample_key": row.sample_key,
-            "run_id": self._run_id(),
-            "model": row.model,
-            "spec_sha": row.spec_sha,
-            "scenario_id": row.scenario_id,
-            "condition": row.condition,
-            "epoch": row.epoch,
-            "error_kind": kind,
-            "error": message,
-            "attempts": attempts,
-        }
+    def _failure_row(
+        self, row: BatchSample, kind: str, message: str, attempts: int
+    ) -> dict[str, Any]:
+        return SampleFailureRow(
+            sample_key=row.sample_key,
+            run_id=self._run_id(),
+            model=row.model,
+            spec_sha=row.spec_sha,
+            scenario_id=row.scenario_id,
+            condition=row.condition,
+            epoch=row.epoch,
+            error_kind=kind,
+            error=message,
+            attempts=attempts,
+        ).as_row()
 
     def _run_id(self) -> str:
         if self.run_id is None:
