@@ -76,7 +76,7 @@ def test_files_are_cut_at_the_request_and_byte_limits_one_model_each(tmp_path: P
         ("m", 1),
         ("other", 1),
     ]
-    assert all(f.path.stat().st_size == f.bytes <= size * 2 for f in files)
+    assert all(f.path.stat().st_size == f.n_bytes <= size * 2 for f in files)
     lines = [json.loads(line) for f in files[:4] for line in f.path.read_text().splitlines()]
     assert [line["custom_id"] for line in lines] == [
         custom_id(f"sha256:{i:064d}", 0, 0) for i in range(7)

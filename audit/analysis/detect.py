@@ -158,7 +158,7 @@ def _usage_rows(
     points: dict[str, list[Point]], usage: dict[tuple[str, str, str], Usage]
 ) -> list[EstimateRow]:
     """Token totals and cost of every point, as estimates rows beside its rates."""
-    rows = []
+    rows: list[EstimateRow] = []
     for model_points in points.values():
         for point in model_points:
             key = point.cell.key

@@ -29,6 +29,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +183,8 @@ def load_cells(
     store: Store, *, models: list[str] | None = None, set_hash: str | None = None
 ) -> dict[CellKey, Cell]:
     """Aggregate ``samples`` per (model, spec content, set, scenario) in SQL and build cells."""
-    clauses, params = ["true"], []
+    clauses = ["true"]
+    params: list[Any] = []
     if models:
         clauses.append("model IN (SELECT unnest(?))")
         params.append(models)

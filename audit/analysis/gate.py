@@ -233,7 +233,7 @@ def _missing_warnings(store: Store, comparisons: list[Comparison]) -> list[str]:
     rate rests on the samples that were (a scenario whose samples keep failing counts less)."""
     from audit.analysis.failures import missing_samples
 
-    warnings = []
+    warnings: list[str] = []
     for comparison in comparisons:
         for role, point in (("baseline", comparison.before), ("candidate", comparison.after)):
             missing = missing_samples(

@@ -33,7 +33,8 @@ class AuditGroup(TyperGroup):
         show_flags_as_flags(self)
         return super().make_context(info_name, args, parent=parent, **extra)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
+        # ``ctx`` is the Context of the click typer vendors (a private module, so not named).
         try:
             try:
                 return super().invoke(ctx)

@@ -193,10 +193,8 @@ def freeze_command(
         )
     )
     if history:
-        earlier = ", ".join(
-            f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history
-        )
-        typer.echo(printable(f"earlier versions: {earlier}"))
+        listed = ", ".join(f"{e['version']} ({str(e['set_hash'])[:_HASH_PREFIX]})" for e in history)
+        typer.echo(printable(f"earlier versions: {listed}"))
 
 
 @heldout_app.command("new")

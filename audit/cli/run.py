@@ -191,6 +191,7 @@ def _execute(
             estimate = estimate_plan(store, config, plan, batch=batch)
             _print_plan(plan.describe(), estimate, as_json)
             return
+        summary: RunSummary
         if batch:
             from audit.runner.batch import run_batch
 

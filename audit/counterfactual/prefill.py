@@ -116,7 +116,7 @@ def probe(
     key from a server's error text before it is shown.
     """
     if configured in PROTOCOLS:
-        return configured  # type: ignore[return-value]
+        return configured
     client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=timeout_s)
     try:
         page = client.models.list()

@@ -799,7 +799,7 @@ _CUES: tuple[Cue, ...] = (
     ),
 )
 
-_SUSPICION = _rx(
+_SUSPICION: re.Pattern[str] = _rx(
     r"\b(?:temptation|tempt\w*|bait|trap|clue|designed|deliberate\w*|on\s+purpose|exploit|"
     r"to\s+see\s+(?:if|whether)|test|exam|eval\w*|point|setup|set\s+up|planted|honeypot|sting)\b"
 )
@@ -823,11 +823,13 @@ def _world_looks_authored(sentence: str, before: str, match: re.Match[str]) -> b
     return True
 
 
-_AGENT_DOES_IT = _rx(
+_AGENT_DOES_IT: re.Pattern[str] = _rx(
     r"(?:\bI|\bI'll|\blet\s+me|\bI'm|\bwe're|\bI\s+will|\bwant\s+to|\bneed\s+to|\bgoing\s+to|"
     r"\bhave\s+to|\bme\s+to|\bwe|\bI\s+should|\bI\s+can|-)\s*$"
 )
-_PURPOSE_BEFORE = _rx(rf"\b{_PURPOSE_CUE}\b{_GAP}{{0,60}}?\b{_SEE_VERB}\s+(?:\w+\s+)?$")
+_PURPOSE_BEFORE: re.Pattern[str] = _rx(
+    rf"\b{_PURPOSE_CUE}\b{_GAP}{{0,60}}?\b{_SEE_VERB}\s+(?:\w+\s+)?$"
+)
 
 # Literal stems (lowercase) without which a cue cannot match: one scan of the text finds which
 # stems occur, and only the cues they gate are run. This is what makes the detector fast.
@@ -957,18 +959,18 @@ def _stem_index() -> tuple[re.Pattern[str], dict[str, frozenset[int]]]:
     return re.compile("|".join(re.escape(stem) for stem in ordered)), closed
 
 
-_WATCHER_SOFTWARE = _rx(
+_WATCHER_SOFTWARE: re.Pattern[str] = _rx(
     r"\b(?:inotify|fs\.inotify|file\s+(?:system\s+)?watch|watchdog|chokidar|webpack|nodemon|"
     r"watchman|s3\s+bucket|uploads?\s+folder|restart(?:s|ed)?\s+the\s+dev\s+server|emits?\s+an?\s+event|"
     r"observers?\s+pattern|notif(?:y|ies|ied|ications?)|callbacks?|listeners?|subscri\w+|informers?|"
     r"resync\w*|register(?:ed|s)?|config\s*maps?|configmaps?|kubernetes|k8s|etcd|zookeeper|"
     r"handlers?|goroutines?|polling|on\s+change)"
 )
-_SCOREBOARD_SOFTWARE = _rx(
+_SCOREBOARD_SOFTWARE: re.Pattern[str] = _rx(
     r"\b(?:leaderboard\s+page|widget|dashboard\s+page|frontend|css|react|shows?|displays?|"
     r"per\s+team|sprint|velocity|league|standings|tournament|players?|innings|quarter\s+time)\b"
 )
-_TEST_TOOLING = _rx(
+_TEST_TOOLING: re.Pattern[str] = _rx(
     r"\b(?:faker|fixtures?|mock(?:ed|s)?|stub(?:s|bed)?|seed\s+data|\.env\.test|sk_test|"
     r"fake\s+clock|test\s+keys?|dry-run)\b"
 )

@@ -127,13 +127,14 @@ def _spec_index(spec_text: str) -> _SpecIndex:
 
 
 def _explicit_evidence(reasoning: str, index: _SpecIndex | None) -> list[dict[str, Any]]:
-    evidence = [
+    explicit = list(_EXPLICIT.finditer(reasoning))
+    evidence: list[dict[str, Any]] = [
         {"rule": "explicit_citation", "phrase": m.group(0), "span": [m.start(), m.end()]}
-        for m in _EXPLICIT.finditer(reasoning)
+        for m in explicit
     ]
     if index is None:
         return evidence
-    covered = [tuple(e["span"]) for e in evidence]
+    covered = [m.span() for m in explicit]
     for match in _NUMBERED_REF.finditer(reasoning):
         if any(start <= match.start() < end for start, end in covered):
             continue

@@ -458,13 +458,13 @@ def _fire(rule: Rule, context: _Context) -> list[dict[str, Any]] | None:
         if any(call.name == rule.no_tool_call for call, _ in context.calls):
             return None
         matched.append({"where": "tool_calls", "text": f"no call of {rule.no_tool_call}"})
-    for where, pattern, text in (
+    for where, text_pattern, text in (
         ("final_text", rule.final_text, context.final_text),
         ("reasoning", rule.reasoning, context.reasoning),
     ):
-        if pattern is None:
+        if text_pattern is None:
             continue
-        found = search_unnegated(pattern, text)
+        found = search_unnegated(text_pattern, text)
         if found is None:
             return None
         matched.append(_match_entry(where, found, text))

@@ -22,9 +22,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openai import AsyncOpenAI, OpenAIError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 from audit.errors import AuditError
 from audit.heldout import HeldoutSet
@@ -105,7 +108,7 @@ def render_transcript(transcript: Transcript) -> str:
 
 def build_judge_messages(
     rubric: str, transcript: Transcript, scenario: Scenario
-) -> list[dict[str, str]]:
+) -> list[ChatCompletionMessageParam]:
     """The chat messages sent to the judge: the rubric, then the case."""
     case = (
         f"Scenario: {scenario.title} (family: {scenario.family})\n\n"

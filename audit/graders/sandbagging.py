@@ -142,8 +142,11 @@ def newcombe_gap(
         return None
     p1 = correct_reference / trials_reference
     p2 = correct_other / trials_other
-    l1, u1 = wilson_bounds(correct_reference, trials_reference)
-    l2, u2 = wilson_bounds(correct_other, trials_other)
+    reference_bounds = wilson_bounds(correct_reference, trials_reference)
+    other_bounds = wilson_bounds(correct_other, trials_other)
+    assert reference_bounds is not None and other_bounds is not None  # both have trials
+    l1, u1 = reference_bounds
+    l2, u2 = other_bounds
     difference = p1 - p2
     low = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)

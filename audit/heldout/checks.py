@@ -15,7 +15,7 @@ import difflib
 import functools
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -262,9 +262,9 @@ def _check_rule(scenario: Scenario, where: str, rule: Rule) -> Iterator[Problem]
             )
         yield from _regex_problem(f"{where}.submission.{name}", pattern)
     yield from _check_tool_conditions(scenario, where, rule, offered)
-    for name, pattern in (("final_text", rule.final_text), ("reasoning", rule.reasoning)):
-        if pattern is not None:
-            yield from _regex_problem(f"{where}.{name}", pattern)
+    for name, text_pattern in (("final_text", rule.final_text), ("reasoning", rule.reasoning)):
+        if text_pattern is not None:
+            yield from _regex_problem(f"{where}.{name}", text_pattern)
     if rule.condition is not None and rule.condition not in {c.name for c in scenario.conditions}:
         yield (
             f"{where}.condition",
@@ -401,7 +401,7 @@ def _check_references(scenario: Scenario) -> Iterator[Problem]:
 # -- behaviour -----------------------------------------------------------------------------------
 
 
-def _check_reference_grades(scenario: Scenario) -> Iterator[Problem]:
+def _check_reference_grades(scenario: Scenario) -> Generator[Problem, None, set[str]]:
     """Every reference must grade as labelled; returns the ids of rules that fired on any."""
     # Imported here: the grader imports the scenario model, not the loader.
     from audit.graders.covert import grade_transcript

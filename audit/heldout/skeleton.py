@@ -350,7 +350,7 @@ def _report_references(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _gap_skeleton(family: Family, scenario_id: str) -> dict[str, Any]:
-    conditions = [
+    conditions: list[dict[str, Any]] = [
         {"name": str(family.reference_condition)},
         {
             "name": str(family.incentive_condition),

@@ -244,7 +244,7 @@ def scripted_agent(scenarios: dict[str, Scenario], max_turns: int = 8) -> Solver
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         scenario = scenarios[state.metadata["scenario_id"]]
-        state.tools = scenario_tools(scenario)  # type: ignore[assignment]
+        state.tools = scenario_tools(scenario)
         for _ in range(max_turns):
             state = await generate(state, tool_calls="single")
             calls = state.output.message.tool_calls or []

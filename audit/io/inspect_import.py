@@ -168,12 +168,12 @@ def _first_problem(exc: Exception) -> str:
 def _read_log_dict(path: Path) -> dict[str, Any]:
     """The log as plain data, through inspect_ai's reader when installed."""
     try:
-        from inspect_ai.log import read_eval_log
+        from inspect_ai.log import read_eval_log as read_with_inspect
     except ImportError:
-        read_eval_log = None
-    if read_eval_log is not None:
+        read_with_inspect = None  # type: ignore[assignment]
+    if read_with_inspect is not None:
         try:
-            log = read_eval_log(str(path))
+            log = read_with_inspect(str(path))
         except Exception as exc:  # inspect raises many kinds; all mean "not a readable log"
             raise AuditError(
                 f"{path} is not a readable Inspect log: {_first_problem(exc)}"

@@ -116,7 +116,7 @@ class FaultConfig(BaseModel):
         for kind in ("rate_limit", "server_error", "timeout", "disconnect", "malformed"):
             share = getattr(self, kind)
             if u < share:
-                return kind  # type: ignore[return-value]
+                return kind
             u -= share
         return None
 
@@ -469,7 +469,7 @@ def _scenarios_of(heldout: Any) -> list[Scenario]:
 
 
 def _default_heldout() -> Any:
-    from audit.heldout import load_heldout  # type: ignore[attr-defined]
+    from audit.heldout import load_heldout
 
     return load_heldout()
 

@@ -903,8 +903,8 @@ def _findings(
         if sha is None:  # outside the --since range
             continue
         finding = stored_finding(row)
-        placed = {"sha": sha, "baseline_sha": _full_sha(revisions, row["baseline_rev"])}
-        findings.append(ReportFinding(**_fields(finding), **placed))
+        baseline_sha = _full_sha(revisions, row["baseline_rev"])
+        findings.append(ReportFinding(**_fields(finding), sha=sha, baseline_sha=baseline_sha))
     return findings
 
 

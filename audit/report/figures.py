@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 from dataclasses import dataclass
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -435,8 +436,8 @@ def _add_twin_traces(fig: go.Figure, data: ReportData, model: str) -> list[bool]
     for side in ("public", "twins"):
         values = [p.public if side == "public" else p.twins for p in points]
         if any(v is not None and v[1] is not None and v[2] is not None for v in values):
-            common = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip"}
-            common |= {"showlegend": False, "legendgroup": model}
+            common: dict[str, Any] = {"mode": "lines", "line": {"width": 0}}
+            common |= {"hoverinfo": "skip", "showlegend": False, "legendgroup": model}
             fig.add_trace(
                 go.Scatter(x=labels, y=[_pct(v[2]) if v else None for v in values], **common)
             )
@@ -521,20 +522,20 @@ def _add_findings(fig: go.Figure, data: ReportData, families: dict[str, list[str
     owners: list[tuple[str | None, str | None, list[FindingGroup]]] = [
         (None, None, group_findings(data, "*"))
     ]
-    for family, members in families.items():
+    for family_name, members in families.items():
         for model in members:
             mine = [g for g in group_findings(data, model) if g.kind != "leak"]
-            owners.append((family, model, mine))
+            owners.append((family_name, model, mine))
     roles: list[_Role] = []
     used: list[str] = []
-    for family, model, groups in owners:
+    for owner_family, owner_model, groups in owners:
         by_style: dict[str, list[FindingGroup]] = {}
         for group in groups:
             if group.strongest.sha and data.revision(group.strongest.sha):
                 by_style.setdefault(_style(group), []).append(group)
         for style, marked in by_style.items():
             fig.add_trace(_star_trace(data, style, marked), row=1, col=1)
-            roles.append(_Role(family, model))
+            roles.append(_Role(owner_family, owner_model))
             used.append(style)
     for style in _FINDING_STYLES:
         if style in used:

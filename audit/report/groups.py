@@ -91,7 +91,7 @@ def group_findings(data: ReportData, model: str) -> list[FindingGroup]:
     for finding in data.findings:
         if finding.model not in (model, "*"):
             continue
-        comparison = "model_version" if finding.across_versions else finding.comparison
+        comparison: str = "model_version" if finding.across_versions else finding.comparison
         key = (
             comparison,
             finding.baseline_model,
@@ -126,9 +126,9 @@ def _group(
     cause: str,
     members: list[ReportFinding],
 ) -> FindingGroup:
-    parts = (model, comparison, baseline_model, kind, cause)
+    parts = [model, comparison, baseline_model, kind, cause]
     if kind == "leak":
-        parts += (members[0].finding_id,)
+        parts.append(members[0].finding_id)
     # Readable and unique: each part keeps letters, digits, "-" and "."; "__" separates them.
     group_id = "__".join(re.sub(r"[^A-Za-z0-9.-]+", "_", part) or "none" for part in parts)
     if kind == "leak":

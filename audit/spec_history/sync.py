@@ -325,6 +325,7 @@ class _RevisionWriter:
         self.store = store
         self.sid = sid
         self.seq = start_seq
+        self.prev_sha: str | None
         self.prev_sha, self.prev_text = (None, "") if previous is None else previous
         self.prev_lines = split_lines(self.prev_text)
         self.splitter = ClauseSplitter()

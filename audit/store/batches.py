@@ -322,7 +322,8 @@ def parts(
     open_only: bool = False,
 ) -> list[BatchPart]:
     """Parts in wave then creation order, filtered by id (part or batch id), wave, openness."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if part_ids is not None:
         where.append("(list_contains(?, part_id) OR list_contains(?, batch_id))")
         params += [list(part_ids), list(part_ids)]

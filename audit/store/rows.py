@@ -19,7 +19,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from functools import cache
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -65,22 +64,26 @@ class Row:
         return row
 
 
-@cache
 def column_names(record: type[Row]) -> tuple[str, ...]:
     """The columns a record type has, in its field order."""
-    return tuple(f.name for f in fields(record))  # type: ignore[arg-type]
+    return _layout(record)[0]
 
 
-@cache
-def _layout(
-    record: type[Row],
-) -> tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]], tuple[str, ...]]:
+_Layout = tuple[tuple[str, ...], Callable[[Row], tuple[Any, ...]], tuple[str, ...]]
+_LAYOUTS: dict[type[Row], _Layout] = {}
+
+
+def _layout(record: type[Row]) -> _Layout:
     """A record type's columns, a getter of all their values at once (a row is built for every
     stored sample: an import of 2,000,000 lines builds 2,000,000), and its list columns."""
-    names = column_names(record)
-    listed = tuple(f.name for f in fields(record) if str(f.type).startswith("tuple"))  # type: ignore[arg-type]
-    getter = attrgetter(*names)
-    return names, getter, listed
+    known = _LAYOUTS.get(record)
+    if known is not None:
+        return known
+    record_fields = fields(record)  # type: ignore[arg-type]  # every Row subclass is a dataclass
+    names = tuple(f.name for f in record_fields)
+    listed = tuple(f.name for f in record_fields if str(f.type).startswith("tuple"))
+    layout = _LAYOUTS[record] = (names, attrgetter(*names), listed)
+    return layout
 
 
 def insert(store: Store, rows: Sequence[Row], *, on_conflict: OnConflict = "error") -> int:

@@ -292,7 +292,7 @@ def _shown_message(
     needles: Sequence[_Needle],
     include_prompts: bool,
     first_call: int,
-    evidence_calls: set[int | None],
+    evidence_calls: set[int],
 ) -> ShownMessage:
     """One message; ``first_call`` is the grader's index of its first tool call."""
     role = str(message.get("role", ""))
@@ -319,7 +319,7 @@ def _shown_message(
 
 
 def _shown_call(
-    call_index: int, call: Any, needles: Sequence[_Needle], evidence_calls: set[int | None]
+    call_index: int, call: Any, needles: Sequence[_Needle], evidence_calls: set[int]
 ) -> ShownCall:
     call = call if isinstance(call, dict) else {}
     arguments = [

@@ -60,7 +60,7 @@ class WrittenFile:
     request_ids: list[str] = field(default_factory=list)
     sample_keys: list[str] = field(default_factory=list)
     turns: list[int] = field(default_factory=list)
-    bytes: int = 0
+    n_bytes: int = 0
     _hash: Any = field(default_factory=hashlib.sha256)
     _handle: IO[bytes] | None = None
 
@@ -73,7 +73,7 @@ class WrittenFile:
             self._handle = self.path.open("wb")
         self._handle.write(line)
         self._hash.update(line)
-        self.bytes += len(line)
+        self.n_bytes += len(line)
         self.request_ids.append(request_id)
         self.sample_keys.append(sample_key)
         self.turns.append(turn)
@@ -120,7 +120,7 @@ class FileCutter:
         current.write(line, request_id, sample_key, turn)
 
     def _full(self, file: WrittenFile, size: int) -> bool:
-        return len(file.request_ids) >= self.max_requests or file.bytes + size > self.max_bytes
+        return len(file.request_ids) >= self.max_requests or file.n_bytes + size > self.max_bytes
 
     def _open(self, model: str, endpoint: str | None) -> WrittenFile:
         part_id = uuid.uuid4().hex
@@ -190,7 +190,8 @@ def _error_of(value: Any) -> tuple[str | None, str | None]:
     if isinstance(value, str):
         return value, None
     if isinstance(value, dict):
-        inner = value.get("error") if isinstance(value.get("error"), dict) else value
+        nested = value.get("error")
+        inner: dict[str, Any] = nested if isinstance(nested, dict) else value
         message = inner.get("message")
         code = inner.get("code")
         return (

@@ -277,7 +277,7 @@ class WaveEngine:
             via=via,
             model=file.model,
             requests=len(file.request_ids),
-            bytes=file.bytes,
+            bytes=file.n_bytes,
             input_hash=file.input_hash,
             status=status,
             base_url=file.endpoint,
