@@ -34,7 +34,7 @@ and describes the findings; this module runs the pass and stores what it found.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.analysis.counterfactual import load_causal_evidence
 from audit.analysis.estimates import cell_estimates, load_cells
@@ -61,6 +61,9 @@ from audit.records import TWIN_TESTED_ON, SpecRevision
 from audit.store import Store
 from audit.store.rows import EstimateRow, FindingRow, replace_detection
 
+if TYPE_CHECKING:
+    from audit.heldout.loader import HeldoutSet
+
 # Names other modules and tests import from here (their homes are the modules above).
 __all__ = ["TWIN_TESTED_ON", "Finding", "detect", "model_lines"]
 
@@ -76,7 +79,7 @@ def detect(
     baseline: str | None = None,
     source_id: str | None = None,
     set_hash: str | None = None,
-    heldout: Any = None,
+    heldout: HeldoutSet | None = None,
     progress: Progress | None = None,
 ) -> list[Finding]:
     """Detect, attribute and store every change of the history; return the findings.

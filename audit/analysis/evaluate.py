@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from audit.progress import Progress
 from audit.records import FindingKind, SpecRevision
 from audit.store.rows import ExposureRow
 
+if TYPE_CHECKING:
+    from audit.heldout.loader import HeldoutSet
+
 #: "detect" asks of every comparison "did anything change?" (two-sided tests); "gate" asks two
 #: one-sided questions of one comparison per model: "did it rise?" and "did it drop?".
 Mode = Literal["detect", "gate"]
@@ -51,7 +54,7 @@ Mode = Literal["detect", "gate"]
 class Context:
     """What evaluation needs besides the comparisons: settings, exposure, a progress sink."""
 
-    def __init__(self, config: AuditConfig, heldout: Any, progress: Progress) -> None:
+    def __init__(self, config: AuditConfig, heldout: HeldoutSet | None, progress: Progress) -> None:
         self.config = config
         self.progress = progress
         self.heldout = heldout if heldout is not None else _default_heldout(config, progress)
@@ -106,6 +109,7 @@ class Context:
 
     def _exposure_model(self, reference_spec: str) -> ExposureModel:
         # One model per pass: rarity is judged against the first spec text seen (the baseline).
+        assert self.heldout is not None, "exposure is measured only with a held-out set"
         if self._model is None:
             self._model = ExposureModel(
                 [ScenarioText.from_scenario(s) for s in self.heldout.scenarios],
@@ -116,7 +120,7 @@ class Context:
         return self._model
 
 
-def _default_heldout(config: AuditConfig, progress: Progress) -> Any:
+def _default_heldout(config: AuditConfig, progress: Progress) -> HeldoutSet | None:
     """The set ``heldout.path`` names (an error when it cannot be loaded: the user chose it),
     else the starter set (exposure is skipped, with a note, when it cannot be loaded)."""
     from audit.heldout.loader import load_heldout

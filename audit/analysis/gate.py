@@ -28,7 +28,7 @@ and where?"). Nothing is written to the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.analysis.counterfactual import load_causal_evidence
 from audit.analysis.estimates import load_cells
@@ -46,6 +46,9 @@ from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
 from audit.records import SpecRevision
 from audit.store import Store
+
+if TYPE_CHECKING:
+    from audit.heldout.loader import HeldoutSet
 
 GATE_CHECKS: dict[str, str] = {
     "regression": "no significant regression",
@@ -166,7 +169,7 @@ def gate(
     model: str | None = None,
     baseline_model: str | None = None,
     source_id: str | None = None,
-    heldout: Any = None,
+    heldout: HeldoutSet | None = None,
     set_hash: str | None = None,
     progress: Progress | None = None,
 ) -> GateResult:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, cast, get_args
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
 import typer
 
 from audit.cli.options import ConfigOption, HeldoutOption, JsonOption, resolve_heldout
 from audit.errors import AuditError
 from audit.terminal import printable
+
+if TYPE_CHECKING:
+    from audit.heldout.loader import HeldoutSet
 
 heldout_app = typer.Typer(
     help="The held-out covert-action set (the starter set, or your own): list, show, check, "
@@ -246,7 +249,7 @@ def new_command(
     typer.echo("fill in every <<fill in: ...>> placeholder, then run: audit heldout check")
 
 
-def _set_json(held: Any) -> dict[str, Any]:
+def _set_json(held: HeldoutSet) -> dict[str, Any]:
     return {
         "ok": True,
         "name": held.name,

@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -71,6 +71,9 @@ from audit.organisms.replay import (
     first_turn_reasoning,
     text_shows_awareness,
 )
+
+if TYPE_CHECKING:
+    from audit.heldout.loader import HeldoutSet
 
 FaultKind = Literal["rate_limit", "server_error", "timeout", "disconnect", "malformed"]
 SYSTEM_FINGERPRINT = "specdrift-organism-simulator"
@@ -462,13 +465,14 @@ def _model_card(model: OrganismModel) -> dict[str, Any]:
     }
 
 
-def _scenarios_of(heldout: Any) -> list[Scenario]:
+def _scenarios_of(heldout: HeldoutSet | Iterable[Scenario]) -> list[Scenario]:
     """Scenarios of a held-out set object, or of any iterable of scenarios."""
-    scenarios = getattr(heldout, "scenarios", heldout)
-    return list(scenarios)
+    from audit.heldout.loader import HeldoutSet
+
+    return list(heldout.scenarios if isinstance(heldout, HeldoutSet) else heldout)
 
 
-def _default_heldout() -> Any:
+def _default_heldout() -> HeldoutSet:
     from audit.heldout import load_heldout
 
     return load_heldout()
@@ -476,7 +480,7 @@ def _default_heldout() -> Any:
 
 def create_app(
     organisms: Mapping[str, OrganismModel] | None,
-    heldout: Any,
+    heldout: HeldoutSet | Iterable[Scenario] | None,
     *,
     latency_s: float = 0.0,
     faults: FaultConfig | None = None,
@@ -624,7 +628,7 @@ def start_server(
     latency_s: float = 0.0,
     faults: FaultConfig | None = None,
     organisms: Mapping[str, OrganismModel] | Iterable[OrganismModel] | None = None,
-    heldout: Any = None,
+    heldout: HeldoutSet | Iterable[Scenario] | None = None,
     batch: BatchSettings | None = None,
 ) -> RunningServer:
     """Serve the organisms on ``host:port`` (0: a free port) in a background thread."""
@@ -733,7 +737,7 @@ def serve_organisms(
     latency_s: float = 0.0,
     faults: FaultConfig | None = None,
     organisms: Mapping[str, OrganismModel] | None = None,
-    heldout: Any = None,
+    heldout: HeldoutSet | Iterable[Scenario] | None = None,
     batch: BatchSettings | None = None,
     on_ready: Callable[[str, tuple[str, ...]], None] | None = None,
 ) -> None:
