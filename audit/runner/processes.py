@@ -172,7 +172,8 @@ class WorkerPool:
     ) -> None:
         # Forked outside any event loop (a child must not inherit a running loop); on systems
         # without a safe fork the workers are spawned and import what they need.
-        mp = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        fork = sys.platform == "linux"
+        mp = multiprocessing.get_context("fork") if fork else multiprocessing.get_context("spawn")
         self._queue = mp.Queue()
         self._processes = [
             mp.Process(
@@ -233,8 +234,8 @@ class WorkerPool:
             calls, retries, abandoned = payload
             outcome.calls += calls
             outcome.retries += retries
-            for model, message in abandoned.items():
-                outcome.abandoned.setdefault(model, message)
+            for model, reason in abandoned.items():
+                outcome.abandoned.setdefault(model, reason)
         else:
             finished.add(worker)
             outcome.errors.append(f"worker {worker}: {payload}")
