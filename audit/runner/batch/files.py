@@ -18,6 +18,7 @@ Files are cut at ``max_requests`` lines and ``max_bytes`` bytes (the Batch API's
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import uuid
@@ -62,13 +63,13 @@ class WrittenFile:
     turns: list[int] = field(default_factory=list)
     bytes: int = 0
     _hash: Any = field(default_factory=hashlib.sha256)
-    _handle: IO[bytes] | None = None
+    _handle: IO[builtins.bytes] | None = None  # builtins: the field `bytes` shadows the type
 
     @property
     def input_hash(self) -> str:
         return "sha256:" + self._hash.hexdigest()
 
-    def write(self, line: bytes, request_id: str, sample_key: str, turn: int) -> None:
+    def write(self, line: builtins.bytes, request_id: str, sample_key: str, turn: int) -> None:
         if self._handle is None:
             self._handle = self.path.open("wb")
         self._handle.write(line)
@@ -190,7 +191,8 @@ def _error_of(value: Any) -> tuple[str | None, str | None]:
     if isinstance(value, str):
         return value, None
     if isinstance(value, dict):
-        inner = value.get("error") if isinstance(value.get("error"), dict) else value
+        error = value.get("error")
+        inner = error if isinstance(error, dict) else value
         message = inner.get("message")
         code = inner.get("code")
         return (
