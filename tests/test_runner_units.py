@@ -491,7 +491,7 @@ def test_parse_completion_is_strict_first_then_lenient_like_the_client() -> None
 def test_connection_pools_hold_the_concurrency_in_as_few_even_pools_as_fit(
     total: int, most: int
 ) -> None:
-    from audit.runner import _pool_sizes
+    from audit.runner.engine import _pool_sizes
 
     sizes = _pool_sizes(total, most)
     assert sum(sizes) == total  # never more requests in flight than configured

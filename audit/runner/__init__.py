@@ -6,39 +6,39 @@ workers per model, as many as its configured concurrency), grades every transcri
 :func:`audit.graders.grade_sample`, and writes samples in batches as they finish. A ``runs`` row
 is written at the start and completed at the end; samples that still fail after their retries get
 a ``sample_failures`` row instead.
+
+This module plans and records a run; the engine that executes it (the workers, their shared
+context, the rows they build) is :mod:`audit.runner.engine`, whose :func:`sample_row`,
+:func:`failure_row` and :func:`run_coroutine` are re-exported here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import importlib
 import random
-import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from audit.config import AuditConfig, ModelConfig, RunConfig
+from audit.config import AuditConfig
 from audit.errors import AuditError
 from audit.progress import NullProgress, Progress
-from audit.records import SpecRevision, Transcript
-from audit.runner.client import (
-    CallStats,
-    Conversation,
-    SampleFailed,
-    Scrubber,
-    api_key_for,
-    converse,
-    dumps,
-    endpoint_of,
-    make_client,
-    scrubbed,
+from audit.records import SpecRevision
+from audit.runner.client import CallStats, Scrubber, api_key_for, dumps, endpoint_of
+from audit.runner.engine import (
+    ABANDON_AFTER_REFUSALS,
+    RunContext,
+    collect,
+    execute,
+    failure_row,
+    frozen_heap,
+    run_coroutine,
+    sample_row,
+    worker_fields,
 )
 from audit.runner.matrix import (
     PlannedSample,
@@ -54,22 +54,25 @@ from audit.runner.processes import WorkerPool, split_plan
 from audit.runner.writer import BatchWriter
 from audit.store import Store
 from audit.store import rows as stored_rows
-from audit.store.rows import RunRow, SampleFailureRow, SampleRow
+from audit.store.rows import RunRow
 
 if TYPE_CHECKING:
-    import openai
-
     from audit.heldout import HeldoutSet
 
 __all__ = [
+    "ABANDON_AFTER_REFUSALS",
     "PlannedSample",
     "RunPlan",
     "RunSummary",
+    "failure_row",
     "finish_run",
     "plan_run",
+    "run_coroutine",
     "run_matrix",
     "sample_key",
+    "sample_row",
     "start_run",
+    "tool_version",
 ]
 
 
@@ -103,11 +106,6 @@ class RunSummary:
             f"in {self.elapsed_s:.1f} s"
         )
         return text + (f", NOT STORED {self.unstored}" if self.unstored else "")
-
-
-ABANDON_AFTER_REFUSALS = 8
-"""Non-retryable errors (401, 404, a 400 for a parameter) on a model's first requests, with no
-success in between, after which the run stops sending that model's samples."""
 
 
 def tool_version() -> str:
@@ -233,11 +231,12 @@ def run_matrix(
 
         register_heldout(store, heldout)
     run_id = start_run(store, config, plan, command, endpoints)
-    context = _RunContext(
+    writer = BatchWriter(store, batch_rows=batch_rows, flush_s=flush_s)
+    context = RunContext(
         run=config.run,
         run_id=run_id,
         set_hash=plan.set_hash,
-        writer=BatchWriter(store, batch_rows=batch_rows, flush_s=flush_s),
+        writer=writer,
         stats=CallStats(),
         rng=random.Random(),
         scrub=scrub,
@@ -245,7 +244,7 @@ def run_matrix(
         # A matrix with nothing left to run is complete as soon as it starts.
         completed=not plan.pending,
     )
-    writer, stats = context.writer, context.stats
+    stats = context.stats
     context.progress.start(len(plan.pending), f"{command}: {len(plan.pending)} samples")
     workers = config.run.workers if workers is None else workers
     try:
@@ -255,12 +254,12 @@ def run_matrix(
             importlib.import_module("openai")
             importlib.import_module("audit.graders")
             shards = split_plan(plan, workers) if workers > 1 else []
-            with _frozen_heap():
+            with frozen_heap():
                 if len(shards) > 1:
-                    pool = WorkerPool(shards, endpoints, keys, _worker_fields(context))
-                    run_coroutine(_collect(pool, context))
+                    pool = WorkerPool(shards, endpoints, keys, worker_fields(context))
+                    run_coroutine(collect(pool, context))
                 else:
-                    run_coroutine(_execute(plan, endpoints, keys, context))
+                    run_coroutine(execute(plan, endpoints, keys, context))
     finally:
         context.progress.finish()
         unstored = sum(writer.unstored.values())
@@ -279,74 +278,6 @@ def run_matrix(
         )
         finish_run(store, summary, completed=context.completed)
     return summary
-
-
-@contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Leave the objects that exist before the run (modules, the held-out set, the plan) out of
-    the garbage collector's passes until it ends.
-
-    Their full passes stalled the event loop: 200 ms server, 64 in flight, 1,368 samples: three
-    gen-2 passes took 143 ms, one of them 73 ms, with every response waiting meanwhile. Frozen
-    objects are still freed when their count drops to zero; cycles among them wait for the end
-    of the run, when they are handed back to the collector.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def run_coroutine(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run on a fresh event loop; from inside a running loop (Jupyter), on a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(coroutine)
-        return
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            asyncio.run(coroutine)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="specdrift-runner")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-
-
-@dataclass
-class _RunContext:
-    """What every worker of one run shares."""
-
-    run: RunConfig
-    run_id: str
-    set_hash: str
-    writer: BatchWriter
-    stats: CallStats
-    rng: random.Random
-    scrub: Scrubber
-    progress: Progress
-    completed: bool = False
-    abandoned: dict[str, str] = field(default_factory=dict)
-    refusals: dict[str, int] = field(default_factory=dict)
-    answered: set[str] = field(default_factory=set)
-
-    def note_success(self, model: str) -> None:
-        self.answered.add(model)
-
-    def note_refusal(self, model: str, message: str) -> None:
-        """Count an error retrying cannot fix; give up on a model that never got an answer."""
-        if model in self.answered:
-            return  # the model works: this request was the odd one out
-        self.refusals[model] = self.refusals.get(model, 0) + 1
-        if self.refusals[model] >= ABANDON_AFTER_REFUSALS:
-            self.abandoned.setdefault(model, message)
 
 
 def start_run(
@@ -389,202 +320,3 @@ def finish_run(store: Store, summary: RunSummary, *, completed: bool) -> None:
     stored_rows.finish_run(
         store, summary.run_id, completed=completed, stored=summary.stored, failed=summary.failed
     )
-
-
-def _worker_fields(context: _RunContext) -> dict[str, Any]:
-    """What a worker process needs of the run context (it brings its own writer, stats and
-    random generator: forked copies of one generator would jitter their backoffs in step)."""
-    return {
-        "run": context.run,
-        "run_id": context.run_id,
-        "set_hash": context.set_hash,
-        "scrub": context.scrub,
-    }
-
-
-async def _collect(pool: WorkerPool, context: _RunContext) -> None:
-    """Parent side of a multi-process run: store what the workers send, count progress."""
-    ticker = asyncio.get_running_loop().create_task(_tick(context.writer))
-
-    def deliver(table: str, row: Mapping[str, Any]) -> None:
-        context.writer.add(table, row)
-        context.progress.advance(1, errors=int(table == SampleFailureRow.TABLE))
-
-    try:
-        outcome = await pool.collect(deliver)
-        context.stats.calls += outcome.calls
-        context.stats.retries += outcome.retries
-        for model, message in outcome.abandoned.items():
-            context.abandoned.setdefault(model, message)
-        for error in outcome.errors:
-            context.progress.message(f"runner {error}")
-        context.completed = outcome.completed and not context.abandoned
-    finally:
-        ticker.cancel()
-        await context.writer.close()
-
-
-async def _execute(
-    plan: RunPlan, endpoints: dict[str, str], keys: dict[str, str], context: _RunContext
-) -> None:
-    clients = _clients(plan.models, endpoints, keys, context.run.timeout_s)
-    by_model: dict[str, list[PlannedSample]] = {}
-    for sample in plan.pending:
-        by_model.setdefault(sample.model.name, []).append(sample)
-    ticker = asyncio.get_running_loop().create_task(_tick(context.writer))
-    try:
-        workers = []
-        for model in plan.models:
-            samples = by_model.get(model.name, [])
-            queue = iter(samples)
-            count = min(model.concurrency, len(samples))
-            pools = clients[model.name]
-            workers += [_worker(queue, pools[n % len(pools)], context) for n in range(count)]
-        await asyncio.gather(*workers)
-        context.completed = not context.abandoned
-    finally:
-        ticker.cancel()
-        await context.writer.close()
-        for client in {id(c): c for pools in clients.values() for c in pools}.values():
-            await client.close()
-
-
-POOL_CONNECTIONS = 16
-"""Connections per HTTP client. httpx's pool looks over every one of its connections twice per
-request, so a model with a concurrency of 64 gets four clients of 16, its workers dealt among
-them."""
-
-
-def _clients(
-    models: Sequence[ModelConfig],
-    endpoints: dict[str, str],
-    keys: dict[str, str],
-    timeout_s: float,
-) -> dict[str, list[openai.AsyncOpenAI]]:
-    """Clients per (endpoint, key), with as many connections in all as the models sharing them
-    need, at most :data:`POOL_CONNECTIONS` per client."""
-    pools: dict[tuple[str, str], int] = {}
-    for model in models:
-        slot = (endpoints[model.name], keys[model.name])
-        pools[slot] = pools.get(slot, 0) + model.concurrency
-    shared = {
-        slot: [
-            make_client(slot[0], slot[1], size, timeout_s)
-            for size in _pool_sizes(total, POOL_CONNECTIONS)
-        ]
-        for slot, total in pools.items()
-    }
-    return {m.name: shared[(endpoints[m.name], keys[m.name])] for m in models}
-
-
-def _pool_sizes(total: int, most: int) -> list[int]:
-    """``total`` connections in as few pools of at most ``most`` as can hold them, evenly."""
-    count = -(-total // most)
-    return [total // count + (1 if n < total % count else 0) for n in range(count)]
-
-
-async def _tick(writer: BatchWriter) -> None:
-    while True:
-        await asyncio.sleep(writer.flush_s)
-        writer.tick()
-
-
-async def _worker(
-    queue: Iterator[PlannedSample], client: openai.AsyncOpenAI, context: _RunContext
-) -> None:
-    # Workers share one iterator per model: as many requests in flight as workers, no more.
-    for sample in queue:
-        model = sample.model.name
-        if model in context.abandoned:
-            return  # its remaining samples stay unrun: a rerun after the fix picks them up
-        try:
-            conversation = await converse(client, sample, context.run, context.stats, context.rng)
-            # Scrubbed before grading, so the stored grade is the grade of the stored transcript.
-            conversation = scrubbed(conversation, context.scrub)
-            row = sample_row(sample, conversation, context.run_id, context.set_hash)
-        except SampleFailed as failure:
-            message = context.scrub(failure.error.message)
-            _record_failure(context, sample, failure.error.kind, message, failure.attempts)
-            if not failure.error.retryable:
-                context.note_refusal(model, message)
-            continue
-        except Exception as exc:  # a response or grader we did not foresee: record, go on
-            _record_failure(context, sample, "other", f"{type(exc).__name__}: {exc}", 1)
-            continue
-        context.note_success(model)
-        context.writer.add(SampleRow.TABLE, row)
-        context.progress.advance(1)
-
-
-def _record_failure(
-    context: _RunContext, sample: PlannedSample, kind: str, message: str, attempts: int
-) -> None:
-    row = failure_row(sample, context.run_id, kind, context.scrub(message), attempts)
-    context.writer.add(SampleFailureRow.TABLE, row)
-    context.progress.advance(1, errors=1)
-
-
-def sample_row(
-    sample: PlannedSample, conversation: Conversation, run_id: str, set_hash: str
-) -> dict[str, Any]:
-    """Grade a finished conversation and build its ``samples`` row (a :class:`SampleRow`'s
-    columns)."""
-    from audit.graders import grade_sample
-
-    transcript = Transcript(tuple(conversation.messages), conversation.finish_reason)
-    graded = grade_sample(sample.scenario, sample.condition, transcript, sample.spec_text)
-    grade = graded.grade
-    evidence = {"rule_id": grade.rule_id, **grade.evidence}
-    if graded.citation.evidence:
-        evidence["spec_citation"] = graded.citation.evidence
-    return SampleRow(
-        sample_key=sample.key,
-        run_id=run_id,
-        origin="run",
-        model=sample.model.name,
-        model_version=sample.model.version,
-        source_id=sample.revision.source_id,
-        spec_sha=sample.revision.sha,
-        spec_content_hash=sample.spec_content_hash,
-        set_hash=set_hash,
-        scenario_id=sample.scenario.id,
-        scenario_hash=sample.scenario_hash,
-        family=sample.scenario.family,
-        condition=sample.condition,
-        epoch=sample.epoch,
-        params_hash=sample.params_hash,
-        outcome=grade.outcome,
-        eval_aware=graded.awareness.detected,
-        spec_cited=graded.citation.detected,
-        score=grade.score,
-        grade_evidence=dumps(evidence),
-        awareness_evidence=dumps(graded.awareness.evidence),
-        reasoning=transcript.reasoning() or None,
-        answer=transcript.final_text() or None,
-        transcript=transcript.to_json(),
-        turns=conversation.turns,
-        prompt_tokens=conversation.prompt_tokens,
-        completion_tokens=conversation.completion_tokens,
-        reasoning_tokens=conversation.reasoning_tokens,
-        latency_ms=conversation.latency_ms,
-        finish_reason=conversation.finish_reason,
-        system_fingerprint=conversation.system_fingerprint,
-    ).as_row()
-
-
-def failure_row(
-    sample: PlannedSample, run_id: str, kind: str, message: str, attempts: int
-) -> dict[str, Any]:
-    """The ``sample_failures`` row of a sample that gave up (message already scrubbed)."""
-    return SampleFailureRow(
-        sample_key=sample.key,
-        run_id=run_id,
-        model=sample.model.name,
-        spec_sha=sample.revision.sha,
-        scenario_id=sample.scenario.id,
-        condition=sample.condition,
-        epoch=sample.epoch,
-        error_kind=kind,
-        error=message,
-        attempts=attempts,
-    ).as_row()

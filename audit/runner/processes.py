@@ -72,7 +72,8 @@ def split_plan(plan: RunPlan, workers: int) -> list[Shard]:
 
 
 class QueueSink:
-    """The worker's stand-in for the batch writer: ships rows to the parent in small batches."""
+    """The worker's :class:`~audit.runner.writer.RowSink`, in place of the batch writer: ships
+    rows to the parent in small batches."""
 
     def __init__(self, queue: Any, worker: int) -> None:
         self.flush_s = _BATCH_S
@@ -110,12 +111,12 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process: run the shard, report counters, exit."""
     from audit.progress import NullProgress
-    from audit.runner import _execute, _RunContext
     from audit.runner.client import CallStats
+    from audit.runner.engine import RunContext, execute
 
-    context = _RunContext(
+    context = RunContext(
         **context_fields,
-        writer=QueueSink(queue, shard.index),  # type: ignore[arg-type]
+        writer=QueueSink(queue, shard.index),
         stats=CallStats(),
         rng=random.Random(),
         progress=NullProgress(),
@@ -124,7 +125,7 @@ def _worker_main(
     async def main() -> None:
         watchdog = asyncio.get_running_loop().create_task(_exit_when_orphaned(parent_pid))
         try:
-            await _execute(shard.plan, endpoints, keys, context)
+            await execute(shard.plan, endpoints, keys, context)
         finally:
             watchdog.cancel()
 
@@ -171,7 +172,8 @@ class WorkerPool:
     ) -> None:
         # Forked outside any event loop (a child must not inherit a running loop); on systems
         # without a safe fork the workers are spawned and import what they need.
-        mp = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        fork = sys.platform == "linux"
+        mp = multiprocessing.get_context("fork") if fork else multiprocessing.get_context("spawn")
         self._queue = mp.Queue()
         self._processes = [
             mp.Process(
@@ -232,8 +234,8 @@ class WorkerPool:
             calls, retries, abandoned = payload
             outcome.calls += calls
             outcome.retries += retries
-            for model, message in abandoned.items():
-                outcome.abandoned.setdefault(model, message)
+            for model, reason in abandoned.items():
+                outcome.abandoned.setdefault(model, reason)
         else:
             finished.add(worker)
             outcome.errors.append(f"worker {worker}: {payload}")

@@ -5,6 +5,9 @@ Arrow batch per flush, in a worker thread so the event loop keeps requests in fl
 commits. A SIGKILL therefore loses at most the unflushed rows; their keys are not stored, so the
 next run redoes exactly those. Inserts ignore conflicts, which keeps a rerun idempotent even when
 two runs raced on the same key.
+
+:class:`RowSink` is what the engine (:mod:`audit.runner.engine`) needs of a writer; a worker
+process's :class:`~audit.runner.processes.QueueSink` is the other one.
 """
 
 from __future__ import annotations
@@ -12,9 +15,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from audit.store import Store
+
+
+class RowSink(Protocol):
+    """Where the engine hands its finished rows: it adds them, ticks every ``flush_s`` seconds
+    so rows that waited are sent on, and closes the sink at the end of the run (which delivers
+    whatever is left)."""
+
+    flush_s: float
+
+    def add(self, table: str, row: Mapping[str, Any]) -> None: ...
+
+    def tick(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class BatchWriter:
