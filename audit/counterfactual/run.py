@@ -57,6 +57,7 @@ from audit.runner.client import (
     request_args,
     with_retries,
 )
+from audit.runner.engine import ABANDON_AFTER_REFUSALS
 from audit.runner.matrix import (
     EMPTY_SPEC_HASH,
     params_hash,
@@ -71,10 +72,6 @@ from audit.store.rows import CounterfactualSampleRow, RunRow, SampleFailureRow
 if TYPE_CHECKING:
     from audit.heldout import HeldoutSet
     from audit.heldout.model import Scenario
-
-ABANDON_AFTER_REFUSALS = 8
-"""Errors retrying cannot fix (a 400 for a parameter, 401, 404) on the first requests, with no
-success in between, after which a command stops: the server refuses the prefill request itself."""
 
 _SOURCES_SQL = """
 SELECT sample_key, set_hash, scenario_id, condition, epoch, eval_aware, transcript, reasoning,

@@ -50,6 +50,7 @@ from audit.runner.client import (
     parse_completion,
     status_error,
 )
+from audit.runner.engine import ABANDON_AFTER_REFUSALS
 from audit.runner.matrix import PlannedSample, RunPlan, params_hash
 from audit.store import Store
 from audit.store import batches as rows
@@ -61,9 +62,6 @@ if TYPE_CHECKING:
 
 CHUNK = 2000
 """Samples handled at once: bounds memory (their conversations) and the size of a write."""
-
-ABANDON_AFTER_REFUSALS = 8
-"""As in the live runner: a model whose first requests are all refused outright is given up."""
 
 
 @dataclass
