@@ -58,8 +58,8 @@ __all__ = [
 
 ABANDON_AFTER_REFUSALS = 8
 """Non-retryable errors (401, 404, a 400 for a parameter) on a model's first requests, with no
-success in between, after which the run stops sending that model's samples (the batch and counterfactual
-runners use it too)."""
+success in between, after which the run stops sending that model's samples (the batch and
+counterfactual runners use it too)."""
 
 POOL_CONNECTIONS = 16
 """Connections per HTTP client. httpx's pool looks over every one of its connections twice per
