@@ -140,3 +140,33 @@ def test_an_edit_that_follows_failures_is_evidence_of_patching(store: Store) -> 
     # toward the set's mean first), over the whole drop: 3 x did of -(0.9 + 0.1 + 0.1 + 3.1).
     assert evidence["did"] > evidence["did_raw"]
     assert patching["share"] == pytest.approx(3 * evidence["did"] / -4.2, abs=1e-3)
+
+
+def test_a_quiet_control_does_not_inflate_the_awareness_share(store: Store) -> None:
+    # 12 scenarios x 20 epochs: 10% of samples become aware (and honest), the unaware ones fall
+    # from 30% to 28% (5 of 18): a drop of 5 points, 0.028 of it the awareness part. The
+    # scenarios no patch moves (all of them, unexposed) did not fall significantly, so genuine
+    # improvement is not established; the rest was once put on awareness too (share 1.0, with
+    # an interval of its own unscaled share far below it).
+    from audit.analysis.attribution import attribute_drop
+
+    ids = scenario_ids()[:12]
+    add_revisions(store, [BASE_SPEC, BASE_SPEC + GENERIC_EDIT])
+    add_samples(store, "m", BASE_SPEC, planted(uniform(0.3, ids)))
+    after = Planted(uniform(0.3, ids), uniform(0.1, ids), covert_aware=dict.fromkeys(ids, 0.0))
+    add_samples(store, "m", BASE_SPEC + GENERIC_EDIT, after)
+    cells = {cell.key.content_hash: cell for cell in load_cells(store).values()}
+    before_cell = cells[content_hash(BASE_SPEC)]
+    after_cell = cells[content_hash(BASE_SPEC + GENERIC_EDIT)]
+    exposed = np.zeros(len(before_cell.scenario_ids), dtype=bool)
+    attribution = attribute_drop(
+        before_cell, after_cell, exposed, alpha=0.05, resamples=400, seed=1
+    )
+    shares = {cause.cause: cause.share for cause in attribution.causes}
+    assert attribution.checks["eval_awareness"]["awareness_p_value"] < 0.05
+    assert shares["eval_awareness"] == pytest.approx(0.1 * 5 / 18 / 0.05, abs=1e-6)
+    assert shares["genuine"] == pytest.approx(1 - shares["eval_awareness"], abs=1e-6)
+    genuine = next(c for c in attribution.causes if c.cause == "genuine")
+    assert genuine.evidence["established"] is False
+    low, high = attribution.checks["eval_awareness"]["share_ci"]  # rounded to 4 places
+    assert low - 1e-4 <= shares["eval_awareness"] <= high + 1e-4
