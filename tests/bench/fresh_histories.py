@@ -7,7 +7,7 @@ the real CLI as subprocesses: ``specs sync``, ``sweep``, ``detect --json`` and
 Prints one JSON object (also written to --out) with, per history and model, the findings' kinds,
 primary causes, q values and twin gaps, and the gate's exit code and reasons.
 
-    /work/main/.venv/bin/python tests/bench/fresh_histories.py --out /tmp/fresh_histories.json
+    python tests/bench/fresh_histories.py --out /tmp/fresh_histories.json
 """
 
 from __future__ import annotations
