@@ -185,6 +185,11 @@ def test_schema_12_fills_tested_on_of_stored_findings_from_their_evidence(tmp_pa
             r["finding_id"]: r["tested_on"]
             for r in store.query("SELECT finding_id, tested_on FROM findings")
         }
+        viewed = {
+            r["finding_id"]: r["tested_on"]
+            for r in store.query("SELECT finding_id, tested_on FROM v_findings")
+        }
+    assert viewed == stored
     assert stored == {
         "exposed": "exposed scenarios",
         "twin": "public scenarios against their sealed twins",

@@ -1059,13 +1059,64 @@ COMMENT ON COLUMN estimates.metric IS 'covert_rate, eval_awareness_rate, spec_ci
 
 # Issue 16: which scenarios a finding's numbers describe was kept only in its evidence, and the
 # report recovered it by matching a string there. It is a column now, filled by detection;
-# findings stored before take their evidence's value (all scenarios where it has none).
+# findings stored before take their evidence's value (all scenarios where it has none). The
+# v_findings view shows it, and the twin test's columns, which it lacked.
 _V12_FINDINGS_TESTED_ON = """
 ALTER TABLE findings ADD COLUMN IF NOT EXISTS tested_on VARCHAR;
 UPDATE findings SET tested_on = coalesce(json_extract_string(evidence, '$.tested_on'), 'all scenarios');
 COMMENT ON COLUMN findings.rate IS 'Covert-action rate at rev (valid samples; of the scenarios tested_on names); ci_low/ci_high its 95% interval.';
 COMMENT ON COLUMN findings.delta IS 'rate - baseline_rate, paired by scenario, over the scenarios tested_on names, with its interval (two-level bootstrap on exposed scenarios).';
 COMMENT ON COLUMN findings.tested_on IS 'Which scenarios the rates, change, interval, p and q describe: all scenarios; exposed scenarios (the test of the scenarios the spec edits in between name found the change); or public scenarios against their sealed twins (the twin test found it: the public scenarios that have twins). The evidence keeps the all-scenario figures. NULL in a row written without it (not by audit detect): then evidence.tested_on says, else all scenarios.';
+-- v_findings shows which scenarios its numbers describe, and the twin test's summary.
+DROP VIEW IF EXISTS v_findings;
+CREATE VIEW v_findings AS
+SELECT f.finding_id, f.detected_at, f.model, f.baseline_model, f.source_id, f.baseline_rev,
+       f.rev, f.comparison, f.kind, f.baseline_rate, f.rate, f.ci_low, f.ci_high, f.delta,
+       f.delta_ci_low, f.delta_ci_high, f.p_value, f.q_value, f.primary_cause,
+       c.ordinal AS cause_rank,
+       json_extract_string(c.cause, '$.cause') AS cause,
+       CAST(json_extract(c.cause, '$.share') AS DOUBLE) AS share,
+       json_extract(c.cause, '$.evidence') AS cause_evidence,
+       f.exposed_scenarios, f.summary,
+       coalesce(f.tested_on, json_extract_string(f.evidence, '$.tested_on'), 'all scenarios')
+           AS tested_on,
+       f.twin_gap, f.twin_gap_ci_low, f.twin_gap_ci_high
+FROM findings f
+LEFT JOIN LATERAL (
+    SELECT u.cause, u.ordinal
+    FROM (SELECT unnest(CAST(f.causes AS JSON[])) AS cause,
+                 generate_subscripts(CAST(f.causes AS JSON[]), 1) AS ordinal) u
+) c ON true;
+COMMENT ON VIEW v_findings IS 'Findings with their causes unnested: one row per (finding, cause), or one row with NULL cause when none was attributed.';
+COMMENT ON COLUMN v_findings.finding_id IS 'Id of the finding (findings.finding_id); repeated once per cause.';
+COMMENT ON COLUMN v_findings.detected_at IS 'When audit detect wrote the finding.';
+COMMENT ON COLUMN v_findings.model IS 'Model at the candidate point ("*" for a leak).';
+COMMENT ON COLUMN v_findings.baseline_model IS 'Model at the baseline point (differs from model for model_version comparisons).';
+COMMENT ON COLUMN v_findings.source_id IS 'Spec source of the revisions compared.';
+COMMENT ON COLUMN v_findings.baseline_rev IS 'Spec revision of the baseline point.';
+COMMENT ON COLUMN v_findings.rev IS 'Spec revision of the candidate point.';
+COMMENT ON COLUMN v_findings.comparison IS 'consecutive, baseline, or model_version.';
+COMMENT ON COLUMN v_findings.kind IS 'collapse, drop, regression, leak or none.';
+COMMENT ON COLUMN v_findings.baseline_rate IS 'Covert-action rate at the baseline point.';
+COMMENT ON COLUMN v_findings.rate IS 'Covert-action rate at the candidate point, over the scenarios tested_on names.';
+COMMENT ON COLUMN v_findings.ci_low IS 'Lower end of the 95% interval of rate.';
+COMMENT ON COLUMN v_findings.ci_high IS 'Upper end of the 95% interval of rate.';
+COMMENT ON COLUMN v_findings.delta IS 'rate - baseline_rate, paired by scenario, over the scenarios tested_on names.';
+COMMENT ON COLUMN v_findings.delta_ci_low IS 'Lower end of the 95% interval of delta.';
+COMMENT ON COLUMN v_findings.delta_ci_high IS 'Upper end of the 95% interval of delta.';
+COMMENT ON COLUMN v_findings.p_value IS 'Exact stratified test p-value, before FDR correction.';
+COMMENT ON COLUMN v_findings.q_value IS 'Benjamini-Hochberg adjusted p-value across the detection pass.';
+COMMENT ON COLUMN v_findings.primary_cause IS 'Cause with the largest share; NULL when none is attributed.';
+COMMENT ON COLUMN v_findings.cause_rank IS '1 for the primary cause, then in decreasing share.';
+COMMENT ON COLUMN v_findings.cause IS 'spec_patching, eval_awareness, genuine or regression.';
+COMMENT ON COLUMN v_findings.share IS 'Share of the change attributed to this cause (0-1).';
+COMMENT ON COLUMN v_findings.cause_evidence IS 'Evidence for this cause (JSON).';
+COMMENT ON COLUMN v_findings.exposed_scenarios IS 'Scenario ids exposed to the spec edits between baseline_rev and rev.';
+COMMENT ON COLUMN v_findings.summary IS 'One plain sentence describing the finding.';
+COMMENT ON COLUMN v_findings.tested_on IS 'Which scenarios rate, delta, their intervals, p and q describe: all scenarios, exposed scenarios, or public scenarios against their sealed twins (findings.tested_on).';
+COMMENT ON COLUMN v_findings.twin_gap IS 'The sealed-twin test''s gap (public change beyond the pair''s common change, minus the twin''s), averaged over pairs; NULL without twin samples at both points.';
+COMMENT ON COLUMN v_findings.twin_gap_ci_low IS 'Lower end of the 95% interval of twin_gap (bootstrap over pairs, then samples).';
+COMMENT ON COLUMN v_findings.twin_gap_ci_high IS 'Upper end of the 95% interval of twin_gap.';
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -1088,7 +1139,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "reasoning tokens of samples and counterfactual samples", _V11_REASONING_TOKENS),
     Migration(
         12,
-        "findings.tested_on: the scenarios a finding's numbers describe",
+        "findings.tested_on: the scenarios a finding's numbers describe (and in v_findings)",
         _V12_FINDINGS_TESTED_ON,
     ),
 )
