@@ -250,18 +250,19 @@ class Finding:
     rev: str
     comparison: ComparisonKind
     kind: FindingKind
-    baseline_rate: float | None
-    rate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    delta: float | None
-    delta_ci_low: float | None
-    delta_ci_high: float | None
-    p_value: float | None
-    q_value: float | None
-    primary_cause: CauseName | None
-    causes: tuple[dict[str, Any], ...]
-    exposed_scenarios: tuple[str, ...]
+    # None where the finding has no such figure (a leak has no rate, a point alone no change).
+    baseline_rate: float | None = None
+    rate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    delta: float | None = None
+    delta_ci_low: float | None = None
+    delta_ci_high: float | None = None
+    p_value: float | None = None
+    q_value: float | None = None
+    primary_cause: CauseName | None = None
+    causes: tuple[dict[str, Any], ...] = ()
+    exposed_scenarios: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     tested_on: TestedOn = ALL_SCENARIOS

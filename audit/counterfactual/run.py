@@ -57,7 +57,7 @@ from audit.runner.client import (
     request_args,
     with_retries,
 )
-from audit.runner.engine import ABANDON_AFTER_REFUSALS
+from audit.runner.engine import ABANDON_AFTER_REFUSALS, graded_columns
 from audit.runner.matrix import (
     EMPTY_SPEC_HASH,
     params_hash,
@@ -492,10 +492,6 @@ def _row(
     plan, source, edit = execution.plan, item.source, item.edit
     transcript = Transcript(tuple(conversation.kept), conversation.finish_reason)
     graded = grade_sample(source.scenario, source.condition, transcript, execution.spec_text)
-    grade = graded.grade
-    evidence = {"rule_id": grade.rule_id, **grade.evidence}
-    if graded.citation.evidence:
-        evidence["spec_citation"] = graded.citation.evidence
     again = detect_awareness("\n\n".join(t for t in conversation.generated if t))
     return CounterfactualSampleRow(
         cf_key=item.key,
@@ -522,25 +518,14 @@ def _row(
         prefill_content=edit.prefill_content,
         prefill_protocol=execution.protocol,
         continuation=conversation.continuation or None,
-        outcome=grade.outcome,
-        eval_aware=graded.awareness.detected,
         reverbalized=again.detected,
-        spec_cited=graded.citation.detected,
-        score=grade.score,
-        grade_evidence=dumps(evidence),
-        awareness_evidence=dumps(
-            {"transcript": graded.awareness.evidence, "generated": again.evidence}
-        ),
-        reasoning=transcript.reasoning() or None,
-        answer=transcript.final_text() or None,
-        transcript=transcript.to_json(),
-        turns=conversation.turns,
-        prompt_tokens=conversation.prompt_tokens,
-        completion_tokens=conversation.completion_tokens,
-        reasoning_tokens=conversation.reasoning_tokens,
-        latency_ms=conversation.latency_ms,
-        finish_reason=conversation.finish_reason,
-        system_fingerprint=conversation.system_fingerprint,
+        **{
+            **graded_columns(graded, transcript, conversation),
+            # What the original transcript and the generated continuation each voiced.
+            "awareness_evidence": dumps(
+                {"transcript": graded.awareness.evidence, "generated": again.evidence}
+            ),
+        },
     )
 
 

@@ -9,7 +9,6 @@ inventing one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -31,7 +30,7 @@ from audit.records import (
 )
 from audit.spec_history import ClauseChange, resolve_revision, stored_revisions
 from audit.store import Store
-from audit.store.rows import stored_finding
+from audit.store.rows import stored_finding, stored_json
 from audit.store.sealed import is_sealed, sealed_ids, sealed_sql
 
 # Covert rate: covert samples over graded ones (invalid answers excluded), per scenario, then the
@@ -1023,7 +1022,7 @@ def _examples(
     examples: list[Example] = []
     seen: set[tuple[str, str]] = set()
     for r in rows:
-        quotes = _quotes(_parse_json(r["awareness_evidence"]))[:3]
+        quotes = _quotes(stored_json(r["awareness_evidence"]))[:3]
         # One example per (model, scenario), so the few shown are not all the same case.
         if (not quotes and not r["answer"]) or (r["model"], r["scenario_id"]) in seen:
             continue
@@ -1055,7 +1054,7 @@ def _prompts(store: Store, set_hash: str) -> dict[str, str]:
     )
     prompts = {}
     for r in rows:
-        messages = _parse_json(r["transcript"])
+        messages = stored_json(r["transcript"])
         if isinstance(messages, dict):
             messages = messages.get("messages", [])
         for message in messages if isinstance(messages, list) else []:
@@ -1063,15 +1062,6 @@ def _prompts(store: Store, set_hash: str) -> dict[str, str]:
                 prompts[r["scenario_id"]] = str(message.get("content", ""))
                 break
     return prompts
-
-
-def _parse_json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _quotes(evidence: Any) -> list[tuple[str, tuple[str, ...]]]:

@@ -19,11 +19,11 @@ import threading
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from audit.config import ModelConfig, RunConfig
 from audit.progress import Progress
-from audit.records import Transcript
+from audit.records import SampleGrade, Transcript
 from audit.runner.client import (
     CallStats,
     Conversation,
@@ -264,6 +264,47 @@ def _record_failure(
     context.progress.advance(1, errors=1)
 
 
+class ConversationTotals(Protocol):
+    """What a finished conversation (live, batch or counterfactual) tells about itself."""
+
+    turns: int
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int | None
+    latency_ms: float
+    system_fingerprint: str | None
+
+
+def graded_columns(
+    graded: SampleGrade, transcript: Transcript, conversation: ConversationTotals
+) -> dict[str, Any]:
+    """The columns ``samples`` and ``counterfactual_samples`` share: the grade, the transcript
+    and the conversation's totals."""
+    grade = graded.grade
+    evidence = {"rule_id": grade.rule_id, **grade.evidence}
+    if graded.citation.evidence:
+        evidence["spec_citation"] = graded.citation.evidence
+    return {
+        "outcome": grade.outcome,
+        "eval_aware": graded.awareness.detected,
+        "spec_cited": graded.citation.detected,
+        "score": grade.score,
+        "grade_evidence": dumps(evidence),
+        "awareness_evidence": dumps(graded.awareness.evidence),
+        "reasoning": transcript.reasoning() or None,
+        "answer": transcript.final_text() or None,
+        "transcript": transcript.to_json(),
+        "turns": conversation.turns,
+        "prompt_tokens": conversation.prompt_tokens,
+        "completion_tokens": conversation.completion_tokens,
+        "reasoning_tokens": conversation.reasoning_tokens,
+        "latency_ms": conversation.latency_ms,
+        "finish_reason": conversation.finish_reason,
+        "system_fingerprint": conversation.system_fingerprint,
+    }
+
+
 def sample_row(
     sample: PlannedSample, conversation: Conversation, run_id: str, set_hash: str
 ) -> dict[str, Any]:
@@ -273,10 +314,6 @@ def sample_row(
 
     transcript = Transcript(tuple(conversation.messages), conversation.finish_reason)
     graded = grade_sample(sample.scenario, sample.condition, transcript, sample.spec_text)
-    grade = graded.grade
-    evidence = {"rule_id": grade.rule_id, **grade.evidence}
-    if graded.citation.evidence:
-        evidence["spec_citation"] = graded.citation.evidence
     return SampleRow(
         sample_key=sample.key,
         run_id=run_id,
@@ -293,22 +330,7 @@ def sample_row(
         condition=sample.condition,
         epoch=sample.epoch,
         params_hash=sample.params_hash,
-        outcome=grade.outcome,
-        eval_aware=graded.awareness.detected,
-        spec_cited=graded.citation.detected,
-        score=grade.score,
-        grade_evidence=dumps(evidence),
-        awareness_evidence=dumps(graded.awareness.evidence),
-        reasoning=transcript.reasoning() or None,
-        answer=transcript.final_text() or None,
-        transcript=transcript.to_json(),
-        turns=conversation.turns,
-        prompt_tokens=conversation.prompt_tokens,
-        completion_tokens=conversation.completion_tokens,
-        reasoning_tokens=conversation.reasoning_tokens,
-        latency_ms=conversation.latency_ms,
-        finish_reason=conversation.finish_reason,
-        system_fingerprint=conversation.system_fingerprint,
+        **graded_columns(graded, transcript, conversation),
     ).as_row()
 
 

@@ -595,9 +595,9 @@ def stored_finding(row: dict[str, Any]) -> Finding:
     evidence. A row written without ``tested_on`` (by hand, not by detection) is read as its
     evidence says, else as all scenarios (see :data:`TESTED_ON_SQL`).
     """
-    evidence = _json(row.get("evidence"))
+    evidence = stored_json(row.get("evidence"))
     evidence = evidence if isinstance(evidence, dict) else {}
-    causes = _json(row.get("causes"))
+    causes = stored_json(row.get("causes"))
     twin = evidence.get("twin_gap")
     twin = dict(twin) if isinstance(twin, dict) else {}
     if row.get("twin_gap") is not None:
@@ -636,7 +636,8 @@ TESTED_ON_SQL = "coalesce(f.tested_on, json_extract_string(f.evidence, '$.tested
 """SQL of a finding's ``tested_on`` (alias ``f``), as :func:`stored_finding` reads it."""
 
 
-def _json(value: Any) -> Any:
+def stored_json(value: Any) -> Any:
+    """A JSON column's value parsed; text that is not JSON (a hand-written row) as it is."""
     if isinstance(value, str):
         try:
             return json.loads(value)
