@@ -45,6 +45,10 @@ ALL_SCENARIOS: TestedOn = "all scenarios"
 EXPOSED_TESTED_ON: TestedOn = "exposed scenarios"
 TWIN_TESTED_ON: TestedOn = "public scenarios against their sealed twins"
 
+TWIN_METRICS = ("public_covert_rate", "twin_covert_rate")
+"""``estimates`` metrics: covert rates of the public scenarios alone and of their sealed twins
+alone (scope all)."""
+
 
 @dataclass(frozen=True)
 class SpecRevision:

@@ -22,9 +22,8 @@ from twin_history import CONFIG, SPECS, base_rates, macro, planted, twin_history
 
 from audit.analysis import detect
 from audit.analysis.detect import TWIN_TESTED_ON
-from audit.analysis.estimates import TWIN_METRICS
 from audit.heldout.loader import HeldoutSet, load_heldout, register_heldout
-from audit.report import data as report_data
+from audit.records import TWIN_METRICS
 from audit.report import figures, render_report
 from audit.report.data import load_report_data
 from audit.report.groups import group_findings
@@ -34,12 +33,6 @@ from audit.store import Store, open_store
 @pytest.fixture(scope="module")
 def heldout() -> HeldoutSet:
     return load_heldout()
-
-
-def test_the_reports_twin_names_are_detections() -> None:
-    # The report spells these out instead of importing the analysis package.
-    assert report_data.TWIN_METRICS == TWIN_METRICS
-    assert report_data.TWIN_TESTED_ON == TWIN_TESTED_ON
 
 
 def test_twin_figure_draws_public_solid_and_twins_dashed_from_the_estimates(

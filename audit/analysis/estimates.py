@@ -35,6 +35,7 @@ import numpy as np
 
 from audit.graders.sandbagging import ScoredSample, accuracy_gap
 from audit.intervals import wilson_bounds
+from audit.records import TWIN_METRICS
 from audit.store import Store
 
 #: Metrics written to ``estimates.metric``: name -> (numerator count, denominator count).
@@ -48,8 +49,6 @@ RATE_METRICS: dict[str, tuple[str, str]] = {
     "invalid_rate": ("invalid", "n"),
 }
 GAP_METRIC = "sandbagging_gap"
-#: Covert rates of the public scenarios alone and of their sealed twins alone (scope all).
-TWIN_METRICS = ("public_covert_rate", "twin_covert_rate")
 #: Condition names taken as the reference side of a paired family's gap, in order of preference,
 #: for sets registered before their family declarations were stored.
 _REFERENCE_CONDITIONS = ("neutral", "default", "control", "baseline")

@@ -16,7 +16,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from audit.analysis.estimates import TWIN_METRICS
 from audit.analysis.failures import missing_samples
 from audit.analysis.usage import Usage, usage_totals
 from audit.config import AuditConfig
@@ -24,6 +23,7 @@ from audit.errors import AuditError
 from audit.model_lines import configured_lines, model_families
 from audit.records import (
     EXPOSED_TESTED_ON,
+    TWIN_METRICS,
     TWIN_TESTED_ON,
     Finding,
     SpecRevision,
